@@ -1,0 +1,3 @@
+from gstc.cli import main
+
+main()

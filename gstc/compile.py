@@ -1,0 +1,570 @@
+"""Spec -> Plan: validation, variants x sweep points x seeds, schedules and filter counts.
+
+The pipeline (`check`) never stops at the first problem: the base spec, then every
+configuration (a variant with a sweep point applied), is validated and compiled, and
+every error found is returned, each pointing at the YAML node responsible (the
+override's value when an override caused it).
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import hashlib
+import itertools
+import json
+import math
+import re
+import types
+import typing
+from fractions import Fraction
+from typing import Any, Union, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+
+from gstc import FORMAT, archs
+from gstc.errors import SpecError, SpecErrors, did_you_mean, dotted, show
+from gstc.load import Document, load_file
+from gstc.plan import LayerSchedule, Plan, PlanConfig, PlanEvent, PlanLayer, PlanRun
+from gstc.spec import CONFIG_FIELDS, BaseConfig, LayerEntry, PruneSpec, ScheduleSpec, Spec
+
+MAX_CONFIGS = 10_000
+MAX_RUNS = 100_000
+DEFAULT_VARIANT = "default"
+# Fields whose short form is a string: `model: vgg11_bn` means `model: {arch: vgg11_bn}`.
+SHORT_FORMS = {"model": "arch", "mode": "kind"}
+# Data fields that say where the data is, not what it is: left out of content hashes.
+LOCATION_FIELDS = ("root", "download")
+
+Path = tuple[Any, ...]
+_PATH_RE = re.compile(r"^[A-Za-z_]\w*(\[\d+\])*(\.[A-Za-z_]\w*(\[\d+\])*)*$")
+
+
+class _Skip(Exception):
+    """A sweep override that passes through a section this variant removed."""
+
+
+# --- override paths ------------------------------------------------------------------
+
+
+def parse_path(text: str) -> Path | None:
+    """'prune.layers[3].amount' -> ('prune', 'layers', 3, 'amount'); None if malformed."""
+    if not isinstance(text, str) or not _PATH_RE.match(text):
+        return None
+    parts: list[Any] = []
+    for piece in text.split("."):
+        name, *indices = piece.split("[")
+        parts.append(name)
+        parts.extend(int(i.rstrip("]")) for i in indices)
+    return tuple(parts)
+
+
+def _unwrap(tp: Any) -> list[Any]:
+    """The concrete types behind Annotated/Optional/Union annotations."""
+    origin = get_origin(tp)
+    if origin is typing.Annotated:
+        return _unwrap(get_args(tp)[0])
+    if origin is Union or origin is types.UnionType:
+        return [t for arg in get_args(tp) for t in _unwrap(arg)]
+    if tp is type(None):
+        return []
+    return [tp]
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _types_at(parts: Path, root: Any = BaseConfig) -> tuple[list[Any], str | None]:
+    """Walk schema types along `parts`: (types found there, or an error message)."""
+    current = [root]
+    for i, part in enumerate(parts):
+        here = dotted(parts[:i]) or "the spec"
+        found: list[Any] = []
+        if isinstance(part, int):
+            found = [get_args(t)[0] for t in current if get_origin(t) is list]
+            if not found:
+                return [], f"{here} is not a list, so [{part}] does not apply"
+        else:
+            models = [t for t in current if _is_model(t)]
+            names = [n for m in models for n in m.model_fields]
+            found = [m.model_fields[part].annotation for m in models if part in m.model_fields]
+            if not found:
+                if not models:
+                    if any(get_origin(t) is list for t in current):
+                        return [], f"{here} is a list: index it, as in {here}[0].{part}"
+                    return [], f"{here} is a single value with no key {part!r}"
+                return [], f"unknown key {part!r} in {here}{did_you_mean(part, names)}; expected one of: {', '.join(dict.fromkeys(names))}"
+        current = [t for f in found for t in _unwrap(f)]
+    return current, None
+
+
+def check_override_path(text: Any) -> tuple[Path | None, str | None]:
+    parts = parse_path(text)
+    if parts is None:
+        return None, f"{show(text)} is not a dotted path such as prune.layers[0].amount"
+    if parts[0] not in CONFIG_FIELDS:
+        return None, (f"{parts[0]!r} cannot be overridden{did_you_mean(parts[0], CONFIG_FIELDS)}; "
+                      f"overrides set paths under {', '.join(CONFIG_FIELDS)}")
+    _, problem = _types_at(parts)
+    return (None, problem) if problem else (parts, None)
+
+
+def _apply(data: dict, parts: Path, value: Any, sweep: bool) -> None:
+    """Set `value` at `parts` in raw spec data (ValueError: why not; _Skip: not applicable)."""
+    cur: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(part, int):
+            if not isinstance(cur, list) or part >= len(cur):
+                size = len(cur) if isinstance(cur, list) else 0
+                raise ValueError(f"{dotted(parts[:i])} has {size} entries, so index {part} does not exist")
+        elif not isinstance(cur, dict):
+            raise ValueError(f"{dotted(parts[:i])} is {show(cur)}, not a mapping")
+        elif part not in cur:
+            if last:
+                cur[part] = value
+                return
+            cur[part] = [] if isinstance(parts[i + 1], int) else {}
+        if last:
+            cur[part] = value
+            return
+        child = cur[part]
+        if child is None:
+            if sweep:
+                raise _Skip()
+            raise ValueError(f"{dotted(parts[: i + 1])} is null in this configuration: set the whole section instead")
+        if isinstance(child, str) and part in SHORT_FORMS and not isinstance(parts[i + 1], int):
+            child = cur[part] = {SHORT_FORMS[part]: child}
+        cur = child
+
+
+def _remap(doc: Document, src: Path, dst: Path, positions: dict, key_positions: dict) -> None:
+    """Point positions under `dst` at the override value's nodes under `src`."""
+    for table, source in ((positions, doc.positions), (key_positions, doc.key_positions)):
+        for p in [p for p in table if p[: len(dst)] == dst]:
+            del table[p]
+        for p, mark in source.items():
+            if p[: len(src)] == src:
+                table[dst + p[len(src):]] = mark
+    positions.setdefault(dst, doc.where(src))
+
+
+# --- validation errors ---------------------------------------------------------------
+
+_BOOL_WORDS = {"yes", "no", "on", "off", "y", "n", "Yes", "No", "On", "Off", "YES", "NO", "ON", "OFF"}
+
+
+def _data_path(loc: tuple, data: Any) -> tuple[Path, int | None]:
+    """Map a pydantic `loc` onto the data: (path, index in loc of the first union tag)."""
+    path: list[Any] = []
+    cur, tag_at = data, None
+    for i, el in enumerate(loc):
+        if isinstance(cur, dict) and isinstance(el, str) and el in cur:
+            path.append(el)
+            cur = cur[el]
+        elif isinstance(cur, list) and isinstance(el, int) and 0 <= el < len(cur):
+            path.append(el)
+            cur = cur[el]
+        elif i == len(loc) - 1 and isinstance(cur, dict) and isinstance(el, str):
+            path.append(el)  # a missing or unknown key: the last element names it
+            cur = None
+        else:
+            if tag_at is None:
+                tag_at = i  # a union member's tag (e.g. 'adam', 'list[...]'), not data
+            if isinstance(cur, str) and el in SHORT_FORMS.values():
+                cur = None
+    return tuple(path), tag_at
+
+
+def _message(err: dict, parts: Path, model: Any) -> str:
+    kind, msg, found = err["type"], err["msg"], err.get("input")
+    if kind == "extra_forbidden":
+        key = parts[-1] if parts else "?"
+        ts, _ = _types_at(tuple(parts[:-1]), model)
+        names = [n for t in ts if _is_model(t) for n in t.model_fields]
+        names = list(dict.fromkeys(names))
+        return f"unknown key {key!r}{did_you_mean(str(key), names)}; expected one of: {', '.join(names)}"
+    if kind == "missing":
+        return f"missing required key {parts[-1]!r}"
+    if kind in ("literal_error", "union_tag_invalid"):
+        expected = err.get("ctx", {}).get("expected", "")
+        choices = re.findall(r"'([^']*)'", expected)
+        hint = did_you_mean(found, choices) if isinstance(found, str) else ""
+        return f"expected one of {expected}, found {show(found)}{hint}"
+    if kind == "union_tag_not_found":
+        return f"expected a mapping with key {err['ctx']['discriminator']}, found {show(found)}"
+    if kind == "value_error":
+        return msg.removeprefix("Value error, ")
+    if kind == "string_pattern_mismatch":
+        return f"expected a name matching [a-z0-9][a-z0-9._-]* (lowercase letters, digits, . _ -), found {show(found)}"
+    text = msg[0].lower() + msg[1:] if msg else kind
+    text = text.removeprefix("input should be ")
+    hint = ""
+    if kind == "bool_type" and found in _BOOL_WORDS:
+        hint = "; YAML 1.1 words like yes/no/on/off are strings here: write true or false"
+    return f"expected {text}, found {show(found)}{hint}"
+
+
+def _convert(exc: ValidationError, doc: Document, model: Any, config: str | None) -> list[SpecError]:
+    """Pydantic errors -> SpecErrors; of a union's members, keep those that got furthest."""
+    items = []
+    for err in exc.errors(include_url=False):
+        parts, tag_at = _data_path(err["loc"], doc.data)
+        items.append((err, parts, tag_at))
+    keep = []
+    groups: dict[tuple, list] = {}
+    for item in items:
+        err, parts, tag_at = item
+        if tag_at is None or err["type"] in ("extra_forbidden", "missing", "value_error") and len(parts) > tag_at:
+            keep.append(item)
+        else:
+            groups.setdefault(tuple(err["loc"][:tag_at]), []).append(item)
+    for group in groups.values():
+        depth = max(len(p) for _, p, _ in group)
+        deepest = [g for g in group if len(g[1]) == depth]
+        if len({g[0]["loc"][g[2]] for g in deepest}) > 1:  # several members fail at the same place
+            err, parts, _ = deepest[0]
+            alternatives = " or ".join(dict.fromkeys(_message(e, p, model).split(", found")[0] for e, p, _ in deepest))
+            merged = dict(err, type="union", msg="")
+            keep.append((merged, parts, None, f"{alternatives}, found {show(err.get('input'))}"))
+        else:
+            keep.extend(deepest)
+    out = []
+    for item in keep:
+        err, parts = item[0], item[1]
+        message = item[3] if len(item) > 3 else _message(err, parts, model)
+        out.append(doc.error(parts, message, key=err["type"] == "extra_forbidden", config=config))
+    return out
+
+
+def _validate(model: type[BaseModel], doc: Document, config: str | None) -> tuple[Any, list[SpecError]]:
+    if not isinstance(doc.data, dict):
+        return None, [doc.error((), f"a spec is a mapping of keys to values, found {show(doc.data)}")]
+    try:
+        return model.model_validate(doc.data), []
+    except ValidationError as exc:
+        return None, _convert(exc, doc, model, config)
+
+
+# --- schedules and filter counts -----------------------------------------------------
+
+
+def _exact(value: float) -> Fraction:
+    """The decimal the user wrote (0.3 -> 3/10), not the binary float's expansion."""
+    return Fraction(repr(value))
+
+
+def kept_counts(filters: int, amount: Fraction, events: int) -> list[int]:
+    """Filters kept after each event (paper-experiments.md, "Common settings")."""
+    final = math.ceil((1 - amount) * filters)
+    return [math.ceil(final + (filters - final) * Fraction(events - i, events)) for i in range(1, events + 1)]
+
+
+def _match(select: str, names: list[str]) -> list[str]:
+    if any(ch in select for ch in "*?["):
+        return [n for n in names if fnmatch.fnmatchcase(n, select)]
+    return [select] if select in names else []
+
+
+def _event_epochs(entry: LayerEntry, default: ScheduleSpec | None) -> tuple[list[int] | None, str | None, str]:
+    """(epochs, error, which schedule field to blame) for one layer entry."""
+    own = entry.schedule
+    if own is not None and own.epochs is not None:
+        return sorted(own.epochs), None, "own"
+    if own is None and default is not None and default.epochs is not None:
+        return sorted(default.epochs), None, "default"
+    pick = lambda f: getattr(own, f) if own is not None and getattr(own, f) is not None else (getattr(default, f) if default else None)  # noqa: E731
+    start, end, every = pick("start"), pick("end"), pick("every")
+    blame = "own" if own is not None else "default"
+    if start is None:
+        return None, "no schedule: give this entry or prune.schedule a `start` (or `epochs: [...]`)", blame
+    end = start if end is None else end
+    if start > end:
+        return None, f"start ({start}) is after end ({end})", blame
+    if every is None and end > start:
+        return None, f"`every` is needed for events from {start} to {end}", blame
+    return list(range(start, end + 1, every or 1)), None, blame
+
+
+def _compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, config: str | None) -> tuple[list[LayerSchedule], list[SpecError]]:
+    prune: PruneSpec | None = cfg.prune
+    if prune is None:
+        return [], []
+    errors: list[SpecError] = []
+    names = [layer.name for layer in table]
+    filters = {layer.name: layer.filters for layer in table}
+    chosen: dict[str, int] = {}
+    out: list[LayerSchedule] = []
+    for i, entry in enumerate(prune.layers):
+        at = ("prune", "layers", i)
+        err = lambda path, msg: errors.append(doc.error(path, msg, config=config))  # noqa: E731
+        matched = _match(entry.select, names)
+        if not matched:
+            kind = "glob" if any(ch in entry.select for ch in "*?[") else "name"
+            err(at + ("select",), f"{kind} {entry.select!r} matches no prunable layer of {cfg.model.arch}"
+                f"{did_you_mean(entry.select, names)}; `gstc layers {cfg.model.arch}` lists them")
+        for name in matched:
+            if name in chosen:
+                err(at + ("select",), f"layer {name!r} is already selected by prune.layers[{chosen[name]}]; "
+                                      "a layer may be selected once")
+        matched = [n for n in matched if n not in chosen]
+        chosen.update({n: i for n in matched})
+
+        epochs, problem, blame = _event_epochs(entry, prune.schedule)
+        sched_path = at + ("schedule",) if blame == "own" else ("prune", "schedule")
+        if problem:
+            err(sched_path, problem)
+            continue
+        outside = [e for e in epochs if e > cfg.train.epochs]
+        if outside:
+            err(sched_path, f"event epochs {outside[:5]}{'...' if len(outside) > 5 else ''} are outside "
+                            f"0..{cfg.train.epochs} (train.epochs)")
+            continue
+
+        amount, rate = entry.amount, entry.rate
+        src_a = at + ("amount",) if amount is not None else ("prune", "amount")
+        src_r = at + ("rate",) if rate is not None else ("prune", "rate")
+        amount = prune.amount if amount is None else amount
+        rate = prune.rate if rate is None else rate
+        if amount is not None and rate is not None:
+            err(src_a if src_a[:3] == at else src_r, f"both amount (at {dotted(src_a)}) and rate (at {dotted(src_r)}) "
+                                                     "apply to this entry; give one")
+            continue
+        if amount is None and rate is None:
+            err(at, "give `amount` (total fraction removed) or `rate` (fraction per event), here or in prune")
+            continue
+        n = len(epochs)
+        total = _exact(amount) if amount is not None else _exact(rate) * n
+        if total >= 1:
+            err(src_r, f"rate {rate} x {n} events = {float(total):g}: that removes every filter; "
+                       "the total must stay below 1")
+            continue
+        for name in matched:
+            kept = kept_counts(filters[name], total, n)
+            pruned = [a - b for a, b in zip([filters[name]] + kept, kept)]
+            out.append(LayerSchedule(
+                layer=name, filters=filters[name], entry=i,
+                scoring=entry.scoring or prune.scoring,
+                target=entry.target or prune.target,
+                mode=(entry.mode or prune.mode).model_dump(mode="json"),
+                epochs=epochs, amount=float(total), rate=float(total / n), pruned=pruned, kept=kept,
+            ))
+    order = {name: k for k, name in enumerate(names)}
+    out.sort(key=lambda s: order[s.layer])
+    return out, errors
+
+
+# --- hashing -------------------------------------------------------------------------
+
+
+def _digest(obj: Any, length: int) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def _semantic(resolved: dict, schedules: list[LayerSchedule]) -> dict:
+    """What decides a run's numbers: the resolved configuration, with pruning as the
+    compiled per-layer events (so a glob and the names it matches hash alike) and
+    without where the data lies."""
+    data = {k: v for k, v in resolved["data"].items() if k not in LOCATION_FIELDS}
+    prune = [
+        {"layer": s.layer, "scoring": s.scoring, "target": s.target, "mode": s.mode,
+         "events": [[e, p] for e, p in zip(s.epochs, s.pruned) if p > 0]}
+        for s in schedules
+    ]
+    return {"format": FORMAT, "model": resolved["model"], "data": data, "train": resolved["train"],
+            "measure": resolved["measure"], "prune": prune}
+
+
+def run_id(config_hash: str, seed: int) -> str:
+    return _digest({"config": config_hash, "seed": seed}, 12)
+
+
+# --- the pipeline --------------------------------------------------------------------
+
+
+def _fmt(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def _points(sweep: dict | None) -> list[list[tuple[str, Any, Path]]]:
+    """Sweep points as lists of (path, value, position path of the value)."""
+    if not sweep:
+        return [[]]
+    axes = []
+    for path, values in sweep.items():
+        if path == "zip":
+            zipped = list(values.items())
+            axes.append([[(p, vs[k], ("sweep", "zip", p, k)) for p, vs in zipped] for k in range(len(zipped[0][1]))])
+        else:
+            axes.append([[(path, v, ("sweep", path, k))] for k, v in enumerate(values)])
+    return [[pair for group in combo for pair in group] for combo in itertools.product(*axes)]
+
+
+def check(doc: Document, sets: list[tuple[str, Any]] | None = None) -> tuple[Plan | None, list[SpecError]]:
+    """Validate and compile a loaded spec; (plan, []) or (None, every error)."""
+    base_doc = copy.copy(doc)
+    errors: list[SpecError] = []
+    seen: set[tuple] = set()
+
+    def report(errs: list[SpecError]) -> None:
+        for e in errs:
+            key = (e.line, e.col, e.path, e.message)
+            if key not in seen:
+                seen.add(key)
+                errors.append(e)
+
+    if sets:  # --set PATH=VALUE from the command line: applied to the base, validated like overrides
+        base_doc = Document(doc.file, copy.deepcopy(doc.data), dict(doc.positions), dict(doc.key_positions))
+        for path, value in sets:
+            parts, problem = check_override_path(path)
+            if parts is None or not isinstance(base_doc.data, dict):
+                report([SpecError(doc.file, 1, 1, str(path), f"--set: {problem or 'the spec is not a mapping'}")])
+                continue
+            try:
+                _apply(base_doc.data, parts, copy.deepcopy(value), sweep=False)
+            except ValueError as exc:
+                report([SpecError(doc.file, 1, 1, str(path), f"--set: {exc}")])
+    if errors:
+        return None, errors
+
+    spec, errs = _validate(Spec, base_doc, None)
+    report(errs)
+    # Overrides are checked even when the base is invalid, so all problems show at once.
+    raw = base_doc.data if isinstance(base_doc.data, dict) else {}
+    variants = raw.get("variants") if isinstance(raw.get("variants"), dict) else None
+    sweep = raw.get("sweep") if isinstance(raw.get("sweep"), dict) else None
+    override_sources: list[tuple[str, Path]] = []
+    for name, overrides in (variants or {}).items():
+        for path in (overrides or {}) if isinstance(overrides, dict) else {}:
+            override_sources.append((path, ("variants", name, path)))
+    for path in (k for k in (sweep or {}) if k != "zip"):
+        override_sources.append((path, ("sweep", path)))
+    if isinstance((sweep or {}).get("zip"), dict):
+        for path in sweep["zip"]:
+            override_sources.append((path, ("sweep", "zip", path)))
+    bad_paths = False
+    for path, where in override_sources:
+        _, problem = check_override_path(path)
+        if problem:
+            bad_paths = True
+            report([doc.error(where, problem, key=True)])
+    if spec is None or bad_paths:
+        return None, errors
+
+    base_cfg = BaseConfig.model_validate({k: getattr(spec, k) for k in CONFIG_FIELDS})
+    table = archs.layers(base_cfg.model.arch, base_cfg.model.width)
+    _, errs = _compile_prune(base_cfg, table, base_doc, None)
+    report(errs)
+
+    variant_items = list((spec.variants or {DEFAULT_VARIANT: {}}).items())
+    sweep_data = spec.sweep.model_dump(exclude_none=True) if spec.sweep else None
+    points = _points(sweep_data)
+    if len(variant_items) * len(points) > MAX_CONFIGS:
+        report([doc.error(("sweep",), f"{len(variant_items)} variants x {len(points)} sweep points is over the "
+                                      f"limit of {MAX_CONFIGS:,} configurations")])
+        return None, errors
+
+    configs: list[PlanConfig] = []
+    by_id: dict[str, PlanConfig] = {}
+    by_hash: dict[str, str] = {}
+    applies: dict[str, bool] = {}
+    config_raw = {k: v for k, v in raw.items() if k in CONFIG_FIELDS}
+    for variant, overrides in variant_items:
+        vdoc = Document(doc.file, copy.deepcopy(config_raw), dict(base_doc.positions), dict(base_doc.key_positions))
+        failed = False
+        for path, value in (overrides or {}).items():
+            parts = parse_path(path)
+            try:
+                _apply(vdoc.data, parts, copy.deepcopy(value), sweep=False)
+                _remap(doc, ("variants", variant, path), parts, vdoc.positions, vdoc.key_positions)
+            except ValueError as exc:
+                failed = True
+                report([doc.error(("variants", variant, path), str(exc), key=True, config=variant)])
+        if failed:
+            continue
+        for point in points:
+            pdoc = Document(doc.file, copy.deepcopy(vdoc.data), dict(vdoc.positions), dict(vdoc.key_positions))
+            applied: dict[str, Any] = {}
+            ok = True
+            for path, value, where in point:
+                parts = parse_path(path)
+                try:
+                    _apply(pdoc.data, parts, copy.deepcopy(value), sweep=True)
+                except _Skip:
+                    applies.setdefault(path, False)
+                    continue
+                except ValueError as exc:
+                    ok = False
+                    report([doc.error(where, str(exc), config=variant)])
+                    continue
+                applies[path] = True
+                applied[path] = value
+                _remap(doc, where, parts, pdoc.positions, pdoc.key_positions)
+            if not ok:
+                continue
+            cid = variant + ("[" + ",".join(f"{p}={_fmt(v)}" for p, v in applied.items()) + "]" if applied else "")
+            if cid in by_id:
+                continue  # the same variant where the sweep did not apply: one configuration
+            cfg, errs = _validate(BaseConfig, pdoc, cid)
+            report(errs)
+            if cfg is None:
+                continue
+            table = archs.layers(cfg.model.arch, cfg.model.width)
+            schedules, errs = _compile_prune(cfg, table, pdoc, cid)
+            report(errs)
+            if errs:
+                continue
+            resolved = cfg.model_dump(mode="json")
+            chash = _digest(_semantic(resolved, schedules), 16)
+            if chash in by_hash:
+                report([doc.error(("variants", variant) if spec.variants else (), f"configuration {cid!r} resolves to "
+                                  f"the same runs as {by_hash[chash]!r}; remove one", config=cid)])
+                continue
+            by_hash[chash] = cid
+            by_id[cid] = PlanConfig(
+                id=cid, variant=variant, point=applied, hash=chash, resolved=resolved,
+                layers=[PlanLayer(name=l.name, filters=l.filters) for l in table], schedules=schedules,
+            )
+            configs.append(by_id[cid])
+    for path, ok in applies.items():
+        if not ok:
+            where = ("sweep", "zip", path) if spec.sweep and spec.sweep.zip and path in spec.sweep.zip else ("sweep", path)
+            report([doc.error(where, f"this sweep path applies to no variant: {path.split('.')[0]} is null in every one",
+                              key=True)])
+    if errors:
+        return None, errors
+
+    seeds = spec.seed_list()
+    if len(configs) * len(seeds) > MAX_RUNS:
+        report([doc.error(("seeds",), f"{len(configs)} configurations x {len(seeds)} seeds is over the limit of "
+                                      f"{MAX_RUNS:,} runs")])
+        return None, errors
+    runs = []
+    for c in configs:
+        order = {layer.name: k for k, layer in enumerate(c.layers)}
+        events = sorted(
+            (PlanEvent(epoch=e, layer=s.layer, prune=p, kept=k, of=s.filters)
+             for s in c.schedules for e, p, k in zip(s.epochs, s.pruned, s.kept) if p > 0),
+            key=lambda ev: (ev.epoch, order[ev.layer]),
+        )
+        for seed in seeds:
+            runs.append(PlanRun(id=run_id(c.hash, seed), config=c.id, seed=seed,
+                                epochs=c.resolved["train"]["epochs"], events=events))
+    base_table = archs.layers(base_cfg.model.arch, base_cfg.model.width)
+    plan = Plan(
+        gstc=FORMAT, spec=spec.name, spec_hash=_digest(spec.model_dump(mode="json"), 16),
+        description=spec.description, layers=[PlanLayer(name=l.name, filters=l.filters) for l in base_table],
+        configs=configs, runs=runs,
+    )
+    return plan, []
+
+
+def compile_file(path: str, sets: list[tuple[str, Any]] | None = None) -> Plan:
+    """Load, validate and compile a spec file; raise SpecErrors with every problem."""
+    plan, errors = check(load_file(path), sets)
+    if errors:
+        raise SpecErrors(errors)
+    assert plan is not None
+    return plan

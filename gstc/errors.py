@@ -1,0 +1,86 @@
+"""The one error type of spec loading, validation and compilation.
+
+Every problem found in a spec becomes a `SpecError` that names where it is (file, line,
+column of the YAML node, 1-based like editors show them), the dotted path of the value,
+and, when it comes from a variant or sweep override, which configuration. Errors are
+collected, never raised one at a time, so a user sees all of a file's problems at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, Sequence
+
+
+@dataclass(frozen=True)
+class SpecError:
+    """One problem in a spec file."""
+
+    file: str
+    line: int  # 1-based
+    col: int  # 1-based
+    path: str  # dotted path such as "prune.layers[2].amount"; "" for the whole file
+    message: str  # what was expected and what was found
+    config: str | None = None  # configuration id when the error comes from an override
+
+    def format(self) -> str:
+        where = f"{self.file}:{self.line}:{self.col}"
+        what = f"{self.path}: {self.message}" if self.path else self.message
+        if self.config:
+            what += f" (in configuration {self.config})"
+        return f"{where}: error: {what}"
+
+    def github(self) -> str:
+        # GitHub workflow command; message must stay on one line.
+        msg = (f"{self.path}: " if self.path else "") + self.message
+        if self.config:
+            msg += f" (in configuration {self.config})"
+        msg = msg.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        return f"::error file={self.file},line={self.line},col={self.col}::{msg}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class SpecErrors(Exception):
+    """Raised with every error of a spec once collection is finished."""
+
+    def __init__(self, errors: Sequence[SpecError]):
+        self.errors = list(errors)
+        super().__init__("\n".join(e.format() for e in self.errors))
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """' (did you mean "x"?)' when a close match exists, else ''."""
+    matches = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f' (did you mean "{matches[0]}"?)' if matches else ""
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """A short, YAML-flavoured rendering of a found value for messages."""
+    if value is None:
+        text = "null"
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str):
+        text = json.dumps(value)
+    elif isinstance(value, dict):
+        text = "a mapping" if value else "an empty mapping"
+    elif isinstance(value, list):
+        text = "a list" if value else "an empty list"
+    else:
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def dotted(path: Sequence[Any]) -> str:
+    """('prune', 'layers', 2, 'amount') -> 'prune.layers[2].amount'."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out

@@ -1,0 +1,77 @@
+"""The execution plan: frozen, JSON round-trippable data (DESIGN.md section 4).
+
+The runtime reads exactly this (as JSON) and never a YAML spec. Everything a run does
+(which layers prune at which epoch, how many filters, how, with what scoring and
+target) is decided here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PlanLayer(Frozen):
+    name: str = Field(description="Prunable layer name, as in the torch model.")
+    filters: int = Field(description="Original filter count (after the width multiplier).")
+
+
+class LayerSchedule(Frozen):
+    layer: str = Field(description="Layer name.")
+    filters: int = Field(description="Original filter count.")
+    entry: int = Field(description="Index of the prune.layers entry that selected this layer.")
+    scoring: str = Field(description="Scoring of filters.")
+    target: str = Field(description="smallest, random or largest.")
+    mode: dict[str, Any] = Field(description="The resolved mode, e.g. {'kind': 'prune', 'include_bn': True}.")
+    epochs: list[int] = Field(description="Scheduled event epochs (including any that prune 0 filters).")
+    amount: float = Field(description="Total fraction of original filters removed by the last event.")
+    rate: float = Field(description="Iterative pruning rate: amount / number of events.")
+    pruned: list[int] = Field(description="Filters pruned at each scheduled epoch.")
+    kept: list[int] = Field(description="Filters kept after each scheduled epoch.")
+
+
+class PlanConfig(Frozen):
+    id: str = Field(description="Variant name, then [path=value,...] for a sweep point.")
+    variant: str = Field(description="Variant name ('default' without variants).")
+    point: dict[str, Any] = Field(description="The sweep point's path=value pairs that apply to this variant.")
+    hash: str = Field(description="Content hash of the resolved configuration (seed excluded).")
+    resolved: dict[str, Any] = Field(description="The fully resolved configuration: model, data, train, prune, measure.")
+    layers: list[PlanLayer] = Field(description="The architecture's prunable layers under this configuration's width.")
+    schedules: list[LayerSchedule] = Field(description="Per pruned layer, in forward order; empty for a baseline.")
+
+
+class PlanEvent(Frozen):
+    epoch: int = Field(description="After training this epoch (0: at initialization).")
+    layer: str = Field(description="Layer name.")
+    prune: int = Field(description="Filters targeted at this event.")
+    kept: int = Field(description="Filters left untargeted after it.")
+    of: int = Field(description="Original filter count.")
+
+
+class PlanRun(Frozen):
+    id: str = Field(description="Content hash of the resolved configuration and seed.")
+    config: str = Field(description="Configuration id.")
+    seed: int = Field(description="Random seed.")
+    epochs: int = Field(description="Training epochs.")
+    events: list[PlanEvent] = Field(description="Every (epoch, layer) with prune > 0, by epoch then layer order.")
+
+
+class Plan(Frozen):
+    gstc: int = Field(description="Format version.")
+    spec: str = Field(description="Spec name.")
+    spec_hash: str = Field(description="Hash of the whole validated spec, name and description included.")
+    description: str = Field(default="", description="The spec's description.")
+    layers: list[PlanLayer] = Field(description="Prunable layers of the base configuration's model.")
+    configs: list[PlanConfig] = Field(description="Configurations: variants x sweep points.")
+    runs: list[PlanRun] = Field(description="Runs: configurations x seeds.")
+
+    def config(self, config_id: str) -> PlanConfig:
+        for c in self.configs:
+            if c.id == config_id:
+                return c
+        raise KeyError(config_id)

@@ -1,0 +1,353 @@
+"""Pydantic models of the spec language, format 1 (DESIGN.md section 2).
+
+Models are strict (no silent coercion: `epochs: "5"` or `augment: yes` are errors),
+forbid unknown keys, and describe every field (the descriptions become the JSON
+Schema's, which editors show on hover). Checks that need the architecture's layer
+table (globs, filter counts, event ranges) live in `gstc.compile`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
+
+from gstc.archs import ARCHS
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+ArchName = Literal["vgg11_bn", "resnet18", "resnet20", "resnet56"]
+assert set(ArchName.__args__) == set(ARCHS)  # the schema and the layer tables agree
+Scoring = Literal["l1", "l2", "activation_l1", "ebn", "ebn_alt"]
+Epoch = Annotated[StrictInt, Field(ge=0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _as_mapping(key: str):
+    """Accept the short form `field: name` for `field: {key: name}`."""
+
+    def convert(value: Any) -> Any:
+        return {key: value} if isinstance(value, str) else value
+
+    return convert
+
+
+# --- model and data ------------------------------------------------------------------
+
+
+class ModelSpec(Strict):
+    arch: ArchName = Field(description="Architecture; `gstc layers ARCH` lists its prunable layers.")
+    width: float = Field(
+        default=1.0,
+        gt=0,
+        le=64,
+        description="Multiplies every conv's filter count (rounded half up, at least 1), e.g. 0.25 for small fast runs.",
+    )
+
+
+class DataSpec(Strict):
+    dataset: Literal["cifar10", "cifar100", "digits", "synthetic"] = Field(
+        description="cifar10/cifar100: the standard python archive under `root`; digits: scikit-learn's 8x8 digits "
+        "at 32x32 (offline); synthetic: generated CIFAR-shaped images for tests and benchmarks."
+    )
+    root: str = Field(default="data", min_length=1, description="Folder holding the archive (e.g. data/cifar-10-batches-py/).")
+    download: StrictBool = Field(default=False, description="Fetch the archive when missing (needs a network).")
+    augment: StrictBool = Field(default=False, description="Random crop with 4-pixel padding and horizontal flip, on the device.")
+
+
+# --- training ------------------------------------------------------------------------
+
+
+class AdamSpec(Strict):
+    name: Literal["adam"] = Field(description="Adam (torch.optim.Adam).")
+    lr: float = Field(gt=0, description="Learning rate.")
+    weight_decay: float = Field(default=0.0, ge=0, description="L2 penalty added to the gradient (Adam's weight_decay).")
+    betas: tuple[float, float] = Field(
+        default=(0.9, 0.999), description="Coefficients of the running averages of the gradient and its square."
+    )
+
+    @field_validator("betas", mode="before")
+    @classmethod
+    def _betas_list(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in value):
+            raise ValueError("each beta must be in [0, 1)")
+        return value
+
+
+class SGDSpec(Strict):
+    name: Literal["sgd"] = Field(description="Stochastic gradient descent (torch.optim.SGD).")
+    lr: float = Field(gt=0, description="Learning rate.")
+    momentum: float = Field(default=0.0, ge=0, lt=1, description="Momentum factor.")
+    weight_decay: float = Field(default=0.0, ge=0, description="L2 penalty (weight decay).")
+    nesterov: StrictBool = Field(default=False, description="Nesterov momentum; needs momentum > 0.")
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> "SGDSpec":
+        if self.nesterov and self.momentum <= 0:
+            raise ValueError("nesterov: true needs momentum > 0")
+        return self
+
+
+Optimizer = Annotated[Union[AdamSpec, SGDSpec], Field(discriminator="name")]
+
+
+class LRScheduleSpec(Strict):
+    milestones: list[Annotated[StrictInt, Field(ge=1)]] = Field(
+        default_factory=list,
+        description="Completed-epoch counts after which the LR is multiplied by gamma (as torch's MultiStepLR).",
+    )
+    gamma: float = Field(default=0.1, gt=0, description="Factor applied to the LR at each milestone.")
+
+    @field_validator("milestones")
+    @classmethod
+    def _increasing(cls, value: list[int]) -> list[int]:
+        if any(b <= a for a, b in zip(value, value[1:])):
+            raise ValueError(f"milestones must be strictly increasing, found {value}")
+        return value
+
+
+class TrainSpec(Strict):
+    epochs: StrictInt = Field(ge=1, le=100_000, description="Training epochs (epochs are 1-indexed in schedules).")
+    batch_size: StrictInt = Field(default=128, ge=1, description="Training batch size.")
+    optimizer: Optimizer = Field(description="`{name: adam, lr, ...}` or `{name: sgd, lr, momentum, weight_decay, nesterov}`.")
+    lr_schedule: LRScheduleSpec = Field(default_factory=LRScheduleSpec, description="Step decays of the learning rate.")
+    precision: Literal["fp32", "bf16"] = Field(default="fp32", description="fp32, or bf16 autocast for the forward pass.")
+
+    @model_validator(mode="after")
+    def _milestones_within_training(self) -> "TrainSpec":
+        late = [m for m in self.lr_schedule.milestones if m >= self.epochs]
+        if late:
+            raise ValueError(
+                f"lr_schedule.milestones {late} never take effect: training has {self.epochs} epochs "
+                f"(a milestone must be below epochs)"
+            )
+        return self
+
+
+# --- pruning -------------------------------------------------------------------------
+
+
+class ScheduleSpec(Strict):
+    start: Optional[Epoch] = Field(default=None, description="First event epoch (0: at initialization, before training).")
+    end: Optional[Epoch] = Field(default=None, description="Last possible event epoch, inclusive; defaults to start.")
+    every: Optional[Annotated[StrictInt, Field(ge=1)]] = Field(default=None, description="Epochs between events.")
+    epochs: Optional[list[Epoch]] = Field(
+        default=None, min_length=1, description="Explicit event epochs; replaces start/end/every."
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "ScheduleSpec":
+        if self.epochs is not None:
+            if any(v is not None for v in (self.start, self.end, self.every)):
+                raise ValueError("give either `epochs: [...]` or start/end/every, not both")
+            if len(set(self.epochs)) != len(self.epochs):
+                raise ValueError(f"epochs lists an epoch twice: {self.epochs}")
+        if self.start is not None and self.end is not None and self.start > self.end:
+            raise ValueError(f"start ({self.start}) is after end ({self.end})")
+        return self
+
+
+class Duration(Strict):
+    batches: Optional[Annotated[StrictInt, Field(ge=0)]] = Field(
+        default=None, description="Training batches (test batches do not count)."
+    )
+    epochs: Optional[Annotated[StrictInt, Field(ge=0)]] = Field(default=None, description="Training epochs.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Duration":
+        if (self.batches is None) == (self.epochs is None):
+            raise ValueError("give exactly one of `batches` or `epochs`")
+        return self
+
+
+class PruneMode(Strict):
+    kind: Literal["prune"] = Field(description="Permanent removal: targeted filters are masked for good.")
+    include_bn: StrictBool = Field(
+        default=True,
+        description="Mask the following BN channel too (its output is exactly zero). The paper's Figure 5 "
+        "permanent-pruning row left it unmasked: include_bn: false.",
+    )
+
+
+class ZeroMode(Strict):
+    kind: Literal["zero"] = Field(description="Hold targeted filters at zero for a while, then let them return.")
+    duration: Duration = Field(description="`{batches: N}` or `{epochs: E}`; 0: only the post-pruning evaluation sees them zeroed.")
+    targets: Literal["newest", "all"] = Field(default="newest", description="newest: this event's filters; all: every filter targeted so far.")
+    restore: Literal["trained", "zero"] = Field(
+        default="zero",
+        description="trained: return with the values from before zeroing (weights, BN parameters and running "
+        "statistics); zero: return from zero and keep training.",
+    )
+    include_bn: StrictBool = Field(default=False, description="Also hold the BN channel's scale and shift at zero (Figure D2).")
+
+
+class GaussianMode(Strict):
+    kind: Literal["gaussian"] = Field(description="Add Gaussian noise to targeted filters at every training batch of a window.")
+    duration: Duration = Field(description="`{batches: N}` or `{epochs: E}`.")
+    targets: Literal["newest", "all"] = Field(default="newest", description="newest: this event's filters; all: every filter targeted so far.")
+    std: Union[Literal["matched"], Annotated[float, Field(gt=0)]] = Field(
+        default="matched", description="matched: the standard deviation of the layer's unperturbed weights; or a number."
+    )
+
+
+Mode = Annotated[
+    Annotated[Union[PruneMode, ZeroMode, GaussianMode], Field(discriminator="kind")],
+    BeforeValidator(_as_mapping("kind"), json_schema_input_type=Union[Literal["prune"], PruneMode, ZeroMode, GaussianMode]),
+]
+
+_TARGET_ALIASES = {"S": "smallest", "R": "random", "L": "largest"}
+
+
+def _target(value: Any) -> Any:
+    return _TARGET_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
+Target = Annotated[
+    Literal["smallest", "random", "largest"],
+    BeforeValidator(_target, json_schema_input_type=Literal["smallest", "random", "largest", "S", "R", "L"]),
+]
+Fraction01 = Annotated[float, Field(gt=0, lt=1)]
+
+
+class LayerEntry(Strict):
+    select: str = Field(min_length=1, description="A layer name or a glob over the architecture's prunable layers (`layer4.*.conv*`).")
+    amount: Optional[Fraction01] = Field(default=None, description="Total fraction of the layer's original filters removed by its last event.")
+    rate: Optional[Fraction01] = Field(default=None, description="Fraction of original filters per event (amount = rate x events).")
+    schedule: Optional[ScheduleSpec] = Field(default=None, description="Fields missing here come from prune.schedule.")
+    scoring: Optional[Scoring] = Field(default=None, description="Overrides prune.scoring for these layers.")
+    target: Optional[Target] = Field(default=None, description="Overrides prune.target for these layers.")
+    mode: Optional[Mode] = Field(default=None, description="Overrides prune.mode for these layers.")
+
+
+class PruneSpec(Strict):
+    scoring: Scoring = Field(
+        default="l2",
+        description="l1/l2: norm of the filter's weights; activation_l1: moving average of the channel's activation "
+        "L1 norm; ebn: expected post-ReLU BN output (|gamma|); ebn_alt: the same with signed gamma.",
+    )
+    target: Target = Field(default="smallest", description="Which unpruned filters an event removes: smallest, random or largest score (S, R, L).")
+    mode: Mode = Field(default_factory=lambda: PruneMode(kind="prune"), description="prune, or {kind: zero|gaussian, ...}.")
+    schedule: Optional[ScheduleSpec] = Field(default=None, description="Defaults merged field by field into each layer's schedule.")
+    amount: Optional[Fraction01] = Field(default=None, description="Default amount for layer entries that give neither amount nor rate.")
+    rate: Optional[Fraction01] = Field(default=None, description="Default rate for layer entries that give neither amount nor rate.")
+    layers: list[LayerEntry] = Field(min_length=1, description="Which layers prune, how much and when.")
+
+    @model_validator(mode="after")
+    def _defaults_not_both(self) -> "PruneSpec":
+        if self.amount is not None and self.rate is not None:
+            raise ValueError("give a default `amount` or a default `rate`, not both")
+        return self
+
+
+# --- measurements --------------------------------------------------------------------
+
+
+class EpsilonSpec(Strict):
+    directions: StrictInt = Field(default=10, ge=1, description="Top Hessian eigenvectors to move along.")
+    loss_increase: float = Field(default=0.1, gt=0, description="Loss rise that defines epsilon-sharpness.")
+
+
+class FlatnessSpec(Strict):
+    at: Union[Literal["final"], list[Epoch]] = Field(default="final", description="Epochs after which to measure, or final.")
+    samples: StrictInt = Field(default=512, ge=1, description="Fixed test images used (chosen by a seeded generator).")
+    hessian_top: StrictInt = Field(default=100, ge=0, description="Top Hessian eigenvalues by Lanczos on Hessian-vector products.")
+    trace_probes: StrictInt = Field(default=100, ge=0, description="Hutchinson probes for Tr(H); 0 skips it.")
+    grad_covariance: StrictBool = Field(default=True, description="Tr(C), the trace of the per-sample gradient covariance.")
+    epsilon: Optional[EpsilonSpec] = Field(default=None, description="Epsilon-sharpness along the top eigenvectors.")
+
+    @model_validator(mode="after")
+    def _epsilon_needs_eigenvectors(self) -> "FlatnessSpec":
+        if self.epsilon is not None and self.epsilon.directions > self.hessian_top:
+            raise ValueError(
+                f"epsilon.directions ({self.epsilon.directions}) exceeds hessian_top ({self.hessian_top}): "
+                "epsilon moves along the computed top eigenvectors"
+            )
+        return self
+
+
+class MeasureSpec(Strict):
+    prune_eval: StrictBool = Field(default=True, description="Test accuracy just before and after each pruning epoch (stability).")
+    flatness: Optional[FlatnessSpec] = Field(default=None, description="Flatness measurements; absent: none.")
+
+
+# --- the spec ------------------------------------------------------------------------
+
+Seed = Annotated[StrictInt, Field(ge=0, le=2**31 - 1)]
+OverridePath = Annotated[str, Field(min_length=1)]
+
+
+class SweepSpec(BaseModel):
+    """Grid axes (path: [values]) plus an optional paired `zip` axis."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    zip: Optional[dict[OverridePath, Annotated[list[Any], Field(min_length=1)]]] = Field(
+        default=None, description="Paths whose equal-length value lists form one paired axis."
+    )
+
+    @model_validator(mode="after")
+    def _axes(self) -> "SweepSpec":
+        for path, values in (self.model_extra or {}).items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"sweep axis {path!r} needs a non-empty list of values")
+        if self.zip:
+            lengths = {p: len(v) for p, v in self.zip.items()}
+            if len(set(lengths.values())) > 1:
+                raise ValueError(f"zip lists must have equal lengths, found {lengths}")
+        return self
+
+
+class BaseConfig(Strict):
+    """What one configuration resolves to: everything that decides a run but its seed."""
+
+    model: Annotated[ModelSpec, BeforeValidator(_as_mapping("arch"), json_schema_input_type=Union[ArchName, ModelSpec])] = Field(
+        description="`vgg11_bn` or `{arch: vgg11_bn, width: 0.25}`."
+    )
+    data: DataSpec = Field(description="Dataset and augmentation.")
+    train: TrainSpec = Field(description="Epochs, batch size, optimizer, LR schedule, precision.")
+    prune: Optional[PruneSpec] = Field(default=None, description="Absent or null: no pruning (a baseline).")
+    measure: MeasureSpec = Field(default_factory=MeasureSpec, description="What to measure besides accuracy and loss.")
+
+
+class Spec(BaseConfig):
+    gstc: Literal[1] = Field(description="Format version of the spec language; this gstc reads format 1.")
+    name: str = Field(pattern=NAME_PATTERN, max_length=100, description="Names the results folder: [a-z0-9][a-z0-9._-]*.")
+    description: str = Field(default="", description="What question the experiment answers.")
+    seeds: Union[Annotated[StrictInt, Field(ge=1, le=10_000)], Annotated[list[Seed], Field(min_length=1)]] = Field(
+        default=1, description="n: seeds 0..n-1; or an explicit list such as [0, 3, 7]."
+    )
+    variants: Optional[dict[Annotated[str, Field(pattern=NAME_PATTERN, max_length=100)], Optional[dict[OverridePath, Any]]]] = Field(
+        default=None,
+        description="Named configurations: dotted-path overrides of the base (`prune.target: largest`; null removes a section).",
+    )
+    sweep: Optional[SweepSpec] = Field(default=None, description="Grid of overrides applied on top of every variant.")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: int | list[int]) -> int | list[int]:
+        if isinstance(value, list):
+            dup = sorted({s for s in value if value.count(s) > 1})
+            if dup:
+                raise ValueError(f"seeds lists {dup} more than once")
+        return value
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+
+CONFIG_FIELDS = tuple(BaseConfig.model_fields)  # the parts of a spec that overrides may touch

@@ -1,0 +1,1 @@
+"""The PyTorch runtime that executes gstc plans (issue 3). It reads plans as JSON only."""
