@@ -155,8 +155,8 @@ def _remap(doc: Document, src: Path, dst: Path, positions: dict, key_positions: 
 _BOOL_WORDS = {"yes", "no", "on", "off", "y", "n", "Yes", "No", "On", "Off", "YES", "NO", "ON", "OFF"}
 
 
-def _data_path(loc: tuple, data: Any) -> tuple[Path, int | None]:
-    """Map a pydantic `loc` onto the data: (path, index in loc of the first union tag)."""
+def _data_path(loc: tuple, data: Any, kind: str) -> tuple[Path, int | None]:
+    """Map a pydantic `loc` onto the data: (path, index in loc of the last union tag)."""
     path: list[Any] = []
     cur, tag_at = data, None
     for i, el in enumerate(loc):
@@ -166,14 +166,10 @@ def _data_path(loc: tuple, data: Any) -> tuple[Path, int | None]:
         elif isinstance(cur, list) and isinstance(el, int) and 0 <= el < len(cur):
             path.append(el)
             cur = cur[el]
-        elif i == len(loc) - 1 and isinstance(cur, dict) and isinstance(el, str):
-            path.append(el)  # a missing or unknown key: the last element names it
-            cur = None
+        elif i == len(loc) - 1 and kind in ("missing", "extra_forbidden"):
+            path.append(el)  # the last element names the missing or unknown key
         else:
-            if tag_at is None:
-                tag_at = i  # a union member's tag (e.g. 'adam', 'list[...]'), not data
-            if isinstance(cur, str) and el in SHORT_FORMS.values():
-                cur = None
+            tag_at = i  # a union member's tag (e.g. 'sgd', 'list[int]'), not data
     return tuple(path), tag_at
 
 
@@ -187,7 +183,11 @@ def _message(err: dict, parts: Path, model: Any) -> str:
         return f"unknown key {key!r}{did_you_mean(str(key), names)}; expected one of: {', '.join(names)}"
     if kind == "missing":
         return f"missing required key {parts[-1]!r}"
-    if kind in ("literal_error", "union_tag_invalid"):
+    if kind == "union_tag_invalid":
+        ctx = err["ctx"]
+        choices = re.findall(r"'([^']*)'", ctx["expected_tags"])
+        return f"expected one of {ctx['expected_tags']}, found {show(ctx['tag'])}{did_you_mean(ctx['tag'], choices)}"
+    if kind == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
         choices = re.findall(r"'([^']*)'", expected)
         hint = did_you_mean(found, choices) if isinstance(found, str) else ""
@@ -210,7 +210,9 @@ def _convert(exc: ValidationError, doc: Document, model: Any, config: str | None
     """Pydantic errors -> SpecErrors; of a union's members, keep those that got furthest."""
     items = []
     for err in exc.errors(include_url=False):
-        parts, tag_at = _data_path(err["loc"], doc.data)
+        parts, tag_at = _data_path(err["loc"], doc.data, err["type"])
+        if err["type"] in ("union_tag_invalid",):
+            parts, tag_at = parts + (err["ctx"]["discriminator"].strip("'"),), None
         items.append((err, parts, tag_at))
     keep = []
     groups: dict[tuple, list] = {}
@@ -225,7 +227,8 @@ def _convert(exc: ValidationError, doc: Document, model: Any, config: str | None
         deepest = [g for g in group if len(g[1]) == depth]
         if len({g[0]["loc"][g[2]] for g in deepest}) > 1:  # several members fail at the same place
             err, parts, _ = deepest[0]
-            alternatives = " or ".join(dict.fromkeys(_message(e, p, model).split(", found")[0] for e, p, _ in deepest))
+            options = dict.fromkeys(_message(e, p, model).split(", found")[0].removeprefix("expected ") for e, p, _ in deepest)
+            alternatives = "expected " + " or ".join(options)
             merged = dict(err, type="union", msg="")
             keep.append((merged, parts, None, f"{alternatives}, found {show(err.get('input'))}"))
         else:
@@ -450,13 +453,17 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None) -> tuple[Pla
         if problem:
             bad_paths = True
             report([doc.error(where, problem, key=True)])
+    # The base configuration's layer checks run even when only spec-level keys (name,
+    # seeds, variants, ...) are wrong, so that those errors do not hide these.
+    if spec is not None:
+        base_cfg = BaseConfig.model_validate({k: getattr(spec, k) for k in CONFIG_FIELDS})
+    else:
+        base_cfg, _ = _validate(BaseConfig, Document(doc.file, {k: v for k, v in raw.items() if k in CONFIG_FIELDS}), None)
+    if base_cfg is not None:
+        _, errs = _compile_prune(base_cfg, archs.layers(base_cfg.model.arch, base_cfg.model.width), base_doc, None)
+        report(errs)
     if spec is None or bad_paths:
-        return None, errors
-
-    base_cfg = BaseConfig.model_validate({k: getattr(spec, k) for k in CONFIG_FIELDS})
-    table = archs.layers(base_cfg.model.arch, base_cfg.model.width)
-    _, errs = _compile_prune(base_cfg, table, base_doc, None)
-    report(errs)
+        return None, sorted(errors, key=lambda e: (e.line, e.col))
 
     variant_items = list((spec.variants or {DEFAULT_VARIANT: {}}).items())
     sweep_data = spec.sweep.model_dump(exclude_none=True) if spec.sweep else None
@@ -534,7 +541,7 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None) -> tuple[Pla
             report([doc.error(where, f"this sweep path applies to no variant: {path.split('.')[0]} is null in every one",
                               key=True)])
     if errors:
-        return None, errors
+        return None, sorted(errors, key=lambda e: (e.line, e.col))
 
     seeds = spec.seed_list()
     if len(configs) * len(seeds) > MAX_RUNS:

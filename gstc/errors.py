@@ -81,6 +81,8 @@ def dotted(path: Sequence[Any]) -> str:
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif "." in str(part) or "[" in str(part):
+            out += f'["{part}"]'  # a key that is itself a dotted path (variants, sweep)
         else:
             out += ("." if out else "") + str(part)
     return out

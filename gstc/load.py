@@ -203,6 +203,9 @@ def load_text(text: str, file: str = "<string>") -> Document:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = " ".join(p for p in (exc.context, exc.problem) if p)
+        lines = text.splitlines()
+        if "flow" in problem and 0 < line <= len(lines) and "[" in lines[line - 1]:
+            problem += " (inside {...} or [...], quote keys and values that contain [ ] { } or commas)"
         raise SpecErrors([SpecError(file, line, col, "", f"invalid YAML: {problem}")]) from None
     except yaml.YAMLError as exc:  # e.g. a reader error on control characters
         raise SpecErrors([SpecError(file, 1, 1, "", f"invalid YAML: {exc}")]) from None

@@ -1,0 +1,225 @@
+"""The `gstc` command line (DESIGN.md section 6).
+
+Bad input always ends with readable errors on stderr and exit status 1, never a
+traceback. Commands that only read specs (validate, plan, layers, schema) import
+neither torch nor anything that imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from gstc.errors import SpecError, SpecErrors
+
+app = typer.Typer(
+    name="gstc",
+    help="Compile YAML pruning-experiment specs into exact plans, run them, and compare results.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class Format(str, Enum):
+    text = "text"
+    json = "json"
+    github = "github"
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _fail(errors: list[SpecError]) -> None:
+    err = _console(stderr=True)
+    for e in errors:
+        err.print(e.format(), markup=False)
+    raise typer.Exit(1)
+
+
+def _parse_sets(sets: Optional[List[str]]) -> list[tuple[str, Any]]:
+    from gstc.load import parse_scalar
+
+    out = []
+    for item in sets or []:
+        path, sep, text = item.partition("=")
+        if not sep or not path:
+            _fail([SpecError("<command line>", 1, 1, "", f"--set expects PATH=VALUE, found {item!r}")])
+        try:
+            out.append((path.strip(), parse_scalar(text) if text.strip() else ""))
+        except SpecErrors as exc:
+            _fail([SpecError("<command line>", 1, 1, path, f"--set: cannot parse value {text!r}: {exc.errors[0].message}")])
+    return out
+
+
+def _compile(spec: Path, sets: Optional[List[str]] = None):
+    from gstc.compile import compile_file
+
+    try:
+        return compile_file(str(spec), _parse_sets(sets))
+    except SpecErrors as exc:
+        _fail(exc.errors)
+
+
+@app.command()
+def validate(
+    specs: List[Path] = typer.Argument(..., help="Spec files to check.", show_default=False),
+    format: Format = typer.Option(Format.text, "--format", help="text, json, or github (::error annotations for CI)."),
+) -> None:
+    """Check specs: exit 0 when all are valid, 1 otherwise, listing every error."""
+    from gstc.compile import check
+    from gstc.load import load_file
+
+    results = []
+    for spec in specs:
+        try:
+            plan, errors = check(load_file(spec))
+        except SpecErrors as exc:
+            plan, errors = None, exc.errors
+        results.append((str(spec), plan, errors))
+    failed = any(errors for _, _, errors in results)
+    if format is Format.json:
+        doc = [
+            {"file": f, "valid": not errs, "errors": [e.to_dict() for e in errs],
+             **({"configs": len(plan.configs), "runs": len(plan.runs)} if plan else {})}
+            for f, plan, errs in results
+        ]
+        typer.echo(json.dumps(doc, indent=2))
+    elif format is Format.github:
+        for _, _, errs in results:
+            for e in errs:
+                typer.echo(e.github())
+    else:
+        out, err = _console(), _console(stderr=True)
+        for f, plan, errs in results:
+            for e in errs:
+                err.print(e.format(), markup=False)
+            if plan is not None:
+                out.print(f"{f}: ok ({len(plan.configs)} configurations, {len(plan.runs)} runs)", markup=False)
+        if failed:
+            n = sum(len(errs) for _, _, errs in results)
+            err.print(f"{n} error{'s' if n != 1 else ''} in {sum(1 for r in results if r[2])} of {len(results)} file(s)")
+    raise typer.Exit(1 if failed else 0)
+
+
+def _epochs_text(epochs: list[int], limit: int = 6) -> str:
+    if len(epochs) <= limit:
+        return ", ".join(map(str, epochs))
+    step = epochs[1] - epochs[0]
+    if all(b - a == step for a, b in zip(epochs, epochs[1:])):
+        return f"{epochs[0]}, {epochs[1]}, ..., {epochs[-1]} (every {step})"
+    return ", ".join(map(str, epochs[:3])) + ", ..., " + str(epochs[-1])
+
+
+@app.command()
+def plan(
+    spec: Path = typer.Argument(..., help="Spec file.", show_default=False),
+    json_out: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+    config: Optional[str] = typer.Option(None, "--config", help="Show only this configuration's schedule."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help="Override PATH=VALUE (repeatable), e.g. train.epochs=3."),
+) -> None:
+    """Show exactly what would run: configurations, runs, and every pruning event."""
+    p = _compile(spec, sets)
+    if json_out:
+        typer.echo(p.model_dump_json(indent=2))
+        return
+    from rich.table import Table
+
+    out = _console()
+    seeds = sorted({r.seed for r in p.runs})
+    out.print(f"[bold]{p.spec}[/]: {p.description}" if p.description else f"[bold]{p.spec}[/]")
+    out.print(f"{len(p.configs)} configurations x {len(seeds)} seeds ({', '.join(map(str, seeds))}) = {len(p.runs)} runs")
+    summary = Table(title="Configurations", title_justify="left")
+    for col in ("configuration", "epochs", "pruned layers", "pruning epochs", "max rate", "runs"):
+        summary.add_column(col, overflow="fold")
+    for c in p.configs:
+        runs = [r for r in p.runs if r.config == c.id]
+        pruning_epochs = len({e.epoch for e in runs[0].events}) if runs else 0
+        rate = max((s.rate for s in c.schedules), default=0.0)
+        summary.add_row(c.id, str(c.resolved["train"]["epochs"]), str(len(c.schedules)), str(pruning_epochs),
+                        f"{100 * rate:.1f}%" if c.schedules else "-", str(len(runs)))
+    out.print(summary)
+    for c in p.configs:
+        if config is not None and c.id != config or not c.schedules:
+            continue
+        t = Table(title=f"{c.id}: per-layer schedule", title_justify="left")
+        for col in ("layer", "filters", "scoring", "target", "mode", "event epochs", "pruned per event", "kept", "amount", "rate"):
+            t.add_column(col, overflow="fold")
+        for s in c.schedules:
+            mode = s.mode["kind"] if s.mode["kind"] == "prune" else json.dumps(s.mode, separators=(",", ":"))
+            t.add_row(s.layer, str(s.filters), s.scoring, s.target, mode, _epochs_text(s.epochs),
+                      _epochs_text(s.pruned, limit=8) if len(set(s.pruned)) > 1 else f"{s.pruned[0]} x {len(s.pruned)}",
+                      f"{s.filters} -> {s.kept[-1]}", f"{100 * s.amount:.1f}%", f"{100 * s.rate:.2f}%")
+        out.print(t)
+    if config is not None and all(c.id != config for c in p.configs):
+        _fail([SpecError(str(spec), 1, 1, "", f"no configuration {config!r}; the plan has: {', '.join(c.id for c in p.configs)}")])
+
+
+@app.command()
+def layers(
+    arch: str = typer.Argument(..., help="Architecture: vgg11_bn, resnet18, resnet20, resnet56.", show_default=False),
+    width: float = typer.Option(1.0, "--width", help="Width multiplier."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List an architecture's prunable layers and their filter counts."""
+    from gstc import archs
+
+    if not width > 0:
+        _fail([SpecError("<command line>", 1, 1, "width", f"expected a width > 0, found {width}")])
+    try:
+        table = archs.layers(arch, width)
+    except ValueError as exc:
+        _fail([SpecError("<command line>", 1, 1, "arch", str(exc))])
+    if json_out:
+        typer.echo(json.dumps([{"name": l.name, "filters": l.filters} for l in table], indent=2))
+        return
+    from rich.table import Table
+
+    t = Table(title=f"{arch} (width {width:g}): {len(table)} prunable layers", title_justify="left")
+    t.add_column("layer")
+    t.add_column("filters", justify="right")
+    for l in table:
+        t.add_row(l.name, str(l.filters))
+    _console().print(t)
+
+
+@app.command()
+def schema(
+    out: Optional[Path] = typer.Option(None, "--out", help="Write to this file instead of standard output."),
+) -> None:
+    """Print the spec's JSON Schema (draft-07, for yaml-language-server)."""
+    from gstc.schema import schema_text
+
+    text = schema_text()
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        from gstc.atomic import write_text
+
+        write_text(out, text)
+
+
+def main() -> None:
+    """Console entry point: any unexpected exception becomes one line, not a traceback."""
+    try:
+        app()
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # a bug in gstc, not in the input
+        if os.environ.get("GSTC_DEBUG"):
+            raise
+        print(f"gstc: internal error: {type(exc).__name__}: {exc} (set GSTC_DEBUG=1 for the traceback; "
+              "please report it)", file=sys.stderr)
+        sys.exit(2)
