@@ -132,6 +132,7 @@ def plan(
     if json_out:
         typer.echo(p.model_dump_json(indent=2))
         return
+    from rich.markup import escape
     from rich.table import Table
 
     out = _console()
@@ -145,20 +146,20 @@ def plan(
         runs = [r for r in p.runs if r.config == c.id]
         pruning_epochs = len({e.epoch for e in runs[0].events}) if runs else 0
         rate = max((s.rate for s in c.schedules), default=0.0)
-        summary.add_row(c.id, str(c.resolved["train"]["epochs"]), str(len(c.schedules)), str(pruning_epochs),
+        summary.add_row(escape(c.id), str(c.resolved["train"]["epochs"]), str(len(c.schedules)), str(pruning_epochs),
                         f"{100 * rate:.1f}%" if c.schedules else "-", str(len(runs)))
     out.print(summary)
     for c in p.configs:
         if config is not None and c.id != config or not c.schedules:
             continue
-        t = Table(title=f"{c.id}: per-layer schedule", title_justify="left")
-        for col in ("layer", "filters", "scoring", "target", "mode", "event epochs", "pruned per event", "kept", "amount", "rate"):
+        t = Table(title=f"{escape(c.id)}: per-layer schedule", title_justify="left")
+        for col in ("layer", "filters", "scoring/target/mode", "event epochs", "pruned per event", "kept", "rate"):
             t.add_column(col, overflow="fold")
         for s in c.schedules:
             mode = s.mode["kind"] if s.mode["kind"] == "prune" else json.dumps(s.mode, separators=(",", ":"))
-            t.add_row(s.layer, str(s.filters), s.scoring, s.target, mode, _epochs_text(s.epochs),
-                      _epochs_text(s.pruned, limit=8) if len(set(s.pruned)) > 1 else f"{s.pruned[0]} x {len(s.pruned)}",
-                      f"{s.filters} -> {s.kept[-1]}", f"{100 * s.amount:.1f}%", f"{100 * s.rate:.2f}%")
+            pruned = _epochs_text(s.pruned, limit=8) if len(set(s.pruned)) > 1 else f"{s.pruned[0]} x {len(s.pruned)}"
+            t.add_row(s.layer, str(s.filters), escape(f"{s.scoring}/{s.target}/{mode}"), _epochs_text(s.epochs),
+                      pruned, f"{s.kept[-1]} ({100 * s.amount:.0f}% off)", f"{100 * s.rate:.2f}%")
         out.print(t)
     if config is not None and all(c.id != config for c in p.configs):
         _fail([SpecError(str(spec), 1, 1, "", f"no configuration {config!r}; the plan has: {', '.join(c.id for c in p.configs)}")])

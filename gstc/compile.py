@@ -291,10 +291,16 @@ def _event_epochs(entry: LayerEntry, default: ScheduleSpec | None) -> tuple[list
 
 
 def _compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, config: str | None) -> tuple[list[LayerSchedule], list[SpecError]]:
+    """Checks that span sections or need the layer table, then the per-layer schedules."""
+    errors: list[SpecError] = []
+    late = [m for m in cfg.train.lr_schedule.milestones if m >= cfg.train.epochs]
+    if late:
+        errors.append(doc.error(("train", "lr_schedule", "milestones"), f"milestones {late} never take effect: "
+                                f"training has {cfg.train.epochs} epochs (train.epochs); a milestone must be below it",
+                                config=config))
     prune: PruneSpec | None = cfg.prune
     if prune is None:
-        return [], []
-    errors: list[SpecError] = []
+        return [], errors
     names = [layer.name for layer in table]
     filters = {layer.name: layer.filters for layer in table}
     chosen: dict[str, int] = {}
@@ -466,7 +472,7 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None) -> tuple[Pla
         return None, sorted(errors, key=lambda e: (e.line, e.col))
 
     variant_items = list((spec.variants or {DEFAULT_VARIANT: {}}).items())
-    sweep_data = spec.sweep.model_dump(exclude_none=True) if spec.sweep else None
+    sweep_data = sweep if spec.sweep else None  # the raw mapping: axes in the order the YAML gives them
     points = _points(sweep_data)
     if len(variant_items) * len(points) > MAX_CONFIGS:
         report([doc.error(("sweep",), f"{len(variant_items)} variants x {len(points)} sweep points is over the "

@@ -129,16 +129,6 @@ class TrainSpec(Strict):
     lr_schedule: LRScheduleSpec = Field(default_factory=LRScheduleSpec, description="Step decays of the learning rate.")
     precision: Literal["fp32", "bf16"] = Field(default="fp32", description="fp32, or bf16 autocast for the forward pass.")
 
-    @model_validator(mode="after")
-    def _milestones_within_training(self) -> "TrainSpec":
-        late = [m for m in self.lr_schedule.milestones if m >= self.epochs]
-        if late:
-            raise ValueError(
-                f"lr_schedule.milestones {late} never take effect: training has {self.epochs} epochs "
-                f"(a milestone must be below epochs)"
-            )
-        return self
-
 
 # --- pruning -------------------------------------------------------------------------
 

@@ -1,0 +1,207 @@
+"""Compiler behaviour: schedules, amounts, globs, overrides, sweeps, the plan's shape."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+
+import pytest
+
+from gstc.compile import check, compile_file, kept_counts, parse_path
+from gstc.errors import SpecErrors
+from gstc.load import load_text
+from gstc.plan import Plan
+from tests.conftest import SMALL_SPEC, write
+
+
+def plan_of(text: str) -> Plan:
+    plan, errors = check(load_text(text, "t.yaml"))
+    assert not errors, [e.format() for e in errors]
+    return plan
+
+
+def errors_of(text: str) -> list[str]:
+    try:
+        plan, errors = check(load_text(text, "t.yaml"))
+    except SpecErrors as exc:
+        errors = exc.errors
+    assert errors
+    return [e.format() for e in errors]
+
+
+def with_prune(prune: str, epochs: int = 10, extra: str = "") -> str:
+    head = SMALL_SPEC.split("prune:")[0].replace("epochs: 10", f"epochs: {epochs}")
+    return head + "prune:\n" + prune + extra
+
+
+def test_kept_counts_follow_the_papers_rule():
+    # VGG conv8, amount 0.9 over 7 events: final = ceil(0.1 * 512) = 52.
+    assert kept_counts(512, Fraction(9, 10), 7) == [447, 381, 315, 250, 184, 118, 52]
+    # One event removes the whole amount; ceil keeps at least one filter.
+    assert kept_counts(10, Fraction(99, 100), 1) == [1]
+    assert kept_counts(3, Fraction(1, 2), 3) == [3, 3, 2]  # final 2; ceil(2 + 2/3) = 3, ceil(2 + 1/3) = 3
+
+
+def test_exact_decimals_not_binary_floats():
+    # 0.3 * 10 is 3.0000000000000004 in floats; ceil((1-0.3)*10) must be 7, not 8.
+    plan = plan_of(with_prune("  layers:\n    - {select: conv1, amount: 0.3, schedule: {epochs: [1]}}\n").replace("width: 0.25", "width: 0.15625"))
+    (s,) = plan.configs[0].schedules
+    assert (s.filters, s.kept) == (10, [7])
+
+
+def test_layer_schedule_fields_merge_with_the_prune_defaults():
+    plan = plan_of(SMALL_SPEC)
+    small = plan.config("small")
+    by_layer = {s.layer: s for s in small.schedules}
+    assert by_layer["conv5"].epochs == [1, 3, 5, 7]  # every: 2 from prune.schedule
+    assert by_layer["conv7"].epochs == by_layer["conv8"].epochs == [2, 4, 6]
+    assert [s.layer for s in small.schedules] == ["conv5", "conv7", "conv8"]
+
+
+def test_explicit_epochs_are_used_as_they_are():
+    plan = plan_of(with_prune("  schedule: {start: 1, end: 9, every: 4}\n  layers:\n"
+                              "    - {select: conv5, amount: 0.5, schedule: {epochs: [6, 0, 3]}}\n"
+                              "    - {select: conv6, amount: 0.5}\n"))
+    s5, s6 = plan.configs[0].schedules
+    assert s5.epochs == [0, 3, 6]
+    assert s6.epochs == [1, 5, 9]  # no schedule of its own: the prune-level one whole
+
+
+def test_rate_multiplies_by_the_number_of_events():
+    plan = plan_of(with_prune("  rate: 0.1\n  schedule: {start: 1, end: 9, every: 2}\n  layers:\n    - {select: conv8}\n"))
+    (s,) = plan.configs[0].schedules
+    assert len(s.epochs) == 5 and s.amount == pytest.approx(0.5) and s.rate == pytest.approx(0.1)
+    assert s.kept[-1] == 64  # 128 filters at width 0.25, half removed
+
+
+def test_events_are_ordered_by_epoch_then_layer_and_skip_zero_counts():
+    plan = plan_of(SMALL_SPEC)
+    run = next(r for r in plan.runs if r.config == "small")
+    keys = [(e.epoch, e.layer) for e in run.events]
+    order = {"conv5": 5, "conv7": 7, "conv8": 8}
+    assert keys == sorted(keys, key=lambda k: (k[0], order[k[1]]))
+    assert all(e.prune > 0 and e.kept + e.prune <= e.of for e in run.events)
+    # kept after the last event of each layer equals the schedule's final count
+    for s in plan.configs[0].schedules:
+        assert [e.kept for e in run.events if e.layer == s.layer][-1] == s.kept[-1]
+
+
+def test_globs_select_layers_and_width_scales_filters():
+    text = SMALL_SPEC.replace("model: {arch: vgg11_bn, width: 0.25}", "model: {arch: resnet20, width: 0.5}").split("prune:")[0]
+    plan = plan_of(text + "prune:\n  layers:\n    - {select: 'layer3.*.conv*', amount: 0.5, schedule: {epochs: [2]}}\n")
+    schedules = plan.configs[0].schedules
+    assert [s.layer for s in schedules] == [f"layer3.{b}.conv{c}" for b in range(3) for c in (1, 2)]
+    assert {s.filters for s in schedules} == {32}
+
+
+def test_variants_sweep_and_zip_make_configurations():
+    text = SMALL_SPEC + "sweep:\n  train.optimizer.lr: [0.001, 0.01]\n  zip:\n    prune.target: [S, L]\n    prune.schedule.every: [2, 3]\n"
+    text = text.replace("  large: {prune.target: largest}\n", "")
+    plan = plan_of(text)
+    ids = [c.id for c in plan.configs]
+    # The baseline has no prune section, so the zip axis does not apply to it.
+    assert ids == [
+        "baseline[train.optimizer.lr=0.001]",
+        "baseline[train.optimizer.lr=0.01]",
+        "small[train.optimizer.lr=0.001,prune.target=S,prune.schedule.every=2]",
+        "small[train.optimizer.lr=0.001,prune.target=L,prune.schedule.every=3]",
+        "small[train.optimizer.lr=0.01,prune.target=S,prune.schedule.every=2]",
+        "small[train.optimizer.lr=0.01,prune.target=L,prune.schedule.every=3]",
+    ]
+    c = plan.configs[3]
+    assert c.point == {"train.optimizer.lr": 0.001, "prune.target": "L", "prune.schedule.every": 3}
+    assert {s.target for s in c.schedules} == {"largest"}
+    assert c.schedules[0].epochs == [1, 4, 7]
+    assert len(plan.runs) == 6 * 2
+
+
+def test_plan_round_trips_through_json():
+    plan = plan_of(SMALL_SPEC)
+    again = Plan.model_validate_json(plan.model_dump_json())
+    assert again == plan
+    data = json.loads(plan.model_dump_json())
+    assert {"gstc", "spec", "spec_hash", "layers", "configs", "runs"} <= set(data)
+    assert set(data["runs"][0]["events"][0]) == {"epoch", "layer", "prune", "kept", "of"} if data["runs"][0]["events"] else True
+    with pytest.raises(Exception):
+        plan.runs[0].seed = 5  # frozen
+
+
+def test_no_variants_means_one_default_variant(tmp_path):
+    text = SMALL_SPEC.split("variants:")[0]
+    plan = compile_file(str(write(tmp_path, text)))
+    assert [c.id for c in plan.configs] == ["default"]
+    assert [r.seed for r in plan.runs] == [0, 1]
+
+
+def test_explicit_seed_list():
+    plan = plan_of(SMALL_SPEC.replace("seeds: 2", "seeds: [3, 7]"))
+    assert sorted({r.seed for r in plan.runs}) == [3, 7]
+
+
+def test_set_overrides_apply_to_the_base(tmp_path):
+    plan = compile_file(str(write(tmp_path, SMALL_SPEC)), [("train.epochs", 9), ("model.width", 0.5)])
+    assert {r.epochs for r in plan.runs} == {9}
+    assert plan.layers[-1].filters == 256
+    with pytest.raises(SpecErrors, match="unknown key 'epoch'"):
+        compile_file(str(write(tmp_path, SMALL_SPEC)), [("train.epoch", 8)])
+    with pytest.raises(SpecErrors, match="outside 0..6") as info:
+        compile_file(str(write(tmp_path, SMALL_SPEC)), [("train.epochs", 6)])
+    assert "milestones [8] never take effect" in str(info.value)  # both problems, at once
+
+
+def test_short_forms_expand_under_overrides():
+    text = SMALL_SPEC.replace("model: {arch: vgg11_bn, width: 0.25}", "model: vgg11_bn")
+    text = text.replace("  large: {prune.target: largest}\n", "  narrow: {model.width: 0.5}\n  zeroed:\n    prune.mode: zero\n    prune.mode.duration: {batches: 3}\n")
+    plan = plan_of(text)
+    assert plan.config("narrow").layers[0].filters == 32
+    assert plan.config("zeroed").schedules[0].mode == {"kind": "zero", "duration": {"batches": 3, "epochs": None},
+                                                      "targets": "newest", "restore": "zero", "include_bn": False}
+
+
+@pytest.mark.parametrize(
+    "prune, message",
+    [
+        ("  layers:\n    - {select: conv5, amount: 0.5, rate: 0.1, schedule: {start: 1}}\n", "give one"),
+        ("  rate: 0.1\n  layers:\n    - {select: conv5, amount: 0.5, schedule: {start: 1}}\n", "both amount"),
+        ("  layers:\n    - {select: conv5, schedule: {start: 1}}\n", "give `amount`"),
+        ("  layers:\n    - {select: conv5, rate: 0.3, schedule: {start: 1, end: 9, every: 2}}\n", "removes every filter"),
+        ("  layers:\n    - {select: conv5, amount: 0.5}\n", "no schedule"),
+        ("  layers:\n    - {select: conv5, amount: 0.5, schedule: {start: 1, end: 5}}\n", "`every` is needed"),
+        ("  layers:\n    - {select: conv5, amount: 0.5, schedule: {start: 1, end: 20, every: 3}}\n", "outside 0..10"),
+        ("  layers:\n    - {select: conv9, amount: 0.5, schedule: {start: 1}}\n", 'did you mean "conv'),
+        ("  layers:\n    - {select: 'layer*', amount: 0.5, schedule: {start: 1}}\n", "glob 'layer*' matches no"),
+        ("  layers:\n    - {select: 'conv*', amount: 0.5, schedule: {start: 1}}\n    - {select: conv2, amount: 0.5, schedule: {start: 1}}\n",
+         "already selected by prune.layers[0]"),
+    ],
+)
+def test_cross_field_errors(prune, message):
+    errors = errors_of(with_prune(prune))
+    assert any(message in e for e in errors), errors
+
+
+def test_errors_from_overrides_point_at_the_override_and_name_the_configuration():
+    text = SMALL_SPEC.replace("  large: {prune.target: largest}\n", "  large:\n    prune.layers[0].amount: 1.5\n")
+    (error,) = errors_of(text)
+    assert error.startswith("t.yaml:23:29: error: prune.layers[0].amount: expected less than 1")
+    assert "(in configuration large)" in error
+
+
+def test_identical_configurations_are_an_error():
+    text = SMALL_SPEC.replace("  large: {prune.target: largest}\n", "  same: {prune.target: S}\n")
+    assert any("resolves to the same runs as 'small'" in e for e in errors_of(text))
+
+
+def test_milestones_must_fall_within_training():
+    assert any("never take effect" in e for e in errors_of(SMALL_SPEC.replace("milestones: [8]", "milestones: [8, 10]")))
+
+
+def test_sweep_path_that_applies_nowhere_is_an_error():
+    text = SMALL_SPEC.split("variants:")[0] + "variants:\n  baseline: {prune: null}\nsweep:\n  prune.target: [S, L]\n"
+    assert any("applies to no variant" in e for e in errors_of(text))
+
+
+def test_parse_path():
+    assert parse_path("prune.layers[3].amount") == ("prune", "layers", 3, "amount")
+    assert parse_path("a[1][2].b") == ("a", 1, 2, "b")
+    for bad in ["", "a..b", "a.", ".a", "a[x]", "a[1", "a b"]:
+        assert parse_path(bad) is None

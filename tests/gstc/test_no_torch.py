@@ -1,0 +1,56 @@
+"""gstc's torch-free commands must not import torch (DESIGN.md section 1).
+
+A fake `torch` package that fails loudly on import is put first on the path, so the
+test means something whether or not the real torch is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+
+@pytest.fixture
+def poisoned_env(tmp_path: Path) -> dict[str, str]:
+    fake = tmp_path / "fake" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('gstc imported torch')\n")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "fake"), str(REPO)])
+    return env
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["validate", "{spec}"],
+        ["plan", "{spec}"],
+        ["plan", "{spec}", "--json"],
+        ["layers", "resnet56"],
+        ["schema"],
+    ],
+)
+def test_cli_commands_do_not_import_torch(args, small_spec, poisoned_env):
+    argv = [a.format(spec=small_spec) for a in args]
+    proc = subprocess.run([sys.executable, "-m", "gstc", *argv], capture_output=True, text=True, env=poisoned_env)
+    assert proc.returncode == 0, proc.stderr
+    assert "torch" not in proc.stderr
+
+
+def test_gstc_modules_do_not_import_torch(poisoned_env):
+    code = (
+        "import sys, pkgutil, importlib, gstc\n"
+        "for m in pkgutil.iter_modules(gstc.__path__):\n"
+        "    if m.name != '__main__': importlib.import_module('gstc.' + m.name)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=poisoned_env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"

@@ -1,0 +1,81 @@
+"""The committed JSON Schema is current, draft-07 only, and agrees with the validator."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import jsonschema
+import pytest
+import yaml
+
+from gstc.schema import json_schema, schema_text
+from gstc.spec import Spec
+from tests.conftest import REPO, SMALL_SPEC
+
+# Keywords of JSON Schema draft-07 (validation + core + annotations) that we may emit.
+DRAFT07 = {
+    "$schema", "$id", "$ref", "definitions", "title", "description", "default", "type", "enum", "const",
+    "properties", "additionalProperties", "patternProperties", "propertyNames", "required", "items",
+    "additionalItems", "minItems", "maxItems", "uniqueItems", "minimum", "maximum", "exclusiveMinimum",
+    "exclusiveMaximum", "minLength", "maxLength", "pattern", "anyOf", "oneOf", "allOf", "not",
+}
+
+
+def test_committed_schema_is_current():
+    committed = (REPO / "schema" / "gstc.schema.json").read_text()
+    assert committed == schema_text(), "run `gstc schema --out schema/gstc.schema.json`"
+
+
+def _keywords(node, inside_properties=False):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if not inside_properties:
+                yield key
+            yield from _keywords(value, inside_properties=key in ("properties", "definitions", "patternProperties"))
+    elif isinstance(node, list):
+        for item in node:
+            yield from _keywords(item)
+
+
+def test_schema_uses_draft07_keywords_only():
+    schema = json_schema()
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+    assert set(_keywords(schema)) <= DRAFT07
+    jsonschema.Draft7Validator.check_schema(schema)
+
+
+def test_every_property_has_a_description():
+    schema = json_schema()
+    missing = []
+    for name, definition in [("Spec", schema), *schema["definitions"].items()]:
+        for prop, body in definition.get("properties", {}).items():
+            if "description" not in body:
+                missing.append(f"{name}.{prop}")
+    assert not missing
+
+
+def test_schema_accepts_valid_and_rejects_invalid_specs():
+    validator = jsonschema.Draft7Validator(json_schema())
+    good = yaml.safe_load(SMALL_SPEC)
+    assert not list(validator.iter_errors(good))
+    Spec.model_validate(good)  # and pydantic agrees
+    for path, value in [("train", {"epochs": 3}), ("model", {"arch": "vgg11_bn", "widht": 1}),
+                        ("data", {"dataset": "mnist"})]:
+        bad = dict(good, **{path: value})
+        assert list(validator.iter_errors(bad)), path
+
+
+@pytest.mark.parametrize("target", ["S", "R", "L", "smallest"])
+def test_schema_knows_the_short_forms(target):
+    validator = jsonschema.Draft7Validator(json_schema())
+    spec = yaml.safe_load(SMALL_SPEC)
+    spec["model"] = "vgg11_bn"
+    spec["prune"]["target"] = target
+    spec["prune"]["mode"] = "prune"
+    assert not list(validator.iter_errors(spec))
+
+
+def test_schema_file_is_valid_json():
+    assert re.match(r"\{", (REPO / "schema" / "gstc.schema.json").read_text())
+    json.loads((REPO / "schema" / "gstc.schema.json").read_text())
