@@ -245,8 +245,9 @@ def load_file(path: str | os.PathLike[str]) -> Document:
 
 def parse_scalar(text: str) -> Any:
     """Parse a command-line value (`--set train.epochs=3`) like a YAML flow value."""
-    doc = load_text(text, "<command line>")
-    return doc.data
+    if not text.strip():
+        return None  # as in YAML, an empty value is null
+    return load_text(text, "<command line>").data
 
 
 __all__ = ["Document", "load_file", "load_text", "parse_scalar", "show", "MAX_BYTES", "MAX_DEPTH", "MAX_NODES"]

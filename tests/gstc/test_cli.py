@@ -1,0 +1,97 @@
+"""The torch-free CLI: validate, plan, layers, schema."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from gstc.cli import app
+from gstc.compile import compile_file
+from gstc.plan import Plan
+from tests.conftest import SMALL_SPEC, write
+
+runner = CliRunner()
+
+
+def test_validate_ok_and_failing_files(tmp_path, small_spec):
+    bad = write(tmp_path, SMALL_SPEC.replace("epochs: 10", "epochs: ten"), "bad.yaml")
+    ok = runner.invoke(app, ["validate", str(small_spec)])
+    assert ok.exit_code == 0 and "ok (3 configurations, 6 runs)" in ok.stdout
+    both = runner.invoke(app, ["validate", str(small_spec), str(bad)])
+    assert both.exit_code == 1
+    assert f"{bad}:8:11: error: train.epochs: expected a valid integer, found \"ten\"" in both.stderr
+    assert "1 error in 1 of 2 file(s)" in both.stderr
+
+
+def test_validate_json_and_github_formats(tmp_path, small_spec):
+    bad = write(tmp_path, SMALL_SPEC.replace("dataset: digits", "dataset: digit"), "bad.yaml")
+    out = runner.invoke(app, ["validate", "--format", "json", str(small_spec), str(bad)])
+    assert out.exit_code == 1
+    doc = json.loads(out.stdout)
+    assert doc[0] == {"file": str(small_spec), "valid": True, "errors": [], "configs": 3, "runs": 6}
+    (error,) = doc[1]["errors"]
+    assert (error["line"], error["col"], error["path"]) == (6, 17, "data.dataset")
+    assert 'did you mean "digits"' in error["message"]
+    gh = runner.invoke(app, ["validate", "--format", "github", str(bad)])
+    assert gh.exit_code == 1
+    assert gh.stdout.startswith(f"::error file={bad},line=6,col=17::data.dataset: expected one of")
+
+
+def test_plan_json_is_the_compiled_plan(small_spec):
+    out = runner.invoke(app, ["plan", str(small_spec), "--json"])
+    assert out.exit_code == 0
+    assert Plan.model_validate_json(out.stdout) == compile_file(str(small_spec))
+
+
+def test_plan_table_shows_configurations_and_schedules(small_spec):
+    out = runner.invoke(app, ["plan", str(small_spec)], env={"COLUMNS": "200"})
+    assert out.exit_code == 0
+    assert "3 configurations x 2 seeds (0, 1) = 6 runs" in out.stdout
+    for text in ("baseline", "large: per-layer schedule", "conv5", "1, 3, 5, 7", "l2/largest/prune"):
+        assert text in out.stdout
+
+
+def test_plan_shows_config_ids_with_brackets(tmp_path):
+    spec = write(tmp_path, SMALL_SPEC + "sweep:\n  train.batch_size: [32, 64]\n")
+    out = runner.invoke(app, ["plan", str(spec), "--config", "small[train.batch_size=32]"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.stderr
+    assert "small[train.batch_size=32]: per-layer schedule" in out.stdout
+    missing = runner.invoke(app, ["plan", str(spec), "--config", "nope"])
+    assert missing.exit_code == 1 and "no configuration 'nope'" in missing.stderr
+
+
+def test_plan_set_overrides(small_spec):
+    out = runner.invoke(app, ["plan", str(small_spec), "--json", "--set", "train.epochs=9", "--set", "train.optimizer.lr=1e-2"])
+    assert out.exit_code == 0, out.stderr
+    plan = Plan.model_validate_json(out.stdout)
+    assert {r.epochs for r in plan.runs} == {9}
+    assert plan.configs[0].resolved["train"]["optimizer"]["lr"] == 0.01
+    bad = runner.invoke(app, ["plan", str(small_spec), "--set", "train.epochs"])
+    assert bad.exit_code == 1 and "--set expects PATH=VALUE" in bad.stderr
+
+
+def test_layers_lists_names_and_counts():
+    out = runner.invoke(app, ["layers", "resnet20", "--json", "--width", "0.5"])
+    assert out.exit_code == 0
+    table = json.loads(out.stdout)
+    assert len(table) == 18 and table[0] == {"name": "layer1.0.conv1", "filters": 8} and table[-1]["filters"] == 32
+    unknown = runner.invoke(app, ["layers", "resnet50"])
+    assert unknown.exit_code == 1 and 'did you mean "resnet56"' in unknown.stderr
+
+
+def test_schema_command_matches_the_committed_file(tmp_path):
+    out = runner.invoke(app, ["schema", "--out", str(tmp_path / "s.json")])
+    assert out.exit_code == 0
+    assert json.loads((tmp_path / "s.json").read_text())["title"] == "gstc experiment spec (format 1)"
+
+
+@pytest.mark.parametrize("args", [["validate", "{missing}"], ["plan", "{missing}"]])
+def test_real_process_exit_status_and_no_traceback(tmp_path, args):
+    argv = [a.format(missing=tmp_path / "nope.yaml") for a in args]
+    proc = subprocess.run([sys.executable, "-m", "gstc", *argv], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "cannot read the file" in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
