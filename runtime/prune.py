@@ -1,0 +1,301 @@
+"""Pruning mechanics: scoring, targeting, and the modes (prune, zero, gaussian).
+
+Everything is driven by the plan: which layers prune at which epoch and how many
+filters come from `PlanRun.events`; this module only decides *which* filters (by
+score or at random) and carries out the mode. State is per filter:
+
+- `targeted`: filters chosen by some event; never chosen again (every mode).
+- `hold_w` / `hold_bn`: conv weight rows / BN scale and shift held at zero (gradients
+  zeroed before the optimizer step, values re-zeroed after it). Permanent for pruned
+  filters, until `release_at` (a global training-batch count) for zero windows.
+- `noise_until`: gaussian windows; noise is added before each training batch.
+- `mask` of the layer's ChannelMask: pruned filters' outputs are exactly zero after
+  BN (and after the shortcut add in a ResNet block's second conv).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+
+from gstc.plan import LayerSchedule, PlanConfig, PlanEvent
+from runtime.models import Prunable
+
+NEVER = 2**62  # release_at of a permanent hold
+EMA_WEIGHT = 0.1  # activation_l1: weight of the new value in the moving average
+EMA_EVERY = 10  # activation_l1: update every 10th training batch
+
+
+# --- scorings ------------------------------------------------------------------------
+
+
+def _weight_l1(p: Prunable, layer: "LayerState") -> torch.Tensor:
+    return p.conv.weight.detach().abs().sum(dim=(1, 2, 3))
+
+
+def _weight_l2(p: Prunable, layer: "LayerState") -> torch.Tensor:
+    return p.conv.weight.detach().pow(2).sum(dim=(1, 2, 3)).sqrt()
+
+
+def _activation_l1(p: Prunable, layer: "LayerState") -> torch.Tensor:
+    if layer.ema is None:
+        raise RuntimeError(f"{layer.name}: activation_l1 scoring needs at least one training batch before the event")
+    return layer.ema.clone()
+
+
+def _expected_relu_bn(gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """E[ReLU(y)] for y ~ N(beta, gamma^2): Z * (beta + phi(alpha) / Z * gamma), alpha = -beta/gamma."""
+    gamma = torch.where(gamma.abs() < 1e-12, torch.full_like(gamma, 1e-12), gamma)
+    alpha = -beta / gamma
+    z = 1 - torch.special.ndtr(alpha)
+    phi = torch.exp(-0.5 * alpha**2) / math.sqrt(2 * math.pi)
+    return z * beta + phi * gamma
+
+
+def _ebn(p: Prunable, layer: "LayerState") -> torch.Tensor:
+    return _expected_relu_bn(p.bn.weight.detach().abs(), p.bn.bias.detach())
+
+
+def _ebn_alt(p: Prunable, layer: "LayerState") -> torch.Tensor:
+    return _expected_relu_bn(p.bn.weight.detach(), p.bn.bias.detach())  # signed gamma (Figure B2, ResNet)
+
+
+SCORINGS: dict[str, Callable[[Prunable, "LayerState"], torch.Tensor]] = {
+    "l1": _weight_l1,
+    "l2": _weight_l2,
+    "activation_l1": _activation_l1,
+    "ebn": _ebn,
+    "ebn_alt": _ebn_alt,
+}
+
+
+def scoring(name: str) -> Callable[[Prunable, "LayerState"], torch.Tensor]:
+    try:
+        return SCORINGS[name]
+    except KeyError:
+        raise ValueError(f"unknown scoring {name!r}; known: {', '.join(SCORINGS)}") from None
+
+
+# --- targets -------------------------------------------------------------------------
+
+
+def choose(scores: torch.Tensor, candidates: torch.Tensor, k: int, target: str, generator: torch.Generator) -> torch.Tensor:
+    """Indices of `k` filters among `candidates` (bool mask): lowest/highest score, ties by index; or random."""
+    idx = candidates.nonzero().flatten().cpu()
+    if k > len(idx):
+        raise RuntimeError(f"the plan asks for {k} filters but only {len(idx)} are untargeted")
+    if target == "random":
+        return idx[torch.randperm(len(idx), generator=generator)[:k]].sort().values
+    s = scores.detach().double().cpu()[idx]
+    if target == "smallest":
+        order = torch.argsort(s, stable=True)
+    elif target == "largest":
+        order = torch.argsort(-s, stable=True)  # stable: among equal scores, the lower index first
+    else:
+        raise ValueError(f"unknown target {target!r}; known: smallest, random, largest")
+    return idx[order[:k]].sort().values
+
+
+# --- per-layer state -----------------------------------------------------------------
+
+
+class LayerState:
+    def __init__(self, name: str, prunable: Prunable, schedule: LayerSchedule):
+        self.name, self.p, self.schedule = name, prunable, schedule
+        c = prunable.conv.out_channels
+        dev = prunable.conv.weight.device
+        self.targeted = torch.zeros(c, dtype=torch.bool, device=dev)
+        self.hold_w = torch.zeros(c, dtype=torch.bool, device=dev)
+        self.hold_bn = torch.zeros(c, dtype=torch.bool, device=dev)
+        self.release_at = torch.full((c,), NEVER, dtype=torch.long, device=dev)
+        self.noise_until = torch.zeros(c, dtype=torch.long, device=dev)
+        self.noise_std = torch.zeros((), device=dev)
+        self.saved: dict[str, torch.Tensor] = {}  # values to restore (zero mode, restore: trained)
+        self.ema: torch.Tensor | None = None
+        self.mode: dict[str, Any] = schedule.mode
+        self.score = scoring(schedule.scoring)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"targeted": self.targeted, "hold_w": self.hold_w, "hold_bn": self.hold_bn,
+                "release_at": self.release_at, "noise_until": self.noise_until, "noise_std": self.noise_std,
+                **{f"saved.{k}": v for k, v in self.saved.items()}, **({"ema": self.ema} if self.ema is not None else {})}
+
+    def load(self, state: dict[str, torch.Tensor]) -> None:
+        for key in ("targeted", "hold_w", "hold_bn", "release_at", "noise_until", "noise_std"):
+            getattr(self, key).copy_(state[key])
+        self.saved = {k.removeprefix("saved."): v.clone() for k, v in state.items() if k.startswith("saved.")}
+        self.ema = state["ema"].clone() if "ema" in state else None
+
+    # Parameters of a channel: conv weight row, BN scale/shift, BN running statistics.
+    def _params(self) -> dict[str, torch.Tensor]:
+        p = self.p
+        return {"weight": p.conv.weight, "bn_weight": p.bn.weight, "bn_bias": p.bn.bias,
+                "running_mean": p.bn.running_mean, "running_var": p.bn.running_var}
+
+    def zero_held(self) -> None:
+        with torch.no_grad():
+            if self.hold_w.any():
+                self.p.conv.weight[self.hold_w] = 0
+            if self.hold_bn.any():
+                self.p.bn.weight[self.hold_bn] = 0
+                self.p.bn.bias[self.hold_bn] = 0
+
+    def zero_grads(self) -> None:
+        p = self.p
+        if self.hold_w.any() and p.conv.weight.grad is not None:
+            p.conv.weight.grad[self.hold_w] = 0
+        if self.hold_bn.any():
+            for t in (p.bn.weight, p.bn.bias):
+                if t.grad is not None:
+                    t.grad[self.hold_bn] = 0
+
+
+class Pruner:
+    """Carries out a configuration's pruning events and perturbation windows on a model."""
+
+    def __init__(self, model: torch.nn.Module, config: PlanConfig, seed: int):
+        prunable = model.prunable()
+        self.model, self.seed = model, seed
+        self.layers = {s.layer: LayerState(s.layer, prunable[s.layer], s) for s in config.schedules}
+        self.batch = 0  # training batches done so far in this run
+        for layer in self.layers.values():
+            if layer.schedule.scoring == "activation_l1":
+                layer.p.mask.record = self._recorder(layer)
+        self.recording = False
+
+    def _recorder(self, layer: LayerState) -> Callable[[torch.Tensor], None]:
+        def record(x: torch.Tensor) -> None:
+            if not self.recording:
+                return
+            value = x.detach().abs().float().sum(dim=(0, 2, 3))
+            layer.ema = value if layer.ema is None else (1 - EMA_WEIGHT) * layer.ema + EMA_WEIGHT * value
+
+        return record
+
+    # --- hooks of the training step -----------------------------------------------
+
+    def before_batch(self, noise: torch.Generator) -> None:
+        # activation_l1: record on every 10th training batch (the 1st, 11th, ...).
+        self.recording = self.batch % EMA_EVERY == 0
+        for layer in self.layers.values():
+            active = layer.noise_until > self.batch
+            if active.any():
+                self._add_noise(layer, active, noise)
+
+    def after_backward(self) -> None:
+        for layer in self.layers.values():
+            layer.zero_grads()
+
+    def after_step(self) -> None:
+        self.batch += 1
+        self.recording = False
+        for layer in self.layers.values():
+            layer.zero_held()
+            done = (layer.release_at <= self.batch) & (layer.hold_w | layer.hold_bn)
+            if done.any():
+                self._release(layer, done)
+
+    def after_post_eval(self) -> None:
+        """Zero windows of 0 batches end here: only the post-pruning evaluation saw them."""
+        for layer in self.layers.values():
+            done = (layer.release_at <= self.batch) & (layer.hold_w | layer.hold_bn)
+            if done.any():
+                self._release(layer, done)
+
+    # --- events ---------------------------------------------------------------------
+
+    def apply(self, epoch: int, events: list[PlanEvent], batches_per_epoch: int, generator: torch.Generator) -> list[dict]:
+        """Target the planned number of filters of each layer; returns per-layer records."""
+        records = []
+        for ev in events:
+            layer = self.layers[ev.layer]
+            scores = layer.score(layer.p, layer)
+            chosen = choose(scores, ~layer.targeted, ev.prune, layer.schedule.target, generator)
+            mean_score = float(scores.detach().double().cpu()[chosen].mean()) if len(chosen) else None
+            chosen = chosen.to(layer.targeted.device)
+            layer.targeted[chosen] = True
+            self._start_mode(layer, chosen, batches_per_epoch, generator)
+            kept = int((~layer.targeted).sum())
+            if kept != ev.kept:
+                raise RuntimeError(f"{ev.layer} at epoch {epoch}: {kept} filters left, the plan says {ev.kept}")
+            records.append({"layer": ev.layer, "prune": ev.prune, "kept": kept, "mean_score": mean_score})
+        return records
+
+    def _start_mode(self, layer: LayerState, chosen: torch.Tensor, batches_per_epoch: int, generator: torch.Generator) -> None:
+        mode = layer.mode
+        kind = mode["kind"]
+        sel = torch.zeros_like(layer.targeted)
+        sel[chosen] = True
+        if kind == "prune":
+            layer.hold_w |= sel
+            layer.release_at[sel] = NEVER
+            if mode.get("include_bn", True):
+                layer.hold_bn |= sel
+                layer.p.mask.mask[sel] = 0
+                layer.p.mask.active = True
+            layer.zero_held()
+            return
+        duration = mode["duration"]
+        n = duration["batches"] if duration.get("batches") is not None else duration["epochs"] * batches_per_epoch
+        if mode.get("targets", "newest") == "all":
+            sel = layer.targeted.clone()
+        if kind == "zero":
+            fresh = sel & ~(layer.hold_w | layer.hold_bn)  # a filter already held keeps its first saved values
+            if mode.get("restore", "zero") == "trained" and fresh.any():
+                for key, tensor in layer._params().items():
+                    store = layer.saved.setdefault(key, torch.zeros_like(tensor))
+                    store[fresh] = tensor.detach()[fresh]
+            # A filter already in a window keeps the later of its two release times.
+            until = torch.full_like(layer.release_at, self.batch + n)
+            held = layer.hold_w | layer.hold_bn
+            layer.release_at[sel] = torch.where(held, torch.maximum(layer.release_at, until), until)[sel]
+            layer.hold_w |= sel
+            if mode.get("include_bn", False):
+                layer.hold_bn |= sel
+            layer.zero_held()
+        elif kind == "gaussian":
+            std = mode.get("std", "matched")
+            w = layer.p.conv.weight.detach()
+            layer.noise_std.fill_(float(w.std()) if std == "matched" else float(std))
+            layer.noise_until[sel] = torch.maximum(layer.noise_until[sel], torch.full_like(layer.noise_until[sel], self.batch + n))
+            self._add_noise(layer, sel, generator)  # the post-pruning evaluation sees the noise
+        else:
+            raise ValueError(f"unknown mode {kind!r}; known: prune, zero, gaussian")
+
+    def _add_noise(self, layer: LayerState, sel: torch.Tensor, generator: torch.Generator) -> None:
+        w = layer.p.conv.weight
+        rows = sel.nonzero().flatten()
+        noise = torch.randn((len(rows), *w.shape[1:]), generator=generator, dtype=torch.float64)
+        with torch.no_grad():
+            w[rows] += (noise * float(layer.noise_std)).to(w.dtype).to(w.device)
+
+    def _release(self, layer: LayerState, done: torch.Tensor) -> None:
+        if layer.mode.get("restore", "zero") == "trained" and layer.saved:
+            with torch.no_grad():
+                for key, tensor in layer._params().items():
+                    tensor[done] = layer.saved[key][done]
+        layer.hold_w &= ~done
+        layer.hold_bn &= ~done
+        layer.release_at[done] = NEVER
+
+    # --- measurements and checkpoints -----------------------------------------------
+
+    def kept(self, table: list[tuple[str, int]]) -> dict[str, int]:
+        """Untargeted filters per pruned layer (equal to the plan's kept after each event)."""
+        return {name: int((~self.layers[name].targeted).sum()) for name, _ in table if name in self.layers}
+
+    def removed(self) -> dict[str, int]:
+        """Permanently pruned filters per layer (for the parameter count)."""
+        return {name: int(layer.targeted.sum()) for name, layer in self.layers.items() if layer.mode["kind"] == "prune"}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"batch": self.batch, "layers": {name: layer.tensors() for name, layer in self.layers.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.batch = int(state["batch"])
+        for name, tensors in state["layers"].items():
+            self.layers[name].load(tensors)
+            layer = self.layers[name]
+            layer.p.mask.active = bool((layer.p.mask.mask == 0).any())

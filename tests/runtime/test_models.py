@@ -1,0 +1,44 @@
+"""Models match the compiler's layer tables and the known parameter counts."""
+
+from __future__ import annotations
+
+import pytest
+
+from gstc.archs import ARCHS, layers
+from runtime.models import build_model
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+@pytest.mark.parametrize("width", [1.0, 0.3])
+def test_prunable_layers_match_the_compiler(arch, width):
+    model = build_model(arch, width, 10)
+    got = [(name, p.conv.out_channels, p.bn.num_features, p.mask.mask.numel()) for name, p in model.prunable().items()]
+    want = [(l.name, l.filters, l.filters, l.filters) for l in layers(arch, width)]
+    assert got == want
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    # The torch module names are the plan's layer names.
+    modules = dict(model.named_modules())
+    assert all(modules[name] is p.conv for name, p in model.prunable().items())
+
+
+@pytest.mark.parametrize("arch, low, high", [("resnet20", 0.26e6, 0.28e6), ("resnet56", 0.84e6, 0.87e6),
+                                             ("resnet18", 11.1e6, 11.25e6), ("vgg11_bn", 9.2e6, 9.25e6)])
+def test_parameter_counts(arch, low, high):
+    model = build_model(arch, 1.0, 10)
+    n = sum(p.numel() for p in model.parameters())
+    assert low <= n <= high
+    assert model.live_params() == n  # nothing removed: every parameter is live
+
+
+def test_live_params_reproduce_the_papers_resnet18_reduction():
+    # Figure 2 ResNet18 removes 128, 204, 128 and 486 filters of the last four convs: -46%.
+    model = build_model("resnet18", 1.0, 10)
+    removed = {"layer4.0.conv1": 128, "layer4.0.conv2": 204, "layer4.1.conv1": 128, "layer4.1.conv2": 486}
+    assert round(100 * (1 - model.live_params(removed) / model.live_params())) == 46
+
+
+def test_unknown_architecture():
+    with pytest.raises(ValueError, match="unknown architecture 'vgg16'"):
+        build_model("vgg16", 1.0, 10)
