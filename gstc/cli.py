@@ -209,6 +209,91 @@ def schema(
         write_text(out, text)
 
 
+def _select_runs(plan, variants: Optional[List[str]], seeds: Optional[str]):
+    runs = plan.runs
+    if variants:
+        known = {c.variant for c in plan.configs}
+        unknown = [v for v in variants if v not in known]
+        if unknown:
+            from gstc.errors import did_you_mean
+
+            _fail([SpecError("<command line>", 1, 1, "--variant", f"no variant {unknown[0]!r}{did_you_mean(unknown[0], known)}; "
+                             f"the plan has: {', '.join(sorted(known))}")])
+        chosen = {c.id for c in plan.configs if c.variant in variants}
+        runs = [r for r in runs if r.config in chosen]
+    if seeds:
+        try:
+            wanted = {int(s) for s in seeds.split(",") if s.strip()}
+        except ValueError:
+            _fail([SpecError("<command line>", 1, 1, "--seeds", f"expected a comma-separated list of integers, found {seeds!r}")])
+        runs = [r for r in runs if r.seed in wanted]
+    return runs
+
+
+@app.command()
+def run(
+    spec: Path = typer.Argument(..., help="Spec file.", show_default=False),
+    out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: $GSTC_RESULTS or ./results)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    variant: Optional[List[str]] = typer.Option(None, "--variant", help="Run only this variant (repeatable)."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Run only these seeds, e.g. 0,1."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help="Override PATH=VALUE (repeatable), e.g. train.epochs=3."),
+) -> None:
+    """Train every run of the plan that is not done yet; resumable at any point."""
+    plan_ = _compile(spec, sets)
+    runs = _select_runs(plan_, variant, seeds)
+    try:
+        from runtime.progress import run_with_progress
+    except ImportError as exc:
+        _fail([SpecError(str(spec), 1, 1, "", f"gstc run needs PyTorch ({exc}); install it with: pip install -e '.[torch]'")])
+    from gstc.manifest import ResultsDir
+
+    results = ResultsDir(out)
+    failed = run_with_progress(plan_, runs, results, device)
+    if failed:
+        err = _console(stderr=True)
+        for f in failed:
+            err.print(f"run {f['id']} ({f['config']}, seed {f['seed']}) failed at epoch {f['error']['epoch']}: "
+                      f"{f['error']['reason']}; its files are in {results.run_dir(f['id'])}", markup=False)
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    spec: Path = typer.Argument(..., help="Spec file.", show_default=False),
+    out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: $GSTC_RESULTS or ./results)."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help="Override PATH=VALUE (repeatable)."),
+) -> None:
+    """Show which runs are done, running, failed or pending."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from gstc.manifest import ResultsDir, read_json, run_status
+
+    plan_ = _compile(spec, sets)
+    results = ResultsDir(out)
+    t = Table(title=f"{plan_.spec}: runs", title_justify="left")
+    for col in ("configuration", "seed", "run", "status", "epoch", "best test acc"):
+        t.add_column(col)
+    counts: dict[str, int] = {}
+    for r in plan_.runs:
+        st = run_status(results, r.id)
+        counts[st] = counts.get(st, 0) + 1
+        info = read_json(results.run_json(r.id)) if st != "pending" else {}
+        epochs = results.epochs_jsonl(r.id)
+        last = 0
+        if epochs.exists():
+            from gstc.manifest import read_jsonl
+
+            lines = read_jsonl(epochs)
+            last = lines[-1]["epoch"] if lines else 0
+        best = info.get("summary", {}).get("best_test_acc") if info else None
+        t.add_row(escape(r.config), str(r.seed), r.id, st, f"{last}/{r.epochs}", f"{best:.2f}" if best is not None else "-")
+    out_ = _console()
+    out_.print(t)
+    out_.print(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + f" of {len(plan_.runs)} runs")
+
+
 def main() -> None:
     """Console entry point: any unexpected exception becomes one line, not a traceback."""
     try:

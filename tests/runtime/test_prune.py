@@ -80,7 +80,7 @@ def test_targets_choose_the_lowest_or_highest_scores(target):
     conv = model.prunable()["conv2"].conv
     with torch.no_grad():
         conv.weight.copy_(torch.randn_like(conv.weight))
-    scores = conv.weight.abs().sum(dim=(1, 2, 3))
+    scores = conv.weight.detach().abs().sum(dim=(1, 2, 3))
     (record,) = pruner.apply(1, events_at(plan, 1), 10, torch.Generator().manual_seed(0))
     chosen = pruner.layers["conv2"].targeted
     assert record["prune"] == int(chosen.sum()) == 8  # 32 filters at width 0.25, a quarter
