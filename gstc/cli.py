@@ -104,7 +104,8 @@ def validate(
             for e in errs:
                 err.print(e.format(), markup=False)
             if plan is not None:
-                out.print(f"{f}: ok ({len(plan.configs)} configurations, {len(plan.runs)} runs)", markup=False)
+                nc, nr = len(plan.configs), len(plan.runs)
+                out.print(f"{f}: ok ({nc} configuration{'s' * (nc != 1)}, {nr} run{'s' * (nr != 1)})", markup=False)
         if failed:
             n = sum(len(errs) for _, _, errs in results)
             err.print(f"{n} error{'s' if n != 1 else ''} in {sum(1 for r in results if r[2])} of {len(results)} file(s)")
@@ -245,11 +246,16 @@ def run(
     try:
         from runtime.progress import run_with_progress
     except ImportError as exc:
-        _fail([SpecError(str(spec), 1, 1, "", f"gstc run needs PyTorch ({exc}); install it with: pip install -e '.[torch]'")])
+        _fail([SpecError(str(spec), 1, 1, "", f"gstc run needs PyTorch ({exc}); install it with: pip install torch torchvision")])
     from gstc.manifest import ResultsDir
 
+    from runtime.data import DataError
+
     results = ResultsDir(out)
-    failed = run_with_progress(plan_, runs, results, device)
+    try:
+        failed = run_with_progress(plan_, runs, results, device)
+    except (DataError, ValueError) as exc:  # a missing archive, a device this machine lacks
+        _fail([SpecError(str(spec), 1, 1, "", str(exc))])
     if failed:
         err = _console(stderr=True)
         for f in failed:

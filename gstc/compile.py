@@ -277,6 +277,9 @@ def _event_epochs(entry: LayerEntry, default: ScheduleSpec | None) -> tuple[list
         return sorted(own.epochs), None, "own"
     if own is None and default is not None and default.epochs is not None:
         return sorted(default.epochs), None, "default"
+    if own is not None and default is not None and default.epochs is not None:
+        return None, ("prune.schedule lists `epochs`, which cannot merge with this entry's own start/end/every; "
+                      "give this entry `epochs: [...]` too, or use start/end/every in prune.schedule"), "own"
     pick = lambda f: getattr(own, f) if own is not None and getattr(own, f) is not None else (getattr(default, f) if default else None)  # noqa: E731
     start, end, every = pick("start"), pick("end"), pick("every")
     blame = "own" if own is not None else "default"

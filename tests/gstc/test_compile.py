@@ -166,6 +166,8 @@ def test_short_forms_expand_under_overrides():
         ("  layers:\n    - {select: conv5, schedule: {start: 1}}\n", "give `amount`"),
         ("  layers:\n    - {select: conv5, rate: 0.3, schedule: {start: 1, end: 9, every: 2}}\n", "removes every filter"),
         ("  layers:\n    - {select: conv5, amount: 0.5}\n", "no schedule"),
+        ("  schedule: {epochs: [0]}\n  layers:\n    - {select: conv5, amount: 0.5, schedule: {start: 1, end: 7, every: 2}}\n",
+         "cannot merge with this entry's own start/end/every"),
         ("  layers:\n    - {select: conv5, amount: 0.5, schedule: {start: 1, end: 5}}\n", "`every` is needed"),
         ("  layers:\n    - {select: conv5, amount: 0.5, schedule: {start: 1, end: 20, every: 3}}\n", "outside 0..10"),
         ("  layers:\n    - {select: conv9, amount: 0.5, schedule: {start: 1}}\n", 'did you mean "conv'),
