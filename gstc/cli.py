@@ -243,10 +243,11 @@ def run(
     """Train every run of the plan that is not done yet; resumable at any point."""
     plan_ = _compile(spec, sets)
     runs = _select_runs(plan_, variant, seeds)
-    try:
-        from runtime.progress import run_with_progress
-    except ImportError as exc:
-        _fail([SpecError(str(spec), 1, 1, "", f"gstc run needs PyTorch ({exc}); install it with: pip install torch torchvision")])
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        _fail([SpecError(str(spec), 1, 1, "", "gstc run needs PyTorch, which is not installed: pip install torch torchvision")])
+    from runtime.progress import run_with_progress
     from gstc.manifest import ResultsDir
 
     from runtime.data import DataError

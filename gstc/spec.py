@@ -31,7 +31,8 @@ Epoch = Annotated[StrictInt, Field(ge=0)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # No NaN or infinity anywhere: `.inf` is never a sensible rate, lr or width.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 def _as_mapping(key: str):

@@ -182,8 +182,9 @@ class Trainer:
             for path in (results.epochs_jsonl(rid), results.events_jsonl(rid)):
                 path.unlink(missing_ok=True)
         info = {"id": rid, "config": self.config.id, "seed": self.run.seed, "epochs": self.run.epochs,
-                "resolved": self.config.resolved, "environment": environment(self.device)}
-        write_json(results.run_json(rid), {**info, "status": "running", "resumed_from": start or None})
+                "resolved": self.config.resolved, "environment": environment(self.device), "resumed_from": start or None}
+        write_json(results.run_json(rid), {**info, "status": "running"})
+        epoch = start
         try:
             if start == 0 and not results.checkpoint(rid).exists() and 0 in self.events:
                 t0 = time.perf_counter()
@@ -207,9 +208,10 @@ class Trainer:
                 self.save(epoch, seconds)
                 if self.on_epoch:
                     self.on_epoch(record)
-        except RunFailed as exc:
+        except (RunFailed, RuntimeError) as exc:  # RuntimeError: torch's (overflow, out of memory, ...)
+            failure = (exc.epoch, exc.reason) if isinstance(exc, RunFailed) else (epoch, f"{type(exc).__name__}: {exc}")
             write_json(results.run_json(rid), {**info, "status": "failed", "seconds": seconds,
-                                               "error": {"epoch": exc.epoch, "reason": exc.reason}})
+                                               "error": {"epoch": failure[0], "reason": failure[1]}})
             return read_json(results.run_json(rid))
         summary = summarize_run(read_jsonl(results.epochs_jsonl(rid)), read_jsonl(results.events_jsonl(rid)))
         write_json(results.run_json(rid), {**info, "status": "done", "seconds": seconds, "summary": summary})
