@@ -1,0 +1,77 @@
+"""Runtime paths beyond the basic loop: scratch pruning, SGD, bf16, CLI selections, E[BN]."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from scipy import integrate, stats
+from typer.testing import CliRunner
+
+from gstc.cli import app
+from gstc.compile import compile_file
+from gstc.manifest import ResultsDir, read_json, read_jsonl
+from runtime.executors import run_local
+from runtime.prune import _expected_relu_bn
+from tests.runtime.conftest import compile_text, spec_text
+
+torch = pytest.importorskip("torch")
+runner = CliRunner()
+
+
+def test_scratch_pruning_happens_before_training(tmp_path):
+    prune = "prune:\n  layers:\n    - {select: conv8, amount: 0.75, schedule: {epochs: [0]}}\n"
+    plan = compile_text(spec_text("vgg11_bn", 0.125, prune, epochs=2))
+    results = ResultsDir(tmp_path)
+    (outcome,) = run_local(plan, plan.runs, results, torch.device("cpu"))
+    (event,) = read_jsonl(results.events_jsonl(plan.runs[0].id))
+    assert event["epoch"] == 0 and event["layers"][0]["kept"] == 16  # 64 filters at width 0.125
+    epochs = read_jsonl(results.epochs_jsonl(plan.runs[0].id))
+    assert [e["kept"]["conv8"] for e in epochs] == [16, 16]
+    # A run that never prunes after initialization: best over all epochs, stability 100.
+    assert outcome["summary"]["mean_stability"] == 100
+    assert outcome["summary"]["best_test_acc"] == max(e["test_acc"] for e in epochs)
+
+
+@pytest.mark.parametrize("train", [
+    "train: {epochs: 2, batch_size: 64, optimizer: {name: sgd, lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 1.0e-4}}",
+    "train: {epochs: 2, batch_size: 64, optimizer: {name: adam, lr: 0.001}, precision: bf16}",
+])
+def test_sgd_and_bf16_train(tmp_path, train):
+    text = spec_text("resnet20", 0.5, "prune:\n  layers:\n    - {select: 'layer3.*.conv2', amount: 0.5, schedule: {start: 1}}\n", epochs=2)
+    text = text.replace("train: {epochs: 2, batch_size: 64, optimizer: {name: adam, lr: 0.001}}", train)
+    text = text.replace("data: {dataset: digits}", "data: {dataset: digits, augment: true}")
+    plan = compile_text(text)
+    (outcome,) = run_local(plan, plan.runs, ResultsDir(tmp_path), torch.device("cpu"))
+    assert outcome["status"] == "done"
+    assert outcome["summary"]["best_test_acc"] > 20  # it learns: 10 classes, chance is 10%
+
+
+def test_cli_selects_variants_and_seeds_and_applies_sets(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(spec_text("vgg11_bn", 0.125, "prune:\n  layers:\n    - {select: conv8, amount: 0.5, schedule: {start: 1}}\n",
+                              epochs=3, extra="variants:\n  base: {prune: null}\n  pruned: {}\n").replace("seeds: 1", "seeds: 3"))
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["run", str(spec), "--out", str(out), "--device", "cpu", "--variant", "pruned",
+                                 "--seeds", "1,2", "--set", "train.epochs=1"])
+    assert result.exit_code == 0, result.stderr
+    plan = compile_file(str(spec), [("train.epochs", 1)])
+    done = {(r.config, r.seed) for r in plan.runs if (out / "runs" / r.id / "run.json").exists()}
+    assert done == {("pruned", 1), ("pruned", 2)}
+    assert all(read_json(out / "runs" / r.id / "run.json")["epochs"] == 1 for r in plan.runs if (r.config, r.seed) in done)
+    status = runner.invoke(app, ["status", str(spec), "--out", str(out), "--set", "train.epochs=1"], env={"COLUMNS": "200"})
+    assert status.exit_code == 0
+    assert "2 done, 4 pending of 6 runs" in status.stdout
+    bad = runner.invoke(app, ["run", str(spec), "--out", str(out), "--variant", "prunned"])
+    assert bad.exit_code == 1 and 'did you mean "pruned"' in bad.stderr
+    nodev = runner.invoke(app, ["run", str(spec), "--out", str(out), "--device", "cuda:7"])
+    if not torch.cuda.is_available():
+        assert nodev.exit_code == 1 and "no CUDA device" in nodev.stderr
+
+
+@pytest.mark.parametrize("gamma, beta", [(1.0, 0.0), (0.5, 1.0), (2.0, -1.5), (-0.7, 0.3)])
+def test_expected_relu_of_bn_matches_numerical_integration(gamma, beta):
+    # E[max(0, y)] for y ~ N(beta, gamma^2), integrated numerically.
+    expected, _ = integrate.quad(lambda y: y * stats.norm.pdf(y, beta, abs(gamma)), 0, math.inf)
+    got = float(_expected_relu_bn(torch.tensor([abs(gamma)]), torch.tensor([beta])))
+    assert got == pytest.approx(expected, rel=1e-5)
