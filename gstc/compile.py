@@ -83,7 +83,11 @@ def _types_at(parts: Path, root: Any = BaseConfig) -> tuple[list[Any], str | Non
         found: list[Any] = []
         if isinstance(part, int):
             found = [get_args(t)[0] for t in current if get_origin(t) is list]
+            found += [get_args(t)[part] for t in current if get_origin(t) is tuple and part < len(get_args(t))]
             if not found:
+                pairs = [len(get_args(t)) for t in current if get_origin(t) is tuple]
+                if pairs:
+                    return [], f"{here} has {pairs[0]} entries, so index {part} does not exist"
                 return [], f"{here} is not a list, so [{part}] does not apply"
         else:
             models = [t for t in current if _is_model(t)]
@@ -118,7 +122,8 @@ def _apply(data: dict, parts: Path, value: Any, sweep: bool) -> None:
         if isinstance(part, int):
             if not isinstance(cur, list) or part >= len(cur):
                 size = len(cur) if isinstance(cur, list) else 0
-                raise ValueError(f"{dotted(parts[:i])} has {size} entries, so index {part} does not exist")
+                raise ValueError(f"{dotted(parts[:i])} has {size} {'entry' if size == 1 else 'entries'}, "
+                                 f"so index {part} does not exist")
         elif not isinstance(cur, dict):
             raise ValueError(f"{dotted(parts[:i])} is {show(cur)}, not a mapping")
         elif part not in cur:
@@ -178,7 +183,17 @@ def _message(err: dict, parts: Path, model: Any) -> str:
     if kind == "extra_forbidden":
         key = parts[-1] if parts else "?"
         ts, _ = _types_at(tuple(parts[:-1]), model)
-        names = [n for t in ts if _is_model(t) for n in t.model_fields]
+        models = [t for t in ts if _is_model(t)]
+        # Of a tagged union (prune.mode), only the member that the data's tag chose
+        tags, rest = set(), list(parts)
+        for el in err["loc"]:
+            if rest and el == rest[0]:
+                rest.pop(0)
+            elif isinstance(el, str):
+                tags.add(el)
+        chosen = [m for m in models if any(get_origin(f.annotation) is typing.Literal and tags & set(get_args(f.annotation))
+                                           for f in m.model_fields.values())]
+        names = [n for t in (chosen or models) for n in t.model_fields]
         names = list(dict.fromkeys(names))
         return f"unknown key {key!r}{did_you_mean(str(key), names)}; expected one of: {', '.join(names)}"
     if kind == "missing":
@@ -186,22 +201,34 @@ def _message(err: dict, parts: Path, model: Any) -> str:
     if kind == "union_tag_invalid":
         ctx = err["ctx"]
         choices = re.findall(r"'([^']*)'", ctx["expected_tags"])
-        return f"expected one of {ctx['expected_tags']}, found {show(ctx['tag'])}{did_you_mean(ctx['tag'], choices)}"
+        # ctx["tag"] is str() of the value (null -> "None"); show the value as written
+        tag = found.get(ctx["discriminator"].strip("'"), ctx["tag"]) if isinstance(found, dict) else ctx["tag"]
+        hint = did_you_mean(tag, choices) if isinstance(tag, str) else ""
+        return f"expected one of {ctx['expected_tags']}, found {show(tag)}{hint}"
     if kind == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
         choices = re.findall(r"'([^']*)'", expected)
         hint = did_you_mean(found, choices) if isinstance(found, str) else ""
         return f"expected one of {expected}, found {show(found)}{hint}"
     if kind == "union_tag_not_found":
-        return f"expected a mapping with key {err['ctx']['discriminator']}, found {show(found)}"
+        without = " without it" if isinstance(found, dict) and found else ""
+        return f"expected a mapping with key {err['ctx']['discriminator']}, found {show(found)}{without}"
     if kind == "value_error":
         return msg.removeprefix("Value error, ")
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"expected a mapping, found {show(found)}"
+    if kind in ("too_short", "too_long", "string_too_short", "string_too_long"):
+        ctx = err.get("ctx", {})
+        n = ctx.get("min_length", ctx.get("max_length"))
+        what = "character" if kind.startswith("string") else "item"
+        bound = "at least" if kind.endswith("short") else "at most"
+        return f"expected {bound} {n} {what}{'s' * (n != 1)}, found {show(found)}"
     if kind == "string_pattern_mismatch":
         return f"expected a name matching [a-z0-9][a-z0-9._-]* (lowercase letters, digits, . _ -), found {show(found)}"
     text = msg[0].lower() + msg[1:] if msg else kind
     text = text.removeprefix("input should be ")
     hint = ""
-    if kind == "bool_type" and found in _BOOL_WORDS:
+    if kind == "bool_type" and isinstance(found, str) and found in _BOOL_WORDS:
         hint = "; YAML 1.1 words like yes/no/on/off are strings here: write true or false"
     return f"expected {text}, found {show(found)}{hint}"
 
@@ -290,7 +317,7 @@ def _event_epochs(entry: LayerEntry, default: ScheduleSpec | None) -> tuple[list
         return None, f"start ({start}) is after end ({end})", blame
     if every is None and end > start:
         return None, f"`every` is needed for events from {start} to {end}", blame
-    return list(range(start, end + 1, every or 1)), None, blame
+    return range(start, end + 1, every or 1), None, blame  # a range: `end` may be huge (checked by the caller)
 
 
 def _compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, config: str | None) -> tuple[list[LayerSchedule], list[SpecError]]:
@@ -324,14 +351,16 @@ def _compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, con
         chosen.update({n: i for n in matched})
 
         epochs, problem, blame = _event_epochs(entry, prune.schedule)
-        sched_path = at + ("schedule",) if blame == "own" else ("prune", "schedule")
+        sched_path = at + ("schedule",) if blame == "own" else ("prune", "schedule") if prune.schedule else at
         if problem:
             err(sched_path, problem)
             continue
-        outside = [e for e in epochs if e > cfg.train.epochs]
+        inside = list(itertools.takewhile(lambda e: e <= cfg.train.epochs, epochs))  # epochs are sorted
+        outside = list(epochs[len(inside):][:6])
+        epochs = inside
         if outside:
             err(sched_path, f"event epochs {outside[:5]}{'...' if len(outside) > 5 else ''} are outside "
-                            f"0..{cfg.train.epochs} (train.epochs)")
+                            f"0..{cfg.train.epochs} (train.epochs, line {doc.where(('train', 'epochs'))[0]})")
             continue
 
         amount, rate = entry.amount, entry.rate
@@ -407,7 +436,9 @@ def _points(sweep: dict | None) -> list[list[tuple[str, Any, Path]]]:
     axes = []
     for path, values in sweep.items():
         if path == "zip":
-            zipped = list(values.items())
+            zipped = list((values or {}).items())
+            if not zipped:
+                continue  # `zip: {}` or `zip: null`: no paired axis
             axes.append([[(p, vs[k], ("sweep", "zip", p, k)) for p, vs in zipped] for k in range(len(zipped[0][1]))])
         else:
             axes.append([[(path, v, ("sweep", path, k))] for k, v in enumerate(values)])
@@ -476,11 +507,14 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None) -> tuple[Pla
 
     variant_items = list((spec.variants or {DEFAULT_VARIANT: {}}).items())
     sweep_data = sweep if spec.sweep else None  # the raw mapping: axes in the order the YAML gives them
-    points = _points(sweep_data)
-    if len(variant_items) * len(points) > MAX_CONFIGS:
-        report([doc.error(("sweep",), f"{len(variant_items)} variants x {len(points)} sweep points is over the "
+    axes = [v for k, v in (sweep_data or {}).items() if k != "zip"] + list(((sweep_data or {}).get("zip") or {}).values())[:1]
+    n_points = math.prod(len(v) for v in axes)  # counted before the points are built
+    if len(variant_items) * n_points > MAX_CONFIGS:
+        nv = len(variant_items)
+        report([doc.error(("sweep",), f"{nv} variant{'s' * (nv != 1)} x {n_points:,} sweep points is over the "
                                       f"limit of {MAX_CONFIGS:,} configurations")])
         return None, errors
+    points = _points(sweep_data)
 
     configs: list[PlanConfig] = []
     by_id: dict[str, PlanConfig] = {}
@@ -513,7 +547,7 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None) -> tuple[Pla
                     continue
                 except ValueError as exc:
                     ok = False
-                    report([doc.error(where, str(exc), config=variant)])
+                    report([doc.error(where[:-1], str(exc), key=True, config=variant)])
                     continue
                 applies[path] = True
                 applied[path] = value
@@ -535,7 +569,8 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None) -> tuple[Pla
             resolved = cfg.model_dump(mode="json")
             chash = _digest(_semantic(resolved, schedules), 16)
             if chash in by_hash:
-                report([doc.error(("variants", variant) if spec.variants else (), f"configuration {cid!r} resolves to "
+                report([doc.error(("variants", variant) if spec.variants else ("sweep",) if applied else (),
+                                  f"configuration {cid!r} resolves to "
                                   f"the same runs as {by_hash[chash]!r}; remove one", config=cid)])
                 continue
             by_hash[chash] = cid

@@ -30,14 +30,14 @@ class SpecError:
         what = f"{self.path}: {self.message}" if self.path else self.message
         if self.config:
             what += f" (in configuration {self.config})"
-        return f"{where}: error: {what}"
+        return f"{where}: error: {printable(what)}"
 
     def github(self) -> str:
         # GitHub workflow command; message must stay on one line.
         msg = (f"{self.path}: " if self.path else "") + self.message
         if self.config:
             msg += f" (in configuration {self.config})"
-        msg = msg.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        msg = printable(msg).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
         return f"::error file={self.file},line={self.line},col={self.col}::{msg}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -65,7 +65,7 @@ def show(value: Any, limit: int = 60) -> str:
     elif isinstance(value, bool):
         text = "true" if value else "false"
     elif isinstance(value, str):
-        text = json.dumps(value)
+        text = quote(value)
     elif isinstance(value, dict):
         text = "a mapping" if value else "an empty mapping"
     elif isinstance(value, list):
@@ -75,14 +75,25 @@ def show(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def printable(text: str) -> str:
+    """`text` with control and invisible characters escaped (\u001b), the rest as it is."""
+    return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in text)
+
+
+def quote(text: str) -> str:
+    """A double-quoted string as written, with control and invisible characters escaped
+    (a message printed to a terminal must not carry escape sequences from the spec)."""
+    return '"' + "".join(c if c.isprintable() and c not in '"\\' else json.dumps(c)[1:-1] for c in text) + '"'
+
+
 def dotted(path: Sequence[Any]) -> str:
     """('prune', 'layers', 2, 'amount') -> 'prune.layers[2].amount'."""
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif "." in str(part) or "[" in str(part):
-            out += f'["{part}"]'  # a key that is itself a dotted path (variants, sweep)
+        elif "." in str(part) or "[" in str(part) or not str(part).isprintable() or '"' in str(part):
+            out += f"[{quote(str(part))}]"  # a key that is itself a dotted path (variants, sweep), or odd
         else:
             out += ("." if out else "") + str(part)
     return out

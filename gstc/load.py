@@ -67,6 +67,19 @@ class _Loader(Reader, Scanner, Parser, Composer, _Core12Resolver):
         Parser.__init__(self)
         Composer.__init__(self)
         _Core12Resolver.__init__(self)
+        self.depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node:
+        # PyYAML composes recursively: stop at the depth limit (with the place) rather than
+        # at Python's recursion limit (`[[[[...` five thousand times).
+        step = 0 if isinstance(parent, MappingNode) and index is None else 1  # a key: its value's level
+        self.depth += step
+        try:
+            if self.depth > MAX_DEPTH + 1:  # the root is depth 0 for _Builder, 1 here
+                raise _TooBig(self.peek_event(), f"values are nested more than {MAX_DEPTH} levels deep")
+            return Composer.compose_node(self, parent, index)
+        finally:
+            self.depth -= step
 
 
 def _scalar(tag: str, text: str) -> Any:
@@ -123,23 +136,36 @@ class _Builder:
         self.doc = doc
         self.errors: list[SpecError] = []
         self.count = 0
+        self.seen: set[int] = set()  # nodes built once; meeting one again is an alias expansion
+        self.fresh: list[Node] = []  # nodes being built for the first time (their text is where they are)
 
     def fail(self, node: Node, path: Path, message: str) -> None:
         m = node.start_mark
         self.errors.append(SpecError(self.doc.file, m.line + 1, m.column + 1, dotted(path), message))
 
     def build(self, node: Node, path: Path, depth: int) -> Any:
+        if id(node) in self.seen:
+            return self._build(node, path, depth)
+        self.seen.add(id(node))
+        self.fresh.append(node)
+        try:
+            return self._build(node, path, depth)
+        finally:
+            self.fresh.pop()
+
+    def _build(self, node: Node, path: Path, depth: int) -> Any:
         self.count += 1
         if self.count > MAX_NODES:
-            raise _TooBig(node, f"the document expands to more than {MAX_NODES:,} values "
-                                "(are aliases expanding exponentially?)")
+            # Blame the innermost node written out in the text, not the anchored node that an
+            # alias repeats (which stands earlier in the file, where nothing is wrong yet).
+            raise _TooBig(self.fresh[-1] if self.fresh else node, f"the document expands to more than "
+                          f"{MAX_NODES:,} values (are aliases expanding exponentially?)")
         if depth > MAX_DEPTH:
             raise _TooBig(node, f"values are nested more than {MAX_DEPTH} levels deep")
         self.doc.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, ScalarNode):
             if node.tag not in (_STR, _INT, _FLOAT, _BOOL, _NULL):
-                self.fail(node, path, f"YAML tag {node.tag!r} is not allowed: a spec holds plain "
-                                      "data only (strings, numbers, booleans, null, lists, mappings)")
+                self.fail(node, path, _tag_message(node.tag, "a value"))
                 return None
             try:
                 return _scalar(node.tag, node.value)
@@ -148,12 +174,12 @@ class _Builder:
                 return None
         if isinstance(node, SequenceNode):
             if node.tag != _SEQ:
-                self.fail(node, path, f"YAML tag {node.tag!r} is not allowed on a list")
+                self.fail(node, path, _tag_message(node.tag, "a list"))
                 return None
             return [self.build(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
         assert isinstance(node, MappingNode)
         if node.tag != _MAP:
-            self.fail(node, path, f"YAML tag {node.tag!r} is not allowed on a mapping")
+            self.fail(node, path, _tag_message(node.tag, "a mapping"))
             return None
         out: dict[str, Any] = {}
         merges: list[Node] = []
@@ -183,8 +209,14 @@ class _Builder:
         return out
 
 
+def _tag_message(tag: str, what: str) -> str:
+    shown = "!!" + tag[len(_TAG):] if tag.startswith(_TAG) else tag  # as written: !!python/object
+    return (f"YAML tag {shown!r} is not allowed on {what}: a spec holds plain data only "
+            "(strings, numbers, booleans, null, lists, mappings)")
+
+
 class _TooBig(Exception):
-    def __init__(self, node: Node, message: str):
+    def __init__(self, node: Any, message: str):  # a Node or an Event: anything with a start_mark
         self.node, self.message = node, message
 
 
@@ -206,9 +238,24 @@ def load_text(text: str, file: str = "<string>") -> Document:
         lines = text.splitlines()
         if "flow" in problem and 0 < line <= len(lines) and "[" in lines[line - 1]:
             problem += " (inside {...} or [...], quote keys and values that contain [ ] { } or commas)"
+        elif exc.problem == "mapping values are not allowed here":
+            problem += " (check this line's indentation, and quote values that contain ': ')"
+        cm = exc.context_mark
+        if exc.context and exc.problem and cm is not None and mark is not cm and cm.line != mark.line:
+            # "while parsing a flow mapping" began elsewhere (an unclosed bracket or quote): say where
+            what = re.sub(r"^while (parsing|scanning) (an? )?", "", exc.context)
+            problem = problem.replace(exc.context + " ", "", 1) + f" (in the {what} that starts at line {cm.line + 1}, column {cm.column + 1})"
         raise SpecErrors([SpecError(file, line, col, "", f"invalid YAML: {problem}")]) from None
-    except yaml.YAMLError as exc:  # e.g. a reader error on control characters
-        raise SpecErrors([SpecError(file, 1, 1, "", f"invalid YAML: {exc}")]) from None
+    except yaml.reader.ReaderError as exc:  # a control character, NUL, ...
+        pos = exc.position if isinstance(exc.position, int) and 0 <= exc.position <= len(text) else 0
+        line, col = text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)
+        char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        raise SpecErrors([SpecError(file, line, col, "", f"invalid YAML: unacceptable character {char}: {exc.reason}")]) from None
+    except yaml.YAMLError as exc:
+        raise SpecErrors([SpecError(file, 1, 1, "", f"invalid YAML: {' '.join(str(exc).split())}")]) from None
+    except _TooBig as exc:
+        m = exc.node.start_mark
+        raise SpecErrors([SpecError(file, m.line + 1, m.column + 1, "", exc.message)]) from None
     except RecursionError:
         raise SpecErrors([SpecError(file, 1, 1, "", f"values are nested more than {MAX_DEPTH} levels deep")]) from None
     if node is None:

@@ -287,20 +287,19 @@ class SweepSpec(BaseModel):
     """Grid axes (path: [values]) plus an optional paired `zip` axis."""
 
     model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    # Every other key is a grid axis: a path with its values (typed, so errors name the axis).
+    __pydantic_extra__: dict[str, Annotated[list[Any], Field(min_length=1)]]
     zip: Optional[dict[OverridePath, Annotated[list[Any], Field(min_length=1)]]] = Field(
         default=None, description="Paths whose equal-length value lists form one paired axis."
     )
 
-    @model_validator(mode="after")
-    def _axes(self) -> "SweepSpec":
-        for path, values in (self.model_extra or {}).items():
-            if not isinstance(values, list) or not values:
-                raise ValueError(f"sweep axis {path!r} needs a non-empty list of values")
-        if self.zip:
-            lengths = {p: len(v) for p, v in self.zip.items()}
-            if len(set(lengths.values())) > 1:
-                raise ValueError(f"zip lists must have equal lengths, found {lengths}")
-        return self
+    @field_validator("zip")
+    @classmethod
+    def _equal_lengths(cls, value: Optional[dict[str, list[Any]]]) -> Optional[dict[str, list[Any]]]:
+        lengths = {p: len(v) for p, v in (value or {}).items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"zip lists must have equal lengths, found {lengths}")
+        return value
 
 
 class BaseConfig(Strict):
