@@ -297,8 +297,10 @@ def well_behaved(text: str) -> None:
     event("check found errors" if errors else "check compiled a plan")
     if errors:
         assert plan is None
+        nodes = set(doc.positions.values()) | set(doc.key_positions.values()) | {(1, 1)}
         for error in errors:
             assert_located(error, lines)
+            assert (error.line, error.col) in nodes, error  # the place of a key or value in the file
     else:
         assert isinstance(plan, Plan) and plan.configs and plan.runs
         assert Plan.model_validate_json(plan.model_dump_json()) == plan
@@ -316,15 +318,16 @@ def dump(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=None, width=60)
 
 
-PROPS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+PROPS = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 def test_the_base_specs_are_valid():
-    for text in BASES:
+    for text, data in zip(BASES, BASE_DATA):
         plan, errors = check(load_text(text, "base.yaml"))
-        assert errors == [] and plan is not None
-        plan2, errors2 = check(load_text(dump(yaml.safe_load(text)), "base.yaml"))  # dumping keeps them valid
-        assert errors2 == [] and plan2 is not None
+        assert errors == [] and plan is not None and len(plan.configs) > 1
+        for again in (dump(data), yaml.safe_dump(data, sort_keys=False, default_flow_style=True, width=10**9)):
+            plan2, errors2 = check(load_text(again, "base.yaml"))  # what the mutants start from is valid
+            assert errors2 == [] and plan2 == plan
 
 
 @PROPS
@@ -382,7 +385,7 @@ def test_text_mutations_never_crash(text):
     well_behaved(text)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=200))
 def test_arbitrary_text_never_crashes(text):
     well_behaved(text)
