@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gstc.archs import ARCHS, layers as layer_table
+from gstc.plan import PlanLayer
 
 
 class ChannelMask(nn.Module):
@@ -174,37 +174,46 @@ class ResNet(nn.Module):
         return total + live * self.fc.out_features + self.fc.out_features
 
 
+def scaled(filters: int, width: float) -> int:
+    """A conv's filter count under a width multiplier: rounded half up, at least 1."""
+    return max(1, int(filters * width + 0.5))
+
+
+# The runtime's own definitions (independent of the compiler's table, which they are
+# checked against): VGG11's conv widths, and each ResNet's stem, stage widths and blocks.
+VGG11_WIDTHS = (64, 128, 256, 256, 512, 512, 512, 512)
+
+
 def _vgg11_bn(width: float, classes: int) -> nn.Module:
-    return VGG11([l.filters for l in layer_table("vgg11_bn", width)], classes)
+    return VGG11([scaled(f, width) for f in VGG11_WIDTHS], classes)
 
 
-def _resnet(arch: str, blocks: int, option: str, stem: int) -> Callable[[float, int], nn.Module]:
+def _resnet(stem: int, stages: tuple[int, ...], blocks: int, option: str) -> Callable[[float, int], nn.Module]:
     def build(width: float, classes: int) -> nn.Module:
-        from gstc.archs import _scaled
-
-        return ResNet(_scaled(stem, width), [l.filters for l in layer_table(arch, width)], blocks, classes, option)
+        widths = [scaled(w, width) for w in stages for _ in range(blocks) for _ in (1, 2)]
+        return ResNet(scaled(stem, width), widths, blocks, classes, option)
 
     return build
 
 
 MODELS: dict[str, Callable[[float, int], nn.Module]] = {
     "vgg11_bn": _vgg11_bn,
-    "resnet18": _resnet("resnet18", 2, "B", 64),  # CIFAR variant: 3x3 stem, 1x1-conv shortcuts
-    "resnet20": _resnet("resnet20", 3, "A", 16),  # He et al.: option-A (zero-padding) shortcuts
-    "resnet56": _resnet("resnet56", 9, "A", 16),
+    "resnet18": _resnet(64, (64, 128, 256, 512), 2, "B"),  # CIFAR variant: 3x3 stem, 1x1-conv shortcuts
+    "resnet20": _resnet(16, (16, 32, 64), 3, "A"),  # He et al.: option-A (zero-padding) shortcuts
+    "resnet56": _resnet(16, (16, 32, 64), 9, "A"),
 }
-assert set(MODELS) == set(ARCHS)
 
 
-def build_model(arch: str, width: float, classes: int) -> nn.Module:
-    """Build `arch` and check its prunable layers against the compiler's table."""
+def build_model(arch: str, width: float, classes: int, layers: list[PlanLayer] | None = None) -> nn.Module:
+    """Build `arch`; with the plan's `layers`, check that the model matches its table."""
     try:
         factory = MODELS[arch]
     except KeyError:
         raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(MODELS)}") from None
     model = factory(width, classes)
-    got = [(name, p.conv.out_channels) for name, p in model.prunable().items()]
-    want = [(l.name, l.filters) for l in layer_table(arch, width)]
-    if got != want:
-        raise RuntimeError(f"{arch} does not match the compiler's layer table: {got} != {want}")
+    if layers is not None:
+        got = [(name, p.conv.out_channels) for name, p in model.prunable().items()]
+        want = [(layer.name, layer.filters) for layer in layers]
+        if got != want:
+            raise RuntimeError(f"{arch} (width {width}) does not match the plan's layer table: {got} != {want}")
     return model

@@ -19,7 +19,6 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from gstc import __version__
 from gstc.manifest import ResultsDir, append_jsonl, read_json, read_jsonl, summarize_run, truncate_jsonl, write_json
 from gstc.plan import PlanConfig, PlanRun
 from runtime.data import Dataset, augment, epoch_generator, normalize
@@ -39,7 +38,7 @@ class RunFailed(Exception):
 
 def environment(device: torch.device) -> dict[str, Any]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    return {"gstc": __version__, "torch": torch.__version__, "python": platform.python_version(),
+    return {"torch": torch.__version__, "python": platform.python_version(),
             "device": f"{device.type}: {name}", "threads": torch.get_num_threads()}
 
 
@@ -70,7 +69,7 @@ class Trainer:
         self.train_cfg, self.augment = cfg["train"], cfg["data"]["augment"]
         self.prune_eval = cfg["measure"]["prune_eval"]
         torch.manual_seed(self.run.seed)  # weight initialization
-        self.model = build_model(cfg["model"]["arch"], cfg["model"]["width"], self.data.classes)
+        self.model = build_model(cfg["model"]["arch"], cfg["model"]["width"], self.data.classes, self.config.layers)
         self.model.to(device=self.device, dtype=self.dtype)
         self.opt = make_optimizer(self.model.parameters(), self.train_cfg["optimizer"])
         lr = self.train_cfg["lr_schedule"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gstc.archs import ARCHS, layers
-from runtime.models import build_model
+from gstc.plan import PlanLayer
+from runtime.models import MODELS, build_model
 
 torch = pytest.importorskip("torch")
 
@@ -13,7 +14,9 @@ torch = pytest.importorskip("torch")
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 @pytest.mark.parametrize("width", [1.0, 0.3])
 def test_prunable_layers_match_the_compiler(arch, width):
-    model = build_model(arch, width, 10)
+    assert set(MODELS) == set(ARCHS)
+    table = [PlanLayer(name=l.name, filters=l.filters) for l in layers(arch, width)]
+    model = build_model(arch, width, 10, table)  # also checks itself against the table
     got = [(name, p.conv.out_channels, p.bn.num_features, p.mask.mask.numel()) for name, p in model.prunable().items()]
     want = [(l.name, l.filters, l.filters, l.filters) for l in layers(arch, width)]
     assert got == want
@@ -37,6 +40,12 @@ def test_live_params_reproduce_the_papers_resnet18_reduction():
     model = build_model("resnet18", 1.0, 10)
     removed = {"layer4.0.conv1": 128, "layer4.0.conv2": 204, "layer4.1.conv1": 128, "layer4.1.conv2": 486}
     assert round(100 * (1 - model.live_params(removed) / model.live_params())) == 46
+
+
+def test_a_model_that_disagrees_with_the_plan_is_refused():
+    table = [PlanLayer(name=l.name, filters=l.filters) for l in layers("resnet20", 1.0)]
+    with pytest.raises(RuntimeError, match="does not match the plan's layer table"):
+        build_model("resnet20", 0.5, 10, table)
 
 
 def test_unknown_architecture():
