@@ -382,6 +382,11 @@ def _compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, con
             err(src_r, f"rate {rate} x {n} events = {float(total):g}: that removes every filter; "
                        "the total must stay below 1")
             continue
+        if (entry.scoring or prune.scoring) == "activation_l1" and epochs and epochs[0] == 0:
+            err(at + ("scoring",) if entry.scoring else ("prune", "scoring"),
+                "activation_l1 scores come from training batches, so they cannot choose filters at epoch 0 "
+                "(before any training); use a weight scoring such as l1 for scratch pruning")
+            continue
         for name in matched:
             kept = kept_counts(filters[name], total, n)
             pruned = [a - b for a, b in zip([filters[name]] + kept, kept)]

@@ -166,6 +166,8 @@ def test_short_forms_expand_under_overrides():
         ("  layers:\n    - {select: conv5, schedule: {start: 1}}\n", "give `amount`"),
         ("  layers:\n    - {select: conv5, rate: 0.3, schedule: {start: 1, end: 9, every: 2}}\n", "removes every filter"),
         ("  layers:\n    - {select: conv5, amount: 0.5}\n", "no schedule"),
+        ("  scoring: activation_l1\n  layers:\n    - {select: conv5, amount: 0.5, schedule: {epochs: [0]}}\n",
+         "cannot choose filters at epoch 0"),
         ("  schedule: {epochs: [0]}\n  layers:\n    - {select: conv5, amount: 0.5, schedule: {start: 1, end: 7, every: 2}}\n",
          "cannot merge with this entry's own start/end/every"),
         ("  layers:\n    - {select: conv5, amount: 0.5, schedule: {start: 1, end: 5}}\n", "`every` is needed"),
