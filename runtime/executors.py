@@ -8,7 +8,7 @@ end, never from this process's memory.
 from __future__ import annotations
 
 import json
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
 

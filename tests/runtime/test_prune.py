@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from gstc.plan import PlanEvent
 from runtime.models import build_model
 from runtime.prune import Pruner, choose
 from tests.runtime.conftest import compile_text, spec_text

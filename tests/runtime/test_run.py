@@ -145,7 +145,6 @@ def test_a_diverging_run_fails_and_the_rest_go_on(tmp_path, monkeypatch):
     from gstc.cli import app
 
     real = train.F.cross_entropy
-    state = {"calls": 0}
 
     def flaky(out, y, *args, **kwargs):
         loss = real(out, y, *args, **kwargs)
