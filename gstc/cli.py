@@ -301,6 +301,67 @@ def status(
     out_.print(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + f" of {len(plan_.runs)} runs")
 
 
+class DiffFormat(str, Enum):
+    text = "text"
+    md = "md"
+    json = "json"
+
+
+@app.command("diff")
+def diff_cmd(
+    a: Path = typer.Argument(..., help="Spec (or manifest.json) A.", show_default=False),
+    b: Path = typer.Argument(..., help="Spec (or manifest.json) B.", show_default=False),
+    out: Optional[Path] = typer.Option(None, "--out", help="Results folder of specs' runs (default: $GSTC_RESULTS or ./results)."),
+    show_all: bool = typer.Option(False, "--all", help="Show unchanged configuration paths too."),
+    precision: int = typer.Option(5, "--precision", min=1, max=17, help="Significant digits."),
+    format: DiffFormat = typer.Option(DiffFormat.text, "--format", help="text, md (for pull requests) or json."),
+    fail_if_worse: Optional[str] = typer.Option(None, "--fail-if-worse", help="Exit 1 when B is significantly worse on this metric."),
+) -> None:
+    """Compare two specs: resolved configurations, plans, and results with CIs."""
+    from gstc import diff as d
+    from gstc.manifest import ResultsDir
+
+    for path in (a, b):
+        if not path.is_file():
+            _fail([SpecError(str(path), 1, 1, "", "cannot read the file: no such file")])
+    if fail_if_worse is not None and fail_if_worse not in d.BETTER:
+        _fail([SpecError("<command line>", 1, 1, "--fail-if-worse", f"{fail_if_worse!r} has no better direction; "
+                         f"choose from {', '.join(d.BETTER)}")])
+    try:
+        report = d.diff(str(a), str(b), ResultsDir(out), show_all)
+    except SpecErrors as exc:
+        _fail(exc.errors)
+    except (ValueError, KeyError) as exc:  # a manifest that is not one
+        _fail([SpecError(str(a), 1, 1, "", f"cannot compare: {exc}")])
+    if format is DiffFormat.json:
+        typer.echo(json.dumps(report, indent=2))
+    elif format is DiffFormat.md:
+        typer.echo(d.markdown(report, precision))
+    else:
+        from rich.markup import escape
+        from rich.table import Table
+
+        console = _console()
+        console.print(f"A: {a}   B: {b}", markup=False)
+        for title, header, rows in d.tables(report, precision):
+            t = Table(title=title, title_justify="left")
+            for h in header:
+                t.add_column(h, overflow="fold")
+            for row in rows:
+                t.add_row(*(escape(c) for c in row))
+            if not rows:
+                t.add_row("(no differences)", *[""] * (len(header) - 1))
+            console.print(t)
+    if fail_if_worse:
+        bad = d.worse(report, fail_if_worse)
+        if bad:
+            err = _console(stderr=True)
+            for r in bad:
+                err.print(f"{r['config']}: {fail_if_worse} is significantly worse in B ({r['diff']:+.4g}, p = {r['p']:.2g})",
+                          markup=False)
+            raise typer.Exit(1)
+
+
 def main() -> None:
     """Console entry point: any unexpected exception becomes one line, not a traceback."""
     try:

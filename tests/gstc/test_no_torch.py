@@ -34,6 +34,7 @@ def poisoned_env(tmp_path: Path) -> dict[str, str]:
         ["plan", "{spec}", "--json"],
         ["layers", "resnet56"],
         ["schema"],
+        ["diff", "{spec}", "{spec}"],
     ],
 )
 def test_cli_commands_do_not_import_torch(args, small_spec, poisoned_env):

@@ -1,0 +1,252 @@
+"""`gstc diff A B`: what changed between two specs (or manifests), and did it matter.
+
+Three parts, computed from plans and run folders only (DESIGN.md section 6):
+
+1. configuration differences: the resolved configurations of matched configurations,
+   flattened to dotted paths (`train.optimizer.lr: 0.001 -> 0.0003`);
+2. plan differences: configurations and runs only on one side, per-layer event
+   schedules that differ;
+3. metrics, where both sides have finished runs: per matched configuration and summary
+   metric, A's and B's mean with a 95% bootstrap CI, the difference B - A with a
+   bootstrap CI, and a two-sided permutation-test p-value (scipy.stats, fixed seeds,
+   so the same inputs give the same numbers).
+
+Configurations match by id; when no id matches and each side has exactly one
+configuration, those two are compared.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats as st
+
+from gstc.manifest import SUMMARY_FIELDS, ResultsDir, build_manifest, read_json
+from gstc.plan import Plan, PlanConfig
+from gstc.stats import _RNG_KEYWORD, summarize
+
+SEED = 0  # resampling seed of the difference CI and the permutation test
+RESAMPLES = 10_000
+ALPHA = 0.05  # a difference with p < ALPHA is marked significant
+# Which direction is better, for --fail-if-worse (best_epoch has none).
+BETTER = {"best_test_acc": "higher", "gen_gap": "lower", "mean_stability": "higher", "final_params": "lower"}
+
+
+@dataclass
+class Side:
+    label: str
+    plan: Plan
+    manifest: dict | None  # None: no results yet
+
+
+def load_side(path: str, results: ResultsDir) -> Side:
+    """A spec (compiled; results read from `results`) or a manifest.json."""
+    if path.endswith(".json"):
+        manifest = read_json(path)
+        return Side(path, Plan.model_validate(manifest["plan"]), manifest)
+    from gstc.compile import compile_file
+
+    plan = compile_file(path)
+    has_runs = any(results.run_json(r.id).exists() for r in plan.runs)
+    return Side(path, plan, build_manifest(plan, results) if has_runs else None)
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings (and lists of mappings) -> {dotted path: leaf value}."""
+    out: dict[str, Any] = {}
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(obj, list) and obj and all(isinstance(v, dict) for v in obj):
+        for i, value in enumerate(obj):
+            out.update(flatten(value, f"{prefix}[{i}]"))
+    else:
+        out[prefix] = obj
+    return out
+
+
+def match(a: Plan, b: Plan) -> list[tuple[PlanConfig, PlanConfig]]:
+    ids_b = {c.id: c for c in b.configs}
+    pairs = [(c, ids_b[c.id]) for c in a.configs if c.id in ids_b]
+    if not pairs and len(a.configs) == 1 and len(b.configs) == 1:
+        pairs = [(a.configs[0], b.configs[0])]
+    return pairs
+
+
+def _change(x: Any, y: Any) -> Any:
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (x, y))
+    return y - x if numeric else None
+
+
+def config_rows(pairs: list[tuple[PlanConfig, PlanConfig]], show_all: bool) -> list[dict]:
+    rows = []
+    for ca, cb in pairs:
+        fa, fb = flatten(ca.resolved), flatten(cb.resolved)
+        for path in list(fa) + [p for p in fb if p not in fa]:
+            x, y = fa.get(path), fb.get(path)
+            if x != y or show_all:
+                rows.append({"config": ca.id if ca.id == cb.id else f"{ca.id} / {cb.id}", "path": path,
+                             "a": x, "b": y, "change": _change(x, y) if x != y else 0 if show_all and _change(x, y) is not None else None,
+                             "changed": x != y})
+    return rows
+
+
+def plan_diff(a: Plan, b: Plan, pairs: list[tuple[PlanConfig, PlanConfig]]) -> dict:
+    runs_a, runs_b = {r.id: r for r in a.runs}, {r.id: r for r in b.runs}
+    matched_a, matched_b = {p[0].id for p in pairs}, {p[1].id for p in pairs}
+    schedules = []
+    for ca, cb in pairs:
+        sa, sb = {s.layer: s for s in ca.schedules}, {s.layer: s for s in cb.schedules}
+        for layer in list(sa) + [l for l in sb if l not in sa]:
+            x, y = sa.get(layer), sb.get(layer)
+            key = lambda s: None if s is None else {"epochs": s.epochs, "pruned": s.pruned, "scoring": s.scoring,  # noqa: E731
+                                                    "target": s.target, "mode": s.mode}
+            if key(x) != key(y):
+                schedules.append({"config": ca.id, "layer": layer, "a": key(x), "b": key(y)})
+    return {
+        "configs_only_a": [c.id for c in a.configs if c.id not in matched_a],
+        "configs_only_b": [c.id for c in b.configs if c.id not in matched_b],
+        "runs_only_a": [{"id": r.id, "config": r.config, "seed": r.seed} for i, r in runs_a.items() if i not in runs_b],
+        "runs_only_b": [{"id": r.id, "config": r.config, "seed": r.seed} for i, r in runs_b.items() if i not in runs_a],
+        "runs_shared": sum(1 for i in runs_a if i in runs_b),
+        "schedules": schedules,
+    }
+
+
+def _values(manifest: dict, config_id: str, metric: str) -> list[float]:
+    return [float(r["summary"][metric]) for r in manifest["runs"]
+            if r["config"] == config_id and r["status"] == "done" and r.get("summary")
+            and isinstance(r["summary"].get(metric), (int, float)) and math.isfinite(r["summary"][metric])]
+
+
+def compare(a: list[float], b: list[float]) -> dict:
+    """B - A: the difference of means, its bootstrap CI, and a permutation-test p-value."""
+    out: dict[str, Any] = {"diff": None, "diff_ci_low": None, "diff_ci_high": None, "p": None}
+    if not a or not b:
+        return out
+    xa, xb = np.asarray(a), np.asarray(b)
+    out["diff"] = float(xb.mean() - xa.mean())
+    if len(a) < 2 or len(b) < 2:
+        return out  # one run on a side: no spread to resample
+    if np.ptp(np.concatenate([xa, xb])) == 0:
+        out.update(diff_ci_low=0.0, diff_ci_high=0.0, p=1.0)
+        return out
+
+    def diff(x, y, axis=-1):
+        return np.mean(y, axis=axis) - np.mean(x, axis=axis)
+
+    ci = st.bootstrap((xa, xb), diff, n_resamples=RESAMPLES, method="percentile", vectorized=True,
+                      **{_RNG_KEYWORD: np.random.default_rng(SEED)}).confidence_interval
+    test = st.permutation_test((xa, xb), diff, permutation_type="independent", alternative="two-sided",
+                               n_resamples=RESAMPLES, vectorized=True, **{_RNG_KEYWORD: np.random.default_rng(SEED)})
+    out.update(diff_ci_low=float(ci.low), diff_ci_high=float(ci.high), p=float(test.pvalue))
+    return out
+
+
+def metric_rows(side_a: Side, side_b: Side, pairs: list[tuple[PlanConfig, PlanConfig]]) -> list[dict]:
+    if side_a.manifest is None or side_b.manifest is None:
+        return []
+    rows = []
+    for ca, cb in pairs:
+        for metric in SUMMARY_FIELDS:
+            a, b = _values(side_a.manifest, ca.id, metric), _values(side_b.manifest, cb.id, metric)
+            if not a and not b:
+                continue
+            row = {"config": ca.id if ca.id == cb.id else f"{ca.id} / {cb.id}", "metric": metric,
+                   "a": summarize(a, seed=SEED) if a else None, "b": summarize(b, seed=SEED) if b else None,
+                   **compare(a, b)}
+            row["significant"] = row["p"] is not None and row["p"] < ALPHA
+            rows.append(row)
+    return rows
+
+
+def diff(path_a: str, path_b: str, results: ResultsDir, show_all: bool = False) -> dict:
+    side_a, side_b = load_side(path_a, results), load_side(path_b, results)
+    pairs = match(side_a.plan, side_b.plan)
+    seeds_a, seeds_b = sorted({r.seed for r in side_a.plan.runs}), sorted({r.seed for r in side_b.plan.runs})
+    return {
+        "a": {"label": side_a.label, "spec": side_a.plan.spec, "results": side_a.manifest is not None},
+        "b": {"label": side_b.label, "spec": side_b.plan.spec, "results": side_b.manifest is not None},
+        "seeds": {"a": seeds_a, "b": seeds_b, "changed": seeds_a != seeds_b},
+        "matched": [[ca.id, cb.id] for ca, cb in pairs],
+        "config": config_rows(pairs, show_all),
+        "plan": plan_diff(side_a.plan, side_b.plan, pairs),
+        "metrics": metric_rows(side_a, side_b, pairs),
+    }
+
+
+def worse(report: dict, metric: str) -> list[dict]:
+    """Metric rows where B is significantly worse than A."""
+    if metric not in BETTER:
+        raise ValueError(f"--fail-if-worse: {metric!r} has no better direction; choose from {', '.join(BETTER)}")
+    sign = 1 if BETTER[metric] == "higher" else -1
+    return [r for r in report["metrics"] if r["metric"] == metric and r["significant"] and sign * r["diff"] < 0]
+
+
+# --- rendering -----------------------------------------------------------------------
+
+
+def fmt(value: Any, precision: int) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.{precision}g}"
+    if isinstance(value, (dict, list)):
+        import json
+
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def _epochs(s: dict | None, precision: int) -> str:
+    if s is None:
+        return "(not pruned)"
+    e = s["epochs"]
+    when = ", ".join(map(str, e)) if len(e) <= 4 else f"{e[0]}, {e[1]}, ..., {e[-1]} ({len(e)} events)"
+    return f"{s['target']} {s['scoring']} at {when}; pruned {sum(s['pruned'])}"
+
+
+def tables(report: dict, precision: int) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of every table, shared by the terminal and markdown formats."""
+    p = precision
+    out = []
+    cfg = [[r["config"], r["path"], fmt(r["a"], p), fmt(r["b"], p), fmt(r["change"], p)] for r in report["config"]]
+    if report["seeds"]["changed"]:
+        cfg.insert(0, ["(spec)", "seeds", fmt(report["seeds"]["a"], p), fmt(report["seeds"]["b"], p), "-"])
+    out.append(("Configuration", ["config", "path", "A", "B", "change"], cfg))
+    plan = report["plan"]
+    rows = [[f"only in A: {c}", "", ""] for c in plan["configs_only_a"]] + [[f"only in B: {c}", "", ""] for c in plan["configs_only_b"]]
+    rows += [[f"{s['config']}: {s['layer']}", _epochs(s["a"], p), _epochs(s["b"], p)] for s in plan["schedules"]]
+    rows.append([f"runs: {plan['runs_shared']} shared, {len(plan['runs_only_a'])} only in A, "
+                 f"{len(plan['runs_only_b'])} only in B", "", ""])
+    out.append(("Plan", ["what", "A", "B"], rows))
+    if report["metrics"]:
+        m = []
+        for r in report["metrics"]:
+            a, b = r["a"] or {}, r["b"] or {}
+            side = lambda s: "-" if not s else f"{fmt(s['mean'], p)} [{fmt(s['ci_low'], p)}, {fmt(s['ci_high'], p)}] n={s['n']}"  # noqa: E731
+            d = "-" if r["diff"] is None else f"{r['diff']:+.{p}g}" + (
+                f" [{fmt(r['diff_ci_low'], p)}, {fmt(r['diff_ci_high'], p)}]" if r["diff_ci_low"] is not None else "")
+            m.append([r["config"], r["metric"], side(a), side(b), d, fmt(r["p"], 2), "*" if r["significant"] else ""])
+        out.append((f"Metrics (mean [95% CI]; * p < {ALPHA})", ["config", "metric", "A", "B", "B - A", "p", ""], m))
+    return out
+
+
+def markdown(report: dict, precision: int) -> str:
+    lines = [f"**A**: `{report['a']['label']}`  **B**: `{report['b']['label']}`", ""]
+    for title, header, rows in tables(report, precision):
+        lines += [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows] or []
+        if not rows:
+            lines.append("| " + " | ".join(["(no differences)"] + [""] * (len(header) - 1)) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+__all__ = ["diff", "worse", "tables", "markdown", "compare", "flatten", "Path"]
