@@ -196,6 +196,8 @@ def fmt(value: Any, precision: int) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))  # counts (parameters, epochs) read as counts, not 5.791e+05
         return f"{value:.{precision}g}"
     if isinstance(value, (dict, list)):
         import json
