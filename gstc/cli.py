@@ -307,6 +307,47 @@ class DiffFormat(str, Enum):
     json = "json"
 
 
+@app.command()
+def report(
+    spec: Path = typer.Argument(..., help="Spec file.", show_default=False),
+    out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: $GSTC_RESULTS or ./results)."),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for the PNGs (default: next to the manifest)."),
+    format: DiffFormat = typer.Option(DiffFormat.text, "--format", help="text, md or json."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help="Override PATH=VALUE (repeatable)."),
+) -> None:
+    """Tables (metrics with CIs, rates, parameters removed, correlations) and PNG plots."""
+    from gstc import report as r
+    from gstc.manifest import ResultsDir
+
+    plan_ = _compile(spec, sets)
+    results = ResultsDir(out)
+    rep = r.build(plan_, results)
+    if rep["done"] == 0:
+        _fail([SpecError(str(spec), 1, 1, "", f"no finished runs in {results.root} yet: run `gstc run {spec}` first")])
+    written = r.plot(plan_, results, rep, plots or results.spec_dir(plan_.spec))
+    if format is DiffFormat.json:
+        typer.echo(json.dumps({k: v for k, v in rep.items() if k != "manifest"} | {"plots": [str(p) for p in written]}, indent=2))
+        return
+    if format is DiffFormat.md:
+        typer.echo(r.markdown(rep))
+    else:
+        from rich.markup import escape
+        from rich.table import Table
+
+        console = _console()
+        if rep["partial"]:
+            console.print(f"partial results: {rep['done']} of {rep['runs']} runs done")
+        for title, header, rows in r.tables(rep):
+            t = Table(title=title, title_justify="left")
+            for h in header:
+                t.add_column(h, overflow="fold")
+            for row in rows:
+                t.add_row(*(escape(c) for c in row))
+            console.print(t)
+    for p in written:
+        _console(stderr=True).print(f"wrote {p}", markup=False)
+
+
 @app.command("diff")
 def diff_cmd(
     a: Path = typer.Argument(..., help="Spec (or manifest.json) A.", show_default=False),
