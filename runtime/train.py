@@ -22,9 +22,11 @@ import torch.nn.functional as F
 from gstc.manifest import ResultsDir, append_jsonl, read_json, read_jsonl, summarize_run, truncate_jsonl, write_json
 from gstc.plan import PlanConfig, PlanRun
 from runtime.data import Dataset, augment, epoch_generator, normalize
+from runtime.flatness import measure as measure_flatness
 from runtime.models import build_model
 from runtime.prune import Pruner
 
+FLATNESS_SUBSET_SEED = 0  # the same test images for every run, so flatness compares across runs
 EVAL_BATCH = 1000  # test images per evaluation batch (BN in eval mode: the size changes no number)
 # Purposes of derived generators (see runtime.data.epoch_generator).
 ORDER, AUGMENT, TARGETS, NOISE = 0, 1, 2, 3
@@ -83,6 +85,20 @@ class Trainer:
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                          if self.train_cfg["precision"] == "bf16" else nullcontext())
         self.table = [(l.name, l.filters) for l in self.config.layers]
+        self.flatness = cfg["measure"].get("flatness")
+        at = (self.flatness or {}).get("at")
+        self.flatness_epochs = set() if not self.flatness else {self.run.epochs} if at == "final" else set(at)
+
+    def measure_flatness(self, epoch: int) -> None:
+        """flatness.json: {"subset": [...], "epochs": {"<epoch>": {...}}}; re-measuring an epoch replaces it."""
+        n = min(self.flatness["samples"], len(self.data.test_y))
+        subset = torch.randperm(len(self.data.test_y), generator=torch.Generator().manual_seed(FLATNESS_SUBSET_SEED))[:n]
+        idx = subset.to(self.device)
+        x, y = normalize(self.data.test_x[idx], self.data, self.dtype), self.data.test_y[idx]
+        path = self.results.flatness_json(self.run.id)
+        doc = read_json(path) if path.exists() else {"subset_seed": FLATNESS_SUBSET_SEED, "subset": subset.tolist(), "epochs": {}}
+        doc["epochs"][str(epoch)] = measure_flatness(self.model, x, y, self.flatness, seed=self.run.seed)
+        write_json(path, doc)
 
     # --- the loop -----------------------------------------------------------------
 
@@ -204,6 +220,8 @@ class Trainer:
                           "seconds": time.perf_counter() - t0}
                 seconds += record["seconds"]
                 append_jsonl(results.epochs_jsonl(rid), record)
+                if epoch in self.flatness_epochs:
+                    self.measure_flatness(epoch)
                 self.save(epoch, seconds)
                 if self.on_epoch:
                     self.on_epoch(record)

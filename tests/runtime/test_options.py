@@ -75,3 +75,18 @@ def test_expected_relu_of_bn_matches_numerical_integration(gamma, beta):
     expected, _ = integrate.quad(lambda y: y * stats.norm.pdf(y, beta, abs(gamma)), 0, math.inf)
     got = float(_expected_relu_bn(torch.tensor([abs(gamma)]), torch.tensor([beta])))
     assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_flatness_is_measured_at_the_requested_epochs(tmp_path):
+    measure = ("measure:\n  flatness: {at: [1, 2], samples: 32, hessian_top: 2, trace_probes: 8,"
+               " grad_covariance: true, epsilon: {directions: 1, loss_increase: 0.1}}\n")
+    plan = compile_text(spec_text("vgg11_bn", 0.125, "", epochs=2, extra=measure))
+    results = ResultsDir(tmp_path)
+    (outcome,) = run_local(plan, plan.runs, results, torch.device("cpu"))
+    assert outcome["status"] == "done"
+    doc = read_json(results.flatness_json(plan.runs[0].id))
+    assert sorted(doc["epochs"]) == ["1", "2"] and len(doc["subset"]) == 32
+    two = doc["epochs"]["2"]
+    assert len(two["hessian_top"]) == 2 and two["hessian_top"][0] >= two["hessian_top"][1]
+    assert two["tic"] == pytest.approx(two["grad_cov_trace"] / two["hessian_trace"])
+    assert len(two["epsilon"]) == 1 and two["samples"] == 32
