@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as st
 
-from gstc.manifest import SUMMARY_FIELDS, ResultsDir, build_manifest, read_jsonl
+from gstc.manifest import SUMMARY_FIELDS, ResultsDir, build_manifest, read_json, read_jsonl
 from gstc.plan import Plan
 
 UNITS = {"best_test_acc": "%", "best_epoch": "epoch", "gen_gap": "points", "mean_stability": "%", "final_params": ""}
@@ -166,4 +166,31 @@ def plot(plan: Plan, results: ResultsDir, report: dict, out: Path) -> list[Path]
     _png(fig, path)
     plt.close(fig)
     written.append(path)
+    # 3. When measured: flatness (at each run's last measured epoch) vs stability.
+    panels = [("hessian_top_sum", "sum of top Hessian eigenvalues"), ("grad_cov_trace", "Tr(C), gradient covariance")]
+    points: dict[str, list[tuple[float, dict]]] = {}
+    for r in report["manifest"]["runs"]:
+        path = results.flatness_json(r["id"])
+        if r["status"] == "done" and path.exists():
+            epochs = read_json(path)["epochs"]
+            if epochs:
+                last = epochs[max(epochs, key=int)]
+                points.setdefault(r["config"], []).append((r["summary"]["mean_stability"], last))
+    if points:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+        for ax, (key, label) in zip(axes, panels):
+            for i, c in enumerate(plan.configs):
+                pts = [(x, m[key]) for x, m in points.get(c.id, []) if m.get(key) is not None]
+                if pts:
+                    ax.scatter(*zip(*pts), color=colors[i % len(colors)], label=c.id, s=25)
+            ax.set_xlabel("mean stability over pruning epochs (%)")
+            ax.set_ylabel(f"{label} (test loss, fixed subset)")
+            ax.set_title(label)
+            ax.legend(fontsize="small")
+        fig.suptitle(f"{plan.spec}: flatness at each run's last measured epoch vs stability (one point per run; lower is flatter)")
+        fig.tight_layout()
+        path = out / "flatness_vs_stability.png"
+        _png(fig, path)
+        plt.close(fig)
+        written.append(path)
     return written

@@ -23,6 +23,8 @@ def fake_run(results: ResultsDir, run, accs: list[float], params: int, stabiliti
         append_jsonl(results.events_jsonl(run.id), {"epoch": ev, "pre_acc": 50.0, "post_acc": 50.0 * stab / 100,
                                                     "instability": 100 - stab, "stability": stab, "layers": []})
     write_json(results.run_json(run.id), {"id": run.id, "config": run.config, "seed": run.seed, "status": "done"})
+    write_json(results.flatness_json(run.id), {"subset": [0, 1], "epochs": {
+        "9": {"hessian_top_sum": 10.0 + run.seed, "grad_cov_trace": 2.0}, "10": {"hessian_top_sum": 5.0 + run.seed, "grad_cov_trace": 1.0}}})
 
 
 def test_report_tables_plots_and_partial_results(tmp_path):
@@ -43,7 +45,8 @@ def test_report_tables_plots_and_partial_results(tmp_path):
     assert small["max_rate"] == max(s.rate for s in plan.config("small").schedules)
     # Best accuracy from the last pruning epoch (7) on: 69 and 70 for seeds 0 and 1.
     assert small["metrics"]["best_test_acc"] == summarize([69.0, 70.0], seed=0)
-    pngs = [tmp_path / "r" / "specs" / "small" / name for name in ("test_accuracy.png", "stability_vs_accuracy.png")]
+    pngs = [tmp_path / "r" / "specs" / "small" / name
+            for name in ("test_accuracy.png", "stability_vs_accuracy.png", "flatness_vs_stability.png")]
     assert rep["plots"] == [str(p) for p in pngs]
     first = [p.read_bytes() for p in pngs]
     assert all(b.startswith(b"\x89PNG") for b in first)
