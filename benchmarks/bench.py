@@ -113,7 +113,7 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"device: {name}; torch {torch.__version__}; {args.dataset} ({len(ds.train_y)} training images), "
           f"{args.arch} width {args.width}, batch {args.batch_size}, {args.epochs} timed epochs after 1 warm-up")
-    print(f"| recipe | s/epoch | run-epochs/s | ratio |\n|---|---|---|---|")
+    print("| recipe | s/epoch | run-epochs/s | ratio |\n|---|---|---|---|")
     print(f"| reference (DataLoader, {args.workers} workers, fp32) | {ref:.3f} | {1 / ref:.3f} | 1.00 |")
     print(f"| gstc, one run | {ours:.3f} | {1 / ours:.3f} | {ref / ours:.2f} |")
 
