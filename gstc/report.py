@@ -89,14 +89,20 @@ def markdown(report: dict) -> str:
 # --- plots ---------------------------------------------------------------------------
 
 
-def _png(fig: Any, path: Path) -> None:
+def _png(fig: Any, path: Path) -> Path:
+    """Write `fig` atomically as a PNG and close it."""
     import io
+
+    import matplotlib.pyplot as plt
 
     from gstc.atomic import write_bytes
 
+    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, metadata={"Software": None})  # no version: byte-identical reruns
+    plt.close(fig)
     write_bytes(path, buf.getvalue())
+    return path
 
 
 def plot(plan: Plan, results: ResultsDir, report: dict, out: Path) -> list[Path]:
@@ -133,11 +139,7 @@ def plot(plan: Plan, results: ResultsDir, report: dict, out: Path) -> list[Path]
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_title(f"{plan.spec}: test accuracy (mean, 95% CI band; thin lines: pruning epochs)")
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    path = out / "test_accuracy.png"
-    _png(fig, path)
-    plt.close(fig)
-    written.append(path)
+    written.append(_png(fig, out / "test_accuracy.png"))
     # 2. Stability vs best test accuracy, one point per run, with the regression line.
     fig, ax = plt.subplots(figsize=(7, 5))
     xs, ys = [], []
@@ -161,11 +163,7 @@ def plot(plan: Plan, results: ResultsDir, report: dict, out: Path) -> list[Path]
     ax.set_ylabel("best test accuracy (%)")
     ax.set_title(f"{plan.spec}: stability vs generalization (one point per run)")
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    path = out / "stability_vs_accuracy.png"
-    _png(fig, path)
-    plt.close(fig)
-    written.append(path)
+    written.append(_png(fig, out / "stability_vs_accuracy.png"))
     # 3. When measured: flatness (at each run's last measured epoch) vs stability.
     panels = [("hessian_top_sum", "sum of top Hessian eigenvalues"), ("grad_cov_trace", "Tr(C), gradient covariance")]
     points: dict[str, list[tuple[float, dict]]] = {}
@@ -188,9 +186,5 @@ def plot(plan: Plan, results: ResultsDir, report: dict, out: Path) -> list[Path]
             ax.set_title(label)
             ax.legend(fontsize="small")
         fig.suptitle(f"{plan.spec}: flatness at each run's last measured epoch vs stability (one point per run; lower is flatter)")
-        fig.tight_layout()
-        path = out / "flatness_vs_stability.png"
-        _png(fig, path)
-        plt.close(fig)
-        written.append(path)
+        written.append(_png(fig, out / "flatness_vs_stability.png"))
     return written
