@@ -275,7 +275,7 @@ def status(
     from rich.markup import escape
     from rich.table import Table
 
-    from gstc.manifest import ResultsDir, read_json, run_status
+    from gstc.manifest import ResultsDir, read_json, read_jsonl, run_status
 
     plan_ = _compile(spec, sets)
     results = ResultsDir(out)
@@ -290,8 +290,6 @@ def status(
         epochs = results.epochs_jsonl(r.id)
         last = 0
         if epochs.exists():
-            from gstc.manifest import read_jsonl
-
             lines = read_jsonl(epochs)
             last = lines[-1]["epoch"] if lines else 0
         best = info.get("summary", {}).get("best_test_acc") if info else None

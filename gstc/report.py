@@ -26,11 +26,12 @@ def build(plan: Plan, results: ResultsDir) -> dict:
     """The report's numbers: per configuration metrics, rates, removed parameters; correlations."""
     manifest = build_manifest(plan, results)
     by_config = {c["id"]: c for c in manifest["configs"]}
+    # Parameters of an unpruned run: the reference for "parameters removed".
+    baseline = next((r["summary"]["final_params"] for r in manifest["runs"]
+                     if r["status"] == "done" and not plan.config(r["config"]).schedules), None)
     configs = []
     for c in plan.configs:
         runs = [r for r in manifest["runs"] if r["config"] == c.id]
-        baseline = next((r["summary"]["final_params"] for r in manifest["runs"]
-                         if r["status"] == "done" and not plan.config(r["config"]).schedules), None)
         params = by_config[c.id]["metrics"]["final_params"]["mean"]
         configs.append({
             "id": c.id,
