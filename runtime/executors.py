@@ -1,4 +1,4 @@
-"""Executors: carry out a plan's runs. `local` trains them one after another here.
+"""Executors: carry out a plan's packs. `local` trains them one after another here.
 
 Every executor writes the same results layout (gstc.manifest), so status, report and
 diff do not care which one ran. The manifest is rebuilt from the run folders at the
@@ -13,6 +13,7 @@ from typing import Iterable
 import torch
 
 from gstc.manifest import ResultsDir, read_jsonl, run_status, write_manifest
+from gstc.packs import make_packs
 from gstc.plan import Plan, PlanRun
 from runtime.data import Dataset, load
 from runtime.train import Trainer, environment
@@ -40,11 +41,16 @@ class Progress:
     def end_run(self, run: PlanRun, status: dict) -> None: ...
 
 
-def run_local(plan: Plan, runs: Iterable[PlanRun], results: ResultsDir, device: torch.device,
-              progress: Progress | None = None, dtype: torch.dtype = torch.float32) -> list[dict]:
-    """Train every run not already done; returns the final run.json of each run attempted."""
+def run_pack(plan: Plan, runs: list[PlanRun], results: ResultsDir, device: torch.device,
+             progress: Progress | None = None, dtype: torch.dtype = torch.float32,
+             datasets: dict[str, Dataset] | None = None) -> list[dict]:
+    """Train one pack (compatible runs, see gstc.packs) to completion; the unit of work of every executor.
+
+    Members already done are skipped. Returns the final run.json of each member attempted.
+    `datasets` caches loaded data between packs of one process.
+    """
     progress = progress or Progress()
-    datasets: dict[str, Dataset] = {}
+    datasets = {} if datasets is None else datasets
     outcomes = []
     for run in runs:
         if run_status(results, run.id) == "done":
@@ -59,5 +65,17 @@ def run_local(plan: Plan, runs: Iterable[PlanRun], results: ResultsDir, device: 
         outcome = trainer.execute()
         progress.end_run(run, outcome)
         outcomes.append(outcome)
+    return outcomes
+
+
+def run_local(plan: Plan, runs: Iterable[PlanRun], results: ResultsDir, device: torch.device,
+              progress: Progress | None = None, dtype: torch.dtype = torch.float32, pack: int = 1) -> list[dict]:
+    """Train every run not already done, pack after pack, here; then rebuild the manifest."""
+    by_id = {r.id: r for r in plan.runs}
+    todo = [r for r in runs if run_status(results, r.id) != "done"]
+    datasets: dict[str, Dataset] = {}
+    outcomes = []
+    for p in make_packs(plan, todo, pack):
+        outcomes += run_pack(plan, [by_id[i] for i in p.runs], results, device, progress, dtype, datasets)
     write_manifest(plan, results, environment(device))
     return outcomes
