@@ -1,45 +1,58 @@
-"""Run-epochs per second: the reference recipe vs one gstc run, measured in one process.
+"""Run-epochs per second: the reference recipe vs gstc runs and packs, measured in one process.
 
-Reference recipe (what the paper's authors ran): a torchvision-style dataset of PIL
-images with ToTensor and Normalize transforms, a DataLoader with worker processes,
-fp32, one run at a time. gstc: the runtime's Trainer (device-resident uint8 data,
-batches sliced from a seeded permutation, normalization on the device).
+(a) The reference recipe (what the paper's authors ran): a torchvision-style dataset of
+    PIL images with ToTensor and Normalize transforms (plus RandomCrop and
+    RandomHorizontalFlip with --augment), a DataLoader with worker processes, fp32,
+    one run at a time. Written here for the comparison.
+(b) One gstc run: the runtime's Trainer (device-resident uint8 data, batches sliced
+    from a seeded permutation, normalization and augmentation on the device).
+(c) gstc packs of K runs (DESIGN.md section 8): K members trained as one model.
 
-Both train the same model (runtime.models) with the same optimizer and batch size on
-the same images; each is timed over `--epochs` epochs after one warm-up epoch, and the
-ratio is printed. Packs (issue 5) will add rows here.
+Every row trains the same model (runtime.models) with Adam and the same batch size on
+the same images. Timings alternate between the recipes (a, b, c, a, b, c, ...) after
+one warm-up epoch each, and each row reports the median over --repeats epochs: on a
+shared 2-core CPU, timings drift within a process, and alternation spreads the drift
+over every row. Ratios are against (a) measured in the same process. The matrix rate is
+measured here too (a large matmul in the benchmark's precision); a row's fraction of it
+is its useful FLOP per second (torch.utils.flop_counter over one training step of one
+member, times members and batches) divided by that rate.
 
-    python benchmarks/bench.py --dataset digits --arch vgg11_bn --width 0.25 --batch-size 64
-
-Status (issue 5, not done): on the 2-core CPU, timings of the same recipe varied 2-4x
-within one process (gstc: 3.4 s/epoch measured first, 1.9 s after the reference ran;
-reference: 25 s/epoch with 2 workers, 0.9-3.4 s with none), so no ratio from this
-script is recorded yet. Before trusting one: more warm-up, alternating repeats, and a
-look at thread oversubscription (DataLoader workers plus 2 intra-op threads on 2 cores).
+    # the quickstart configuration on digits (issue 5's CPU acceptance row)
+    python benchmarks/bench.py quickstart
+    # the four architectures on synthetic CIFAR-shaped data, packs of 2..32 where memory allows
+    python benchmarks/bench.py packs --train-size 50000 --precision bf16                 # on a GPU
+    python benchmarks/bench.py packs --train-size 512 --width 0.25 --packs 1,2,4 --repeats 3  # on a CPU
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from gstc.compile import check  # noqa: E402
+from gstc.compile import check, compile_file  # noqa: E402
 from gstc.load import load_text  # noqa: E402
 from gstc.manifest import ResultsDir  # noqa: E402
-from runtime.data import load  # noqa: E402
+from runtime.data import CLASSES, Dataset, _synthetic, load  # noqa: E402
 from runtime.models import build_model  # noqa: E402
 from runtime.train import Trainer  # noqa: E402
+
+ARCHS = ["vgg11_bn", "resnet18", "resnet20", "resnet56"]
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -57,65 +70,194 @@ class ImageDataset(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i])), self.labels[i]
 
 
-def reference_epochs(ds, arch: str, width: float, batch: int, epochs: int, workers: int, device: torch.device) -> float:
-    """Seconds per epoch of the reference recipe (mean over `epochs` after one warm-up)."""
-    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(ds.mean.tolist(), ds.std.tolist())])
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Row:
+    """One recipe: `epoch()` trains one epoch and returns when the device is idle."""
+
+    name: str
+    runs: int  # run-epochs per call of epoch()
+    epoch: Callable[[], None]
+    flop: float  # useful FLOP of one call (forward and backward, every member)
+    times: list[float] = field(default_factory=list)  # seconds per timed epoch
+
+    def time_one(self, device: torch.device) -> None:
+        t0 = time.perf_counter()
+        self.epoch()
+        sync(device)
+        self.times.append(time.perf_counter() - t0)
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(self.times)
+
+
+def reference(ds: Dataset, arch: str, width: float, batch: int, workers: int, augment: bool,
+              device: torch.device) -> Callable[[], None]:
+    """The reference recipe's training epoch (fp32, one run)."""
+    steps = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()] if augment else []
+    tf = transforms.Compose(steps + [transforms.ToTensor(), transforms.Normalize(ds.mean.tolist(), ds.std.tolist())])
     loader = DataLoader(ImageDataset(ds.train_x.cpu(), ds.train_y.cpu(), tf), batch_size=batch, shuffle=True,
-                        num_workers=workers, persistent_workers=workers > 0)
+                        num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda")
     torch.manual_seed(0)
     model = build_model(arch, width, ds.classes).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    times = []
-    for _ in range(epochs + 1):
-        t0 = time.perf_counter()
+
+    def epoch() -> None:
         model.train()
         for x, y in loader:
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return sum(times[1:]) / epochs
+
+    return epoch
 
 
-def gstc_epochs(ds, data: str, arch: str, width: float, batch: int, epochs: int, device: torch.device) -> float:
-    """Seconds per epoch of one gstc run (the runtime's own training epoch)."""
-    text = (f"gstc: 1\nname: bench\nmodel: {{arch: {arch}, width: {width}}}\ndata: {{dataset: {data}}}\n"
-            f"train: {{epochs: {epochs + 1}, batch_size: {batch}, optimizer: {{name: adam, lr: 0.001}}}}\n")
+def gstc_trainer(text: str, ds: Dataset, k: int, device: torch.device) -> Callable[[], None]:
+    """A pack of k runs of the spec `text` (k = 1: one run); each call trains the next epoch."""
     plan, errors = check(load_text(text, "bench"))
     assert not errors, errors
-    trainer = Trainer(plan.runs[0], plan.configs[0], ds, ResultsDir(tempfile.mkdtemp()), device)
-    times = []
-    for epoch in range(1, epochs + 2):
-        t0 = time.perf_counter()
-        trainer.train_epoch(epoch)  # ends with .item(): the device is synchronized
-        times.append(time.perf_counter() - t0)
-    return sum(times[1:]) / epochs
+    runs = plan.runs[:k]
+    assert len(runs) == k, f"the spec has {len(plan.runs)} runs, not {k}"
+    trainer = Trainer(runs, [plan.config(r.config) for r in runs], ds, ResultsDir(tempfile.mkdtemp()), device)
+    epochs = iter(range(1, 10**9))
+    return lambda: trainer.train_epoch(next(epochs))  # ends with .tolist(): the device is synchronized
+
+
+def step_flop(arch: str, width: float, classes: int, batch: int) -> float:
+    """FLOP of one training step (forward and backward) of one run, counted by torch.utils.flop_counter."""
+    model = build_model(arch, width, classes)
+    x = torch.randn(batch, 3, 32, 32)
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), torch.zeros(batch, dtype=torch.long)).backward()
+    return float(counter.get_total_flops())
+
+
+def matrix_rate(device: torch.device, dtype: torch.dtype) -> float:
+    """Measured FLOP/s of a large matmul in `dtype` (the ceiling the fractions are against)."""
+    n = 8192 if device.type == "cuda" else 1024
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    sync(device)
+    reps = 20 if device.type == "cuda" else 5
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
+def spec_text(arch: str, width: float, data: str, batch: int, k: int, precision: str, augment: bool) -> str:
+    return (f"gstc: 1\nname: bench\nseeds: {k}\nmodel: {{arch: {arch}, width: {width}}}\n"
+            f"data: {{dataset: {data}, augment: {str(augment).lower()}}}\n"
+            f"train: {{epochs: 1000, batch_size: {batch}, precision: {precision}, "
+            f"optimizer: {{name: adam, lr: 0.001}}}}\n")
+
+
+def measure(rows: list[Row], repeats: int, device: torch.device) -> None:
+    """One warm-up epoch per row, then `repeats` rounds that time every row once, in turn."""
+    for row in rows:
+        row.epoch()
+        sync(device)
+    for _ in range(repeats):
+        for row in rows:
+            row.time_one(device)
+
+
+def table(rows: list[Row], rate: float | None, images: int) -> str:
+    base = rows[0].runs / rows[0].seconds
+    lines = ["| recipe | s/epoch (median) | run-epochs/s | vs reference | s/run-epoch at 50,000 images | "
+             "fraction of matrix rate |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        per = row.runs / row.seconds
+        frac = f"{row.flop / row.seconds / rate:.1%}" if rate else "-"
+        lines.append(f"| {row.name} | {row.seconds:.3f} | {per:.3f} | {per / base:.2f}x | "
+                     f"{row.seconds / row.runs * 50_000 / images:.3f} | {frac} |")
+    return "\n".join(lines)
+
+
+def header(device: torch.device, what: str) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    return f"device: {name}; torch {torch.__version__}; {time.strftime('%Y-%m-%d')}; {what}"
+
+
+def quickstart(args: argparse.Namespace, device: torch.device) -> None:
+    """One gstc run of examples/quickstart.yaml's configuration vs the reference recipe on digits."""
+    plan = compile_file(str(ROOT / "examples" / "quickstart.yaml"))
+    cfg = plan.configs[0].resolved
+    arch, width, batch = cfg["model"]["arch"], cfg["model"]["width"], cfg["train"]["batch_size"]
+    ds = load(cfg["data"], device)
+    text = spec_text(arch, width, "digits", batch, 1, "fp32", False)
+    flop = step_flop(arch, width, ds.classes, batch) * -(-len(ds.train_y) // batch)
+    rows = [Row(f"reference (DataLoader, {w} workers, fp32)", 1,
+                reference(ds, arch, width, batch, w, False, device), flop) for w in args.workers]
+    rows.append(Row("gstc, one run", 1, gstc_trainer(text, ds, 1, device), flop))
+    measure(rows, args.repeats, device)
+    print(header(device, f"quickstart configuration: digits ({len(ds.train_y)} training images), {arch} width {width}, "
+                         f"batch {batch}, median of {args.repeats} epochs after 1 warm-up"))
+    print(table(rows, None, len(ds.train_y)))
+
+
+def packs(args: argparse.Namespace, device: torch.device) -> None:
+    """(a), (b) and (c) for each architecture on synthetic CIFAR-shaped data."""
+    train_x, train_y, test_x, test_y = (torch.from_numpy(a) for a in _synthetic(args.train_size, 1000))
+    pixels = train_x.float().div(255).transpose(0, 1).reshape(3, -1)
+    ds = Dataset(train_x, train_y, test_x, test_y, pixels.mean(1), pixels.std(1), CLASSES["synthetic"]).to(device)
+    rate = matrix_rate(device, torch.bfloat16 if args.precision == "bf16" else torch.float32)
+    print(header(device, f"synthetic CIFAR-shaped data, {args.train_size} training images, width {args.width}, "
+                         f"batch {args.batch_size}, {args.precision}, augment {args.augment}, "
+                         f"median of {args.repeats} epochs after 1 warm-up"))
+    print(f"measured {args.precision} matrix rate: {rate / 1e12:.2f} TFLOP/s")
+    n = len(train_y)
+    for arch in args.archs.split(","):
+        flop = step_flop(arch, args.width, ds.classes, args.batch_size) * -(-n // args.batch_size)
+        print(f"\n### {arch} ({flop * 50_000 / n / 1e12:.1f} TFLOP per run-epoch at 50,000 images)\n")
+        rows = [Row(f"reference (DataLoader, {args.workers[0]} workers, fp32)", 1,
+                    reference(ds, arch, args.width, args.batch_size, args.workers[0], args.augment, device), flop)]
+        for k in args.packs:
+            text = spec_text(arch, args.width, "synthetic", args.batch_size, k, args.precision, args.augment)
+            name = "gstc, one run" if k == 1 else f"gstc, pack of {k}"
+            try:
+                row = Row(name, k, gstc_trainer(text, ds, k, device), k * flop)
+                row.epoch()  # fails here if the pack does not fit
+            except torch.OutOfMemoryError:
+                print(f"(pack of {k}: out of memory; larger packs skipped)")
+                break
+            finally:
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            rows.append(row)
+        measure(rows, args.repeats, device)
+        print(table(rows, rate, n))
+        del rows
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--dataset", default="digits", choices=["digits", "synthetic"])
-    ap.add_argument("--arch", default="vgg11_bn")
-    ap.add_argument("--width", type=float, default=0.25)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--epochs", type=int, default=3, help="timed epochs, after one warm-up epoch")
-    ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference recipe")
+    ap.add_argument("what", choices=["quickstart", "packs"])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--repeats", type=int, default=3, help="timed epochs per row, alternating between rows")
+    ap.add_argument("--workers", type=lambda s: [int(w) for w in s.split(",")], default=[2],
+                    help="DataLoader workers of the reference recipe (comma list: one reference row each in quickstart)")
+    ap.add_argument("--archs", default=",".join(ARCHS))
+    ap.add_argument("--packs", type=lambda s: [int(k) for k in s.split(",")], default=[1, 2, 4, 8, 16, 32])
+    ap.add_argument("--train-size", type=int, default=50_000, help="synthetic training images (packs)")
+    ap.add_argument("--width", type=float, default=1.0, help="model width multiplier (packs)")
+    ap.add_argument("--batch-size", type=int, default=128, help="(packs)")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="gstc rows (the reference is fp32)")
+    ap.add_argument("--augment", action="store_true", help="random crop and flip in every recipe (packs)")
     args = ap.parse_args()
     device = torch.device(args.device)
-    ds = load({"dataset": args.dataset, "root": "data", "download": False}, device)
-    ref = reference_epochs(ds, args.arch, args.width, args.batch_size, args.epochs, args.workers, device)
-    ours = gstc_epochs(ds, args.dataset, args.arch, args.width, args.batch_size, args.epochs, device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"device: {name}; torch {torch.__version__}; {args.dataset} ({len(ds.train_y)} training images), "
-          f"{args.arch} width {args.width}, batch {args.batch_size}, {args.epochs} timed epochs after 1 warm-up")
-    print("| recipe | s/epoch | run-epochs/s | ratio |\n|---|---|---|---|")
-    print(f"| reference (DataLoader, {args.workers} workers, fp32) | {ref:.3f} | {1 / ref:.3f} | 1.00 |")
-    print(f"| gstc, one run | {ours:.3f} | {1 / ours:.3f} | {ref / ours:.2f} |")
+    (quickstart if args.what == "quickstart" else packs)(args, device)
 
 
 if __name__ == "__main__":

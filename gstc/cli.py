@@ -127,11 +127,20 @@ def plan(
     json_out: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
     config: Optional[str] = typer.Option(None, "--config", help="Show only this configuration's schedule."),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Override PATH=VALUE (repeatable), e.g. train.epochs=3."),
+    pack: Optional[str] = typer.Option(None, "--pack", help="Also show the packs `gstc run --pack K` would train."),
 ) -> None:
-    """Show exactly what would run: configurations, runs, and every pruning event."""
+    """Show exactly what would run: configurations, runs, every pruning event, and packs."""
+    from gstc.packs import groups, make_packs
+
     p = _compile(spec, sets)
+    pack_size = _pack_size(pack) if pack is not None else None
+    # auto sizes packs by the device's memory at run time; the plan shows the largest possible packs.
+    packs = make_packs(p, p.runs, len(p.runs) if pack_size == "auto" else pack_size) if pack_size else None
     if json_out:
-        typer.echo(p.model_dump_json(indent=2))
+        doc = p.model_dump(mode="json")
+        if packs is not None:
+            doc["packs"] = [pk.model_dump(mode="json") for pk in packs]
+        typer.echo(json.dumps(doc, indent=2))
         return
     from rich.markup import escape
     from rich.table import Table
@@ -161,6 +170,18 @@ def plan(
             pruned = _epochs_text(s.pruned, limit=8) if len(set(s.pruned)) > 1 else f"{s.pruned[0]} x {len(s.pruned)}"
             t.add_row(s.layer, str(s.filters), escape(f"{s.scoring}/{s.target}/{mode}"), _epochs_text(s.epochs),
                       pruned, f"{s.kept[-1]} ({100 * s.amount:.0f}% off)", f"{100 * s.rate:.2f}%")
+        out.print(t)
+    compatible = groups(p, p.runs)
+    out.print(f"{len(p.runs)} runs in {len(compatible)} group(s) of compatible runs (largest: "
+              f"{max(len(g) for g in compatible)}), which `gstc run --pack K` trains K at a time as one model")
+    if packs is not None:
+        by_id = {r.id: r for r in p.runs}
+        t = Table(title=f"Packs (--pack {pack})", title_justify="left")
+        for col in ("pack", "runs", "members (configuration seed)"):
+            t.add_column(col, overflow="fold")
+        for pk in packs:
+            t.add_row(str(pk.index), str(len(pk.runs)),
+                      escape(", ".join(f"{by_id[i].config} {by_id[i].seed}" for i in pk.runs)))
         out.print(t)
     if config is not None and all(c.id != config for c in p.configs):
         _fail([SpecError(str(spec), 1, 1, "", f"no configuration {config!r}; the plan has: {', '.join(c.id for c in p.configs)}")])
@@ -210,6 +231,15 @@ def schema(
         write_text(out, text)
 
 
+def _pack_size(text: str):
+    from gstc.packs import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        _fail([SpecError("<command line>", 1, 1, "--pack", str(exc))])
+
+
 def _select_runs(plan, variants: Optional[List[str]], seeds: Optional[str]):
     runs = plan.runs
     if variants:
@@ -239,10 +269,12 @@ def run(
     variant: Optional[List[str]] = typer.Option(None, "--variant", help="Run only this variant (repeatable)."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Run only these seeds, e.g. 0,1."),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Override PATH=VALUE (repeatable), e.g. train.epochs=3."),
+    pack: str = typer.Option("1", "--pack", help="Runs trained together as one packed model: K, or auto (by device memory)."),
 ) -> None:
     """Train every run of the plan that is not done yet; resumable at any point."""
     plan_ = _compile(spec, sets)
     runs = _select_runs(plan_, variant, seeds)
+    pack_size = _pack_size(pack)
     import importlib.util
 
     if importlib.util.find_spec("torch") is None:
@@ -254,7 +286,7 @@ def run(
 
     results = ResultsDir(out)
     try:
-        failed = run_with_progress(plan_, runs, results, device)
+        failed = run_with_progress(plan_, runs, results, device, pack_size)
     except (DataError, ValueError) as exc:  # a missing archive, a device this machine lacks
         _fail([SpecError(str(spec), 1, 1, "", str(exc))])
     if failed:

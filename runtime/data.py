@@ -179,23 +179,48 @@ def load(data: dict, device: torch.device | str = "cpu") -> Dataset:
 
 
 def normalize(x: torch.Tensor, ds: Dataset, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 images -> normalized floats."""
+    """uint8 images (N, 3, H, W) -> normalized floats."""
     return ((x.to(dtype) / 255) - ds.mean.to(dtype).view(1, 3, 1, 1)) / ds.std.to(dtype).view(1, 3, 1, 1)
+
+
+def crop_flip_draws(n: int, generator: torch.Generator) -> torch.Tensor:
+    """Augmentation draws for `n` images: rows (dy, dx, flip), dy and dx in 0..8, flip 0 or 1."""
+    dy = torch.randint(0, 9, (n,), generator=generator, device=generator.device)
+    dx = torch.randint(0, 9, (n,), generator=generator, device=generator.device)
+    flip = (torch.rand(n, generator=generator, device=generator.device) < 0.5).long()
+    return torch.stack([dy, dx, flip])
+
+
+def crop_flip(x: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+    """Crop 32x32 out of the 4-pixel zero-padded image at (dy, dx), flipped where flip = 1.
+
+    x: (N, 3, H, W); draws: (3, N) on x's device. Returns (N, H, W, 3): channels last,
+    which is the layout `pack_input` wants anyway.
+    """
+    n, _, h, w = x.shape
+    dy, dx, flip = draws
+    padded = F.pad(x, (4, 4, 4, 4))
+    rows = dy[:, None] + torch.arange(h, device=x.device)  # (n, h)
+    cols = dx[:, None] + torch.arange(w, device=x.device)  # (n, w)
+    cols = torch.where(flip[:, None].bool(), cols.flip(1), cols)
+    idx = torch.arange(n, device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]]
 
 
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random 32x32 crop of the 4-pixel zero-padded image, and a horizontal flip with p=0.5."""
-    n, _, h, w = x.shape
-    padded = F.pad(x, (4, 4, 4, 4))
-    dev = generator.device
-    dy = torch.randint(0, 9, (n,), generator=generator, device=dev).to(x.device)
-    dx = torch.randint(0, 9, (n,), generator=generator, device=dev).to(x.device)
-    flip = (torch.rand(n, generator=generator, device=dev) < 0.5).to(x.device)
-    rows = dy[:, None] + torch.arange(h, device=x.device)  # (n, h)
-    cols = dx[:, None] + torch.arange(w, device=x.device)  # (n, w)
-    cols = torch.where(flip[:, None], cols.flip(1), cols)
-    idx = torch.arange(n, device=x.device)[:, None, None]
-    return padded.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    return crop_flip(x, crop_flip_draws(len(x), generator).to(x.device)).permute(0, 3, 1, 2)
+
+
+def pack_input(x: torch.Tensor, ds: Dataset, dtype: torch.dtype, channels_last: bool) -> torch.Tensor:
+    """K members' uint8 batches (K, B, H, W, 3) -> one normalized input (B, K x 3, H, W).
+
+    Member k's image is channels 3k..3k+2, as the pack's grouped first convolution expects.
+    """
+    k, b, h, w, c = x.shape
+    x = (x.to(dtype) / 255 - ds.mean.to(dtype)) / ds.std.to(dtype)  # same arithmetic as `normalize`
+    x = x.permute(1, 2, 3, 0, 4).reshape(b, h, w, k * c).permute(0, 3, 1, 2)  # channels-last strides
+    return x if channels_last else x.contiguous()
 
 
 def epoch_generator(seed: int, epoch: int, purpose: int, device: torch.device | str = "cpu") -> torch.Generator:

@@ -5,6 +5,13 @@ channel must be exactly zero: after its BN in VGG and in a block's first conv, a
 after BN *plus the shortcut* in a block's second conv, so that the shortcut is not
 added into a pruned channel. The mask point is also where `activation_l1` scoring
 reads the channel's activations (paper-experiments.md, ResNet18).
+
+Every model can be built as a *pack* of K independent copies (DESIGN.md section 8):
+convolutions grouped with groups = K, batch norm over K x C channels and a batched
+dense layer. The input is K images side by side in the channel dimension (K x 3
+channels), the output K x classes logits. Every parameter and buffer of a pack holds its
+members' tensors stacked along dimension 0, so `member_state` / `pack_states` convert
+between a pack's state_dict and its members' (the state_dict of a model built alone).
 """
 
 from __future__ import annotations
@@ -19,36 +26,111 @@ from torch import nn
 from gstc.plan import PlanLayer
 
 
-class ChannelMask(nn.Module):
-    """Multiplies channels by a 0/1 mask; optionally records each channel's activation L1."""
+def member(t: torch.Tensor, k: int, pack: int, dim: int = 0) -> torch.Tensor:
+    """Member k's part of a packed tensor (a view): members are stacked along `dim`."""
+    return t if pack == 1 else t.unflatten(dim, (pack, -1)).select(dim, k)
 
-    def __init__(self, channels: int):
+
+def member_state(state: dict[str, torch.Tensor], k: int, pack: int) -> dict[str, torch.Tensor]:
+    """Member k's state_dict (as if built alone) from a pack's; scalars (BN batch counts) are shared."""
+    return {name: (member(t, k, pack) if t.dim() else t).clone() for name, t in state.items()}
+
+
+def pack_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """A pack's state_dict from its members' (the inverse of `member_state`)."""
+    return {name: torch.cat([s[name] for s in states]) if t.dim() else t.clone() for name, t in states[0].items()}
+
+
+class ChannelMask(nn.Module):
+    """Multiplies channels by a 0/1 mask; optionally records each member's channel activations."""
+
+    def __init__(self, channels: int, pack: int = 1):
         super().__init__()
-        self.register_buffer("mask", torch.ones(channels))
+        self.register_buffer("mask", torch.ones(channels * pack))
+        self.pack = pack
         self.active = False  # all ones: skip the multiply (most of training)
-        self.record: Callable[[torch.Tensor], None] | None = None
+        self.recorders: dict[int, Callable[[torch.Tensor], None]] = {}  # member -> callback
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.active:
             x = x * self.mask.view(1, -1, 1, 1).to(x.dtype)
-        if self.record is not None:
-            self.record(x)
+        for k, record in self.recorders.items():
+            record(member(x, k, self.pack, dim=1))
         return x
 
 
 @dataclass(frozen=True)
 class Prunable:
-    """A prunable conv with its BN and the mask after it."""
+    """A prunable conv with its BN and the mask after it; in a pack, one member's part of them.
+
+    The properties are views: writing into them writes into the (packed) model.
+    """
 
     conv: nn.Conv2d
     bn: nn.BatchNorm2d
     mask: ChannelMask
+    member: int = 0
+    pack: int = 1
+
+    def part(self, t: torch.Tensor) -> torch.Tensor:
+        return member(t, self.member, self.pack)
+
+    @property
+    def channels(self) -> int:
+        return self.conv.out_channels // self.pack
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.part(self.conv.weight)
+
+    @property
+    def bn_weight(self) -> torch.Tensor:
+        return self.part(self.bn.weight)
+
+    @property
+    def bn_bias(self) -> torch.Tensor:
+        return self.part(self.bn.bias)
+
+    @property
+    def mask_values(self) -> torch.Tensor:
+        return self.part(self.mask.mask)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Everything one filter owns: conv weight row, BN scale and shift, BN running statistics."""
+        return {"weight": self.weight, "bn_weight": self.bn_weight, "bn_bias": self.bn_bias,
+                "running_mean": self.part(self.bn.running_mean), "running_var": self.part(self.bn.running_var)}
+
+    def grads(self) -> list[tuple[torch.Tensor, str]]:
+        """(gradient view, which hold applies: 'w' or 'bn') of the parameters that have a gradient now."""
+        pairs = [(self.conv.weight, "w"), (self.bn.weight, "bn"), (self.bn.bias, "bn")]
+        return [(self.part(t.grad), kind) for t, kind in pairs if t.grad is not None]
 
 
-def _conv_bn(cin: int, cout: int, stride: int = 1) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
+class PackedLinear(nn.Module):
+    """K independent dense layers as one: weight (K x out, in), input (B, K x in), output (B, K x out)."""
+
+    def __init__(self, features: int, out: int, pack: int):
+        super().__init__()
+        layers = [nn.Linear(features, out) for _ in range(pack)]  # each member initialized as nn.Linear is
+        self.weight = nn.Parameter(torch.cat([layer.weight.detach() for layer in layers]))
+        self.bias = nn.Parameter(torch.cat([layer.bias.detach() for layer in layers]))
+        self.pack, self.in_features, self.out_features = pack, features, out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.pack
+        y = torch.einsum("bki,koi->bko", x.unflatten(1, (k, -1)), self.weight.unflatten(0, (k, -1)))
+        return (y + self.bias.unflatten(0, (k, -1))).flatten(1)
+
+
+def _dense(features: int, out: int, pack: int) -> nn.Module:
+    return nn.Linear(features, out) if pack == 1 else PackedLinear(features, out, pack)
+
+
+def _conv_bn(cin: int, cout: int, stride: int = 1, pack: int = 1) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
     # No conv bias: the BN that follows makes it redundant, and a zeroed filter then
-    # outputs exactly zero.
-    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout)
+    # outputs exactly zero. groups = pack: member k's filters see only member k's inputs.
+    return (nn.Conv2d(cin * pack, cout * pack, 3, stride=stride, padding=1, bias=False, groups=pack),
+            nn.BatchNorm2d(cout * pack))
 
 
 class VGG11(nn.Module):
@@ -56,17 +138,17 @@ class VGG11(nn.Module):
 
     POOL_AFTER = (1, 2, 4, 6, 8)  # 5 max-pools: 32x32 -> 1x1
 
-    def __init__(self, widths: list[int], classes: int):
+    def __init__(self, widths: list[int], classes: int, pack: int = 1):
         super().__init__()
         cin = 3
         for i, cout in enumerate(widths, start=1):
-            conv, bn = _conv_bn(cin, cout)
+            conv, bn = _conv_bn(cin, cout, pack=pack)
             setattr(self, f"conv{i}", conv)
             setattr(self, f"bn{i}", bn)
-            setattr(self, f"mask{i}", ChannelMask(cout))
+            setattr(self, f"mask{i}", ChannelMask(cout, pack))
             cin = cout
-        self.n = len(widths)
-        self.fc = nn.Linear(cin, classes)
+        self.n, self.pack = len(widths), pack
+        self.fc = _dense(cin, classes, pack)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i in range(1, self.n + 1):
@@ -76,16 +158,16 @@ class VGG11(nn.Module):
                 x = F.max_pool2d(x, 2)
         return self.fc(torch.flatten(x, 1))
 
-    def prunable(self) -> dict[str, Prunable]:
-        return {f"conv{i}": Prunable(getattr(self, f"conv{i}"), getattr(self, f"bn{i}"), getattr(self, f"mask{i}"))
-                for i in range(1, self.n + 1)}
+    def prunable(self, member: int = 0) -> dict[str, Prunable]:
+        return {f"conv{i}": Prunable(getattr(self, f"conv{i}"), getattr(self, f"bn{i}"), getattr(self, f"mask{i}"),
+                                     member, self.pack) for i in range(1, self.n + 1)}
 
     def live_params(self, removed: dict[str, int] | None = None) -> int:
         """Parameters left when `removed` filters per layer are gone, inputs of the next layer included."""
         removed = removed or {}
         live_in, total = 3, 0
         for i in range(1, self.n + 1):
-            out = getattr(self, f"conv{i}").out_channels - removed.get(f"conv{i}", 0)
+            out = getattr(self, f"conv{i}").out_channels // self.pack - removed.get(f"conv{i}", 0)
             total += out * live_in * 9 + 2 * out  # conv weights + BN scale and shift
             live_in = out
         return total + live_in * self.fc.out_features + self.fc.out_features
@@ -94,27 +176,30 @@ class VGG11(nn.Module):
 class _ShortcutA(nn.Module):
     """Option A: subsample by 2 and zero-pad the new channels (no parameters)."""
 
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, pack: int = 1):
         super().__init__()
         self.before, self.after = (cout - cin) // 2, cout - cin - (cout - cin) // 2
+        self.pack = pack
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.before, self.after))
+        x = x[:, :, ::2, ::2].unflatten(1, (self.pack, -1))  # each member's channels padded on its own
+        return F.pad(x, (0, 0, 0, 0, self.before, self.after)).flatten(1, 2)
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int, option: str):
+    def __init__(self, cin: int, cout: int, stride: int, option: str, pack: int = 1):
         super().__init__()
-        self.conv1, self.bn1 = _conv_bn(cin, cout, stride)
-        self.mask1 = ChannelMask(cout)
-        self.conv2, self.bn2 = _conv_bn(cout, cout)
-        self.mask2 = ChannelMask(cout)
+        self.conv1, self.bn1 = _conv_bn(cin, cout, stride, pack)
+        self.mask1 = ChannelMask(cout, pack)
+        self.conv2, self.bn2 = _conv_bn(cout, cout, pack=pack)
+        self.mask2 = ChannelMask(cout, pack)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
             if option == "A":
-                self.shortcut = _ShortcutA(cin, cout)
+                self.shortcut = _ShortcutA(cin, cout, pack)
             else:
-                self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+                self.shortcut = nn.Sequential(nn.Conv2d(cin * pack, cout * pack, 1, stride=stride, bias=False, groups=pack),
+                                              nn.BatchNorm2d(cout * pack))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.mask1(self.bn1(self.conv1(x))))
@@ -124,18 +209,20 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """CIFAR ResNets: a 3x3 stem, stages of basic blocks, global average pool, one dense layer."""
 
-    def __init__(self, stem: int, widths: list[int], blocks: int, classes: int, option: str):
+    def __init__(self, stem: int, widths: list[int], blocks: int, classes: int, option: str, pack: int = 1):
         super().__init__()
-        self.conv1, self.bn1 = _conv_bn(3, stem)
+        self.pack = pack
+        self.conv1, self.bn1 = _conv_bn(3, stem, pack=pack)
         cin = stem
         self.stages = len(widths) // (2 * blocks)
         stage_widths = [widths[2 * blocks * s] for s in range(self.stages)]
         for s, cout in enumerate(stage_widths):
             stride = 1 if s == 0 else 2
-            blocks_ = [BasicBlock(cin if b == 0 else cout, cout, stride if b == 0 else 1, option) for b in range(blocks)]
+            blocks_ = [BasicBlock(cin if b == 0 else cout, cout, stride if b == 0 else 1, option, pack)
+                       for b in range(blocks)]
             setattr(self, f"layer{s + 1}", nn.Sequential(*blocks_))
             cin = cout
-        self.fc = nn.Linear(cin, classes)
+        self.fc = _dense(cin, classes, pack)
         self.option = option
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -148,11 +235,11 @@ class ResNet(nn.Module):
         return [(f"layer{s}.{b}", block) for s in range(1, self.stages + 1)
                 for b, block in enumerate(getattr(self, f"layer{s}"))]
 
-    def prunable(self) -> dict[str, Prunable]:
+    def prunable(self, member: int = 0) -> dict[str, Prunable]:
         out = {}
         for name, block in self.blocks():
-            out[f"{name}.conv1"] = Prunable(block.conv1, block.bn1, block.mask1)
-            out[f"{name}.conv2"] = Prunable(block.conv2, block.bn2, block.mask2)
+            out[f"{name}.conv1"] = Prunable(block.conv1, block.bn1, block.mask1, member, self.pack)
+            out[f"{name}.conv2"] = Prunable(block.conv2, block.bn2, block.mask2, member, self.pack)
         return out
 
     def live_params(self, removed: dict[str, int] | None = None) -> int:
@@ -162,14 +249,15 @@ class ResNet(nn.Module):
         sits after the shortcut add); the next block's convs lose that input channel.
         """
         removed = removed or {}
-        live = self.conv1.out_channels
+        k = self.pack
+        live = self.conv1.out_channels // k
         total = 3 * live * 9 + 2 * live
         for name, block in self.blocks():
-            mid = block.conv1.out_channels - removed.get(f"{name}.conv1", 0)
-            out = block.conv2.out_channels - removed.get(f"{name}.conv2", 0)
+            mid = block.conv1.out_channels // k - removed.get(f"{name}.conv1", 0)
+            out = block.conv2.out_channels // k - removed.get(f"{name}.conv2", 0)
             total += mid * live * 9 + 2 * mid + out * mid * 9 + 2 * out
             if isinstance(block.shortcut, nn.Sequential):
-                total += block.conv2.out_channels * live + 2 * block.conv2.out_channels
+                total += block.conv2.out_channels // k * live + 2 * block.conv2.out_channels // k
             live = out
         return total + live * self.fc.out_features + self.fc.out_features
 
@@ -184,19 +272,19 @@ def scaled(filters: int, width: float) -> int:
 VGG11_WIDTHS = (64, 128, 256, 256, 512, 512, 512, 512)
 
 
-def _vgg11_bn(width: float, classes: int) -> nn.Module:
-    return VGG11([scaled(f, width) for f in VGG11_WIDTHS], classes)
+def _vgg11_bn(width: float, classes: int, pack: int = 1) -> nn.Module:
+    return VGG11([scaled(f, width) for f in VGG11_WIDTHS], classes, pack)
 
 
-def _resnet(stem: int, stages: tuple[int, ...], blocks: int, option: str) -> Callable[[float, int], nn.Module]:
-    def build(width: float, classes: int) -> nn.Module:
+def _resnet(stem: int, stages: tuple[int, ...], blocks: int, option: str) -> Callable[..., nn.Module]:
+    def build(width: float, classes: int, pack: int = 1) -> nn.Module:
         widths = [scaled(w, width) for w in stages for _ in range(blocks) for _ in (1, 2)]
-        return ResNet(scaled(stem, width), widths, blocks, classes, option)
+        return ResNet(scaled(stem, width), widths, blocks, classes, option, pack)
 
     return build
 
 
-MODELS: dict[str, Callable[[float, int], nn.Module]] = {
+MODELS: dict[str, Callable[..., nn.Module]] = {
     "vgg11_bn": _vgg11_bn,
     "resnet18": _resnet(64, (64, 128, 256, 512), 2, "B"),  # CIFAR variant: 3x3 stem, 1x1-conv shortcuts
     "resnet20": _resnet(16, (16, 32, 64), 3, "A"),  # He et al.: option-A (zero-padding) shortcuts
@@ -204,15 +292,15 @@ MODELS: dict[str, Callable[[float, int], nn.Module]] = {
 }
 
 
-def build_model(arch: str, width: float, classes: int, layers: list[PlanLayer] | None = None) -> nn.Module:
-    """Build `arch`; with the plan's `layers`, check that the model matches its table."""
+def build_model(arch: str, width: float, classes: int, layers: list[PlanLayer] | None = None, pack: int = 1) -> nn.Module:
+    """Build `arch` (a pack of `pack` copies); with the plan's `layers`, check that it matches their table."""
     try:
         factory = MODELS[arch]
     except KeyError:
         raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(MODELS)}") from None
-    model = factory(width, classes)
+    model = factory(width, classes, pack)
     if layers is not None:
-        got = [(name, p.conv.out_channels) for name, p in model.prunable().items()]
+        got = [(name, p.channels) for name, p in model.prunable().items()]
         want = [(layer.name, layer.filters) for layer in layers]
         if got != want:
             raise RuntimeError(f"{arch} (width {width}) does not match the plan's layer table: {got} != {want}")

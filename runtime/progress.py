@@ -16,14 +16,19 @@ class _Display(executors.Progress):
         self.p = progress
         self.overall = progress.add_task("runs", total=total, info="")
         self.current = progress.add_task("", total=1, info="", visible=False)
+        self.shown = ""
 
-    def start_run(self, run: PlanRun, done_epochs: int) -> None:
-        self.p.reset(self.current, total=run.epochs, completed=done_epochs, visible=True,
-                     description=escape(f"{run.config} seed {run.seed}"), info="")
+    def start_pack(self, runs: list[PlanRun], done_epochs: int) -> None:
+        first = runs[0]
+        more = f" + {len(runs) - 1} packed" if len(runs) > 1 else ""
+        self.shown = first.id  # the bar follows the pack's first member; the others advance with it
+        self.p.reset(self.current, total=first.epochs, completed=done_epochs, visible=True,
+                     description=escape(f"{first.config} seed {first.seed}{more}"), info="")
 
     def epoch(self, run: PlanRun, record: dict) -> None:
-        self.p.update(self.current, completed=record["epoch"],
-                      info=f"test {record['test_acc']:.2f}%  train {record['train_acc']:.2f}%")
+        if run.id == self.shown:
+            self.p.update(self.current, completed=record["epoch"],
+                          info=f"test {record['test_acc']:.2f}%  train {record['train_acc']:.2f}%")
 
     def end_run(self, run: PlanRun, status: dict) -> None:
         self.p.advance(self.overall)
@@ -31,7 +36,8 @@ class _Display(executors.Progress):
             self.p.console.print(f"[red]run {run.id} failed[/]: {escape(status['error']['reason'])}")
 
 
-def run_with_progress(plan: Plan, runs: list[PlanRun], results: ResultsDir, device_name: str) -> list[dict]:
+def run_with_progress(plan: Plan, runs: list[PlanRun], results: ResultsDir, device_name: str,
+                      pack: int | str = 1) -> list[dict]:
     """Run with a live display; returns the run.json of every run that failed."""
     device = executors.resolve_device(device_name)
     console = Console(stderr=True)
@@ -41,6 +47,6 @@ def run_with_progress(plan: Plan, runs: list[PlanRun], results: ResultsDir, devi
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
     with Progress(*columns, console=console, transient=False) as progress:
-        outcomes = executors.run_local(plan, todo, results, device, _Display(progress, len(todo)))
+        outcomes = executors.run_local(plan, todo, results, device, _Display(progress, len(todo)), pack=pack)
     console.print(f"manifest: {results.manifest_json(plan.spec)}")
     return [o for o in outcomes if o["status"] == "failed"]

@@ -11,6 +11,9 @@ score or at random) and carries out the mode. State is per filter:
 - `noise_until`: gaussian windows; noise is added before each training batch.
 - `mask` of the layer's ChannelMask: pruned filters' outputs are exactly zero after
   BN (and after the shortcut add in a ResNet block's second conv).
+
+In a pack (runtime.models), each member has its own `Pruner` over its own views of the
+packed tensors (`Prunable.member`), so members never see each other's filters.
 """
 
 from __future__ import annotations
@@ -32,11 +35,11 @@ EMA_EVERY = 10  # activation_l1: update every 10th training batch
 
 
 def _weight_l1(p: Prunable, layer: "LayerState") -> torch.Tensor:
-    return p.conv.weight.detach().abs().sum(dim=(1, 2, 3))
+    return p.weight.detach().abs().sum(dim=(1, 2, 3))
 
 
 def _weight_l2(p: Prunable, layer: "LayerState") -> torch.Tensor:
-    return p.conv.weight.detach().pow(2).sum(dim=(1, 2, 3)).sqrt()
+    return p.weight.detach().pow(2).sum(dim=(1, 2, 3)).sqrt()
 
 
 def _activation_l1(p: Prunable, layer: "LayerState") -> torch.Tensor:
@@ -55,11 +58,11 @@ def _expected_relu_bn(gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
 
 
 def _ebn(p: Prunable, layer: "LayerState") -> torch.Tensor:
-    return _expected_relu_bn(p.bn.weight.detach().abs(), p.bn.bias.detach())
+    return _expected_relu_bn(p.bn_weight.detach().abs(), p.bn_bias.detach())
 
 
 def _ebn_alt(p: Prunable, layer: "LayerState") -> torch.Tensor:
-    return _expected_relu_bn(p.bn.weight.detach(), p.bn.bias.detach())  # signed gamma (Figure B2, ResNet)
+    return _expected_relu_bn(p.bn_weight.detach(), p.bn_bias.detach())  # signed gamma (Figure B2, ResNet)
 
 
 SCORINGS: dict[str, Callable[[Prunable, "LayerState"], torch.Tensor]] = {
@@ -104,7 +107,7 @@ def choose(scores: torch.Tensor, candidates: torch.Tensor, k: int, target: str, 
 class LayerState:
     def __init__(self, name: str, prunable: Prunable, schedule: LayerSchedule):
         self.name, self.p, self.schedule = name, prunable, schedule
-        c = prunable.conv.out_channels
+        c = prunable.channels
         dev = prunable.conv.weight.device
         self.targeted = torch.zeros(c, dtype=torch.bool, device=dev)
         self.hold_w = torch.zeros(c, dtype=torch.bool, device=dev)
@@ -128,41 +131,32 @@ class LayerState:
         self.saved = {k.removeprefix("saved."): v.clone() for k, v in state.items() if k.startswith("saved.")}
         self.ema = state["ema"].clone() if "ema" in state else None
 
-    # Parameters of a channel: conv weight row, BN scale/shift, BN running statistics.
-    def _params(self) -> dict[str, torch.Tensor]:
-        p = self.p
-        return {"weight": p.conv.weight, "bn_weight": p.bn.weight, "bn_bias": p.bn.bias,
-                "running_mean": p.bn.running_mean, "running_var": p.bn.running_var}
-
     def zero_held(self) -> None:
         with torch.no_grad():
             if self.hold_w.any():
-                self.p.conv.weight[self.hold_w] = 0
+                self.p.weight[self.hold_w] = 0
             if self.hold_bn.any():
-                self.p.bn.weight[self.hold_bn] = 0
-                self.p.bn.bias[self.hold_bn] = 0
+                self.p.bn_weight[self.hold_bn] = 0
+                self.p.bn_bias[self.hold_bn] = 0
 
     def zero_grads(self) -> None:
-        p = self.p
-        if self.hold_w.any() and p.conv.weight.grad is not None:
-            p.conv.weight.grad[self.hold_w] = 0
-        if self.hold_bn.any():
-            for t in (p.bn.weight, p.bn.bias):
-                if t.grad is not None:
-                    t.grad[self.hold_bn] = 0
+        holds = {"w": self.hold_w, "bn": self.hold_bn}
+        for grad, kind in self.p.grads():
+            if holds[kind].any():
+                grad[holds[kind]] = 0
 
 
 class Pruner:
     """Carries out a configuration's pruning events and perturbation windows on a model."""
 
-    def __init__(self, model: torch.nn.Module, config: PlanConfig, seed: int):
-        prunable = model.prunable()
+    def __init__(self, model: torch.nn.Module, config: PlanConfig, seed: int, member: int = 0):
+        prunable = model.prunable(member)
         self.model, self.seed = model, seed
         self.layers = {s.layer: LayerState(s.layer, prunable[s.layer], s) for s in config.schedules}
         self.batch = 0  # training batches done so far in this run
         for layer in self.layers.values():
             if layer.schedule.scoring == "activation_l1":
-                layer.p.mask.record = self._recorder(layer)
+                layer.p.mask.recorders[layer.p.member] = self._recorder(layer)
         self.recording = False
 
     def _recorder(self, layer: LayerState) -> Callable[[torch.Tensor], None]:
@@ -233,7 +227,7 @@ class Pruner:
             layer.release_at[sel] = NEVER
             if mode.get("include_bn", True):
                 layer.hold_bn |= sel
-                layer.p.mask.mask[sel] = 0
+                layer.p.mask_values[sel] = 0
                 layer.p.mask.active = True
             layer.zero_held()
             return
@@ -244,7 +238,7 @@ class Pruner:
         if kind == "zero":
             fresh = sel & ~(layer.hold_w | layer.hold_bn)  # a filter already held keeps its first saved values
             if mode.get("restore", "zero") == "trained" and fresh.any():
-                for key, tensor in layer._params().items():
+                for key, tensor in layer.p.tensors().items():
                     store = layer.saved.setdefault(key, torch.zeros_like(tensor))
                     store[fresh] = tensor.detach()[fresh]
             # A filter already in a window keeps the later of its two release times.
@@ -257,7 +251,7 @@ class Pruner:
             layer.zero_held()
         elif kind == "gaussian":
             std = mode.get("std", "matched")
-            w = layer.p.conv.weight.detach()
+            w = layer.p.weight.detach()
             layer.noise_std.fill_(float(w.std()) if std == "matched" else float(std))
             layer.noise_until[sel] = torch.maximum(layer.noise_until[sel], torch.full_like(layer.noise_until[sel], self.batch + n))
             self._add_noise(layer, sel, generator)  # the post-pruning evaluation sees the noise
@@ -265,7 +259,7 @@ class Pruner:
             raise ValueError(f"unknown mode {kind!r}; known: prune, zero, gaussian")
 
     def _add_noise(self, layer: LayerState, sel: torch.Tensor, generator: torch.Generator) -> None:
-        w = layer.p.conv.weight
+        w = layer.p.weight
         rows = sel.nonzero().flatten()
         noise = torch.randn((len(rows), *w.shape[1:]), generator=generator, dtype=torch.float64)
         with torch.no_grad():
@@ -274,7 +268,7 @@ class Pruner:
     def _release(self, layer: LayerState, done: torch.Tensor) -> None:
         if layer.mode.get("restore", "zero") == "trained" and layer.saved:
             with torch.no_grad():
-                for key, tensor in layer._params().items():
+                for key, tensor in layer.p.tensors().items():
                     tensor[done] = layer.saved[key][done]
         layer.hold_w &= ~done
         layer.hold_bn &= ~done
@@ -298,4 +292,5 @@ class Pruner:
         for name, tensors in state["layers"].items():
             self.layers[name].load(tensors)
             layer = self.layers[name]
-            layer.p.mask.active = bool((layer.p.mask.mask == 0).any())
+            # The mask is shared by a pack's members: any member's pruned filter turns it on.
+            layer.p.mask.active = layer.p.mask.active or bool((layer.p.mask_values == 0).any())

@@ -1,4 +1,4 @@
-"""DESIGN.md section 1: the runtime imports nothing from gstc but the plan and manifest."""
+"""DESIGN.md section 1: the runtime imports nothing from gstc but the plan (with its packs) and manifest."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 RUNTIME = Path(__file__).resolve().parents[2] / "runtime"
-ALLOWED = {"gstc.plan", "gstc.manifest"}
+ALLOWED = {"gstc.plan", "gstc.packs", "gstc.manifest"}  # packs: the compiler's grouping of a plan's runs
 
 
 def test_runtime_imports_only_the_plan_and_manifest_from_gstc():

@@ -136,12 +136,14 @@ def test_kill_9_mid_run_then_resume_gives_the_same_numbers(finished, tmp_path):
     assert numbers(results, run.id) == numbers(reference, run.id)
 
 
-def test_a_diverging_run_fails_and_the_rest_go_on(tmp_path, monkeypatch):
-    # The loss turns NaN in epoch 2 of the `small` runs only (injected: no spec setting
-    # diverges reliably on every platform); the other runs must finish.
-    import runtime.train as train
+@pytest.mark.parametrize("pack", ["1", "3"])
+def test_a_diverging_run_fails_and_the_rest_go_on(tmp_path, monkeypatch, pack):
+    # The loss turns NaN in epoch 2 of the `small` run only (injected: no spec setting
+    # diverges reliably on every platform); the other runs, alone or in its pack, finish.
+    import torch
     from typer.testing import CliRunner
 
+    import runtime.train as train
     from gstc.cli import app
 
     real = train.F.cross_entropy
@@ -149,8 +151,14 @@ def test_a_diverging_run_fails_and_the_rest_go_on(tmp_path, monkeypatch):
     def flaky(out, y, *args, **kwargs):
         loss = real(out, y, *args, **kwargs)
         trainer = flaky.trainer
-        if trainer is not None and trainer.config.id == "small" and trainer.pruner.batch >= 23:  # 23 batches/epoch
-            return loss * float("nan")
+        if trainer is None or not torch.is_grad_enabled():  # training batches only
+            return loss
+        # Per-sample training losses are laid out (batch, member): poison the small member's.
+        for m in trainer.members:
+            if m.config.id == "small" and m.pruner.batch >= 23:  # 23 batches/epoch
+                poison = torch.zeros_like(loss).view(-1, trainer.pack)
+                poison[:, m.k] = float("nan")
+                return loss + poison.flatten()
         return loss
 
     flaky.trainer = None
@@ -164,7 +172,7 @@ def test_a_diverging_run_fails_and_the_rest_go_on(tmp_path, monkeypatch):
     monkeypatch.setattr(train.Trainer, "__post_init__", init)
     spec = tmp_path / "nan.yaml"
     spec.write_text(SPEC)
-    proc = CliRunner().invoke(app, ["run", str(spec), "--out", str(tmp_path / "r"), "--device", "cpu"])
+    proc = CliRunner().invoke(app, ["run", str(spec), "--out", str(tmp_path / "r"), "--device", "cpu", "--pack", pack])
     assert proc.exit_code == 1
     plan = compile_file(str(spec))
     results = ResultsDir(tmp_path / "r")
@@ -172,6 +180,7 @@ def test_a_diverging_run_fails_and_the_rest_go_on(tmp_path, monkeypatch):
     assert states["small"]["status"] == "failed" and states["small"]["error"]["epoch"] == 2
     assert states["small"]["error"]["reason"] == "training loss is nan"
     assert states["baseline"]["status"] == states["zeroed"]["status"] == "done"
+    assert {s["pack"]["size"] for s in states.values()} == {int(pack)}
     failed_id = next(r.id for r in plan.runs if r.config == "small")
     assert f"run {failed_id} (small, seed 0) failed at epoch 2: training loss is nan" in proc.stderr
     assert len(read_jsonl(results.epochs_jsonl(failed_id))) == 1  # epoch 1's numbers are kept

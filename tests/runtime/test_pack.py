@@ -1,0 +1,172 @@
+"""Packed runs (DESIGN.md section 8): a member's numbers are those it would have alone.
+
+The pack trains K runs as one model (grouped convolutions, BN over K x C channels, a
+batched dense layer). Adam, SGD, weight decay and masks act element by element, so in
+float64 the only difference from separate runs is the order of floating-point sums:
+the per-epoch numbers must agree to 1e-9 relative.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+
+import pytest
+
+from gstc.manifest import ResultsDir, read_json, read_jsonl
+from gstc.packs import make_packs
+from tests.runtime.conftest import compile_text
+
+torch = pytest.importorskip("torch")
+
+from runtime.executors import run_local, run_pack  # noqa: E402
+from runtime.models import build_model, member_state, pack_states  # noqa: E402
+
+RTOL = 1e-9
+
+
+def spec(arch: str, width: float, extra: str = "") -> str:
+    return textwrap.dedent(f"""\
+        gstc: 1
+        name: pack
+        seeds: [0, 1]
+        model: {{arch: {arch}, width: {width}}}
+        data: {{dataset: digits}}
+        train:
+          epochs: 3
+          batch_size: 32
+          optimizer: {{name: adam, lr: 0.003, weight_decay: 0.0001}}
+          lr_schedule: {{milestones: [2]}}
+        """) + textwrap.dedent(extra)
+
+
+# float64 convolutions are slow on the CPU: the tests train on a slice of digits, 192
+# training images (6 batches of 32 per epoch) and 128 test images, so the default run
+# stays short.
+TRAIN, TEST = 192, 128
+
+
+@pytest.fixture(autouse=True)
+def small_digits(monkeypatch):
+    from runtime import executors
+    from runtime.data import Dataset
+
+    real = executors.load
+
+    def load(data, device="cpu"):
+        d = real(data, device)
+        return Dataset(d.train_x[:TRAIN], d.train_y[:TRAIN], d.test_x[:TEST], d.test_y[:TEST], d.mean, d.std, d.classes)
+
+    monkeypatch.setattr(executors, "load", load)
+
+
+# Three configurations in one pack: a baseline, permanent pruning in two layers, and a
+# zero window that restores the trained weights (8 batches: held across an epoch boundary).
+VGG = spec("vgg11_bn", 0.125, """\
+    prune:
+      schedule: {start: 1, end: 2, every: 1}
+      layers:
+        - {select: conv6, amount: 0.5}
+        - {select: conv8, amount: 0.5, target: largest}
+    variants:
+      baseline: {prune: null}
+      pruned: {}
+      zeroed:
+        prune.mode: {kind: zero, duration: {batches: 8}, restore: trained}
+    """)
+# ResNet20: option-A shortcuts, masks after the residual add, activation_l1 scoring
+# (recorded from the pack's activations) and random targets (per-member generators).
+RESNET = spec("resnet20", 0.25, """\
+    prune:
+      scoring: activation_l1
+      schedule: {start: 1, end: 2, every: 1}
+      layers:
+        - {select: layer2.0.conv2, amount: 0.5}
+        - {select: layer3.1.conv1, amount: 0.5, target: random}
+    variants:
+      baseline: {prune: null}
+      pruned: {}
+      noisy:
+        prune.mode: {kind: gaussian, duration: {batches: 3}}
+    """)
+
+
+def numbers(results: ResultsDir, run_id: str) -> tuple[list[dict], list[dict]]:
+    epochs = [{k: v for k, v in r.items() if k != "seconds"} for r in read_jsonl(results.epochs_jsonl(run_id))]
+    return epochs, read_jsonl(results.events_jsonl(run_id))
+
+
+def assert_close(a, b, path="") -> None:
+    """Equal structure; floats within RTOL relative (absolute for values near 0); the rest exactly."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            assert_close(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_close(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert math.isclose(a, b, rel_tol=RTOL, abs_tol=RTOL), f"{path}: {a} != {b}"
+    else:
+        assert a == b, path
+
+
+@pytest.mark.parametrize("text, pack", [(VGG, 3), (RESNET, 6)], ids=["vgg11-pack3", "resnet20-pack6"])
+def test_a_pack_computes_what_separate_runs_compute(text, pack, tmp_path):
+    plan = compile_text(text)
+    alone, packed = ResultsDir(tmp_path / "alone"), ResultsDir(tmp_path / "packed")
+    assert [len(p.runs) for p in make_packs(plan, plan.runs, pack)] == [pack] * (6 // pack)
+    run_local(plan, plan.runs, alone, torch.device("cpu"), dtype=torch.float64, pack=1)
+    run_local(plan, plan.runs, packed, torch.device("cpu"), dtype=torch.float64, pack=pack)
+    for run in plan.runs:
+        assert read_json(packed.run_json(run.id))["pack"]["size"] == pack
+        a, b = numbers(alone, run.id), numbers(packed, run.id)
+        assert len(a[0]) == 3 and (len(a[1]) == 2) == bool(run.events)
+        assert_close(a, b, run.config)
+    # The members differ from each other (each its own seed, data order and events).
+    finals = {numbers(packed, r.id)[0][-1]["test_loss"] for r in plan.runs}
+    assert len(finals) == len(plan.runs)
+
+
+def test_member_checkpoints_resume_alone_with_the_same_numbers(tmp_path):
+    # A member's checkpoint is in the layout of a model built alone: a pack stopped after
+    # epoch 2 resumes each member on its own, and the numbers equal an unbroken pack's.
+    plan = compile_text(VGG)
+    runs = plan.runs[:3]
+    whole, split = ResultsDir(tmp_path / "whole"), ResultsDir(tmp_path / "split")
+    run_pack(plan, runs, whole, torch.device("cpu"), dtype=torch.float64)
+    # Stop the pack after epoch 2's checkpoints, from the epoch callback, like a kill.
+    from runtime import executors
+
+    class Stop(Exception):
+        pass
+
+    class StopAfter2(executors.Progress):
+        def epoch(self, run, record):
+            if record["epoch"] == 2 and run.id == runs[-1].id:
+                raise Stop
+
+    with pytest.raises(Stop):
+        run_pack(plan, runs, split, torch.device("cpu"), StopAfter2(), dtype=torch.float64)
+    for run in runs:
+        assert read_json(split.run_json(run.id))["status"] == "running"
+        run_pack(plan, [run], split, torch.device("cpu"), dtype=torch.float64)  # each alone
+        assert read_json(split.run_json(run.id))["resumed_from"] == 2
+        assert_close(numbers(whole, run.id), numbers(split, run.id), run.config)
+
+
+def test_pack_state_round_trips_through_members():
+    torch.manual_seed(0)
+    members = [build_model("resnet20", 0.25, 10) for _ in range(3)]
+    packed = build_model("resnet20", 0.25, 10, pack=3)
+    packed.load_state_dict(pack_states([m.state_dict() for m in members]))
+    for k, m in enumerate(members):
+        got = member_state(packed.state_dict(), k, 3)
+        assert all(torch.equal(got[name], t) for name, t in m.state_dict().items())
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float32)
+    packed.eval()
+    out = packed(x.repeat(1, 3, 1, 1)).view(4, 3, 10)
+    for k, m in enumerate(members):
+        m.eval()
+        torch.testing.assert_close(out[:, k], m(x), rtol=1e-5, atol=1e-5)
