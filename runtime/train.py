@@ -112,7 +112,10 @@ class Trainer:
     device: torch.device
     dtype: torch.dtype = torch.float32  # float64 for exactness tests
     on_epoch: Callable[[PlanRun, dict], None] | None = None
-    channels_last: bool | None = None  # None: on CUDA only
+    # None: on CUDA, and on the CPU in float32/bf16 (oneDNN's channels-last kernels: VGG11
+    # width 0.25 steps 1.3x faster there, benchmarks/RESULTS.md); float64 has no oneDNN
+    # kernels and stays contiguous.
+    channels_last: bool | None = None
 
     def __post_init__(self) -> None:
         cfg = self.configs[0].resolved
@@ -120,7 +123,7 @@ class Trainer:
         self.train_cfg, self.augment = cfg["train"], cfg["data"]["augment"]
         self.arch = (cfg["model"]["arch"], cfg["model"]["width"], self.data.classes)
         cuda = self.device.type == "cuda"
-        self.channels_last = cuda if self.channels_last is None else self.channels_last
+        self.channels_last = (cuda or self.dtype != torch.float64) if self.channels_last is None else self.channels_last
         alone = []
         for run, config in zip(self.runs, self.configs):
             torch.manual_seed(run.seed)  # weight initialization: each member as if built alone
