@@ -261,39 +261,99 @@ def _select_runs(plan, variants: Optional[List[str]], seeds: Optional[str]):
     return runs
 
 
+class ExecutorKind(str, Enum):
+    local = "local"
+    ray = "ray"
+    slurm = "slurm"
+
+
+def _gpu_list(text: str) -> list[int]:
+    try:
+        ids = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        ids = []
+    if not ids or any(i < 0 for i in ids) or len(set(ids)) != len(ids):
+        _fail([SpecError("<command line>", 1, 1, "--gpus", f"expected distinct CUDA device numbers such as 0,1, found {text!r}")])
+    return ids
+
+
+def _check_executor_options(executor: ExecutorKind, given: dict[str, Any]) -> None:
+    """Options that only one executor reads are errors with the others (they would be silently ignored)."""
+    owners = {"--gpus": ExecutorKind.local, "--address": ExecutorKind.ray, "--gpus-per-task": ExecutorKind.ray,
+              "--slurm-partition": ExecutorKind.slurm, "--slurm-time": ExecutorKind.slurm,
+              "--slurm-gpus": ExecutorKind.slurm, "--slurm-cluster": ExecutorKind.slurm}
+    for option, value in given.items():
+        if value is not None and owners[option] is not executor:
+            _fail([SpecError("<command line>", 1, 1, option, f"{option} goes with --executor {owners[option].value}, "
+                             f"not --executor {executor.value}")])
+
+
 @app.command()
 def run(
     spec: Path = typer.Argument(..., help="Spec file.", show_default=False),
-    out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: $GSTC_RESULTS or ./results)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: $GSTC_RESULTS or ./results); "
+                                       "with workers elsewhere, on storage every worker sees."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     variant: Optional[List[str]] = typer.Option(None, "--variant", help="Run only this variant (repeatable)."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Run only these seeds, e.g. 0,1."),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Override PATH=VALUE (repeatable), e.g. train.epochs=3."),
     pack: str = typer.Option("1", "--pack", help="Runs trained together as one packed model: K, or auto (by device memory)."),
+    executor: ExecutorKind = typer.Option(ExecutorKind.local, "--executor", help="Where packs train: local (here), "
+                                          "ray (a Ray cluster), slurm (a Slurm job array)."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="local: one worker process per CUDA device, e.g. 0,1."),
+    address: Optional[str] = typer.Option(None, "--address", help="ray: auto or HOST:PORT of a running cluster "
+                                          "(default: a local Ray started for the call)."),
+    gpus_per_task: Optional[float] = typer.Option(None, "--gpus-per-task", help="ray: GPUs per pack, 1 (default) "
+                                                  "or a fraction for packs of small models."),
+    slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", help="slurm: the partition."),
+    slurm_time: Optional[str] = typer.Option(None, "--slurm-time", help="slurm: each job's time limit, e.g. 12:00:00."),
+    slurm_gpus: Optional[int] = typer.Option(None, "--slurm-gpus", help="slurm: GPUs per job (default 1; 0 with --device cpu)."),
+    slurm_cluster: Optional[str] = typer.Option(None, "--slurm-cluster", help="slurm: 'local' runs the job array "
+                                                "with submitit's local mode on this machine (no Slurm needed)."),
 ) -> None:
-    """Train every run of the plan that is not done yet; resumable at any point."""
+    """Train every run of the plan that is not done yet; resumable at any point, here or on a cluster."""
     plan_ = _compile(spec, sets)
     runs = _select_runs(plan_, variant, seeds)
     pack_size = _pack_size(pack)
+    _check_executor_options(executor, {"--gpus": gpus, "--address": address, "--gpus-per-task": gpus_per_task,
+                                       "--slurm-partition": slurm_partition, "--slurm-time": slurm_time,
+                                       "--slurm-gpus": slurm_gpus, "--slurm-cluster": slurm_cluster})
+    gpu_ids = _gpu_list(gpus) if gpus is not None else None
     import importlib.util
 
     if importlib.util.find_spec("torch") is None:
         _fail([SpecError(str(spec), 1, 1, "", "gstc run needs PyTorch, which is not installed: pip install torch torchvision")])
-    from runtime.progress import run_with_progress
-    from gstc.manifest import ResultsDir
-
+    from gstc.manifest import ResultsDir, read_run
+    from runtime.cluster import ExecutorError, make_executor
     from runtime.data import DataError
+    from runtime.progress import run_with_progress
 
     results = ResultsDir(out)
     try:
-        failed = run_with_progress(plan_, runs, results, device, pack_size)
+        ex = make_executor(executor.value, device, gpu_ids, address, gpus_per_task, slurm_partition, slurm_time,
+                           slurm_gpus, slurm_cluster)
+        report = run_with_progress(plan_, runs, results, ex, pack_size)
+    except ExecutorError as exc:
+        _fail([SpecError("<command line>", 1, 1, "--executor", str(exc))])
     except (DataError, ValueError) as exc:  # a missing archive, a device this machine lacks
         _fail([SpecError(str(spec), 1, 1, "", str(exc))])
-    if failed:
-        err = _console(stderr=True)
-        for f in failed:
-            err.print(f"run {f['id']} ({f['config']}, seed {f['seed']}) failed at epoch {f['error']['epoch']}: "
-                      f"{f['error']['reason']}; its files are in {results.run_dir(f['id'])}", markup=False)
+    err = _console(stderr=True)
+    for error in report.errors:
+        err.print(error, markup=False)
+    for r in report.failed:
+        info = read_run(results, r.id) or {}
+        e = info.get("error") or {}
+        err.print(f"run {r.id} ({r.config}, seed {r.seed}) failed at epoch {e.get('epoch')}: "
+                  f"{e.get('reason')}; its files are in {results.run_dir(r.id)}", markup=False)
+    for r in report.unfinished:
+        err.print(f"run {r.id} ({r.config}, seed {r.seed}) did not finish; `gstc run` again resumes it from its "
+                  f"last checkpoint", markup=False)
+    by_id = {r.id: r for r in runs}
+    for rid, holder in report.busy.items():
+        r = by_id[rid]
+        err.print(f"run {rid} ({r.config}, seed {r.seed}) is being trained by another worker, {holder}: "
+                  f"left to it (`gstc status` follows it)", markup=False)
+    if report.failed or report.unfinished or report.errors:
         raise typer.Exit(1)
 
 

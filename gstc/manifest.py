@@ -2,7 +2,10 @@
 
 ```
 <root>/runs/<run-id>/{run.json, epochs.jsonl, events.jsonl, flatness.json, checkpoint.pt}
+<root>/runs/<run-id>/{lock.json, claims.jsonl}   # who trains the run now; every claim made of it
 <root>/specs/<name>/manifest.json
+<root>/specs/<name>/manifest.lock                # serializes rebuilding the manifest
+<root>/slurm/<name>/<job-id>/                     # `--executor slurm`: submitit's job files and logs
 ```
 
 Every other module (the runtime, status, report, diff) asks `ResultsDir` for paths and
@@ -117,11 +120,27 @@ class ResultsDir:
     def checkpoint(self, run_id: str) -> Path:
         return self.run_dir(run_id) / "checkpoint.pt"
 
+    def lock(self, run_id: str) -> Path:
+        """The run's lock (runtime.locks): present while a worker trains the run."""
+        return self.run_dir(run_id) / "lock.json"
+
+    def claims_jsonl(self, run_id: str) -> Path:
+        """One line per claim of the run by a worker (owner, time, epoch it started from)."""
+        return self.run_dir(run_id) / "claims.jsonl"
+
     def spec_dir(self, spec_name: str) -> Path:
         return self.specs_dir / _component(spec_name, "spec name")
 
     def manifest_json(self, spec_name: str) -> Path:
         return self.spec_dir(spec_name) / "manifest.json"
+
+    def manifest_lock(self, spec_name: str) -> Path:
+        """Held while the manifest is rebuilt, so the last writer has read the latest run folders."""
+        return self.spec_dir(spec_name) / "manifest.lock"
+
+    def slurm_dir(self, spec_name: str) -> Path:
+        """`--executor slurm`: submitit's folder (pickled jobs, stdout and stderr logs), one subfolder per job."""
+        return self.root / "slurm" / _component(spec_name, "spec name")
 
 
 # --- JSON and JSONL --------------------------------------------------------------------

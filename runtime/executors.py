@@ -1,8 +1,11 @@
-"""Executors: carry out a plan's packs. `local` trains them one after another here.
+"""Executors: carry out a plan's packs. `run_local` trains them one after another here;
+runtime.cluster runs them in worker processes, on Ray or on Slurm.
 
-Every executor writes the same results layout (gstc.manifest), so status, report and
-diff do not care which one ran. The manifest is rebuilt from the run folders at the
-end, never from this process's memory.
+`run_pack` is the unit of work of every executor: it claims the pack's runs
+(runtime.locks), so that no run is trained by two workers at once, skips those done,
+resumes the others from their checkpoints. Every executor writes the same results
+layout (gstc.manifest), so status, report and diff do not care which one ran. The
+manifest is rebuilt from the run folders at the end, never from a worker's memory.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch
 from gstc.manifest import ResultsDir, run_status, write_manifest
 from gstc.packs import groups, make_packs
 from gstc.plan import Plan, PlanConfig, PlanRun
+from runtime import locks
 from runtime.data import Dataset, load, pack_input
 from runtime.train import Trainer, environment
 
@@ -40,6 +44,26 @@ class Progress:
 
     def end_run(self, run: PlanRun, status: dict) -> None: ...
 
+    def busy(self, run: PlanRun, holder: dict) -> None:
+        """Another live worker holds the run's lock (holder: the lock's content): it is left to that worker."""
+
+
+class _Guard(Progress):
+    """Forwards to the caller's progress; stops the pack at an epoch boundary when a lock was lost."""
+
+    def __init__(self, inner: Progress, claims: locks.Claims) -> None:
+        self.inner, self.claims = inner, claims
+
+    def start_pack(self, runs: list[PlanRun], done_epochs: int) -> None:
+        self.inner.start_pack(runs, done_epochs)
+
+    def epoch(self, run: PlanRun, record: dict) -> None:
+        self.inner.epoch(run, record)
+        self.claims.check()
+
+    def end_run(self, run: PlanRun, status: dict) -> None:
+        self.inner.end_run(run, status)
+
 
 def _dataset(config: PlanConfig, device: torch.device, cache: dict[str, Dataset]) -> Dataset:
     key = json.dumps(config.resolved["data"], sort_keys=True)
@@ -61,26 +85,46 @@ def run_pack(plan: Plan, runs: list[PlanRun], results: ResultsDir, device: torch
              datasets: dict[str, Dataset] | None = None) -> list[dict]:
     """Train one pack (compatible runs, see gstc.packs) to completion; the unit of work of every executor.
 
-    Members already done are skipped. Members resume from their own checkpoints; those
-    at different epochs (a kill between two members' checkpoint writes) train as
-    separate packs, each from its own epoch. Returns the final run.json of each member
-    attempted. `datasets` caches loaded data between packs of one process.
+    Members already done are skipped. The others are claimed (runtime.locks): a member
+    another live worker holds is left to it and reported to `progress.busy`; a stale lock
+    (its worker died) is taken over. Claimed members resume from their own checkpoints;
+    those at different epochs (a kill between two members' checkpoint writes) train as
+    separate packs, each from its own epoch. Every claim is appended to the run's
+    claims.jsonl. Returns the final run.json of each member trained. `datasets` caches
+    loaded data between packs of one process. Raises locks.LockLost, at an epoch
+    boundary, if another worker took over a lock of this pack (its heartbeat was late).
     """
     progress = progress or Progress()
     datasets = {} if datasets is None else datasets
     todo = [r for r in runs if run_status(results, r.id) != "done"]
-    by_start: dict[int | None, list[PlanRun]] = {}
-    for run in todo:
-        by_start.setdefault(checkpoint_epoch(results, run.id), []).append(run)
     outcomes = []
-    for start, members in by_start.items():
-        configs = [plan.config(r.config) for r in members]
-        trainer = Trainer(members, configs, _dataset(configs[0], device, datasets), results, device, dtype,
-                          on_epoch=progress.epoch)
-        progress.start_pack(members, start or 0)
-        for outcome, run in zip(trainer.execute(), members):
-            progress.end_run(run, outcome)
-            outcomes.append(outcome)
+    with locks.claim_runs(results, [r.id for r in todo]) as claims:
+        for run in todo:
+            if run.id in claims.busy:
+                progress.busy(run, claims.busy[run.id])
+        mine = []
+        for run in todo:
+            if run.id not in claims.held:
+                continue
+            if run_status(results, run.id) == "done":  # finished by its previous holder before we claimed it
+                claims.release(run.id)
+                continue
+            mine.append(run)
+        by_start: dict[int | None, list[PlanRun]] = {}
+        for run in mine:
+            start = checkpoint_epoch(results, run.id)
+            locks.record_claim(results, run.id, claims.locks[run.id].owner, start or 0)
+            by_start.setdefault(start, []).append(run)
+        guard = _Guard(progress, claims)
+        for start, members in by_start.items():
+            configs = [plan.config(r.config) for r in members]
+            trainer = Trainer(members, configs, _dataset(configs[0], device, datasets), results, device, dtype,
+                              on_epoch=guard.epoch)
+            guard.start_pack(members, start or 0)
+            for outcome, run in zip(trainer.execute(), members):
+                claims.release(run.id)
+                guard.end_run(run, outcome)
+                outcomes.append(outcome)
     return outcomes
 
 
@@ -111,12 +155,19 @@ def auto_pack_size(plan: Plan, group: list[PlanRun], device: torch.device, data:
     return max(1, min(AUTO_MAX_PACK, len(group), int(AUTO_MEMORY_FRACTION * total / max(peak, 1))))
 
 
-def run_local(plan: Plan, runs: Iterable[PlanRun], results: ResultsDir, device: torch.device,
-              progress: Progress | None = None, dtype: torch.dtype = torch.float32, pack: int | str = 1) -> list[dict]:
-    """Train every run not already done, pack after pack, here; then rebuild the manifest."""
+def rebuild_manifest(plan: Plan, results: ResultsDir, env: dict) -> None:
+    """Rebuild the spec's manifest from the run folders, under the spec's manifest lock: of two
+    processes finishing together, the one that writes last has read the other's runs."""
+    with locks.hold(results.manifest_lock(plan.spec)):
+        write_manifest(plan, results, env)
+
+
+def local_packs(plan: Plan, runs: Iterable[PlanRun], results: ResultsDir, device: torch.device,
+                pack: int | str = 1, datasets: dict[str, Dataset] | None = None) -> list[list[PlanRun]]:
+    """The runs not done yet, in packs: of `pack` runs, or with 'auto', sized by this device's memory."""
     by_id = {r.id: r for r in plan.runs}
     todo = [r for r in runs if run_status(results, r.id) != "done"]
-    datasets: dict[str, Dataset] = {}
+    datasets = {} if datasets is None else datasets
     packs = []
     for group in groups(plan, todo):
         size = pack
@@ -124,8 +175,15 @@ def run_local(plan: Plan, runs: Iterable[PlanRun], results: ResultsDir, device: 
             data = _dataset(plan.config(group[0].config), device, datasets)
             size = auto_pack_size(plan, group, device, data)
         packs += make_packs(plan, group, int(size))
+    return [[by_id[i] for i in p.runs] for p in packs]
+
+
+def run_local(plan: Plan, runs: Iterable[PlanRun], results: ResultsDir, device: torch.device,
+              progress: Progress | None = None, dtype: torch.dtype = torch.float32, pack: int | str = 1) -> list[dict]:
+    """Train every run not already done, pack after pack, here; then rebuild the manifest."""
+    datasets: dict[str, Dataset] = {}
     outcomes = []
-    for p in packs:
-        outcomes += run_pack(plan, [by_id[i] for i in p.runs], results, device, progress, dtype, datasets)
-    write_manifest(plan, results, environment(device))
+    for members in local_packs(plan, runs, results, device, pack, datasets):
+        outcomes += run_pack(plan, members, results, device, progress, dtype, datasets)
+    rebuild_manifest(plan, results, environment(device))
     return outcomes

@@ -1,6 +1,12 @@
-"""`gstc run`'s terminal display: overall runs, the current run's epochs, ETA, last accuracy."""
+"""`gstc run`'s terminal display: overall runs, the current run's epochs, ETA, last accuracy.
+
+In-process runs report each epoch through callbacks; runs trained by workers elsewhere
+(`--gpus`, Ray, Slurm) are followed by reading their run folders every few seconds.
+"""
 
 from __future__ import annotations
+
+import time
 
 from rich.console import Console
 from rich.markup import escape
@@ -8,7 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from gstc.manifest import ResultsDir
 from gstc.plan import Plan, PlanRun
-from runtime import executors
+from runtime import cluster, executors
+from runtime.locks import describe
 
 
 class _Display(executors.Progress):
@@ -35,18 +42,60 @@ class _Display(executors.Progress):
         if status["status"] == "failed":
             self.p.console.print(f"[red]run {run.id} failed[/]: {escape(status['error']['reason'])}")
 
+    def busy(self, run: PlanRun, holder: dict) -> None:
+        self.p.advance(self.overall)
+        self.p.console.print(f"run {run.id} ({escape(run.config)}, seed {run.seed}) is being trained by "
+                             f"{escape(describe(holder))}: left to it")
 
-def run_with_progress(plan: Plan, runs: list[PlanRun], results: ResultsDir, device_name: str,
-                      pack: int | str = 1) -> list[dict]:
-    """Run with a live display; returns the run.json of every run that failed."""
-    device = executors.resolve_device(device_name)
+
+class _Poller:
+    """For workers elsewhere (processes, Ray, Slurm): runs finished and epochs written, read from the run folders."""
+
+    def __init__(self, progress: Progress, runs: list[PlanRun], results: ResultsDir, every: float = 5.0) -> None:
+        self.p, self.results, self.every = progress, results, every
+        self.open = {r.id: r for r in runs}
+        self.epochs: dict[str, int] = {}
+        self.overall = progress.add_task("runs", total=len(runs), info="")
+        self.current = progress.add_task("epochs", total=sum(r.epochs for r in runs), info="")
+        self.last = 0.0
+
+    def tick(self) -> None:
+        if time.monotonic() - self.last < self.every:
+            return
+        self.last = time.monotonic()
+        for rid in list(self.open):
+            try:
+                self.epochs[rid] = self.results.epochs_jsonl(rid).read_bytes().count(b"\n")
+                status = executors.run_status(self.results, rid)
+            except (OSError, ValueError):  # mid-write on shared storage: next time
+                continue
+            if status in ("done", "failed"):
+                del self.open[rid]
+                self.p.advance(self.overall)
+                if status == "failed":
+                    self.p.console.print(f"[red]run {rid} failed[/]")
+        self.p.update(self.current, completed=sum(self.epochs.values()))
+
+
+def run_with_progress(plan: Plan, runs: list[PlanRun], results: ResultsDir, executor: cluster.Executor,
+                      pack: int | str = 1) -> cluster.Report:
+    """Run with a live display; returns the executor's report (failed, unfinished and busy runs, worker errors)."""
     console = Console(stderr=True)
     todo = [r for r in runs if executors.run_status(results, r.id) != "done"]
-    console.print(f"{plan.spec}: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to train on {device}; "
+    where = executor.device if executor.name == "local" else f"{executor.name} workers ({executor.device})"
+    console.print(f"{plan.spec}: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to train on {where}; "
                   f"results in {results.root}")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
     with Progress(*columns, console=console, transient=False) as progress:
-        outcomes = executors.run_local(plan, todo, results, device, _Display(progress, len(todo)), pack=pack)
+        if isinstance(executor, cluster.InProcess):
+            display, tick = _Display(progress, len(todo)), (lambda: None)
+        else:
+            display, poller = executors.Progress(), _Poller(progress, todo, results)
+            tick = poller.tick
+        report = cluster.execute(plan, todo, results, executor, pack, display, tick)
+        if not isinstance(executor, cluster.InProcess):
+            poller.last = 0.0
+            poller.tick()
     console.print(f"manifest: {results.manifest_json(plan.spec)}")
-    return [o for o in outcomes if o["status"] == "failed"]
+    return report

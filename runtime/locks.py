@@ -1,0 +1,385 @@
+"""Exactly-once training: a run is trained by at most one worker at a time.
+
+A worker that trains a run holds the run's lock, `ResultsDir.lock(run_id)`
+(runs/<id>/lock.json), whose content names its owner:
+
+    {"owner": "host:pid:token", "host": ..., "boot": ..., "pidns": ..., "pid": ...,
+     "token": ..., "claimed": <unix time>, "heartbeat": <unix time>}
+
+- **Claim.** The content is written to a temporary file, which is then hard-linked to
+  lock.json: `link` fails when lock.json exists, atomically, on local disks and on NFS
+  alike (the classic NFS-safe lock). Where the file system has no hard links, the
+  claim falls back to `open(O_CREAT | O_EXCL)`.
+- **Heartbeat.** One daemon thread per claim set rewrites its locks' heartbeat every
+  `heartbeat` seconds (atomically), after checking that each file is still its own; a
+  lock found taken by another owner is marked lost, and the training that depends on it
+  stops at the next epoch boundary (`Claims.check`).
+- **Stale locks.** A lock is stale when its owner ran on this machine (same hostname,
+  boot id and pid namespace) and that process is gone, or when its heartbeat is older
+  than `stale` seconds (nodes' clocks must agree to well within that: NTP does).
+  A stale lock is taken over: it is renamed to a unique name (only one contender can
+  rename a file), the renamed file is checked to be the stale lock that was judged (a
+  fresh claim may have replaced it in between: then it is put back), deleted, and the
+  run is claimed as above.
+- **Holders elsewhere.** A lock held on another machine whose heartbeat is fresh is
+  watched (with a pack's other such locks) until its heartbeat moves (its owner is
+  alive: the run is left to it) or it goes stale (taken over): at most
+  `stale + heartbeat` seconds. This is what lets a retried Ray task or a requeued Slurm
+  job on another node take over the run its dead predecessor held.
+- **Release** deletes the file when it is still the holder's, on completion or failure.
+
+`stale` and `heartbeat` default to 60 and 10 seconds, or $GSTC_LOCK_STALE and
+$GSTC_LOCK_HEARTBEAT (environment variables reach every worker: tests make them small).
+This module imports neither torch nor gstc's compiler.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from gstc.manifest import ResultsDir, append_jsonl
+
+STALE_ENV, HEARTBEAT_ENV = "GSTC_LOCK_STALE", "GSTC_LOCK_HEARTBEAT"
+DEFAULT_STALE, DEFAULT_HEARTBEAT = 60.0, 10.0
+ACQUIRED, BUSY, WATCH, STALE = "acquired", "busy", "watch", "stale"
+
+_held: set[str] = set()  # tokens of the locks this process holds now
+_held_lock = threading.Lock()
+
+
+class LockLost(Exception):
+    """Another worker took over a lock this worker held (its heartbeat was late): training stops."""
+
+
+def stale_seconds() -> float:
+    return float(os.environ.get(STALE_ENV) or DEFAULT_STALE)
+
+
+def heartbeat_seconds() -> float:
+    return float(os.environ.get(HEARTBEAT_ENV) or DEFAULT_HEARTBEAT)
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+_BOOT = _read_text("/proc/sys/kernel/random/boot_id") or ""
+try:
+    _PIDNS = str(os.stat("/proc/self/ns/pid").st_ino)
+except OSError:
+    _PIDNS = ""
+
+
+def machine() -> dict:
+    """What identifies this machine's processes: a pid means the same process only where these agree."""
+    return {"host": socket.gethostname(), "boot": _BOOT, "pidns": _PIDNS}
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (a zombie, killed but not reaped, counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = _read_text(f"/proc/{pid}/stat")
+    return not (stat and stat.rpartition(")")[2].split()[:1] == ["Z"])
+
+
+def read_lock(path: Path) -> dict | None:
+    """A lock file's content; None when there is no lock; {} when it cannot be parsed."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def describe(info: dict | None) -> str:
+    """The holder of a lock, for messages: owner and heartbeat age."""
+    if not info:
+        return "an unknown worker"
+    age = time.time() - float(info.get("heartbeat", 0))
+    return f"{info.get('owner', '?')} (heartbeat {age:.0f} s ago)"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class Lock:
+    """One lock file; `attempt()` claims it or says who holds it."""
+
+    def __init__(self, path: Path, stale: float | None = None) -> None:
+        self.path = Path(path)
+        self.stale = stale_seconds() if stale is None else stale
+        self.token = uuid.uuid4().hex[:12]
+        self.info = {**machine(), "pid": os.getpid(), "token": self.token}
+        self.info["owner"] = f"{self.info['host']}:{self.info['pid']}:{self.token}"
+        self.holder: dict | None = None  # who held it at the last attempt that failed
+        self.held = False
+
+    @property
+    def owner(self) -> str:
+        return self.info["owner"]
+
+    def _content(self) -> str:
+        now = time.time()
+        return json.dumps({**self.info, "claimed": self.info.get("claimed", now), "heartbeat": now})
+
+    def _create(self) -> bool:
+        """Claim a free lock: True when this call made the file."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.info["claimed"] = time.time()
+        tmp = self.path.with_name(f".{self.path.name}.{self.token}.tmp")
+        tmp.write_text(self._content(), encoding="utf-8")
+        try:
+            os.link(tmp, self.path)
+        except FileExistsError:
+            return False
+        except OSError as exc:  # no hard links here: exclusive create
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(self._content())
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.held = True
+        with _held_lock:
+            _held.add(self.token)
+        return True
+
+    def judge(self, info: dict) -> str:
+        """STALE (may be taken over), BUSY (its holder is alive) or WATCH (held elsewhere, heartbeat fresh)."""
+        if not info:  # unparseable (a claim on storage without hard links, mid-write): by the file's age
+            try:
+                age = time.time() - self.path.stat().st_mtime
+            except FileNotFoundError:
+                return STALE
+            return STALE if age > self.stale else WATCH
+        age = time.time() - float(info.get("heartbeat", 0))
+        same_machine = all(info.get(k) == v for k, v in machine().items())
+        if same_machine:
+            pid = int(info.get("pid", -1))
+            if pid == os.getpid():
+                with _held_lock:
+                    mine = info.get("token") in _held
+                return BUSY if mine and age <= self.stale else STALE
+            return BUSY if pid_alive(pid) and age <= self.stale else STALE
+        return STALE if age > self.stale else WATCH
+
+    def _take_over(self, judged: dict) -> bool:
+        aside = self.path.with_name(f".{self.path.name}.stale.{uuid.uuid4().hex}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:  # released meanwhile
+            return self._create()
+        if read_lock(aside) == judged:  # the stale lock itself: this process alone moved it
+            aside.unlink(missing_ok=True)
+            return self._create()
+        # A fresh claim replaced the stale lock between judging and renaming: give it back.
+        try:
+            os.link(aside, self.path)
+        except OSError:
+            pass  # already re-created (its holder's heartbeat re-claims a missing lock): nothing to give back
+        aside.unlink(missing_ok=True)
+        return False
+
+    def attempt(self) -> str:
+        """ACQUIRED, BUSY (a live holder has it) or WATCH (a holder elsewhere with a fresh heartbeat)."""
+        for _ in range(8):
+            if self._create():
+                return ACQUIRED
+            info = read_lock(self.path)
+            if info is None:
+                continue  # released between the two calls
+            verdict = self.judge(info)
+            if verdict == STALE:
+                if self._take_over(info):
+                    return ACQUIRED
+                continue
+            self.holder = info
+            return verdict
+        return BUSY
+
+    def refresh(self) -> bool:
+        """Rewrite the heartbeat; False when the lock is no longer this holder's."""
+        if not self.held:
+            return False
+        info = read_lock(self.path)
+        if info is None:  # moved aside by a contender that judged it stale: claim it back
+            return self._create()
+        if info.get("token") != self.token:
+            return False
+        _write_atomic(self.path, self._content())
+        return True
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        with _held_lock:
+            _held.discard(self.token)
+        info = read_lock(self.path)
+        if info is not None and info.get("token") == self.token:
+            self.path.unlink(missing_ok=True)
+
+
+class Claims:
+    """The locks of a set of runs, claimed together, kept alive by one heartbeat thread.
+
+    `held`: run ids claimed; `busy`: run id -> the holder's lock content, for runs
+    another live worker trains; `lost`: held runs whose lock another worker took over.
+    """
+
+    def __init__(self, paths: dict[str, Path], stale: float | None = None, heartbeat: float | None = None) -> None:
+        self.locks = {key: Lock(path, stale) for key, path in paths.items()}
+        self.stale = stale_seconds() if stale is None else stale
+        self.heartbeat = heartbeat_seconds() if heartbeat is None else heartbeat
+        self.held: list[str] = []
+        self.busy: dict[str, dict] = {}
+        self.lost: set[str] = set()
+        self._stop = threading.Event()
+        self._mutex = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def claim(self, wait: bool = True) -> "Claims":
+        """Claim every lock that can be claimed; with `wait`, watch those held elsewhere (module docstring)."""
+        watch: dict[str, dict] = {}  # run id -> the content last seen
+        for key, lock in self.locks.items():
+            verdict = lock.attempt()
+            if verdict == ACQUIRED:
+                self._add(key)
+            elif verdict == WATCH and wait:
+                watch[key] = lock.holder or {}
+            else:
+                self.busy[key] = lock.holder or {}
+        deadline = time.monotonic() + self.stale + self.heartbeat
+        while watch:
+            time.sleep(min(1.0, max(0.05, self.heartbeat / 4)))
+            late = time.monotonic() >= deadline
+            for key, seen in list(watch.items()):
+                lock = self.locks[key]
+                now = read_lock(lock.path)
+                if now is not None and now != seen and now.get("token") == seen.get("token"):
+                    self.busy[key] = now  # its heartbeat moved: the holder is alive
+                    del watch[key]
+                    continue
+                if now == seen and lock.judge(now) != STALE and not late:
+                    continue  # unchanged, not stale yet: keep watching
+                verdict = lock.attempt()  # released, replaced by another claim, or stale
+                if verdict == ACQUIRED:
+                    self._add(key)
+                    del watch[key]
+                elif verdict == WATCH and not late:
+                    watch[key] = lock.holder or {}  # a new holder elsewhere: watch it instead
+                else:
+                    self.busy[key] = lock.holder or {}
+                    del watch[key]
+        return self
+
+    def _add(self, key: str) -> None:
+        with self._mutex:
+            self.held.append(key)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._beat, name="gstc-lock-heartbeat", daemon=True)
+            self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat):
+            with self._mutex:
+                for key in self.held:
+                    try:
+                        if not self.locks[key].refresh():
+                            self.lost.add(key)
+                    except OSError:  # a storage hiccup: the next beat tries again (staleness takes `stale` s)
+                        pass
+
+    def release(self, key: str) -> None:
+        """Release one run's lock (it turned out done, or it finished)."""
+        with self._mutex:
+            if key in self.held:
+                self.held.remove(key)
+                self.locks[key].release()
+
+    def check(self) -> None:
+        """Raise LockLost when another worker took over a lock this set holds."""
+        if self.lost:
+            key = sorted(self.lost)[0]
+            raise LockLost(f"run {key}: another worker took over its lock "
+                           f"({describe(read_lock(self.locks[key].path))}); this worker stopped training it")
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        for key in list(self.held):
+            self.release(key)
+
+    def __enter__(self) -> "Claims":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@contextmanager
+def claim_runs(results: ResultsDir, run_ids: Iterable[str], wait: bool = True) -> Iterator[Claims]:
+    """Claim the runs' locks for the duration of the block (released on exit, whatever happens)."""
+    claims = Claims({rid: results.lock(rid) for rid in run_ids})
+    try:
+        yield claims.claim(wait)
+    finally:
+        claims.close()
+
+
+def record_claim(results: ResultsDir, run_id: str, owner: str, from_epoch: int) -> None:
+    """Append the claim to the run's claims.jsonl: an audit trail of who trained it, from which epoch."""
+    append_jsonl(results.claims_jsonl(run_id), {"owner": owner, "time": time.time(), "from_epoch": from_epoch})
+
+
+@contextmanager
+def hold(path: Path, timeout: float = 600.0) -> Iterator[None]:
+    """Block until the lock at `path` is this process's (taking over a stale one), for the block."""
+    claims = Claims({"lock": path})
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            claims.busy.clear()
+            claims.claim(wait=False)
+            if claims.held:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{path}: held by {describe(claims.busy.get('lock'))} for more than {timeout:.0f} s")
+            time.sleep(0.05)
+        yield
+    finally:
+        claims.close()
