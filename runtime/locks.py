@@ -17,10 +17,12 @@ A worker that trains a run holds the run's lock, `ResultsDir.lock(run_id)`
 - **Stale locks.** A lock is stale when its owner ran on this machine (same hostname,
   boot id and pid namespace) and that process is gone, or when its heartbeat is older
   than `stale` seconds (nodes' clocks must agree to well within that: NTP does).
-  A stale lock is taken over: it is renamed to a unique name (only one contender can
-  rename a file), the renamed file is checked to be the stale lock that was judged (a
-  fresh claim may have replaced it in between: then it is put back), deleted, and the
-  run is claimed as above.
+  A stale lock is taken over under its take-over guard (lock.json.takeover, claimed
+  like a lock, held for milliseconds), so that contenders remove it one at a time: the
+  guard's holder checks the lock still is the stale one it judged, removes it (renamed
+  to a unique name first and checked again: a file that changed is put back), and
+  claims the run as above. A contender that judged the same stale lock a moment later
+  finds the guard taken, or the new holder's fresh lock: it never removes a live lock.
 - **Holders elsewhere.** A lock held on another machine whose heartbeat is fresh is
   watched (with a pack's other such locks) until its heartbeat moves (its owner is
   alive: the run is left to it) or it goes stale (taken over): at most
@@ -131,6 +133,60 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _exclusive(path: Path, text: str, token: str) -> bool:
+    """Create `path` with `text` unless it exists, atomically: True when this call made it.
+
+    `text` goes to a temporary file first, which is then hard-linked to `path` (link fails
+    when `path` exists, on NFS too), so a reader never sees a half-written lock. Where
+    the file system has no hard links: open(O_CREAT | O_EXCL), then write.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{token}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
+            raise
+    finally:
+        tmp.unlink(missing_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return True
+
+
+def _remove_if(path: Path, content: dict | None, token: str | None = None) -> bool:
+    """Remove `path` if it still holds `content` (or, with `token`, that owner's lock): True when removed.
+
+    The file is renamed to a unique name first (one process alone can move it), then
+    checked; a file that changed in between (a heartbeat, a new claim) is put back.
+    """
+    aside = path.with_name(f".{path.name}.{uuid.uuid4().hex}.old")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return False
+    moved = read_lock(aside)
+    if (moved == content) if token is None else (moved or {}).get("token") == token:
+        aside.unlink(missing_ok=True)
+        return True
+    try:
+        os.link(aside, path)  # put back, unless a new lock took the name meanwhile
+    except OSError:
+        pass
+    aside.unlink(missing_ok=True)
+    return False
+
+
 class Lock:
     """One lock file; `attempt()` claims it or says who holds it."""
 
@@ -153,25 +209,9 @@ class Lock:
 
     def _create(self) -> bool:
         """Claim a free lock: True when this call made the file."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.info["claimed"] = time.time()
-        tmp = self.path.with_name(f".{self.path.name}.{self.token}.tmp")
-        tmp.write_text(self._content(), encoding="utf-8")
-        try:
-            os.link(tmp, self.path)
-        except FileExistsError:
+        if not _exclusive(self.path, self._content(), self.token):
             return False
-        except OSError as exc:  # no hard links here: exclusive create
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
-                raise
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                return False
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(self._content())
-        finally:
-            tmp.unlink(missing_ok=True)
         self.held = True
         with _held_lock:
             _held.add(self.token)
@@ -197,21 +237,27 @@ class Lock:
         return STALE if age > self.stale else WATCH
 
     def _take_over(self, judged: dict) -> bool:
-        aside = self.path.with_name(f".{self.path.name}.stale.{uuid.uuid4().hex}")
+        """Replace the stale lock `judged` by this claim; False when another contender is at it, or it changed.
+
+        Contenders first take the lock's take-over guard (lock.json.takeover, claimed like a
+        lock), so one at a time removes a stale lock: a contender that judged the same stale
+        lock a moment later finds the guard taken, or the new holder's lock, never removes it.
+        """
+        guard = self.path.with_name(self.path.name + ".takeover")
+        if not _exclusive(guard, self._content(), self.token):
+            seen = read_lock(guard)
+            if seen is not None and self.judge(seen) == STALE:  # its taker died mid-way (a take-over takes ms)
+                _remove_if(guard, seen)
+            return False
         try:
-            os.rename(self.path, aside)
-        except FileNotFoundError:  # released meanwhile
+            now = read_lock(self.path)
+            if now is None:  # released meanwhile
+                return self._create()
+            if now != judged or not _remove_if(self.path, judged):
+                return False  # its holder's heartbeat moved: alive after all
             return self._create()
-        if read_lock(aside) == judged:  # the stale lock itself: this process alone moved it
-            aside.unlink(missing_ok=True)
-            return self._create()
-        # A fresh claim replaced the stale lock between judging and renaming: give it back.
-        try:
-            os.link(aside, self.path)
-        except OSError:
-            pass  # already re-created (its holder's heartbeat re-claims a missing lock): nothing to give back
-        aside.unlink(missing_ok=True)
-        return False
+        finally:
+            _remove_if(guard, None, self.token)
 
     def attempt(self) -> str:
         """ACQUIRED, BUSY (a live holder has it) or WATCH (a holder elsewhere with a fresh heartbeat)."""
@@ -225,6 +271,7 @@ class Lock:
             if verdict == STALE:
                 if self._take_over(info):
                     return ACQUIRED
+                time.sleep(0.01)  # another contender may be taking it over: see who holds it next
                 continue
             self.holder = info
             return verdict
@@ -248,9 +295,7 @@ class Lock:
         self.held = False
         with _held_lock:
             _held.discard(self.token)
-        info = read_lock(self.path)
-        if info is not None and info.get("token") == self.token:
-            self.path.unlink(missing_ok=True)
+        _remove_if(self.path, None, self.token)
 
 
 class Claims:
