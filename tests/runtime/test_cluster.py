@@ -1,0 +1,318 @@
+"""Executors on the CPU: every executor gives the local executor's numbers, retries and kills
+resume from checkpoints, concurrent `gstc run`s train each run once, and clear errors.
+
+Every process trains with one thread (OMP_NUM_THREADS=1), so numbers are bit-identical
+across processes; a Ray session is shared by the module (start-up costs seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from gstc.compile import compile_file
+from gstc.manifest import ResultsDir, read_json, read_jsonl
+from tests.conftest import REPO
+from tests.runtime import fault_injection
+
+torch = pytest.importorskip("torch")
+
+from runtime import cluster  # noqa: E402
+
+EPOCHS = 3
+SPEC = textwrap.dedent(f"""\
+    gstc: 1
+    name: spread
+    seeds: 2
+    model: {{arch: vgg11_bn, width: 0.125}}
+    data: {{dataset: digits}}
+    train:
+      epochs: {EPOCHS}
+      batch_size: 64
+      optimizer: {{name: adam, lr: 0.002}}
+    prune:
+      schedule: {{start: 1, end: 2, every: 1}}
+      layers:
+        - {{select: conv8, amount: 0.5}}
+    variants:
+      baseline: {{prune: null}}
+      pruned: {{}}
+    """)
+
+
+def env(**extra: str) -> dict[str, str]:
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), **extra)
+
+
+def gstc(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gstc", *args], capture_output=True, text=True, env=env(), cwd=REPO,
+                          **kw)
+
+
+def numbers(results: ResultsDir, run_id: str) -> tuple[list[dict], list[dict]]:
+    """epochs.jsonl without timings, and events.jsonl: what every executor must agree on."""
+    epochs = [{k: v for k, v in r.items() if k != "seconds"} for r in read_jsonl(results.epochs_jsonl(run_id))]
+    return epochs, read_jsonl(results.events_jsonl(run_id))
+
+
+def claims(results: ResultsDir, run_id: str) -> list[dict]:
+    return read_jsonl(results.claims_jsonl(run_id))
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("spec") / "spread.yaml"
+    path.write_text(SPEC)
+    return path
+
+
+@pytest.fixture(scope="module")
+def plan(spec):
+    return compile_file(str(spec))
+
+
+@pytest.fixture(scope="module")
+def reference(spec, tmp_path_factory) -> ResultsDir:
+    """The spec run by the default local executor, in one process."""
+    root = tmp_path_factory.mktemp("local") / "results"
+    proc = gstc("run", str(spec), "--out", str(root), "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    return ResultsDir(root)
+
+
+def assert_same_numbers(plan, results: ResultsDir, reference: ResultsDir) -> None:
+    for run in plan.runs:
+        assert read_json(results.run_json(run.id))["status"] == "done"
+        epochs, events = numbers(results, run.id)
+        assert len(epochs) == EPOCHS
+        assert (epochs, events) == numbers(reference, run.id), f"{run.config} seed {run.seed}"
+    manifest = json.loads(results.manifest_json(plan.spec).read_text())
+    assert [r["summary"] for r in manifest["runs"]] == [
+        r["summary"] for r in json.loads(reference.manifest_json(plan.spec).read_text())["runs"]]
+    assert not list(results.runs_dir.glob("*/lock.json"))  # every lock released
+
+
+@pytest.fixture
+def single_threaded(monkeypatch):
+    """Worker processes started from this one (pool, submitit) train with one thread, like the reference."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+
+
+# --- Ray -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One local Ray for the module: 2 CPUs, HOME and temp files under a short /tmp folder (Ray writes an auth
+    token under HOME; its socket paths must stay under 107 characters), fault injection ready in workers."""
+    ray = pytest.importorskip("ray")
+    home = tempfile.mkdtemp(dir="/tmp", prefix="gstc-ray-")
+    saved = {k: os.environ.get(k) for k in ("HOME", "RAY_TMPDIR")}
+    os.environ.update(HOME=home, RAY_TMPDIR=home)
+    marker = Path(home) / "fail-once"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=home,
+             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), fault_injection.ENV: str(marker)},
+                          "worker_process_setup_hook": "tests.runtime.fault_injection.fail_once"})
+    try:
+        yield ray, marker
+    finally:
+        ray.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        subprocess.run(["rm", "-rf", home])
+
+
+def test_ray_gives_the_local_numbers(ray_session, plan, reference, tmp_path):
+    results = ResultsDir(tmp_path / "ray")
+    executor = cluster.make_executor("ray", "cpu")
+    assert executor.num_gpus == 0 and executor.device == "cpu"
+    report = cluster.execute(plan, plan.runs, results, executor)
+    assert report.errors == [] and report.failed == report.unfinished == [] and report.busy == {}
+    assert_same_numbers(plan, results, reference)
+    for run in plan.runs:
+        info = read_json(results.run_json(run.id))
+        assert info["resumed_from"] is None and len(claims(results, run.id)) == 1
+        assert info["environment"]["threads"] == 1
+
+
+def test_a_ray_task_that_fails_once_is_retried_and_resumes(ray_session, plan, reference, tmp_path):
+    ray, marker = ray_session
+    marker.touch()  # the first training of epoch 2, in whichever worker, raises OSError
+    results = ResultsDir(tmp_path / "ray")
+    report = cluster.execute(plan, plan.runs, results, cluster.make_executor("ray", "cpu"))
+    assert not marker.exists(), "the failure was not injected"
+    assert report.errors == [] and report.failed == report.unfinished == []
+    assert_same_numbers(plan, results, reference)
+    retried = [r for r in plan.runs if len(claims(results, r.id)) == 2]
+    assert len(retried) == 1  # one pack (of one run) failed once; the retry claimed it again...
+    (run,) = retried
+    assert [c["from_epoch"] for c in claims(results, run.id)] == [0, 1]  # ...and resumed after epoch 1
+    assert read_json(results.run_json(run.id))["resumed_from"] == 1
+    assert all(len(claims(results, r.id)) == 1 for r in plan.runs if r is not run)
+
+
+def test_killing_a_ray_worker_mid_run_loses_at_most_the_current_epoch(ray_session, plan, reference, tmp_path):
+    results = ResultsDir(tmp_path / "ray")
+    victim = plan.runs[-1]
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(
+        report=cluster.execute(plan, plan.runs, results, cluster.make_executor("ray", "cpu"))))
+    thread.start()
+    deadline = time.time() + 120
+    while time.time() < deadline and len(read_jsonl(results.epochs_jsonl(victim.id))) < 1:
+        time.sleep(0.01)
+    written = len(read_jsonl(results.epochs_jsonl(victim.id)))
+    holder = json.loads(results.lock(victim.id).read_text())
+    os.kill(holder["pid"], signal.SIGKILL)  # the Ray worker training the victim, mid-run
+    thread.join(timeout=180)
+    report = out["report"]
+    assert report.errors == [] and report.failed == report.unfinished == []
+    assert_same_numbers(plan, results, reference)
+    attempts = claims(results, victim.id)
+    assert len(attempts) == 2 and attempts[0]["owner"] == holder["owner"] != attempts[1]["owner"]
+    assert attempts[1]["from_epoch"] >= written - 1  # at most the epoch in progress was lost
+    assert all(len(claims(results, r.id)) == 1 for r in plan.runs if r is not victim)
+
+
+def test_ray_refuses_gpu_tasks_on_a_cluster_without_gpus(ray_session):
+    with pytest.raises(cluster.ExecutorError, match="has no GPUs.*would wait forever"):
+        cluster.make_executor("ray", "cuda")
+    with pytest.raises(cluster.ExecutorError, match="--gpus-per-task"):
+        cluster.make_executor("ray", "cpu", gpus_per_task=0.5)
+    with pytest.raises(cluster.ExecutorError, match="Ray assigns each task its GPU"):
+        cluster.make_executor("ray", "cuda:1")
+
+
+# --- Slurm through submitit's local mode ---------------------------------------------------------
+
+
+def test_submitit_local_gives_the_local_numbers_and_reports_a_failed_job(single_threaded, plan, reference, tmp_path):
+    pytest.importorskip("submitit")
+    results = ResultsDir(tmp_path / "slurm")
+    broken = plan.runs[1]
+    results.epochs_jsonl(broken.id).mkdir(parents=True)  # its job fails: epochs.jsonl is a folder
+    executor = cluster.make_executor("slurm", "cpu", slurm_cluster="local")
+    assert executor.gpus == 0
+    report = cluster.execute(plan, plan.runs, results, executor)
+    assert report.unfinished == [broken] and len(report.errors) == 1
+    log = Path(report.errors[0].rpartition("log: ")[2])
+    assert log.is_file() and log.is_relative_to(results.slurm_dir(plan.spec))
+    assert "IsADirectoryError" in log.read_text()
+    assert all(read_json(results.run_json(r.id))["status"] == "done" for r in plan.runs if r is not broken)
+    results.epochs_jsonl(broken.id).rmdir()
+    report = cluster.execute(plan, plan.runs, results, cluster.make_executor("slurm", "cpu", slurm_cluster="local"))
+    assert report.errors == [] and report.unfinished == []
+    assert_same_numbers(plan, results, reference)
+    # The second call trained only what was not done: the broken run (claimed twice, from scratch both times).
+    assert [c["from_epoch"] for c in claims(results, broken.id)] == [0, 0]
+    assert all(len(claims(results, r.id)) == 1 for r in plan.runs if r is not broken)
+
+
+# --- local worker processes ----------------------------------------------------------------
+
+
+def test_a_pool_of_worker_processes_gives_the_local_numbers(single_threaded, plan, reference, tmp_path):
+    results = ResultsDir(tmp_path / "pool")
+    report = cluster.execute(plan, plan.runs, results, cluster.WorkerPool(["cpu", "cpu"]))
+    assert report.errors == [] and report.unfinished == []
+    assert_same_numbers(plan, results, reference)
+    owners = {claims(results, r.id)[0]["owner"].split(":")[1] for r in plan.runs}
+    assert len(owners) == 2  # both workers trained
+
+
+def test_two_concurrent_gstc_runs_train_every_run_once(spec, plan, reference, tmp_path):
+    out = tmp_path / "both"
+    args = [sys.executable, "-m", "gstc", "run", str(spec), "--out", str(out), "--device", "cpu"]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=REPO)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outputs]
+    results = ResultsDir(out)
+    assert_same_numbers(plan, results, reference)
+    for run in plan.runs:
+        (claim,) = claims(results, run.id)  # claimed once, from scratch, never resumed: trained once
+        assert claim["from_epoch"] == 0 and read_json(results.run_json(run.id))["resumed_from"] is None
+    pids = {p.pid for p in procs}
+    trainers = {int(claims(results, r.id)[0]["owner"].split(":")[1]) for r in plan.runs}
+    assert trainers <= pids
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+def cli(*args: str):
+    from typer.testing import CliRunner
+
+    from gstc.cli import app
+
+    return CliRunner().invoke(app, ["run", *args])
+
+
+def test_executor_ray_without_ray_says_how_to_install_it(spec, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    result = cli(str(spec), "--out", str(tmp_path), "--executor", "ray")
+    assert result.exit_code == 1
+    assert "pip install 'gstc[ray]'" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_executor_slurm_without_submitit_says_how_to_install_it(spec, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "submitit", None)
+    result = cli(str(spec), "--out", str(tmp_path), "--executor", "slurm", "--slurm-cluster", "local")
+    assert result.exit_code == 1 and "pip install 'gstc[slurm]'" in result.stderr
+
+
+def test_slurm_without_sbatch_is_a_clear_error(spec, tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    result = cli(str(spec), "--out", str(tmp_path), "--executor", "slurm", "--slurm-time", "1:00:00")
+    assert result.exit_code == 1
+    assert "no Slurm here" in result.stderr and "--slurm-cluster local" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--address", "auto"], "--address goes with --executor ray, not --executor local"),
+    (["--executor", "slurm", "--slurm-cluster", "local", "--gpus-per-task", "0.5"], "--gpus-per-task goes with --executor ray"),
+    (["--executor", "ray", "--slurm-time", "1:00"], "--slurm-time goes with --executor slurm"),
+    (["--gpus", "0,0"], "expected distinct CUDA device numbers"),
+    (["--gpus", "0", "--device", "cpu"], "--gpus trains on CUDA devices"),
+    (["--executor", "slurm", "--slurm-cluster", "local", "--slurm-time", "soon"], "--slurm-time: expected Slurm's format"),
+    (["--executor", "slurm", "--slurm-cluster", "moon"], "--slurm-cluster: expected 'local'"),
+    (["--executor", "slurm", "--slurm-cluster", "local", "--device", "cpu", "--slurm-gpus", "1"], "the jobs train on the CPU"),
+])
+def test_bad_executor_options_are_clear_errors(spec, tmp_path, args, message):
+    if "slurm" in args:
+        pytest.importorskip("submitit")
+    result = cli(str(spec), "--out", str(tmp_path), *args)
+    assert result.exit_code == 1, result.output
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("text, minutes", [("90", 90), ("1:30", 2), ("12:00:00", 720), ("1-0", 1440),
+                                           ("2-03:04", 3064), ("0-00:00:30", 1)])
+def test_slurm_time_formats(text, minutes):
+    assert cluster.parse_slurm_time(text) == minutes
+
+
+def test_optional_packages_are_imported_only_when_chosen():
+    code = ("import sys, gstc.cli, runtime.cluster, runtime.executors, runtime.progress\n"
+            "print(sorted(m for m in ('ray', 'submitit') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env(), cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
