@@ -333,8 +333,8 @@ def run(
         ex = make_executor(executor.value, device, gpu_ids, address, gpus_per_task, slurm_partition, slurm_time,
                            slurm_gpus, slurm_cluster)
         report = run_with_progress(plan_, runs, results, ex, pack_size)
-    except ExecutorError as exc:
-        _fail([SpecError("<command line>", 1, 1, "--executor", str(exc))])
+    except ExecutorError as exc:  # each message names the option it is about
+        _fail([SpecError("<command line>", 1, 1, "", str(exc))])
     except (DataError, ValueError) as exc:  # a missing archive, a device this machine lacks
         _fail([SpecError(str(spec), 1, 1, "", str(exc))])
     err = _console(stderr=True)

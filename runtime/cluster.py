@@ -223,11 +223,12 @@ class WorkerPool(Executor):
         self.device = devices[0].split(":")[0]
 
     def check(self) -> None:
-        for d in self.devices:
-            try:
-                resolve_device(d)
-            except ValueError as exc:
-                raise ExecutorError(str(exc).replace(f"--device {d}", f"--gpus: {d}")) from None
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        missing = [d for d in self.devices if d.startswith("cuda") and int(d.partition(":")[2] or 0) >= count]
+        if missing:
+            have = f"CUDA devices 0 to {count - 1}" if count else "no CUDA device"
+            raise ExecutorError(f"--gpus: this machine has {have}, not {', '.join(missing)}; "
+                                f"leave out --gpus to train here on one device")
 
     def run(self, plan: Plan, jobs: list[dict], results: ResultsDir, progress: Progress, tick: Tick) -> Report:
         import multiprocessing

@@ -304,6 +304,13 @@ def test_bad_executor_options_are_clear_errors(spec, tmp_path, args, message):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_gpus_on_a_machine_without_them_is_a_clear_error(spec, tmp_path):
+    result = cli(str(spec), "--out", str(tmp_path), "--gpus", "0,1")
+    assert result.exit_code == 1
+    assert "--gpus: this machine has no CUDA device, not cuda:0, cuda:1" in result.stderr
+
+
 @pytest.mark.parametrize("text, minutes", [("90", 90), ("1:30", 2), ("12:00:00", 720), ("1-0", 1440),
                                            ("2-03:04", 3064), ("0-00:00:30", 1)])
 def test_slurm_time_formats(text, minutes):
