@@ -427,9 +427,26 @@ class SlurmExecutor(Executor):
                 try:
                     _merge(report, sj.result())
                 except Exception as exc:  # FailedJobError, UncompletedJobError (killed, out of time, ...)
-                    report.errors.append(f"{_job_text(job)}: Slurm job {sj.job_id} failed: {type(exc).__name__}: "
-                                         f"{_last_line(exc)}; log: {sj.paths.stderr}")
+                    report.errors.append(f"{_job_text(job)}: Slurm job {sj.job_id} {_slurm_reason(sj, exc)}; "
+                                         f"log: {sj.paths.stderr}")
+        stray = folder / "%j"  # submitit's local mode makes this empty folder
+        if self.cluster == "local" and stray.is_dir() and not any(stray.iterdir()):
+            stray.rmdir()
         return report
+
+
+def _slurm_reason(job: Any, exc: BaseException) -> str:
+    """Why a submitit job has no result: the exception it raised, or its state (killed, out of time, ...)."""
+    text = str(exc)
+    if "failed during processing" in text:  # FailedJobError: the job's traceback between two rules
+        parts = [p for p in text.split("-" * 22) if p.strip()]
+        trace = parts[1] if len(parts) > 1 else text
+        return f"failed: {_last_line(Exception(trace.strip().strip('-')))}"
+    try:
+        state = job.state
+    except Exception:  # sacct unavailable
+        state = "unknown"
+    return f"ended without a result (state {state}: killed, out of time or out of memory?)"
 
 
 # --- the driver ------------------------------------------------------------------------

@@ -209,6 +209,7 @@ def test_submitit_local_gives_the_local_numbers_and_reports_a_failed_job(single_
     assert executor.gpus == 0
     report = cluster.execute(plan, plan.runs, results, executor)
     assert report.unfinished == [broken] and len(report.errors) == 1
+    assert f"1 run: {broken.id}" in report.errors[0] and "failed: IsADirectoryError" in report.errors[0]
     log = Path(report.errors[0].rpartition("log: ")[2])
     assert log.is_file() and log.is_relative_to(results.slurm_dir(plan.spec))
     assert "IsADirectoryError" in log.read_text()
