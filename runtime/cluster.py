@@ -201,25 +201,27 @@ class _Forward(Progress):
 
 # --- local worker processes, one per device ----------------------------------------------
 
-_WORKER_DEVICE: str | None = None
-
-
-def _pool_init(queue: Any) -> None:
-    global _WORKER_DEVICE
-    _WORKER_DEVICE = queue.get()
-
-
-def _pool_work(plan_json: str, job: dict) -> dict:
-    return work(plan_json, {**job, "device": _WORKER_DEVICE})
+def _pool_worker(device: str, plan_json: str, inbox: Any, outbox: Any) -> None:
+    """A worker process of `WorkerPool`: carries out the jobs the driver sends it until it gets None."""
+    me = os.getpid()
+    while (job := inbox.get()) is not None:
+        try:
+            outcome = work(plan_json, {**job, "device": device})
+        except Exception as exc:
+            outbox.put(("error", me, job["index"], f"{type(exc).__name__}: {_last_line(exc)}"))
+        else:
+            outbox.put(("done", me, job["index"], outcome))
 
 
 class WorkerPool(Executor):
-    """`--executor local --gpus 0,1`: one spawned worker process per device; each takes the next job when free."""
+    """`--executor local --gpus 0,1`: one spawned worker process per device, each taking the next job from a
+    shared queue when free. A job whose worker raised, or died, is queued again (up to `retries` times, like a
+    Ray task) and resumes from its checkpoints; a dead worker is replaced, and the others go on undisturbed."""
 
-    def __init__(self, devices: list[str]) -> None:
+    def __init__(self, devices: list[str], retries: int = RAY_RETRIES) -> None:
         if not devices:
             raise ExecutorError("--gpus: no device given")
-        self.devices = devices
+        self.devices, self.retries = devices, retries
         self.device = devices[0].split(":")[0]
 
     def check(self) -> None:
@@ -232,28 +234,81 @@ class WorkerPool(Executor):
 
     def run(self, plan: Plan, jobs: list[dict], results: ResultsDir, progress: Progress, tick: Tick) -> Report:
         import multiprocessing
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        import queue as queues
+        from collections import deque
 
         report = Report()
         if not jobs:
             return report
         ctx = multiprocessing.get_context("spawn")
-        queue = ctx.Queue()
-        for d in self.devices:
-            queue.put(d)
+        outbox = ctx.Queue()
         plan_json = plan.model_dump_json()
-        with ProcessPoolExecutor(len(self.devices), mp_context=ctx, initializer=_pool_init, initargs=(queue,)) as pool:
-            pending = {pool.submit(_pool_work, plan_json, job): job for job in jobs}
-            while pending:
-                done, _ = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+        workers: dict[int, tuple[str, Any, Any]] = {}  # pid -> (device, process, inbox)
+        idle: list[int] = []
+        assigned: dict[int, int] = {}  # worker pid -> index of the job it carries out
+        pending = deque(job["index"] for job in jobs)
+        failures = {job["index"]: 0 for job in jobs}
+        resolved: set[int] = set()
+
+        def start(device: str) -> None:
+            inbox = ctx.Queue()
+            proc = ctx.Process(target=_pool_worker, args=(device, plan_json, inbox, outbox), daemon=True)
+            proc.start()
+            workers[proc.pid] = (device, proc, inbox)
+            idle.append(proc.pid)
+
+        def retry(index: int, why: str) -> None:
+            if index in resolved:
+                return
+            failures[index] += 1
+            if failures[index] > self.retries:
+                resolved.add(index)
+                report.errors.append(f"{_job_text(jobs[index])}: failed {failures[index]} times; last: {why}")
+            else:
+                pending.append(index)
+
+        for device in self.devices:
+            start(device)
+        try:
+            while len(resolved) < len(jobs):
+                while idle and pending:
+                    index = pending.popleft()
+                    if index not in resolved:
+                        pid = idle.pop()
+                        assigned[pid] = index
+                        workers[pid][2].put(jobs[index])
+                try:
+                    kind, pid, index, payload = outbox.get(timeout=POLL_SECONDS)
+                except queues.Empty:
+                    pass
+                else:
+                    if assigned.get(pid) == index:
+                        del assigned[pid]
+                        idle.append(pid)
+                    if kind == "done" and index not in resolved:
+                        resolved.add(index)
+                        _merge(report, payload)
+                    elif kind == "error":
+                        retry(index, payload)
                 tick()
-                for future in done:
-                    job = pending.pop(future)
-                    try:
-                        _merge(report, future.result())
-                    except Exception as exc:  # the worker raised, or its process died
-                        report.errors.append(f"{_job_text(job)}: its worker failed: {type(exc).__name__}: "
-                                             f"{_last_line(exc)}")
+                for pid, (device, proc, _) in list(workers.items()):
+                    if proc.is_alive():
+                        continue
+                    del workers[pid]
+                    if pid in idle:
+                        idle.remove(pid)
+                    index = assigned.pop(pid, None)
+                    if index is not None:
+                        retry(index, f"its worker process on {device} died (exit code {proc.exitcode})")
+                    if len(resolved) < len(jobs):
+                        start(device)  # a replacement: the pool keeps one worker per device
+        finally:
+            for _, proc, inbox in workers.values():
+                inbox.put(None)
+            for _, proc, _ in workers.values():
+                proc.join(timeout=30)
+                if proc.is_alive():
+                    proc.kill()
         return report
 
 

@@ -172,12 +172,7 @@ def test_killing_a_ray_worker_mid_run_loses_at_most_the_current_epoch(ray_sessio
     thread = threading.Thread(target=lambda: out.update(
         report=cluster.execute(plan, plan.runs, results, cluster.make_executor("ray", "cpu"))))
     thread.start()
-    deadline = time.time() + 120
-    while time.time() < deadline and len(read_jsonl(results.epochs_jsonl(victim.id))) < 1:
-        time.sleep(0.01)
-    written = len(read_jsonl(results.epochs_jsonl(victim.id)))
-    holder = json.loads(results.lock(victim.id).read_text())
-    os.kill(holder["pid"], signal.SIGKILL)  # the Ray worker training the victim, mid-run
+    holder, written = kill_mid_run(results, victim.id)  # the Ray worker training the victim
     thread.join(timeout=180)
     report = out["report"]
     assert report.errors == [] and report.failed == report.unfinished == []
@@ -226,13 +221,37 @@ def test_submitit_local_gives_the_local_numbers_and_reports_a_failed_job(single_
 # --- local worker processes ----------------------------------------------------------------
 
 
-def test_a_pool_of_worker_processes_gives_the_local_numbers(single_threaded, plan, reference, tmp_path):
+def kill_mid_run(results: ResultsDir, run_id: str) -> tuple[dict, int]:
+    """SIGKILL the worker process that trains `run_id`, once its first epoch is written; returns its lock
+    and the number of epochs written by then."""
+    deadline = time.time() + 120
+    while time.time() < deadline and len(read_jsonl(results.epochs_jsonl(run_id))) < 1:
+        time.sleep(0.01)
+    written = len(read_jsonl(results.epochs_jsonl(run_id)))
+    holder = json.loads(results.lock(run_id).read_text())
+    os.kill(holder["pid"], signal.SIGKILL)
+    return holder, written
+
+
+def test_a_pool_of_worker_processes_gives_the_local_numbers_and_replaces_a_killed_worker(
+        single_threaded, plan, reference, tmp_path):
     results = ResultsDir(tmp_path / "pool")
-    report = cluster.execute(plan, plan.runs, results, cluster.WorkerPool(["cpu", "cpu"]))
-    assert report.errors == [] and report.unfinished == []
+    victim = plan.runs[-1]
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(
+        report=cluster.execute(plan, plan.runs, results, cluster.WorkerPool(["cpu", "cpu"]))))
+    thread.start()
+    holder, written = kill_mid_run(results, victim.id)
+    thread.join(timeout=240)
+    report = out["report"]
+    assert report.errors == [] and report.failed == report.unfinished == []
     assert_same_numbers(plan, results, reference)
-    owners = {claims(results, r.id)[0]["owner"].split(":")[1] for r in plan.runs}
-    assert len(owners) == 2  # both workers trained
+    attempts = claims(results, victim.id)
+    assert len(attempts) == 2 and attempts[0]["owner"] == holder["owner"] != attempts[1]["owner"]
+    assert attempts[1]["from_epoch"] >= written - 1  # at most the epoch in progress was lost
+    assert all(len(claims(results, r.id)) == 1 for r in plan.runs if r is not victim)
+    first = {claims(results, r.id)[0]["owner"].split(":")[1] for r in plan.runs}
+    assert len(first) == 2  # both workers trained
 
 
 def test_two_concurrent_gstc_runs_train_every_run_once(spec, plan, reference, tmp_path):
