@@ -183,6 +183,21 @@ def test_killing_a_ray_worker_mid_run_loses_at_most_the_current_epoch(ray_sessio
     assert all(len(claims(results, r.id)) == 1 for r in plan.runs if r is not victim)
 
 
+@pytest.mark.parametrize("pack, tasks, size", [(2, 2, 2), ("auto", 1, 1)])
+def test_packs_on_ray_workers(ray_session, plan, tmp_path, pack, tasks, size):
+    # --pack K: the driver's packs, one task each. --pack auto: one task per chunk of compatible runs,
+    # which the worker packs by its own device (a CPU: one run at a time).
+    results = ResultsDir(tmp_path / "ray")
+    executor = cluster.make_executor("ray", "cpu")
+    assert [len(j["runs"]) for j in executor.jobs(plan, plan.runs, results, pack)] == [len(plan.runs) // tasks] * tasks
+    report = cluster.execute(plan, plan.runs, results, executor, pack)
+    assert report.errors == [] and report.unfinished == []
+    for run in plan.runs:
+        info = read_json(results.run_json(run.id))
+        assert info["status"] == "done" and info["pack"]["size"] == size and run.id in info["pack"]["runs"]
+        assert len(read_jsonl(results.epochs_jsonl(run.id))) == EPOCHS
+
+
 def test_ray_refuses_gpu_tasks_on_a_cluster_without_gpus(ray_session):
     with pytest.raises(cluster.ExecutorError, match="has no GPUs.*would wait forever"):
         cluster.make_executor("ray", "cuda")
