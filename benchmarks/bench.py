@@ -21,7 +21,7 @@ member, times members and batches) divided by that rate.
     python benchmarks/bench.py quickstart
     # the four architectures on synthetic CIFAR-shaped data, packs of 2..32 where memory allows
     python benchmarks/bench.py packs --train-size 50000 --precision bf16                 # on a GPU
-    python benchmarks/bench.py packs --train-size 512 --width 0.25 --packs 1,2,4 --repeats 3  # on a CPU
+    python benchmarks/bench.py packs --train-size 512 --width 0.25 --packs 1,2,4,8 --repeats 3  # on a CPU
 """
 
 from __future__ import annotations
@@ -119,13 +119,19 @@ def reference(ds: Dataset, arch: str, width: float, batch: int, workers: int, au
     return epoch
 
 
-def gstc_trainer(text: str, ds: Dataset, k: int, device: torch.device) -> Callable[[], None]:
-    """A pack of k runs of the spec `text` (k = 1: one run); each call trains the next epoch."""
+def gstc_trainer(text: str, ds: Dataset, k: int, device: torch.device, compile: bool = False) -> Callable[[], None]:
+    """A pack of k runs of the spec `text` (k = 1: one run); each call trains the next epoch.
+
+    compile: the model wrapped in torch.compile (measured here only: the runtime does not
+    compile, see RESULTS.md).
+    """
     plan, errors = check(load_text(text, "bench"))
     assert not errors, errors
     runs = plan.runs[:k]
     assert len(runs) == k, f"the spec has {len(plan.runs)} runs, not {k}"
     trainer = Trainer(runs, [plan.config(r.config) for r in runs], ds, ResultsDir(tempfile.mkdtemp()), device)
+    if compile:
+        trainer.model = torch.compile(trainer.model)
     epochs = iter(range(1, 10**9))
     return lambda: trainer.train_epoch(next(epochs))  # ends with .tolist(): the device is synchronized
 
@@ -199,6 +205,8 @@ def quickstart(args: argparse.Namespace, device: torch.device) -> None:
     rows = [Row(f"reference (DataLoader, {w} workers, fp32)", 1,
                 reference(ds, arch, width, batch, w, False, device), flop) for w in args.workers]
     rows.append(Row("gstc, one run", 1, gstc_trainer(text, ds, 1, device), flop))
+    if args.compile:
+        rows.append(Row("gstc, one run, torch.compile", 1, gstc_trainer(text, ds, 1, device, compile=True), flop))
     measure(rows, args.repeats, device)
     print(header(device, f"quickstart configuration: digits ({len(ds.train_y)} training images), {arch} width {width}, "
                          f"batch {batch}, median of {args.repeats} epochs after 1 warm-up"))
@@ -255,6 +263,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128, help="(packs)")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="gstc rows (the reference is fp32)")
     ap.add_argument("--augment", action="store_true", help="random crop and flip in every recipe (packs)")
+    ap.add_argument("--compile", action="store_true", help="add a torch.compile row (quickstart)")
     args = ap.parse_args()
     device = torch.device(args.device)
     (quickstart if args.what == "quickstart" else packs)(args, device)

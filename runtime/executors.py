@@ -134,8 +134,10 @@ AUTO_MEMORY_FRACTION = 0.6  # of the GPU's memory a pack may plan to use (the re
 
 def auto_pack_size(plan: Plan, group: list[PlanRun], device: torch.device, data: Dataset) -> int:
     """--pack auto: on CUDA, as many runs as fit in AUTO_MEMORY_FRACTION of the GPU's memory,
-    from the peak memory of one training step of a single run; on the CPU, 1 (a pack gains
-    nothing there: the CPU is busy with one run already; see benchmarks/RESULTS.md).
+    from the peak memory of one training step of a single run; on the CPU, 1: memory says
+    nothing there, and packs pay only for narrow models (benchmarks/RESULTS.md: ResNet20/56
+    at width 0.25 gain 1.6-2.4x with packs of 2-4; VGG11 and ResNet18 lose), so a pack size
+    on the CPU is the user's explicit --pack K.
     """
     if device.type != "cuda" or len(group) == 1:
         return 1

@@ -44,7 +44,12 @@ def test_sgd_and_bf16_train(tmp_path, train):
     plan = compile_text(text)
     (outcome,) = run_local(plan, plan.runs, ResultsDir(tmp_path), torch.device("cpu"))
     assert outcome["status"] == "done"
-    assert outcome["summary"]["best_test_acc"] > 20  # it learns: 10 classes, chance is 10%
+    # It learns: the training loss falls, below chance-level cross-entropy over 10 classes
+    # (ln 10 = 2.30 nats; measured 1.0-1.9 in epoch 2). Test accuracy after 2 epochs is no
+    # check: it swings between 15% and 45% with the order of float sums (memory format),
+    # through BN's running statistics.
+    losses = [e["train_loss"] for e in read_jsonl(ResultsDir(tmp_path).epochs_jsonl(outcome["id"]))]
+    assert losses[1] < min(losses[0], math.log(10)), losses
 
 
 def test_cli_selects_variants_and_seeds_and_applies_sets(tmp_path):

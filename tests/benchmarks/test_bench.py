@@ -1,0 +1,29 @@
+"""benchmarks/bench.py keeps working as the runtime changes (it timed nothing here: no
+timing is asserted, only that every row is measured and printed with its ratio)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("torchvision")
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench.py"
+
+
+def test_packs_benchmark_prints_every_row_with_a_ratio():
+    proc = subprocess.run([sys.executable, str(BENCH), "packs", "--device", "cpu", "--archs", "resnet20",
+                           "--train-size", "64", "--width", "0.125", "--batch-size", "32", "--packs", "1,2",
+                           "--repeats", "1", "--workers", "0"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = re.findall(r"^\| (reference[^|]*|gstc[^|]*) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)x \|", proc.stdout, re.M)
+    assert [r[0].strip() for r in rows] == ["reference (DataLoader, 0 workers, fp32)", "gstc, one run", "gstc, pack of 2"]
+    assert rows[0][3] == "1.00"  # the reference is the baseline of the ratios
+    # run-epochs/s of a pack of 2 is 2 / (seconds per epoch)
+    assert float(rows[2][2]) == pytest.approx(2 / float(rows[2][1]), rel=0.02)
+    assert "TFLOP per run-epoch" in proc.stdout and "matrix rate" in proc.stdout
