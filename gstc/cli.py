@@ -363,20 +363,25 @@ def status(
     out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: $GSTC_RESULTS or ./results)."),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Override PATH=VALUE (repeatable)."),
 ) -> None:
-    """Show which runs are done, running, failed or pending."""
+    """Show which runs are done, running (with the worker that holds them), interrupted, failed or pending."""
     from rich.markup import escape
     from rich.table import Table
 
     from gstc.manifest import ResultsDir, read_json, read_jsonl, run_status
+    from runtime.locks import STALE, Lock, read_lock  # torch-free: the lock files' protocol
 
     plan_ = _compile(spec, sets)
     results = ResultsDir(out)
     t = Table(title=f"{plan_.spec}: runs", title_justify="left")
-    for col in ("configuration", "seed", "run", "status", "epoch", "best test acc"):
+    for col in ("configuration", "seed", "run", "status", "epoch", "best test acc", "worker"):
         t.add_column(col)
     counts: dict[str, int] = {}
     for r in plan_.runs:
         st = run_status(results, r.id)
+        holder = read_lock(results.lock(r.id)) if st in ("running", "pending") else None
+        live = holder is not None and Lock(results.lock(r.id)).judge(holder) != STALE
+        if st == "running" and not live:
+            st = "interrupted"  # no live worker holds it: `gstc run` resumes it
         counts[st] = counts.get(st, 0) + 1
         info = read_json(results.run_json(r.id)) if st != "pending" else {}
         epochs = results.epochs_jsonl(r.id)
@@ -385,7 +390,8 @@ def status(
             lines = read_jsonl(epochs)
             last = lines[-1]["epoch"] if lines else 0
         best = info.get("summary", {}).get("best_test_acc") if info else None
-        t.add_row(escape(r.config), str(r.seed), r.id, st, f"{last}/{r.epochs}", f"{best:.2f}" if best is not None else "-")
+        t.add_row(escape(r.config), str(r.seed), r.id, st, f"{last}/{r.epochs}", f"{best:.2f}" if best is not None else "-",
+                  escape(holder["owner"]) if live and holder else "")
     out_ = _console()
     out_.print(t)
     out_.print(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + f" of {len(plan_.runs)} runs")

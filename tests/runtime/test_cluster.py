@@ -286,15 +286,38 @@ def test_two_concurrent_gstc_runs_train_every_run_once(spec, plan, reference, tm
     assert trainers <= pids
 
 
-# --- errors ----------------------------------------------------------------------------------
-
-
-def cli(*args: str):
+def cli(*args: str, command: str = "run"):
     from typer.testing import CliRunner
 
     from gstc.cli import app
 
-    return CliRunner().invoke(app, ["run", *args])
+    return CliRunner().invoke(app, [command, *args], env={"COLUMNS": "200"})
+
+
+def cli_status(*args: str):
+    return cli(*args, command="status")
+
+
+def test_status_names_the_worker_of_a_running_run_and_spots_interrupted_ones(spec, plan, tmp_path):
+    from gstc.manifest import write_json
+    from runtime import locks
+
+    results = ResultsDir(tmp_path)
+    held, dead = plan.runs[0], plan.runs[1]
+    for run in (held, dead):
+        write_json(results.run_json(run.id), {"id": run.id, "status": "running"})
+    results.lock(dead.id).write_text(json.dumps({**locks.machine(), "pid": 2**22 + 1, "token": "x", "owner": "gone",
+                                                 "heartbeat": time.time()}))
+    with locks.claim_runs(results, [held.id]) as claims:
+        result = cli_status(str(spec), "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[3].strip(): line for line in result.output.splitlines() if line.count("│") > 5}
+    assert "running" in rows[held.id] and claims.locks[held.id].owner in rows[held.id]
+    assert "interrupted" in rows[dead.id] and "pending" in rows[plan.runs[2].id]
+    assert "1 interrupted, 2 pending, 1 running of 4 runs" in result.output
+
+
+# --- errors ----------------------------------------------------------------------------------
 
 
 def test_executor_ray_without_ray_says_how_to_install_it(spec, tmp_path, monkeypatch):
