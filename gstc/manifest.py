@@ -2,7 +2,7 @@
 
 ```
 <root>/runs/<run-id>/{run.json, epochs.jsonl, events.jsonl, flatness.json, checkpoint.pt}
-<root>/runs/<run-id>/{lock.json, claims.jsonl}   # who trains the run now; every claim made of it
+<root>/runs/<run-id>/{lock.json, claims.jsonl}   # who trains the run now (runtime.locks); every claim of it
 <root>/specs/<name>/manifest.json
 <root>/specs/<name>/manifest.lock                # serializes rebuilding the manifest
 <root>/slurm/<name>/<job-id>/                     # `--executor slurm`: submitit's job files and logs

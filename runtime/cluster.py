@@ -55,7 +55,7 @@ class ExecutorError(Exception):
 
 
 class _Collect(Progress):
-    """Records runs left to other workers."""
+    """A worker's progress: records the runs it left to other workers (their locks' holders)."""
 
     def __init__(self) -> None:
         self.held_elsewhere: dict[str, str] = {}
@@ -157,9 +157,9 @@ class InProcess(Executor):
         self.torch_device = resolve_device(device)  # ValueError: a device this machine lacks
         self.device = str(self.torch_device)
         self.dtype = dtype
+        self._datasets: dict = {}  # data loaded once, for every pack of this process
 
     def jobs(self, plan: Plan, runs: list[PlanRun], results: ResultsDir, pack: int | str) -> list[dict]:
-        self._datasets: dict = {}
         packs = local_packs(plan, runs, results, self.torch_device, pack, self._datasets)
         return [{"index": i, "runs": [r.id for r in p]} for i, p in enumerate(packs)]
 
@@ -170,7 +170,7 @@ class InProcess(Executor):
         for job in jobs:
             try:
                 run_pack(plan, [by_id[i] for i in job["runs"]], results, self.torch_device, collect, self.dtype,
-                         getattr(self, "_datasets", {}))
+                         self._datasets)
             except locks.LockLost as exc:
                 report.errors.append(str(exc))
         return report
