@@ -166,21 +166,9 @@ def test_a_ray_task_that_fails_once_is_retried_and_resumes(ray_session, plan, re
 
 
 def test_killing_a_ray_worker_mid_run_loses_at_most_the_current_epoch(ray_session, plan, reference, tmp_path):
-    results = ResultsDir(tmp_path / "ray")
-    victim = plan.runs[-1]
-    out = {}
-    thread = threading.Thread(target=lambda: out.update(
-        report=cluster.execute(plan, plan.runs, results, cluster.make_executor("ray", "cpu"))))
-    thread.start()
-    holder, written = kill_mid_run(results, victim.id)  # the Ray worker training the victim
-    thread.join(timeout=180)
-    report = out["report"]
-    assert report.errors == [] and report.failed == report.unfinished == []
-    assert_same_numbers(plan, results, reference)
-    attempts = claims(results, victim.id)
-    assert len(attempts) == 2 and attempts[0]["owner"] == holder["owner"] != attempts[1]["owner"]
-    assert attempts[1]["from_epoch"] >= written - 1  # at most the epoch in progress was lost
-    assert all(len(claims(results, r.id)) == 1 for r in plan.runs if r is not victim)
+    # the Ray worker training the last run is killed; Ray retries its task
+    execute_killing_one_worker(plan, ResultsDir(tmp_path / "ray"), cluster.make_executor("ray", "cpu"), reference,
+                               timeout=180)
 
 
 @pytest.mark.parametrize("pack, tasks, size", [(2, 2, 2), ("auto", 1, 1)])
@@ -248,16 +236,15 @@ def kill_mid_run(results: ResultsDir, run_id: str) -> tuple[dict, int]:
     return holder, written
 
 
-def test_a_pool_of_worker_processes_gives_the_local_numbers_and_replaces_a_killed_worker(
-        single_threaded, plan, reference, tmp_path):
-    results = ResultsDir(tmp_path / "pool")
+def execute_killing_one_worker(plan, results, executor, reference, timeout: float) -> None:
+    """Runs the plan, SIGKILLs the worker training its last run mid-run, and checks the outcome: every
+    number as the local executor's, the victim claimed twice and resumed, losing at most the epoch it was in."""
     victim = plan.runs[-1]
     out = {}
-    thread = threading.Thread(target=lambda: out.update(
-        report=cluster.execute(plan, plan.runs, results, cluster.WorkerPool(["cpu", "cpu"]))))
+    thread = threading.Thread(target=lambda: out.update(report=cluster.execute(plan, plan.runs, results, executor)))
     thread.start()
     holder, written = kill_mid_run(results, victim.id)
-    thread.join(timeout=240)
+    thread.join(timeout=timeout)  # seconds
     report = out["report"]
     assert report.errors == [] and report.failed == report.unfinished == []
     assert_same_numbers(plan, results, reference)
@@ -265,6 +252,12 @@ def test_a_pool_of_worker_processes_gives_the_local_numbers_and_replaces_a_kille
     assert len(attempts) == 2 and attempts[0]["owner"] == holder["owner"] != attempts[1]["owner"]
     assert attempts[1]["from_epoch"] >= written - 1  # at most the epoch in progress was lost
     assert all(len(claims(results, r.id)) == 1 for r in plan.runs if r is not victim)
+
+
+def test_a_pool_of_worker_processes_gives_the_local_numbers_and_replaces_a_killed_worker(
+        single_threaded, plan, reference, tmp_path):
+    results = ResultsDir(tmp_path / "pool")
+    execute_killing_one_worker(plan, results, cluster.WorkerPool(["cpu", "cpu"]), reference, timeout=240)
     first = {claims(results, r.id)[0]["owner"].split(":")[1] for r in plan.runs}
     assert len(first) == 2  # both workers trained
 
