@@ -133,7 +133,38 @@ def gstc_trainer(text: str, ds: Dataset, k: int, device: torch.device, compile: 
     if compile:
         trainer.model = torch.compile(trainer.model)
     epochs = iter(range(1, 10**9))
-    return lambda: trainer.train_epoch(next(epochs))  # ends with .tolist(): the device is synchronized
+
+    def epoch() -> None:
+        trainer.train_epoch(next(epochs))  # ends with .tolist(): the device is synchronized
+
+    epoch.channels_last = trainer.channels_last  # the layout it chose, for the floor row
+    return epoch
+
+
+def conv_floor(arch: str, width: float, classes: int, batch: int, steps: int, device: torch.device,
+               channels_last: bool) -> Callable[[], None]:
+    """A floor, not a recipe: an epoch of only the model's convolutions, forward and backward, at the
+    shapes one training step gives them (random tensors; the first layer's input needs no gradient,
+    as the data's does not). What any fp32 recipe of this model pays before BN, ReLU, pooling, the
+    dense layer, the loss and the optimizer."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model(arch, width, classes).to(device, memory_format=fmt)
+    shapes: list[tuple[torch.nn.Conv2d, torch.Size, torch.Size]] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append((m, i[0].shape, o.shape)))
+             for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model(torch.randn(batch, 3, 32, 32, device=device))
+    for h in hooks:
+        h.remove()
+    work = [(conv, torch.randn(xs, device=device).to(memory_format=fmt).requires_grad_(j > 0),
+             torch.randn(ys, device=device).to(memory_format=fmt)) for j, (conv, xs, ys) in enumerate(shapes)]
+
+    def epoch() -> None:
+        for _ in range(steps):
+            for conv, x, grad_out in work:
+                conv(x).backward(grad_out)
+
+    return epoch
 
 
 def step_flop(arch: str, width: float, classes: int, batch: int) -> float:
@@ -146,18 +177,21 @@ def step_flop(arch: str, width: float, classes: int, batch: int) -> float:
 
 
 def matrix_rate(device: torch.device, dtype: torch.dtype) -> float:
-    """Measured FLOP/s of a large matmul in `dtype` (the ceiling the fractions are against)."""
-    n = 8192 if device.type == "cuda" else 1024
+    """Measured FLOP/s of a large matmul in `dtype`, the best of 3 rounds (the ceiling the fractions are against)."""
+    n = 8192 if device.type == "cuda" else 2048
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     for _ in range(3):
         a @ b
     sync(device)
-    reps = 20 if device.type == "cuda" else 5
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - t0)
+    reps = 20 if device.type == "cuda" else 4
+    best = 0.0
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        sync(device)
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0))
+    return best
 
 
 def spec_text(arch: str, width: float, data: str, batch: int, k: int, precision: str, augment: bool) -> str:
@@ -204,13 +238,24 @@ def quickstart(args: argparse.Namespace, device: torch.device) -> None:
     flop = step_flop(arch, width, ds.classes, batch) * -(-len(ds.train_y) // batch)
     rows = [Row(f"reference (DataLoader, {w} workers, fp32)", 1,
                 reference(ds, arch, width, batch, w, False, device), flop) for w in args.workers]
-    rows.append(Row("gstc, one run", 1, gstc_trainer(text, ds, 1, device), flop))
+    trainer = gstc_trainer(text, ds, 1, device)
+    rows.append(Row("gstc, one run", 1, trainer, flop))
     if args.compile:
         rows.append(Row("gstc, one run, torch.compile", 1, gstc_trainer(text, ds, 1, device, compile=True), flop))
+    steps = -(-len(ds.train_y) // batch)
+    rows.append(Row("floor: the convolutions alone (forward and backward, as gstc lays them out)", 1,
+                    conv_floor(arch, width, ds.classes, batch, steps, device, trainer.channels_last), flop))
+    rate = matrix_rate(device, torch.float32)
     measure(rows, args.repeats, device)
     print(header(device, f"quickstart configuration: digits ({len(ds.train_y)} training images), {arch} width {width}, "
                          f"batch {batch}, median of {args.repeats} epochs after 1 warm-up"))
-    print(table(rows, None, len(ds.train_y)))
+    print(f"measured fp32 matrix rate: {rate / 1e9:.0f} GFLOP/s; {flop / 1e9:.1f} GFLOP per epoch "
+          f"(forward and backward)")
+    print(table(rows, rate, len(ds.train_y)))
+    target = rows[0].seconds / 2
+    print(f"\n2x the reference ({rows[0].name}) is {target:.3f} s/epoch, {flop / target / rate:.0%} of the matrix "
+          f"rate; the convolutions alone take {rows[-1].seconds:.3f} s, leaving {target - rows[-1].seconds:.3f} s "
+          f"for all else (gstc spends {rows[len(args.workers)].seconds - rows[-1].seconds:.3f} s on it)")
 
 
 def packs(args: argparse.Namespace, device: torch.device) -> None:

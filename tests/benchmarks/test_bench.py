@@ -27,3 +27,19 @@ def test_packs_benchmark_prints_every_row_with_a_ratio():
     # run-epochs/s of a pack of 2 is 2 / (seconds per epoch)
     assert float(rows[2][2]) == pytest.approx(2 / float(rows[2][1]), rel=0.02)
     assert "TFLOP per run-epoch" in proc.stdout and "matrix rate" in proc.stdout
+
+
+def test_quickstart_benchmark_prints_the_reference_gstc_and_the_convolution_floor():
+    proc = subprocess.run([sys.executable, str(BENCH), "quickstart", "--device", "cpu", "--repeats", "1",
+                           "--workers", "0"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = re.findall(r"^\| (reference[^|]*|gstc[^|]*|floor[^|]*) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)x \| [\d.]+ \| "
+                      r"([\d.]+)% \|", proc.stdout, re.M)
+    assert [r[0].split(":")[0].strip() for r in rows] == ["reference (DataLoader, 0 workers, fp32)", "gstc, one run",
+                                                         "floor"]
+    assert rows[0][3] == "1.00"
+    # the closing line: the 2x target is half the reference's seconds, and what is left beside the floor
+    target, floor, left = map(float, re.search(r"is ([\d.]+) s/epoch.*take ([\d.]+) s, leaving (-?[\d.]+) s",
+                                               proc.stdout).groups())
+    assert target == pytest.approx(float(rows[0][1]) / 2, abs=1e-3)
+    assert floor == float(rows[2][1]) and left == pytest.approx(target - floor, abs=2e-3)

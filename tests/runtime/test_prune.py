@@ -24,11 +24,12 @@ def events_at(plan, epoch):
 
 
 def capture(model, names):
-    """Outputs of each named layer's ChannelMask (after BN, or BN + shortcut)."""
+    """Outputs of each named layer's ChannelMask (after BN, or BN + shortcut), copied: the ReLU after the
+    mask works in place."""
     seen, hooks = {}, []
     for name, p in model.prunable().items():
         if name in names:
-            hooks.append(p.mask.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o.detach())))
+            hooks.append(p.mask.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o.detach().clone())))
     return seen, hooks
 
 
