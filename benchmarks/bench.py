@@ -13,12 +13,14 @@ the same images. Timings alternate between the recipes (a, b, c, a, b, c, ...) a
 one warm-up epoch each, and each row reports the median over --repeats epochs: on a
 shared 2-core CPU, timings drift within a process, and alternation spreads the drift
 over every row. Ratios are against (a) measured in the same process. The matrix rate is
-measured here too (a large matmul in the benchmark's precision); a row's fraction of it
-is its useful FLOP per second (torch.utils.flop_counter over one training step of one
-member, times members and batches) divided by that rate.
+measured here too (a large matmul in fp32, and in bf16 with --precision bf16); a row's
+fraction is its useful FLOP per second (torch.utils.flop_counter over one training step
+of one member, times members and batches) divided by the rate of its own precision.
 
     # the quickstart configuration on digits (issue 5's CPU acceptance row)
     python benchmarks/bench.py quickstart
+    # ... plus a bf16-autocast gstc row (the spec's train.precision: bf16; the reference stays fp32)
+    python benchmarks/bench.py quickstart --precision bf16
     # the four architectures on synthetic CIFAR-shaped data, packs of 2..32 where memory allows
     python benchmarks/bench.py packs --train-size 50000 --precision bf16                 # on a GPU
     python benchmarks/bench.py packs --train-size 512 --width 0.25 --packs 1,2,4,8 --repeats 3  # on a CPU
@@ -83,6 +85,7 @@ class Row:
     runs: int  # run-epochs per call of epoch()
     epoch: Callable[[], None]
     flop: float  # useful FLOP of one call (forward and backward, every member)
+    precision: str = "fp32"  # its fraction is of this precision's measured matrix rate
     times: list[float] = field(default_factory=list)  # seconds per timed epoch
 
     def time_one(self, device: torch.device) -> None:
@@ -211,13 +214,13 @@ def measure(rows: list[Row], repeats: int, device: torch.device) -> None:
             row.time_one(device)
 
 
-def table(rows: list[Row], rate: float | None, images: int) -> str:
+def table(rows: list[Row], rates: dict[str, float], images: int) -> str:
     base = rows[0].runs / rows[0].seconds
     lines = ["| recipe | s/epoch (median) | run-epochs/s | vs reference | s/run-epoch at 50,000 images | "
              "fraction of matrix rate |", "|---|---|---|---|---|---|"]
     for row in rows:
         per = row.runs / row.seconds
-        frac = f"{row.flop / row.seconds / rate:.1%}" if rate else "-"
+        frac = f"{row.flop / row.seconds / rates[row.precision]:.1%}" if row.precision in rates else "-"
         lines.append(f"| {row.name} | {row.seconds:.3f} | {per:.3f} | {per / base:.2f}x | "
                      f"{row.seconds / row.runs * 50_000 / images:.3f} | {frac} |")
     return "\n".join(lines)
@@ -245,16 +248,21 @@ def quickstart(args: argparse.Namespace, device: torch.device) -> None:
     steps = -(-len(ds.train_y) // batch)
     rows.append(Row("floor: the convolutions alone (forward and backward, as gstc lays them out)", 1,
                     conv_floor(arch, width, ds.classes, batch, steps, device, trainer.channels_last), flop))
+    if args.precision == "bf16":  # before the floor row, which the closing line reads as rows[-1]
+        rows.insert(-1, Row("gstc, one run, bf16 autocast (train.precision: bf16)", 1,
+                            gstc_trainer(spec_text(arch, width, "digits", batch, 1, "bf16", False), ds, 1, device),
+                            flop, "bf16"))
     rate = matrix_rate(device, torch.float32)
+    rates = {"fp32": rate} | ({"bf16": matrix_rate(device, torch.bfloat16)} if args.precision == "bf16" else {})
     measure(rows, args.repeats, device)
     print(header(device, f"quickstart configuration: digits ({len(ds.train_y)} training images), {arch} width {width}, "
                          f"batch {batch}, median of {args.repeats} epochs after 1 warm-up"))
-    print(f"measured fp32 matrix rate: {rate / 1e9:.0f} GFLOP/s; {flop / 1e9:.1f} GFLOP per epoch "
-          f"(forward and backward)")
-    print(table(rows, rate, len(ds.train_y)))
+    print(f"measured matrix rate: {', '.join(f'{p} {r / 1e9:.0f} GFLOP/s' for p, r in rates.items())}; "
+          f"{flop / 1e9:.1f} GFLOP per epoch (forward and backward)")
+    print(table(rows, rates, len(ds.train_y)))
     target = rows[0].seconds / 2
-    print(f"\n2x the reference ({rows[0].name}) is {target:.3f} s/epoch, {flop / target / rate:.0%} of the matrix "
-          f"rate; the convolutions alone take {rows[-1].seconds:.3f} s, leaving {target - rows[-1].seconds:.3f} s "
+    print(f"\n2x the reference ({rows[0].name}) is {target:.3f} s/epoch, {flop / target / rate:.0%} of the fp32 "
+          f"matrix rate; the convolutions alone take {rows[-1].seconds:.3f} s, leaving {target - rows[-1].seconds:.3f} s "
           f"for all else (gstc spends {rows[len(args.workers)].seconds - rows[-1].seconds:.3f} s on it)")
 
 
@@ -263,11 +271,13 @@ def packs(args: argparse.Namespace, device: torch.device) -> None:
     train_x, train_y, test_x, test_y = (torch.from_numpy(a) for a in _synthetic(args.train_size, 1000))
     pixels = train_x.float().div(255).transpose(0, 1).reshape(3, -1)
     ds = Dataset(train_x, train_y, test_x, test_y, pixels.mean(1), pixels.std(1), CLASSES["synthetic"]).to(device)
-    rate = matrix_rate(device, torch.bfloat16 if args.precision == "bf16" else torch.float32)
+    rates = {p: matrix_rate(device, dtype) for p, dtype in [("fp32", torch.float32), ("bf16", torch.bfloat16)]
+             if p in ("fp32", args.precision)}
     print(header(device, f"synthetic CIFAR-shaped data, {args.train_size} training images, width {args.width}, "
                          f"batch {args.batch_size}, {args.precision}, augment {args.augment}, "
                          f"median of {args.repeats} epochs after 1 warm-up"))
-    print(f"measured {args.precision} matrix rate: {rate / 1e12:.2f} TFLOP/s")
+    print(f"measured matrix rate: {', '.join(f'{p} {r / 1e12:.2f} TFLOP/s' for p, r in rates.items())} "
+          f"(the reference's fraction is of fp32's, gstc's of {args.precision}'s)")
     n = len(train_y)
     for arch in args.archs.split(","):
         flop = step_flop(arch, args.width, ds.classes, args.batch_size) * -(-n // args.batch_size)
@@ -278,7 +288,7 @@ def packs(args: argparse.Namespace, device: torch.device) -> None:
             text = spec_text(arch, args.width, "synthetic", args.batch_size, k, args.precision, args.augment)
             name = "gstc, one run" if k == 1 else f"gstc, pack of {k}"
             try:
-                row = Row(name, k, gstc_trainer(text, ds, k, device), k * flop)
+                row = Row(name, k, gstc_trainer(text, ds, k, device), k * flop, args.precision)
                 row.epoch()  # fails here if the pack does not fit
             except torch.OutOfMemoryError:
                 print(f"(pack of {k}: out of memory; larger packs skipped)")
@@ -288,7 +298,7 @@ def packs(args: argparse.Namespace, device: torch.device) -> None:
                     torch.cuda.empty_cache()
             rows.append(row)
         measure(rows, args.repeats, device)
-        print(table(rows, rate, n))
+        print(table(rows, rates, n))
         del rows
         if device.type == "cuda":
             torch.cuda.empty_cache()

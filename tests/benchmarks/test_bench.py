@@ -31,13 +31,19 @@ def test_packs_benchmark_prints_every_row_with_a_ratio():
 
 def test_quickstart_benchmark_prints_the_reference_gstc_and_the_convolution_floor():
     proc = subprocess.run([sys.executable, str(BENCH), "quickstart", "--device", "cpu", "--repeats", "1",
-                           "--workers", "0"], capture_output=True, text=True, timeout=300)
+                           "--workers", "0", "--precision", "bf16"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = re.findall(r"^\| (reference[^|]*|gstc[^|]*|floor[^|]*) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)x \| [\d.]+ \| "
                       r"([\d.]+)% \|", proc.stdout, re.M)
-    assert [r[0].split(":")[0].strip() for r in rows] == ["reference (DataLoader, 0 workers, fp32)", "gstc, one run",
-                                                         "floor"]
+    assert [r[0].split(":")[0].strip() for r in rows] == [
+        "reference (DataLoader, 0 workers, fp32)", "gstc, one run", "gstc, one run, bf16 autocast (train.precision", "floor"]
     assert rows[0][3] == "1.00"
+    # each row's fraction is of its own precision's matrix rate: the bf16 row's of bf16's (GFLOP/s)
+    fp32, bf16, gflop = map(float, re.search(r"fp32 (\d+) GFLOP/s, bf16 (\d+) GFLOP/s; ([\d.]+) GFLOP per epoch",
+                                             proc.stdout).groups())
+    assert float(rows[1][4]) == pytest.approx(100 * gflop * float(rows[1][2]) / fp32, rel=0.02)
+    assert float(rows[2][4]) == pytest.approx(100 * gflop * float(rows[2][2]) / bf16, rel=0.02)
+    rows.pop(2)  # the closing line reads the fp32 rows
     # the closing line: the 2x target is half the reference's seconds, and what is left beside the floor
     target, floor, left = map(float, re.search(r"is ([\d.]+) s/epoch.*take ([\d.]+) s, leaving (-?[\d.]+) s",
                                                proc.stdout).groups())
