@@ -10,6 +10,7 @@ manifest is rebuilt from the run folders at the end, never from a worker's memor
 
 from __future__ import annotations
 
+import gc
 import json
 from typing import Iterable
 
@@ -152,6 +153,7 @@ def auto_pack_size(plan: Plan, group: list[PlanRun], device: torch.device, data:
     probe.opt.step()
     peak = torch.cuda.max_memory_allocated(device) - base
     del probe, out
+    gc.collect()  # the Trainer holds reference cycles (pruners' recorders): free its memory now, not at some later gc
     torch.cuda.empty_cache()
     total = torch.cuda.get_device_properties(device).total_memory
     return max(1, min(AUTO_MAX_PACK, len(group), int(AUTO_MEMORY_FRACTION * total / max(peak, 1))))

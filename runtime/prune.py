@@ -12,6 +12,11 @@ score or at random) and carries out the mode. State is per filter:
 - `mask` of the layer's ChannelMask: pruned filters' outputs are exactly zero after
   BN (and after the shortcut add in a ResNet block's second conv).
 
+The per-filter state lives on the host (it is a few hundred booleans and counters):
+the checks of every training batch (is anything held? does a window end now?) then
+read no device memory, and the weights are masked with `masked_fill_` through device
+copies of the holds, so a CUDA step never waits for the GPU (no per-batch host sync).
+
 In a pack (runtime.models), each member has its own `Pruner` over its own views of the
 packed tensors (`Prunable.member`), so members never see each other's filters.
 """
@@ -108,13 +113,14 @@ class LayerState:
     def __init__(self, name: str, prunable: Prunable, schedule: LayerSchedule):
         self.name, self.p, self.schedule = name, prunable, schedule
         c = prunable.channels
-        dev = prunable.conv.weight.device
-        self.targeted = torch.zeros(c, dtype=torch.bool, device=dev)
-        self.hold_w = torch.zeros(c, dtype=torch.bool, device=dev)
-        self.hold_bn = torch.zeros(c, dtype=torch.bool, device=dev)
-        self.release_at = torch.full((c,), NEVER, dtype=torch.long, device=dev)
-        self.noise_until = torch.zeros(c, dtype=torch.long, device=dev)
-        self.noise_std = torch.zeros((), device=dev)
+        self.device = prunable.conv.weight.device
+        self.targeted = torch.zeros(c, dtype=torch.bool)
+        self.hold_w = torch.zeros(c, dtype=torch.bool)
+        self.hold_bn = torch.zeros(c, dtype=torch.bool)
+        self.release_at = torch.full((c,), NEVER, dtype=torch.long)
+        self.noise_until = torch.zeros(c, dtype=torch.long)
+        self.noise_std = torch.zeros(())
+        self.state_changed()
         self.saved: dict[str, torch.Tensor] = {}  # values to restore (zero mode, restore: trained)
         self.ema: torch.Tensor | None = None
         self.mode: dict[str, Any] = schedule.mode
@@ -128,22 +134,36 @@ class LayerState:
     def load(self, state: dict[str, torch.Tensor]) -> None:
         for key in ("targeted", "hold_w", "hold_bn", "release_at", "noise_until", "noise_std"):
             getattr(self, key).copy_(state[key])
-        self.saved = {k.removeprefix("saved."): v.clone() for k, v in state.items() if k.startswith("saved.")}
-        self.ema = state["ema"].clone() if "ema" in state else None
+        self.saved = {k.removeprefix("saved."): v.to(self.device, copy=True) for k, v in state.items() if k.startswith("saved.")}
+        self.ema = state["ema"].to(self.device, copy=True) if "ema" in state else None
+        self.state_changed()
+
+    def state_changed(self) -> None:
+        """After every change of the state: what the training step reads, as host values and device masks.
+
+        next_release: the first batch count at which a held filter's window ends (NEVER if none);
+        noise_end: noise is added before every batch below it; holds: per kind, (any held, mask on the device).
+        """
+        held = self.hold_w | self.hold_bn
+        self.next_release = int(self.release_at[held].min()) if held.any() else NEVER
+        self.noise_end = int(self.noise_until.max()) if len(self.noise_until) else 0
+        self.holds = {"w": (bool(self.hold_w.any()), self.hold_w.to(self.device)),
+                      "bn": (bool(self.hold_bn.any()), self.hold_bn.to(self.device))}
 
     def zero_held(self) -> None:
+        (any_w, w), (any_bn, bn) = self.holds["w"], self.holds["bn"]
         with torch.no_grad():
-            if self.hold_w.any():
-                self.p.weight[self.hold_w] = 0
-            if self.hold_bn.any():
-                self.p.bn_weight[self.hold_bn] = 0
-                self.p.bn_bias[self.hold_bn] = 0
+            if any_w:
+                self.p.weight.masked_fill_(w.view(-1, 1, 1, 1), 0)
+            if any_bn:
+                self.p.bn_weight.masked_fill_(bn, 0)
+                self.p.bn_bias.masked_fill_(bn, 0)
 
     def zero_grads(self) -> None:
-        holds = {"w": self.hold_w, "bn": self.hold_bn}
         for grad, kind in self.p.grads():
-            if holds[kind].any():
-                grad[holds[kind]] = 0
+            held, mask = self.holds[kind]
+            if held:
+                grad.masked_fill_(mask.view(-1, *[1] * (grad.dim() - 1)), 0)
 
 
 class Pruner:
@@ -174,9 +194,8 @@ class Pruner:
         # activation_l1: record on every 10th training batch (the 1st, 11th, ...).
         self.recording = self.batch % EMA_EVERY == 0
         for layer in self.layers.values():
-            active = layer.noise_until > self.batch
-            if active.any():
-                self._add_noise(layer, active, noise)
+            if layer.noise_end > self.batch:
+                self._add_noise(layer, layer.noise_until > self.batch, noise)
 
     def after_backward(self) -> None:
         for layer in self.layers.values():
@@ -187,16 +206,14 @@ class Pruner:
         self.recording = False
         for layer in self.layers.values():
             layer.zero_held()
-            done = (layer.release_at <= self.batch) & (layer.hold_w | layer.hold_bn)
-            if done.any():
-                self._release(layer, done)
+            if layer.next_release <= self.batch:
+                self._release(layer, (layer.release_at <= self.batch) & (layer.hold_w | layer.hold_bn))
 
     def after_post_eval(self) -> None:
         """Zero windows of 0 batches end here: only the post-pruning evaluation saw them."""
         for layer in self.layers.values():
-            done = (layer.release_at <= self.batch) & (layer.hold_w | layer.hold_bn)
-            if done.any():
-                self._release(layer, done)
+            if layer.next_release <= self.batch:
+                self._release(layer, (layer.release_at <= self.batch) & (layer.hold_w | layer.hold_bn))
 
     # --- events ---------------------------------------------------------------------
 
@@ -208,9 +225,9 @@ class Pruner:
             scores = layer.score(layer.p, layer)
             chosen = choose(scores, ~layer.targeted, ev.prune, layer.schedule.target, generator)
             mean_score = float(scores.detach().double().cpu()[chosen].mean()) if len(chosen) else None
-            chosen = chosen.to(layer.targeted.device)
             layer.targeted[chosen] = True
             self._start_mode(layer, chosen, batches_per_epoch, generator)
+            layer.state_changed()
             kept = int((~layer.targeted).sum())
             if kept != ev.kept:
                 raise RuntimeError(f"{ev.layer} at epoch {epoch}: {kept} filters left, the plan says {ev.kept}")
@@ -229,6 +246,7 @@ class Pruner:
                 layer.hold_bn |= sel
                 layer.p.mask_values[sel] = 0
                 layer.p.mask.active = True
+            layer.state_changed()
             layer.zero_held()
             return
         duration = mode["duration"]
@@ -248,6 +266,7 @@ class Pruner:
             layer.hold_w |= sel
             if mode.get("include_bn", False):
                 layer.hold_bn |= sel
+            layer.state_changed()
             layer.zero_held()
         elif kind == "gaussian":
             std = mode.get("std", "matched")
@@ -262,8 +281,11 @@ class Pruner:
         w = layer.p.weight
         rows = sel.nonzero().flatten()
         noise = torch.randn((len(rows), *w.shape[1:]), generator=generator, dtype=torch.float64)
+        step = (noise * float(layer.noise_std)).to(w.dtype)
+        if w.device.type == "cuda":  # copied from pinned memory without waiting: a pageable copy syncs the stream
+            rows, step = rows.pin_memory(), step.pin_memory()
         with torch.no_grad():
-            w[rows] += (noise * float(layer.noise_std)).to(w.dtype).to(w.device)
+            w.index_add_(0, rows.to(w.device, non_blocking=True), step.to(w.device, non_blocking=True))
 
     def _release(self, layer: LayerState, done: torch.Tensor) -> None:
         if layer.mode.get("restore", "zero") == "trained" and layer.saved:
@@ -273,6 +295,7 @@ class Pruner:
         layer.hold_w &= ~done
         layer.hold_bn &= ~done
         layer.release_at[done] = NEVER
+        layer.state_changed()
 
     # --- measurements and checkpoints -----------------------------------------------
 

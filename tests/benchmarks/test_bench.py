@@ -13,13 +13,17 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 
+from tests.runtime.conftest import CUDA  # noqa: E402
+
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench.py"
 
 
-def test_packs_benchmark_prints_every_row_with_a_ratio():
-    proc = subprocess.run([sys.executable, str(BENCH), "packs", "--device", "cpu", "--archs", "resnet20",
+@pytest.mark.parametrize("device, precision", [("cpu", "fp32"), pytest.param("cuda", "bf16", marks=CUDA.marks)])
+def test_packs_benchmark_prints_every_row_with_a_ratio(device, precision):
+    proc = subprocess.run([sys.executable, str(BENCH), "packs", "--device", device, "--archs", "resnet20",
                            "--train-size", "64", "--width", "0.125", "--batch-size", "32", "--packs", "1,2",
-                           "--repeats", "1", "--workers", "0"], capture_output=True, text=True, timeout=300)
+                           "--repeats", "1", "--workers", "0", "--precision", precision],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = re.findall(r"^\| (reference[^|]*|gstc[^|]*) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)x \|", proc.stdout, re.M)
     assert [r[0].strip() for r in rows] == ["reference (DataLoader, 0 workers, fp32)", "gstc, one run", "gstc, pack of 2"]

@@ -28,3 +28,10 @@ def spec_text(arch: str = "vgg11_bn", width: float = 0.25, prune: str = "", epoc
         data: {{dataset: digits}}
         train: {{epochs: {epochs}, batch_size: 64, optimizer: {{name: adam, lr: 0.001}}}}
         """) + textwrap.dedent(prune) + textwrap.dedent(extra)
+
+
+# A CUDA device as a test parameter: marked `gpu` (left out of the default run; `pytest -m gpu`
+# on a machine with one) and skipped where torch sees no CUDA device.
+CUDA = pytest.param("cuda", id="cuda", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")])
+DEVICES = ["cpu", CUDA]

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 import textwrap
+import warnings
 
 import pytest
 
 from gstc.manifest import ResultsDir, read_json, read_jsonl
 from gstc.packs import make_packs
-from tests.runtime.conftest import compile_text
+from tests.runtime.conftest import CUDA, DEVICES, compile_text
 
 torch = pytest.importorskip("torch")
 
@@ -112,13 +113,14 @@ def assert_close(a, b, path="") -> None:
         assert a == b, path
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("text, pack", [(VGG, 3), (RESNET, 6)], ids=["vgg11-pack3", "resnet20-pack6"])
-def test_a_pack_computes_what_separate_runs_compute(text, pack, tmp_path):
+def test_a_pack_computes_what_separate_runs_compute(text, pack, device, tmp_path):
     plan = compile_text(text)
     alone, packed = ResultsDir(tmp_path / "alone"), ResultsDir(tmp_path / "packed")
     assert [len(p.runs) for p in make_packs(plan, plan.runs, pack)] == [pack] * (6 // pack)
-    run_local(plan, plan.runs, alone, torch.device("cpu"), dtype=torch.float64, pack=1)
-    run_local(plan, plan.runs, packed, torch.device("cpu"), dtype=torch.float64, pack=pack)
+    run_local(plan, plan.runs, alone, torch.device(device), dtype=torch.float64, pack=1)
+    run_local(plan, plan.runs, packed, torch.device(device), dtype=torch.float64, pack=pack)
     for run in plan.runs:
         assert read_json(packed.run_json(run.id))["pack"]["size"] == pack
         a, b = numbers(alone, run.id), numbers(packed, run.id)
@@ -129,13 +131,15 @@ def test_a_pack_computes_what_separate_runs_compute(text, pack, tmp_path):
     assert len(finals) == len(plan.runs)
 
 
-def test_member_checkpoints_resume_alone_with_the_same_numbers(tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_member_checkpoints_resume_alone_with_the_same_numbers(device, tmp_path):
     # A member's checkpoint is in the layout of a model built alone: a pack stopped after
     # epoch 2 resumes each member on its own, and the numbers equal an unbroken pack's.
     plan = compile_text(VGG)
     runs = plan.runs[:3]
+    device = torch.device(device)
     whole, split = ResultsDir(tmp_path / "whole"), ResultsDir(tmp_path / "split")
-    run_pack(plan, runs, whole, torch.device("cpu"), dtype=torch.float64)
+    run_pack(plan, runs, whole, device, dtype=torch.float64)
     # Stop the pack after epoch 2's checkpoints, from the epoch callback, like a kill.
     from runtime import executors
 
@@ -148,12 +152,56 @@ def test_member_checkpoints_resume_alone_with_the_same_numbers(tmp_path):
                 raise Stop
 
     with pytest.raises(Stop):
-        run_pack(plan, runs, split, torch.device("cpu"), StopAfter2(), dtype=torch.float64)
+        run_pack(plan, runs, split, device, StopAfter2(), dtype=torch.float64)
     for run in runs:
         assert read_json(split.run_json(run.id))["status"] == "running"
-        run_pack(plan, [run], split, torch.device("cpu"), dtype=torch.float64)  # each alone
+        run_pack(plan, [run], split, device, dtype=torch.float64)  # each alone
         assert read_json(split.run_json(run.id))["resumed_from"] == 2
         assert_close(numbers(whole, run.id), numbers(split, run.id), run.config)
+
+
+@pytest.mark.parametrize("device", [CUDA])
+@pytest.mark.parametrize("text", [VGG, RESNET], ids=["vgg11-zero-window", "resnet20-gaussian-window"])
+def test_training_batches_never_wait_for_the_gpu(text, device, tmp_path):
+    # DESIGN.md section 7: no per-batch host syncs. A pack of 6 in the epoch after its first
+    # pruning events (permanent holds, a zero or gaussian window, activation recording) trains
+    # under CUDA's sync debug mode, which warns at each synchronizing call: the few of the epoch
+    # (its draws moved to the device, its loss and accuracy read once) stay below one per batch.
+    from runtime.data import load
+    from runtime.train import Trainer
+
+    plan = compile_text(text)
+    device = torch.device(device)
+    data = load(plan.configs[0].resolved["data"], device)  # all of digits: 45 batches of 32
+    trainer = Trainer(plan.runs, [plan.config(r.config) for r in plan.runs], data, ResultsDir(tmp_path), device)
+    trainer.train_epoch(1)
+    trainer.prune_epoch(1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            trainer.train_epoch(2)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchronizing" in str(w.message)]
+    assert len(syncs) < trainer.batches, f"{len(syncs)} synchronizing calls in an epoch of {trainer.batches} batches"
+
+
+@pytest.mark.parametrize("device", [CUDA])
+def test_auto_pack_size_follows_memory_and_gives_its_probe_memory_back(device, monkeypatch):
+    # --pack auto probes one training step of one run; ResNet20 at width 0.25 needs a few MiB,
+    # so the whole group of 6 fits; a budget smaller than one run's step gives packs of 1.
+    from runtime import executors
+    from runtime.data import load
+
+    plan = compile_text(RESNET)
+    device = torch.device(device)
+    data = load(plan.configs[0].resolved["data"], device)
+    before = torch.cuda.memory_allocated(device)
+    assert executors.auto_pack_size(plan, plan.runs, device, data) == len(plan.runs)
+    assert torch.cuda.memory_allocated(device) == before  # the probe's model and optimizer are gone
+    monkeypatch.setattr(executors, "AUTO_MEMORY_FRACTION", 1e-9)
+    assert executors.auto_pack_size(plan, plan.runs, device, data) == 1
 
 
 def test_pack_state_round_trips_through_members():
