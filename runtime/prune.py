@@ -206,14 +206,12 @@ class Pruner:
         self.recording = False
         for layer in self.layers.values():
             layer.zero_held()
-            if layer.next_release <= self.batch:
-                self._release(layer, (layer.release_at <= self.batch) & (layer.hold_w | layer.hold_bn))
+            self._release_due(layer)
 
     def after_post_eval(self) -> None:
         """Zero windows of 0 batches end here: only the post-pruning evaluation saw them."""
         for layer in self.layers.values():
-            if layer.next_release <= self.batch:
-                self._release(layer, (layer.release_at <= self.batch) & (layer.hold_w | layer.hold_bn))
+            self._release_due(layer)
 
     # --- events ---------------------------------------------------------------------
 
@@ -228,6 +226,7 @@ class Pruner:
             layer.targeted[chosen] = True
             self._start_mode(layer, chosen, batches_per_epoch, generator)
             layer.state_changed()
+            layer.zero_held()
             kept = int((~layer.targeted).sum())
             if kept != ev.kept:
                 raise RuntimeError(f"{ev.layer} at epoch {epoch}: {kept} filters left, the plan says {ev.kept}")
@@ -246,8 +245,6 @@ class Pruner:
                 layer.hold_bn |= sel
                 layer.p.mask_values[sel] = 0
                 layer.p.mask.active = True
-            layer.state_changed()
-            layer.zero_held()
             return
         duration = mode["duration"]
         n = duration["batches"] if duration.get("batches") is not None else duration["epochs"] * batches_per_epoch
@@ -266,8 +263,6 @@ class Pruner:
             layer.hold_w |= sel
             if mode.get("include_bn", False):
                 layer.hold_bn |= sel
-            layer.state_changed()
-            layer.zero_held()
         elif kind == "gaussian":
             std = mode.get("std", "matched")
             w = layer.p.weight.detach()
@@ -286,6 +281,11 @@ class Pruner:
             rows, step = rows.pin_memory(), step.pin_memory()
         with torch.no_grad():
             w.index_add_(0, rows.to(w.device, non_blocking=True), step.to(w.device, non_blocking=True))
+
+    def _release_due(self, layer: LayerState) -> None:
+        """End the zero windows whose release batch count has come."""
+        if layer.next_release <= self.batch:
+            self._release(layer, (layer.release_at <= self.batch) & (layer.hold_w | layer.hold_bn))
 
     def _release(self, layer: LayerState, done: torch.Tensor) -> None:
         if layer.mode.get("restore", "zero") == "trained" and layer.saved:
