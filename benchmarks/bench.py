@@ -197,6 +197,12 @@ def matrix_rate(device: torch.device, dtype: torch.dtype) -> float:
     return best
 
 
+def matrix_rates(device: torch.device, precision: str) -> dict[str, float]:
+    """fp32's matrix rate, and bf16's too when the gstc rows run in bf16 (the reference is always fp32)."""
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    return {p: matrix_rate(device, dtypes[p]) for p in dict.fromkeys(["fp32", precision])}
+
+
 def spec_text(arch: str, width: float, data: str, batch: int, k: int, precision: str, augment: bool) -> str:
     return (f"gstc: 1\nname: bench\nseeds: {k}\nmodel: {{arch: {arch}, width: {width}}}\n"
             f"data: {{dataset: {data}, augment: {str(augment).lower()}}}\n"
@@ -238,22 +244,21 @@ def quickstart(args: argparse.Namespace, device: torch.device) -> None:
     arch, width, batch = cfg["model"]["arch"], cfg["model"]["width"], cfg["train"]["batch_size"]
     ds = load(cfg["data"], device)
     text = spec_text(arch, width, "digits", batch, 1, "fp32", False)
-    flop = step_flop(arch, width, ds.classes, batch) * -(-len(ds.train_y) // batch)
+    steps = -(-len(ds.train_y) // batch)
+    flop = step_flop(arch, width, ds.classes, batch) * steps
     rows = [Row(f"reference (DataLoader, {w} workers, fp32)", 1,
                 reference(ds, arch, width, batch, w, False, device), flop) for w in args.workers]
     trainer = gstc_trainer(text, ds, 1, device)
-    rows.append(Row("gstc, one run", 1, trainer, flop))
+    rows.append(gstc := Row("gstc, one run", 1, trainer, flop))
     if args.compile:
         rows.append(Row("gstc, one run, torch.compile", 1, gstc_trainer(text, ds, 1, device, compile=True), flop))
-    steps = -(-len(ds.train_y) // batch)
-    rows.append(Row("floor: the convolutions alone (forward and backward, as gstc lays them out)", 1,
-                    conv_floor(arch, width, ds.classes, batch, steps, device, trainer.channels_last), flop))
-    if args.precision == "bf16":  # before the floor row, which the closing line reads as rows[-1]
-        rows.insert(-1, Row("gstc, one run, bf16 autocast (train.precision: bf16)", 1,
-                            gstc_trainer(spec_text(arch, width, "digits", batch, 1, "bf16", False), ds, 1, device),
-                            flop, "bf16"))
-    rate = matrix_rate(device, torch.float32)
-    rates = {"fp32": rate} | ({"bf16": matrix_rate(device, torch.bfloat16)} if args.precision == "bf16" else {})
+    if args.precision == "bf16":
+        rows.append(Row("gstc, one run, bf16 autocast (train.precision: bf16)", 1,
+                        gstc_trainer(spec_text(arch, width, "digits", batch, 1, "bf16", False), ds, 1, device),
+                        flop, "bf16"))
+    rows.append(floor := Row("floor: the convolutions alone (forward and backward, as gstc lays them out)", 1,
+                             conv_floor(arch, width, ds.classes, batch, steps, device, trainer.channels_last), flop))
+    rates = matrix_rates(device, args.precision)
     measure(rows, args.repeats, device)
     print(header(device, f"quickstart configuration: digits ({len(ds.train_y)} training images), {arch} width {width}, "
                          f"batch {batch}, median of {args.repeats} epochs after 1 warm-up"))
@@ -261,9 +266,9 @@ def quickstart(args: argparse.Namespace, device: torch.device) -> None:
           f"{flop / 1e9:.1f} GFLOP per epoch (forward and backward)")
     print(table(rows, rates, len(ds.train_y)))
     target = rows[0].seconds / 2
-    print(f"\n2x the reference ({rows[0].name}) is {target:.3f} s/epoch, {flop / target / rate:.0%} of the fp32 "
-          f"matrix rate; the convolutions alone take {rows[-1].seconds:.3f} s, leaving {target - rows[-1].seconds:.3f} s "
-          f"for all else (gstc spends {rows[len(args.workers)].seconds - rows[-1].seconds:.3f} s on it)")
+    print(f"\n2x the reference ({rows[0].name}) is {target:.3f} s/epoch, {flop / target / rates['fp32']:.0%} of the "
+          f"fp32 matrix rate; the convolutions alone take {floor.seconds:.3f} s, leaving {target - floor.seconds:.3f} s "
+          f"for all else (gstc spends {gstc.seconds - floor.seconds:.3f} s on it)")
 
 
 def packs(args: argparse.Namespace, device: torch.device) -> None:
@@ -271,8 +276,7 @@ def packs(args: argparse.Namespace, device: torch.device) -> None:
     train_x, train_y, test_x, test_y = (torch.from_numpy(a) for a in _synthetic(args.train_size, 1000))
     pixels = train_x.float().div(255).transpose(0, 1).reshape(3, -1)
     ds = Dataset(train_x, train_y, test_x, test_y, pixels.mean(1), pixels.std(1), CLASSES["synthetic"]).to(device)
-    rates = {p: matrix_rate(device, dtype) for p, dtype in [("fp32", torch.float32), ("bf16", torch.bfloat16)]
-             if p in ("fp32", args.precision)}
+    rates = matrix_rates(device, args.precision)
     print(header(device, f"synthetic CIFAR-shaped data, {args.train_size} training images, width {args.width}, "
                          f"batch {args.batch_size}, {args.precision}, augment {args.augment}, "
                          f"median of {args.repeats} epochs after 1 warm-up"))

@@ -146,7 +146,7 @@ class LayerState:
         """
         held = self.hold_w | self.hold_bn
         self.next_release = int(self.release_at[held].min()) if held.any() else NEVER
-        self.noise_end = int(self.noise_until.max()) if len(self.noise_until) else 0
+        self.noise_end = int(self.noise_until.max())
         self.holds = {"w": (bool(self.hold_w.any()), self.hold_w.to(self.device)),
                       "bn": (bool(self.hold_bn.any()), self.hold_bn.to(self.device))}
 
