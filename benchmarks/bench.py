@@ -24,6 +24,9 @@ of one member, times members and batches) divided by the rate of its own precisi
     # the four architectures on synthetic CIFAR-shaped data, packs of 2..32 where memory allows
     python benchmarks/bench.py packs --train-size 50000 --precision bf16                 # on a GPU
     python benchmarks/bench.py packs --train-size 512 --width 0.25 --packs 1,2,4,8 --repeats 3  # on a CPU
+    # the pruning hooks of one training batch in Figure 2's packs: member by member vs one fill per packed tensor
+    python benchmarks/bench.py hooks --packs 1,8,32                         # on a GPU
+    python benchmarks/bench.py hooks --packs 1,8,32 --width 0.25 --repeats 5  # on a CPU
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from gstc.load import load_text  # noqa: E402
 from gstc.manifest import ResultsDir  # noqa: E402
 from runtime.data import CLASSES, Dataset, _synthetic, load  # noqa: E402
 from runtime.models import build_model  # noqa: E402
+from runtime.prune import Pruner, StepHooks  # noqa: E402
 from runtime.train import Trainer  # noqa: E402
 
 ARCHS = ["vgg11_bn", "resnet18", "resnet20", "resnet56"]
@@ -308,9 +312,99 @@ def packs(args: argparse.Namespace, device: torch.device) -> None:
             torch.cuda.empty_cache()
 
 
+def member_by_member(pruners: list[Pruner]) -> Callable[[], None]:
+    """The baseline: the masking before StepHooks, each member's own device masks over its views.
+
+    6 fills per held layer per member per batch (gradients of the conv weight rows, BN scale
+    and shift before the optimizer step; the values after it), then each member's after_step.
+    """
+    work = []
+    for pruner in pruners:
+        for layer in pruner.layers.values():
+            p = layer.p
+            for param, hold in ((p.conv.weight, layer.hold_w), (p.bn.weight, layer.hold_bn), (p.bn.bias, layer.hold_bn)):
+                if hold.any():
+                    mask = hold.to(layer.device).view(-1, *[1] * (param.dim() - 1))
+                    work.append((p.part(param), p.part(param.grad), mask))
+
+    def batch() -> None:
+        for _, grad, mask in work:
+            grad.masked_fill_(mask, 0)
+        with torch.no_grad():
+            for value, _, mask in work:
+                value.masked_fill_(mask, 0)
+        for pruner in pruners:
+            pruner.after_step()
+
+    batch.fills = 2 * len(work)
+    return batch
+
+
+def pack_hooks(pruners: list[Pruner]) -> Callable[[], None]:
+    """What the runtime does: StepHooks, one fill per packed tensor of each held layer."""
+    hooks = StepHooks(pruners)
+
+    def batch() -> None:
+        hooks.after_backward()
+        hooks.after_step()
+
+    batch.fills = 2 * sum(len(held) for held in hooks.held)
+    return batch
+
+
+def hooks(args: argparse.Namespace, device: torch.device) -> None:
+    """Host and device time per training batch of the pruning hooks, in packs of Figure 2's runs.
+
+    The members are the first K runs of specs/paper/fig2-<arch>.yaml that prune (in plan
+    order: variant by variant, seed by seed), each with its events applied up to the first
+    epoch by which every one of its four layers has pruned: all four then hold filters.
+    """
+    print(header(device, f"pruning hooks of one training batch (after the backward and after the step), "
+                         f"width {args.width}, median of {args.repeats} rounds of {args.batches} batches"))
+    for arch in ("vgg11_bn", "resnet18"):
+        plan = compile_file(str(ROOT / "specs" / "paper" / f"fig2-{arch.removesuffix('_bn')}.yaml"),
+                            [("model.width", args.width)])  # the events' filter counts follow the width
+        print(f"\n### {arch} (fig2-{arch.removesuffix('_bn')}.yaml)\n")
+        print("| pack | fills per batch, member by member | fills per batch, gstc | member by member (ms/batch) "
+              "| gstc (ms/batch) | speed-up | gstc s/run-epoch at 391 batches |")
+        print("|---|---|---|---|---|---|---|")
+        for k in args.packs:
+            runs = [r for r in plan.runs if r.events][:k]
+            model = build_model(arch, args.width, 10, pack=k).to(device)
+            pruners = [Pruner(model, plan.config(r.config), r.seed, member=i) for i, r in enumerate(runs)]
+            for pruner in pruners:
+                pruner.recording = True  # activation_l1 scores: one recorded forward pass
+            model(torch.randn(2, 3 * k, 32, 32, device=device)).sum().backward()  # and gradients to mask
+            g = torch.Generator().manual_seed(0)
+            for pruner, run in zip(pruners, runs):
+                pruner.recording = False
+                first: dict[str, int] = {}
+                for e in run.events:
+                    first.setdefault(e.layer, e.epoch)
+                upto = max(first.values())
+                pruner.apply(upto, [e for e in run.events if e.epoch <= upto], 391, g)
+            rows = {"member by member": member_by_member(pruners), "gstc": pack_hooks(pruners)}
+            times: dict[str, list[float]] = {name: [] for name in rows}
+            for rnd in range(args.repeats + 1):  # round 0 warms up
+                for name, batch in rows.items():
+                    sync(device)
+                    t0 = time.perf_counter()
+                    for _ in range(args.batches):
+                        batch()
+                    sync(device)
+                    if rnd:
+                        times[name].append((time.perf_counter() - t0) / args.batches)
+            old, new = (statistics.median(times[name]) for name in rows)
+            print(f"| {k} | {rows['member by member'].fills} | {rows['gstc'].fills} | {old * 1e3:.3f} | "
+                  f"{new * 1e3:.3f} | {old / new:.2f}x | {new * 391 / k:.4f} |")
+            del model, pruners, rows
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["quickstart", "packs"])
+    ap.add_argument("what", choices=["quickstart", "packs", "hooks"])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeats", type=int, default=3, help="timed epochs per row, alternating between rows")
     ap.add_argument("--workers", type=lambda s: [int(w) for w in s.split(",")], default=[2],
@@ -323,9 +417,10 @@ def main() -> None:
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="gstc rows (the reference is fp32)")
     ap.add_argument("--augment", action="store_true", help="random crop and flip in every recipe (packs)")
     ap.add_argument("--compile", action="store_true", help="add a torch.compile row (quickstart)")
+    ap.add_argument("--batches", type=int, default=50, help="training batches per timed round (hooks)")
     args = ap.parse_args()
     device = torch.device(args.device)
-    (quickstart if args.what == "quickstart" else packs)(args, device)
+    {"quickstart": quickstart, "packs": packs, "hooks": hooks}[args.what](args, device)
 
 
 if __name__ == "__main__":

@@ -100,10 +100,9 @@ class Prunable:
         return {"weight": self.weight, "bn_weight": self.bn_weight, "bn_bias": self.bn_bias,
                 "running_mean": self.part(self.bn.running_mean), "running_var": self.part(self.bn.running_var)}
 
-    def grads(self) -> list[tuple[torch.Tensor, str]]:
-        """(gradient view, which hold applies: 'w' or 'bn') of the parameters that have a gradient now."""
-        pairs = [(self.conv.weight, "w"), (self.bn.weight, "bn"), (self.bn.bias, "bn")]
-        return [(self.part(t.grad), kind) for t, kind in pairs if t.grad is not None]
+    def packed(self) -> list[tuple[nn.Parameter, str]]:
+        """The whole pack's trained parameters of this layer, each with the hold that applies: 'w' or 'bn'."""
+        return [(self.conv.weight, "w"), (self.bn.weight, "bn"), (self.bn.bias, "bn")]
 
 
 class PackedLinear(nn.Module):

@@ -32,7 +32,7 @@ from gstc.plan import PlanEvent
 from runtime.data import Dataset, crop_flip, crop_flip_draws, epoch_generator, normalize, pack_input
 from runtime.flatness import measure as measure_flatness
 from runtime.models import build_model, member, member_state, pack_states
-from runtime.prune import Pruner
+from runtime.prune import Pruner, StepHooks
 
 FLATNESS_SUBSET_SEED = 0  # the same test images for every run, so flatness compares across runs
 EVAL_BATCH = 1000  # test images per evaluation batch (BN in eval mode: the size changes no number)
@@ -145,6 +145,7 @@ class Trainer:
             for ev in run.events:
                 events.setdefault(ev.epoch, []).append(ev)
             self.members.append(Member(i, run, config, Pruner(self.model, config, run.seed, member=i), events))
+        self.hooks = StepHooks([m.pruner for m in self.members])
         self.batch_size = self.train_cfg["batch_size"]
         self.batches = math.ceil(len(self.data.train_y) / self.batch_size)
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -200,19 +201,16 @@ class Trainer:
             else:
                 x = x.permute(0, 1, 3, 4, 2)
             x = pack_input(x, data, self.dtype, self.channels_last)
-            for m, g in zip(self.members, noise):
-                m.pruner.before_batch(g)
+            self.hooks.before_batch(noise)
             with self.autocast:
                 out = model(x).view(b, k, -1)
                 logits = out.float() if self.dtype == torch.float32 else out
                 losses = F.cross_entropy(logits.flatten(0, 1), y.t().flatten(), reduction="none").view(b, k).mean(0)
             self.opt.zero_grad(set_to_none=True)
             losses.sum().backward()  # members share no parameter: each gets its own loss's gradient
-            for m in self.members:
-                m.pruner.after_backward()
+            self.hooks.after_backward()
             self.opt.step()
-            for m in self.members:
-                m.pruner.after_step()
+            self.hooks.after_step()
             loss_sum += losses.detach().double() * b  # summed on the device: no per-batch sync
             correct += (out.argmax(2) == y.t()).sum(0)
         return (loss_sum / n).tolist(), (100.0 * correct.double() / n).tolist()

@@ -53,3 +53,18 @@ def test_quickstart_benchmark_prints_the_reference_gstc_and_the_convolution_floo
                                                proc.stdout).groups())
     assert target == pytest.approx(float(rows[0][1]) / 2, abs=1e-3)
     assert floor == float(rows[2][1]) and left == pytest.approx(target - floor, abs=2e-3)
+
+
+def test_hooks_benchmark_counts_fills_member_by_member_and_per_packed_tensor():
+    proc = subprocess.run([sys.executable, str(BENCH), "hooks", "--device", "cpu", "--width", "0.125",
+                           "--packs", "1,3", "--repeats", "1", "--batches", "2"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for arch in ("vgg11_bn", "resnet18"):
+        section = proc.stdout.split(f"### {arch}")[1].split("###")[0]
+        rows = re.findall(r"^\| (\d+) \| (\d+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)x \|", section, re.M)
+        assert [int(r[0]) for r in rows] == [1, 3]
+        # Figure 2's members hold filters in 4 layers: 6 fills per layer per batch, times
+        # the members when each masks its own rows, once for the whole pack otherwise.
+        assert [(int(r[1]), int(r[2])) for r in rows] == [(24, 24), (72, 24)]
+        for r in rows:
+            assert float(r[5]) == pytest.approx(float(r[3]) / float(r[4]), rel=0.05, abs=0.01)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from runtime.models import build_model
-from runtime.prune import Pruner, choose
+from runtime.prune import Pruner, StepHooks, choose
 from tests.runtime.conftest import compile_text, spec_text
 
 torch = pytest.importorskip("torch")
@@ -36,15 +36,16 @@ def capture(model, names):
 def train_steps(model, pruner, steps, lr=0.01):
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(0)
+    hooks = StepHooks([pruner])
     for _ in range(steps):
         x, y = torch.randn(8, 3, 32, 32, generator=g), torch.randint(0, 10, (8,), generator=g)
-        pruner.before_batch(g)
+        hooks.before_batch([g])
         loss = torch.nn.functional.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
-        pruner.after_backward()
+        hooks.after_backward()
         opt.step()
-        pruner.after_step()
+        hooks.after_step()
     return opt
 
 
@@ -207,3 +208,60 @@ def test_activation_l1_scores_are_a_moving_average_of_channel_activations():
     assert torch.allclose(pruner.layers["layer3.2.conv2"].ema, 0.9 * first + 0.1 * second)
     for h in hooks:
         h.remove()
+
+
+def test_step_hooks_hold_each_members_filters_with_one_fill_per_packed_tensor(monkeypatch):
+    # Three members in one pack: two hold conv3 (zero windows with BN), one of them also
+    # conv8, the third prunes nothing. Masking member by member would cost 6 fills per
+    # held layer per member per batch (18 here); the pack's masks cost 6 per held layer (12).
+    text = spec_text("vgg11_bn", 0.25, """\
+        prune:
+          mode: {kind: zero, duration: {batches: 50}, include_bn: true}
+          layers:
+            - {select: conv3, amount: 0.5, schedule: {epochs: [1]}}
+            - {select: conv8, amount: 0.5, schedule: {epochs: [1]}}
+        variants:
+          both: {}
+          conv3: {prune.layers: [{select: conv3, amount: 0.5, schedule: {epochs: [1]}}]}
+          none: {prune: null}
+        """)
+    plan = compile_text(text)
+    torch.manual_seed(0)
+    model = build_model("vgg11_bn", 0.25, 10, pack=3)
+    pruners = [Pruner(model, config, 0, member=i) for i, config in enumerate(plan.configs)]
+    hooks = StepHooks(pruners)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    g = torch.Generator().manual_seed(0)
+    fills = []
+    real = torch.Tensor.masked_fill_
+    monkeypatch.setattr(torch.Tensor, "masked_fill_", lambda t, *a: fills.append(t.shape) or real(t, *a))
+
+    def step():
+        x, y = torch.randn(8, 9, 32, 32, generator=g), torch.randint(0, 10, (8, 3), generator=g)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x).view(8, 3, -1).flatten(0, 1), y.flatten()).backward()
+        hooks.after_backward()
+        opt.step()
+        hooks.after_step()
+
+    # Train first, so that Adam's moments would move the held filters if nothing re-zeroed them.
+    step(), step()
+    assert fills == []  # nothing held yet
+    for pruner, run in zip(pruners, plan.runs):
+        pruner.apply(1, [e for e in run.events if e.epoch == 1], 10, torch.Generator().manual_seed(0))
+    before = {name: p.conv.weight.detach().clone() for name, p in model.prunable().items()}
+    fills.clear()
+    for n in range(1, 4):
+        step()
+        assert len(fills) == 12 * n
+    assert {len(s) for s in fills} == {1, 4}  # whole packed tensors: BN vectors and conv weights
+    for i, pruner in enumerate(pruners):
+        for name in ("conv3", "conv8"):
+            p = model.prunable(i)[name]
+            w = p.weight.detach()
+            held = pruner.layers[name].targeted if name in pruner.layers else torch.zeros(len(w), dtype=torch.bool)
+            for tensor in (w, p.bn_weight.detach(), p.bn_bias.detach()):
+                assert torch.count_nonzero(tensor[held]) == 0, (i, name)
+            # every filter not held trained on (Adam moves each weight it has moments of)
+            assert not (w[~held] == p.part(before[name])[~held]).all(dim=(1, 2, 3)).any(), (i, name)
+        assert pruner.batch == 5
