@@ -340,8 +340,34 @@ def member_by_member(pruners: list[Pruner]) -> Callable[[], None]:
     return batch
 
 
+def pack_masks(pruners: list[Pruner]) -> Callable[[], None]:
+    """The middle step: one bool mask over each packed tensor, applied with `masked_fill_`.
+
+    As many launches as gstc's, but `masked_fill_` reads and writes the whole tensor where
+    `index_fill_` writes only the held rows: the difference between this row and gstc's.
+    """
+    work = []
+    for held in StepHooks(pruners).held:
+        for param, rows in held:
+            mask = torch.zeros(len(param), dtype=torch.bool, device=param.device)
+            mask[rows] = True
+            work.append((param, mask.view(-1, *[1] * (param.dim() - 1))))
+
+    def batch() -> None:
+        for param, mask in work:
+            param.grad.masked_fill_(mask, 0)
+        with torch.no_grad():
+            for param, mask in work:
+                param.masked_fill_(mask, 0)
+        for pruner in pruners:
+            pruner.after_step()
+
+    batch.fills = 2 * len(work)
+    return batch
+
+
 def pack_hooks(pruners: list[Pruner]) -> Callable[[], None]:
-    """What the runtime does: StepHooks, one fill per packed tensor of each held layer."""
+    """What the runtime does: StepHooks, one `index_fill_` of the held rows per packed tensor of each held layer."""
     hooks = StepHooks(pruners)
 
     def batch() -> None:
@@ -349,6 +375,9 @@ def pack_hooks(pruners: list[Pruner]) -> Callable[[], None]:
         hooks.after_step()
 
     batch.fills = 2 * sum(len(held) for held in hooks.held)
+    # the share of the held layers' conv weight rows that are held: what index_fill_ writes
+    weights = [(len(rows), len(param)) for held in hooks.held for param, rows in held if param.dim() == 4]
+    batch.held = sum(n for n, _ in weights) / max(1, sum(total for _, total in weights))
     return batch
 
 
@@ -356,8 +385,9 @@ def hooks(args: argparse.Namespace, device: torch.device) -> None:
     """Host and device time per training batch of the pruning hooks, in packs of Figure 2's runs.
 
     The members are the first K runs of specs/paper/fig2-<arch>.yaml that prune (in plan
-    order: variant by variant, seed by seed), each with its events applied up to the first
-    epoch by which every one of its four layers has pruned: all four then hold filters.
+    order: variant by variant, seed by seed), each with all its events applied, epoch by
+    epoch: the state of the rest of training (from epoch 150 or 275 to 325 in Figure 2),
+    with the most rows held (30% of conv5-conv7, 90% of conv8 in VGG11).
     """
     print(header(device, f"pruning hooks of one training batch (after the backward and after the step), "
                          f"width {args.width}, median of {args.repeats} rounds of {args.batches} batches"))
@@ -365,9 +395,10 @@ def hooks(args: argparse.Namespace, device: torch.device) -> None:
         plan = compile_file(str(ROOT / "specs" / "paper" / f"fig2-{arch.removesuffix('_bn')}.yaml"),
                             [("model.width", args.width)])  # the events' filter counts follow the width
         print(f"\n### {arch} (fig2-{arch.removesuffix('_bn')}.yaml)\n")
-        print("| pack | fills per batch, member by member | fills per batch, gstc | member by member (ms/batch) "
-              "| gstc (ms/batch) | speed-up | gstc s/run-epoch at 391 batches |")
-        print("|---|---|---|---|---|---|---|")
+        print("| pack | held rows | fills per batch, member by member | fills per batch, gstc | member by member (ms/batch) "
+              "| pack masks, masked_fill_ (ms/batch) | gstc, index_fill_ (ms/batch) | speed-up "
+              "| gstc s/run-epoch at 391 batches |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for k in args.packs:
             runs = [r for r in plan.runs if r.events][:k]
             model = build_model(arch, args.width, 10, pack=k).to(device)
@@ -378,12 +409,10 @@ def hooks(args: argparse.Namespace, device: torch.device) -> None:
             g = torch.Generator().manual_seed(0)
             for pruner, run in zip(pruners, runs):
                 pruner.recording = False
-                first: dict[str, int] = {}
-                for e in run.events:
-                    first.setdefault(e.layer, e.epoch)
-                upto = max(first.values())
-                pruner.apply(upto, [e for e in run.events if e.epoch <= upto], 391, g)
-            rows = {"member by member": member_by_member(pruners), "gstc": pack_hooks(pruners)}
+                for epoch in sorted({e.epoch for e in run.events}):
+                    pruner.apply(epoch, [e for e in run.events if e.epoch == epoch], 391, g)
+            rows = {"member by member": member_by_member(pruners), "pack masks": pack_masks(pruners),
+                    "gstc": pack_hooks(pruners)}
             times: dict[str, list[float]] = {name: [] for name in rows}
             for rnd in range(args.repeats + 1):  # round 0 warms up
                 for name, batch in rows.items():
@@ -394,9 +423,9 @@ def hooks(args: argparse.Namespace, device: torch.device) -> None:
                     sync(device)
                     if rnd:
                         times[name].append((time.perf_counter() - t0) / args.batches)
-            old, new = (statistics.median(times[name]) for name in rows)
-            print(f"| {k} | {rows['member by member'].fills} | {rows['gstc'].fills} | {old * 1e3:.3f} | "
-                  f"{new * 1e3:.3f} | {old / new:.2f}x | {new * 391 / k:.4f} |")
+            old, middle, new = (statistics.median(times[name]) for name in rows)
+            print(f"| {k} | {rows['gstc'].held:.1%} | {rows['member by member'].fills} | {rows['gstc'].fills} | {old * 1e3:.3f} | "
+                  f"{middle * 1e3:.3f} | {new * 1e3:.3f} | {old / new:.2f}x | {new * 391 / k:.4f} |")
             del model, pruners, rows
             if device.type == "cuda":
                 torch.cuda.empty_cache()

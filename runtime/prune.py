@@ -14,13 +14,13 @@ score or at random) and carries out the mode. State is per filter:
 
 The per-filter state lives on the host (it is a few hundred booleans and counters):
 the checks of every training batch (is anything held? does a window end now?) then
-read no device memory, and the weights are masked with `masked_fill_` through device
-copies of the holds, so a CUDA step never waits for the GPU (no per-batch host sync).
+read no device memory, and the held rows are zeroed through device copies of their
+indices, so a CUDA step never waits for the GPU (no per-batch host sync).
 
 In a pack (runtime.models), each member has its own `Pruner` over its own views of the
 packed tensors (`Prunable.member`), so members never see each other's filters. The
-per-batch masking is the pack's (`StepHooks`): one mask over each packed tensor, so the
-kernel launches per batch do not grow with the pack size.
+per-batch masking is the pack's (`StepHooks`): one `index_fill_` of the held rows of each
+packed tensor, so the kernel launches per batch do not grow with the pack size.
 """
 
 from __future__ import annotations
@@ -310,14 +310,17 @@ class Pruner:
 
 
 class StepHooks:
-    """The per-batch hooks of a pack's pruners, with the holds masked once per packed tensor.
+    """The per-batch hooks of a pack's pruners, with the holds zeroed once per packed tensor.
 
     Masking member by member cost 6 kernel launches per pruned layer per member per batch
     (conv weight rows, BN scale and shift, and their gradients): 768 per step for a pack
-    of 32 VGG11 runs pruning 4 layers, each a few microseconds of host time on CUDA.
-    Members' filters are disjoint rows of the packed tensors, so one mask over a packed
-    tensor covers every member: at most 6 launches per pruned layer, whatever the pack
-    size. Masks are rebuilt (host to device) only after a member's state changed.
+    of 32 VGG11 runs pruning 4 layers, each a launch's host time on CUDA.
+    Members' filters are disjoint rows of the packed tensors, so one list of held rows per
+    packed tensor covers every member: at most 6 launches per pruned layer, whatever the
+    pack size. `index_fill_` writes only the held rows, where `masked_fill_` reads and
+    writes the whole tensor (1.7-2.6x slower per batch on the CPU in Figure 2's packs,
+    `benchmarks/bench.py hooks`; benchmarks/RESULTS.md). The rows are rebuilt (host to
+    device) only after a member's state changed, so no batch waits for the device.
     """
 
     def __init__(self, pruners: list[Pruner]):
@@ -327,7 +330,7 @@ class StepHooks:
             for name, layer in pruner.layers.items():
                 groups.setdefault(name, []).append(layer)
         self.groups = list(groups.values())
-        # per group: the packed parameters with their masks, kept only where something is held
+        # per group: the packed parameters with the indices of their held rows, kept only where something is held
         self.held: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in self.groups]
         self._refresh(everything=True)  # another StepHooks may have read the changes already
 
@@ -340,9 +343,8 @@ class StepHooks:
             for layer in layers:  # members are stacked along dim 0 of the packed tensors (models.member)
                 masks["w"][layer.p.member], masks["bn"][layer.p.member] = layer.hold_w, layer.hold_bn
                 layer.changed = False
-            device = {kind: m.flatten().to(layers[0].device) for kind, m in masks.items() if m.any()}
-            self.held[i] = [(param, device[kind].view(-1, *[1] * (param.dim() - 1)))
-                            for param, kind in p.packed() if kind in device]
+            rows = {kind: m.flatten().nonzero().flatten().to(layers[0].device) for kind, m in masks.items() if m.any()}
+            self.held[i] = [(param, rows[kind]) for param, kind in p.packed() if kind in rows]
 
     def before_batch(self, noise: list[torch.Generator]) -> None:
         for pruner, g in zip(self.pruners, noise):
@@ -352,16 +354,16 @@ class StepHooks:
         """Held filters get no gradient (so Adam's moments of them stay zero)."""
         self._refresh()
         for held in self.held:
-            for param, mask in held:
+            for param, rows in held:
                 if param.grad is not None:
-                    param.grad.masked_fill_(mask, 0)
+                    param.grad.index_fill_(0, rows, 0)
 
     def after_step(self) -> None:
         """Held values back to zero (weight decay and Adam's momentum move them), then each member's releases."""
         self._refresh()
         with torch.no_grad():
             for held in self.held:
-                for param, mask in held:
-                    param.masked_fill_(mask, 0)
+                for param, rows in held:
+                    param.index_fill_(0, rows, 0)
         for pruner in self.pruners:
             pruner.after_step()

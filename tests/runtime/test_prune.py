@@ -233,8 +233,8 @@ def test_step_hooks_hold_each_members_filters_with_one_fill_per_packed_tensor(mo
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     g = torch.Generator().manual_seed(0)
     fills = []
-    real = torch.Tensor.masked_fill_
-    monkeypatch.setattr(torch.Tensor, "masked_fill_", lambda t, *a: fills.append(t.shape) or real(t, *a))
+    real = torch.Tensor.index_fill_
+    monkeypatch.setattr(torch.Tensor, "index_fill_", lambda t, *a: fills.append(t.shape) or real(t, *a))
 
     def step():
         x, y = torch.randn(8, 9, 32, 32, generator=g), torch.randint(0, 10, (8, 3), generator=g)
