@@ -312,20 +312,9 @@ def packs(args: argparse.Namespace, device: torch.device) -> None:
             torch.cuda.empty_cache()
 
 
-def member_by_member(pruners: list[Pruner]) -> Callable[[], None]:
-    """The baseline: the masking before StepHooks, each member's own device masks over its views.
-
-    6 fills per held layer per member per batch (gradients of the conv weight rows, BN scale
-    and shift before the optimizer step; the values after it), then each member's after_step.
-    """
-    work = []
-    for pruner in pruners:
-        for layer in pruner.layers.values():
-            p = layer.p
-            for param, hold in ((p.conv.weight, layer.hold_w), (p.bn.weight, layer.hold_bn), (p.bn.bias, layer.hold_bn)):
-                if hold.any():
-                    mask = hold.to(layer.device).view(-1, *[1] * (param.dim() - 1))
-                    work.append((p.part(param), p.part(param.grad), mask))
+def masked_fills(pruners: list[Pruner], work: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> Callable[[], None]:
+    """One batch of `masked_fill_` masking over (value, gradient, bool mask) triples: the
+    gradients before the optimizer step, the values after it, then each member's after_step."""
 
     def batch() -> None:
         for _, grad, mask in work:
@@ -340,6 +329,23 @@ def member_by_member(pruners: list[Pruner]) -> Callable[[], None]:
     return batch
 
 
+def member_by_member(pruners: list[Pruner]) -> Callable[[], None]:
+    """The baseline: the masking before StepHooks, each member's own device masks over its views.
+
+    6 fills per held layer per member per batch (conv weight rows, BN scale and shift, and
+    their gradients).
+    """
+    work = []
+    for pruner in pruners:
+        for layer in pruner.layers.values():
+            p = layer.p
+            for param, hold in ((p.conv.weight, layer.hold_w), (p.bn.weight, layer.hold_bn), (p.bn.bias, layer.hold_bn)):
+                if hold.any():
+                    mask = hold.to(layer.device).view(-1, *[1] * (param.dim() - 1))
+                    work.append((p.part(param), p.part(param.grad), mask))
+    return masked_fills(pruners, work)
+
+
 def pack_masks(pruners: list[Pruner]) -> Callable[[], None]:
     """The middle step: one bool mask over each packed tensor, applied with `masked_fill_`.
 
@@ -351,19 +357,8 @@ def pack_masks(pruners: list[Pruner]) -> Callable[[], None]:
         for param, rows in held:
             mask = torch.zeros(len(param), dtype=torch.bool, device=param.device)
             mask[rows] = True
-            work.append((param, mask.view(-1, *[1] * (param.dim() - 1))))
-
-    def batch() -> None:
-        for param, mask in work:
-            param.grad.masked_fill_(mask, 0)
-        with torch.no_grad():
-            for param, mask in work:
-                param.masked_fill_(mask, 0)
-        for pruner in pruners:
-            pruner.after_step()
-
-    batch.fills = 2 * len(work)
-    return batch
+            work.append((param, param.grad, mask.view(-1, *[1] * (param.dim() - 1))))
+    return masked_fills(pruners, work)
 
 
 def pack_hooks(pruners: list[Pruner]) -> Callable[[], None]:

@@ -6,8 +6,8 @@ score or at random) and carries out the mode. State is per filter:
 
 - `targeted`: filters chosen by some event; never chosen again (every mode).
 - `hold_w` / `hold_bn`: conv weight rows / BN scale and shift held at zero (gradients
-  zeroed before the optimizer step, values re-zeroed after it, by `StepHooks`). Permanent for pruned
-  filters, until `release_at` (a global training-batch count) for zero windows.
+  zeroed before the optimizer step, values re-zeroed after it, by `StepHooks`). Permanent
+  for pruned filters, until `release_at` (a global training-batch count) for zero windows.
 - `noise_until`: gaussian windows; noise is added before each training batch.
 - `mask` of the layer's ChannelMask: pruned filters' outputs are exactly zero after
   BN (and after the shortcut add in a ResNet block's second conv).
@@ -145,7 +145,7 @@ class LayerState:
         """After every change of the state: what the training step reads, as host values.
 
         next_release: the first batch count at which a held filter's window ends (NEVER if none);
-        noise_end: noise is added before every batch below it; changed: StepHooks rebuilds its masks.
+        noise_end: noise is added before every batch below it; changed: StepHooks rebuilds its held rows.
         """
         held = self.hold_w | self.hold_bn
         self.next_release = int(self.release_at[held].min()) if held.any() else NEVER
