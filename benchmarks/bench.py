@@ -339,7 +339,8 @@ def member_by_member(pruners: list[Pruner]) -> Callable[[], None]:
     for pruner in pruners:
         for layer in pruner.layers.values():
             p = layer.p
-            for param, hold in ((p.conv.weight, layer.hold_w), (p.bn.weight, layer.hold_bn), (p.bn.bias, layer.hold_bn)):
+            for param, kind in p.packed():
+                hold = layer.holds(kind)
                 if hold.any():
                     mask = hold.to(layer.device).view(-1, *[1] * (param.dim() - 1))
                     work.append((p.part(param), p.part(param.grad), mask))
@@ -381,7 +382,8 @@ def hooks(args: argparse.Namespace, device: torch.device) -> None:
 
     The members are the first K runs of specs/paper/fig2-<arch>.yaml that prune (in plan
     order: variant by variant, seed by seed), each with all its events applied, epoch by
-    epoch: the state of the rest of training (from epoch 150 or 275 to 325 in Figure 2),
+    epoch: the state of the rest of training (from the last event, epoch 247 or 275 in
+    Figure 2's VGG11, to epoch 325),
     with the most rows held (30% of conv5-conv7, 90% of conv8 in VGG11).
     """
     print(header(device, f"pruning hooks of one training batch (after the backward and after the step), "

@@ -155,9 +155,14 @@ class LayerState:
     def zero_held(self) -> None:
         """This member's held values to zero now (after an event; each batch, StepHooks does the pack's at once)."""
         with torch.no_grad():
-            for tensor, hold in ((self.p.weight, self.hold_w), (self.p.bn_weight, self.hold_bn), (self.p.bn_bias, self.hold_bn)):
+            for param, kind in self.p.packed():
+                hold = self.holds(kind)
                 if hold.any():
-                    tensor.masked_fill_(hold.to(self.device).view(-1, *[1] * (tensor.dim() - 1)), 0)
+                    self.p.part(param).masked_fill_(hold.to(self.device).view(-1, *[1] * (param.dim() - 1)), 0)
+
+    def holds(self, kind: str) -> torch.Tensor:
+        """The filters held at zero for a kind of `Prunable.packed`: 'w' (conv weight rows) or 'bn'."""
+        return self.hold_w if kind == "w" else self.hold_bn
 
 
 class Pruner:
@@ -341,7 +346,8 @@ class StepHooks:
             p = layers[0].p
             masks = {kind: torch.zeros(p.pack, p.channels, dtype=torch.bool) for kind in ("w", "bn")}
             for layer in layers:  # members are stacked along dim 0 of the packed tensors (models.member)
-                masks["w"][layer.p.member], masks["bn"][layer.p.member] = layer.hold_w, layer.hold_bn
+                for kind, mask in masks.items():
+                    mask[layer.p.member] = layer.holds(kind)
                 layer.changed = False
             rows = {kind: m.flatten().nonzero().flatten().to(layers[0].device) for kind, m in masks.items() if m.any()}
             self.held[i] = [(param, rows[kind]) for param, kind in p.packed() if kind in rows]
@@ -351,7 +357,11 @@ class StepHooks:
             pruner.before_batch(g)
 
     def after_backward(self) -> None:
-        """Held filters get no gradient (so Adam's moments of them stay zero)."""
+        """Held filters get no gradient (so Adam's moments of them stay zero).
+
+        The held rows are refreshed here, the step's first masking: holds change only at
+        events and window ends (each member's after_step), never within a step.
+        """
         self._refresh()
         for held in self.held:
             for param, rows in held:
@@ -360,7 +370,6 @@ class StepHooks:
 
     def after_step(self) -> None:
         """Held values back to zero (weight decay and Adam's momentum move them), then each member's releases."""
-        self._refresh()
         with torch.no_grad():
             for held in self.held:
                 for param, rows in held:

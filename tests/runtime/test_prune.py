@@ -213,7 +213,7 @@ def test_activation_l1_scores_are_a_moving_average_of_channel_activations():
 def test_step_hooks_hold_each_members_filters_with_one_fill_per_packed_tensor(monkeypatch):
     # Three members in one pack: two hold conv3 (zero windows with BN), one of them also
     # conv8, the third prunes nothing. Masking member by member would cost 6 fills per
-    # held layer per member per batch (18 here); the pack's masks cost 6 per held layer (12).
+    # held layer per member per batch (18 here); the pack's held rows cost 6 per held layer (12).
     text = spec_text("vgg11_bn", 0.25, """\
         prune:
           mode: {kind: zero, duration: {batches: 50}, include_bn: true}
