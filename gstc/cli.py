@@ -156,7 +156,7 @@ def plan(
         runs = [r for r in p.runs if r.config == c.id]
         pruning_epochs = len({e.epoch for e in runs[0].events}) if runs else 0
         rate = max((s.rate for s in c.schedules), default=0.0)
-        summary.add_row(escape(c.id), str(c.resolved["train"]["epochs"]), str(len(c.schedules)), str(pruning_epochs),
+        summary.add_row(escape(c.id), str(c.resolved.train.epochs), str(len(c.schedules)), str(pruning_epochs),
                         f"{100 * rate:.1f}%" if c.schedules else "-", str(len(runs)))
     out.print(summary)
     for c in p.configs:
@@ -166,7 +166,7 @@ def plan(
         for col in ("layer", "filters", "scoring/target/mode", "event epochs", "pruned per event", "kept", "rate"):
             t.add_column(col, overflow="fold")
         for s in c.schedules:
-            mode = s.mode["kind"] if s.mode["kind"] == "prune" else json.dumps(s.mode, separators=(",", ":"))
+            mode = s.mode.kind if s.mode.kind == "prune" else json.dumps(s.mode.model_dump(mode="json"), separators=(",", ":"))
             pruned = _epochs_text(s.pruned, limit=8) if len(set(s.pruned)) > 1 else f"{s.pruned[0]} x {len(s.pruned)}"
             t.add_row(s.layer, str(s.filters), escape(f"{s.scoring}/{s.target}/{mode}"), _epochs_text(s.epochs),
                       pruned, f"{s.kept[-1]} ({100 * s.amount:.0f}% off)", f"{100 * s.rate:.2f}%")

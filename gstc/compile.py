@@ -9,8 +9,8 @@ override's value when an override caused it).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import fnmatch
-import hashlib
 import itertools
 import json
 import math
@@ -24,20 +24,22 @@ from pydantic import BaseModel, ValidationError
 
 from gstc import FORMAT, archs
 from gstc.errors import SpecError, SpecErrors, did_you_mean, dotted, show
+from gstc.ids import LOCATION_FIELDS, canonical, digest, run_id
 from gstc.load import Document, load_file
 from gstc.plan import LayerSchedule, Plan, PlanConfig, PlanEvent, PlanLayer, PlanRun
-from gstc.spec import CONFIG_FIELDS, BaseConfig, LayerEntry, PruneSpec, ScheduleSpec, Spec
+from gstc.spec import (CONFIG_FIELDS, NAME_PATTERN, VARIANT_PATTERN, BaseConfig, LayerEntry, PruneSpec, ScheduleSpec,
+                       Spec, SpecHeader)
 
 MAX_CONFIGS = 10_000
 MAX_RUNS = 100_000
 DEFAULT_VARIANT = "default"
 # Fields whose short form is a string: `model: vgg11_bn` means `model: {arch: vgg11_bn}`.
 SHORT_FORMS = {"model": "arch", "mode": "kind"}
-# Data fields that say where the data is, not what it is: left out of content hashes.
-LOCATION_FIELDS = ("root", "download")
 
 Path = tuple[Any, ...]
-_PATH_RE = re.compile(r"^[A-Za-z_]\w*(\[\d+\])*(\.[A-Za-z_]\w*(\[\d+\])*)*$")
+# A key, then keys and list indices: `.key`, `[3]` or `.3` (so flow-style YAML needs no quotes).
+_PATH_RE = re.compile(r"^[A-Za-z_]\w*(?:\[\d+\]|\.\d+|\.[A-Za-z_]\w*)*$")
+_PART_RE = re.compile(r"\[(\d+)\]|\.(\d+)|\.?([A-Za-z_]\w*)")
 
 
 class _Skip(Exception):
@@ -48,15 +50,10 @@ class _Skip(Exception):
 
 
 def parse_path(text: str) -> Path | None:
-    """'prune.layers[3].amount' -> ('prune', 'layers', 3, 'amount'); None if malformed."""
+    """'prune.layers[3].amount' or 'prune.layers.3.amount' -> ('prune', 'layers', 3, 'amount'); None if malformed."""
     if not isinstance(text, str) or not _PATH_RE.match(text):
         return None
-    parts: list[Any] = []
-    for piece in text.split("."):
-        name, *indices = piece.split("[")
-        parts.append(name)
-        parts.extend(int(i.rstrip("]")) for i in indices)
-    return tuple(parts)
+    return tuple(int(a) if a else int(b) if b else key for a, b, key in _PART_RE.findall(text))
 
 
 def _unwrap(tp: Any) -> list[Any]:
@@ -224,6 +221,9 @@ def _message(err: dict, parts: Path, model: Any) -> str:
         bound = "at least" if kind.endswith("short") else "at most"
         return f"expected {bound} {n} {what}{'s' * (n != 1)}, found {show(found)}"
     if kind == "string_pattern_mismatch":
+        pattern = err.get("ctx", {}).get("pattern")
+        if pattern == VARIANT_PATTERN:
+            return f"expected a name matching [A-Za-z0-9][A-Za-z0-9._-]* (letters, digits, . _ -), found {show(found)}"
         return f"expected a name matching [a-z0-9][a-z0-9._-]* (lowercase letters, digits, . _ -), found {show(found)}"
     text = msg[0].lower() + msg[1:] if msg else kind
     text = text.removeprefix("input should be ")
@@ -268,13 +268,15 @@ def _convert(exc: ValidationError, doc: Document, model: Any, config: str | None
     return out
 
 
-def _validate(model: type[BaseModel], doc: Document, config: str | None) -> tuple[Any, list[SpecError]]:
+def _validate(model: type[BaseModel], doc: Document, config: str | None,
+              messages: type[BaseModel] | None = None) -> tuple[Any, list[SpecError]]:
+    """`model` validated from doc.data, or the errors; `messages`: the model whose keys messages list."""
     if not isinstance(doc.data, dict):
         return None, [doc.error((), f"a spec is a mapping of keys to values, found {show(doc.data)}")]
     try:
         return model.model_validate(doc.data), []
     except ValidationError as exc:
-        return None, _convert(exc, doc, model, config)
+        return None, _convert(exc, doc, messages or model, config)
 
 
 # --- schedules and filter counts -----------------------------------------------------
@@ -286,7 +288,8 @@ def _exact(value: float) -> Fraction:
 
 
 def kept_counts(filters: int, amount: Fraction, events: int) -> list[int]:
-    """Filters kept after each event (paper-experiments.md, "Common settings")."""
+    """Filters kept after each event: the last keeps ceil((1 - amount) x filters), and event i of n keeps
+    ceil(final + (filters - final) x (n - i) / n), so every event removes about the same number."""
     final = math.ceil((1 - amount) * filters)
     span = filters - final  # ceil(final + span * (events - i) / events), in integers: fast for many events
     return [final - (-span * (events - i) // events) for i in range(1, events + 1)]
@@ -394,7 +397,7 @@ def _compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, con
                 layer=name, filters=filters[name], entry=i,
                 scoring=entry.scoring or prune.scoring,
                 target=entry.target or prune.target,
-                mode=(entry.mode or prune.mode).model_dump(mode="json"),
+                mode=entry.mode or prune.mode,
                 epochs=epochs, amount=float(total), rate=float(total / n), pruned=pruned, kept=kept,
             ))
     order = {name: k for k, name in enumerate(names)}
@@ -405,27 +408,22 @@ def _compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, con
 # --- hashing -------------------------------------------------------------------------
 
 
-def _digest(obj: Any, length: int) -> str:
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
-
-
-def _semantic(resolved: dict, schedules: list[LayerSchedule]) -> dict:
+def _semantic(cfg: BaseConfig, schedules: list[LayerSchedule]) -> dict:
     """What decides a run's numbers: the resolved configuration, with pruning as the
     compiled per-layer events (so a glob and the names it matches hash alike) and
-    without where the data lies."""
-    data = {k: v for k, v in resolved["data"].items() if k not in LOCATION_FIELDS}
+    without where the data lies (gstc.ids: fields added later hash only when set)."""
+    data = {k: v for k, v in canonical(cfg.data).items() if k not in LOCATION_FIELDS}
     prune = [
-        {"layer": s.layer, "scoring": s.scoring, "target": s.target, "mode": s.mode,
+        {"layer": s.layer, "scoring": s.scoring, "target": s.target, "mode": canonical(s.mode),
          "events": [[e, p] for e, p in zip(s.epochs, s.pruned) if p > 0]}
         for s in schedules
     ]
-    return {"format": FORMAT, "model": resolved["model"], "data": data, "train": resolved["train"],
-            "measure": resolved["measure"], "prune": prune}
+    return {"format": FORMAT, "model": canonical(cfg.model), "data": data, "train": canonical(cfg.train),
+            "measure": canonical(cfg.measure), "prune": prune}
 
 
-def run_id(config_hash: str, seed: int) -> str:
-    return _digest({"config": config_hash, "seed": seed}, 12)
+def config_hash(cfg: BaseConfig, schedules: list[LayerSchedule]) -> str:
+    return digest(_semantic(cfg, schedules), 16)
 
 
 # --- the pipeline --------------------------------------------------------------------
@@ -435,110 +433,141 @@ def _fmt(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
-def _points(sweep: dict | None) -> list[list[tuple[str, Any, Path]]]:
+def _points(sweep: dict) -> list[list[tuple[str, Any, Path]]]:
     """Sweep points as lists of (path, value, position path of the value)."""
-    if not sweep:
-        return [[]]
     axes = []
     for path, values in sweep.items():
         if path == "zip":
-            zipped = list((values or {}).items())
+            zipped = list(values.items())
             if not zipped:
-                continue  # `zip: {}` or `zip: null`: no paired axis
+                continue  # `zip: {}`: no paired axis
             axes.append([[(p, vs[k], ("sweep", "zip", p, k)) for p, vs in zipped] for k in range(len(zipped[0][1]))])
         else:
             axes.append([[(path, v, ("sweep", path, k))] for k, v in enumerate(values)])
     return [[pair for group in combo for pair in group] for combo in itertools.product(*axes)]
 
 
-def check(doc: Document, sets: list[tuple[str, Any]] | None = None) -> tuple[Plan | None, list[SpecError]]:
-    """Validate and compile a loaded spec; (plan, []) or (None, every error)."""
-    base_doc = copy.copy(doc)
-    errors: list[SpecError] = []
-    seen: set[tuple] = set()
+def _usable_sweep(raw: Any, bad: set[str]) -> dict:
+    """The sweep's axes that can be expanded (malformed ones are the header's errors), without bad paths."""
+    if not isinstance(raw, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for path, values in raw.items():
+        if path == "zip":
+            zipped = {p: v for p, v in values.items() if p not in bad} if isinstance(values, dict) else {}
+            if all(isinstance(v, list) and v for v in zipped.values()) and len({len(v) for v in zipped.values()}) <= 1:
+                out["zip"] = zipped
+        elif path not in bad and isinstance(values, list) and values:
+            out[path] = values
+    return out
 
-    def report(errs: list[SpecError]) -> None:
+
+class _Collected:
+    """Errors of the whole spec, each once. A configuration's error is kept with the configurations
+    that had it, so that one in every configuration of the base is reported once, as the base's."""
+
+    def __init__(self) -> None:
+        self.errors: dict[tuple, SpecError] = {}
+        self.configs: dict[tuple, list[str]] = {}
+
+    def add(self, errs: list[SpecError], config: str | None = None) -> None:
         for e in errs:
-            key = (e.line, e.col, e.path, e.message)
-            if key not in seen:
-                seen.add(key)
-                errors.append(e)
+            key = (e.file, e.line, e.col, e.path, e.message)
+            self.errors.setdefault(key, e)
+            if config is not None:
+                self.configs.setdefault(key, [])
+                if config not in self.configs[key]:
+                    self.configs[key].append(config)
 
+    def __bool__(self) -> bool:
+        return bool(self.errors)
+
+    def result(self, all_configs: list[str], override_marks: set[tuple[int, int]]) -> list[SpecError]:
+        out = []
+        for key, e in self.errors.items():
+            names = tuple(self.configs.get(key, ()))
+            if names and (e.line, e.col) not in override_marks and set(names) >= set(all_configs):
+                names = ()  # the base's error: every configuration has it
+            out.append(dataclasses.replace(e, configs=names))
+        return sorted(out, key=lambda e: (e.line, e.col))
+
+
+def check(doc: Document, sets: list[tuple[str, Any]] | None = None) -> tuple[Plan | None, list[SpecError]]:
+    """Validate and compile a loaded spec; (plan, []) or (None, every error).
+
+    The spec's own keys (gstc, name, seeds, variants, sweep) are validated as they are;
+    the base configuration only through its configurations: each variant x sweep point
+    is validated and compiled after its overrides, so a base may leave a field to them.
+    """
+    collected = _Collected()
+    base_doc = doc
     if sets:  # --set PATH=VALUE from the command line: applied to the base, validated like overrides
         base_doc = Document(doc.file, copy.deepcopy(doc.data), dict(doc.positions), dict(doc.key_positions))
         for path, value in sets:
             parts, problem = check_override_path(path)
             if parts is None or not isinstance(base_doc.data, dict):
-                report([SpecError(doc.file, 1, 1, str(path), f"--set: {problem or 'the spec is not a mapping'}")])
+                collected.add([SpecError(doc.file, 1, 1, str(path), f"--set: {problem or 'the spec is not a mapping'}")])
                 continue
             try:
                 _apply(base_doc.data, parts, copy.deepcopy(value), sweep=False)
             except ValueError as exc:
-                report([SpecError(doc.file, 1, 1, str(path), f"--set: {exc}")])
-    if errors:
-        return None, errors
+                collected.add([SpecError(doc.file, 1, 1, str(path), f"--set: {exc}")])
+    if collected:
+        return None, collected.result([], set())
+    if not isinstance(base_doc.data, dict):
+        return None, [doc.error((), f"a spec is a mapping of keys to values, found {show(base_doc.data)}")]
+    raw = base_doc.data
+    header_doc = Document(doc.file, {k: v for k, v in raw.items() if k not in CONFIG_FIELDS},
+                          base_doc.positions, base_doc.key_positions)
+    header, errs = _validate(SpecHeader, header_doc, None, messages=Spec)
+    collected.add(errs)
 
-    spec, errs = _validate(Spec, base_doc, None)
-    report(errs)
-    # Overrides are checked even when the base is invalid, so all problems show at once.
-    raw = base_doc.data if isinstance(base_doc.data, dict) else {}
-    variants = raw.get("variants") if isinstance(raw.get("variants"), dict) else None
-    sweep = raw.get("sweep") if isinstance(raw.get("sweep"), dict) else None
-    override_sources: list[tuple[str, Path]] = []
-    for name, overrides in (variants or {}).items():
-        for path in (overrides or {}) if isinstance(overrides, dict) else {}:
-            override_sources.append((path, ("variants", name, path)))
-    for path in (k for k in (sweep or {}) if k != "zip"):
-        override_sources.append((path, ("sweep", path)))
-    if isinstance((sweep or {}).get("zip"), dict):
-        for path in sweep["zip"]:
-            override_sources.append((path, ("sweep", "zip", path)))
-    bad_paths = False
-    for path, where in override_sources:
+    # Override paths, checked against the spec models (all of them, so that every typo shows at once).
+    variants = raw.get("variants") if isinstance(raw.get("variants"), dict) else {}
+    sweep = raw.get("sweep") if isinstance(raw.get("sweep"), dict) else {}
+    sources: list[tuple[str, Path]] = [(path, ("variants", name, path)) for name, ov in variants.items()
+                                       if isinstance(ov, dict) for path in ov]
+    sources += [(path, ("sweep", path)) for path in sweep if path != "zip"]
+    if isinstance(sweep.get("zip"), dict):
+        sources += [(path, ("sweep", "zip", path)) for path in sweep["zip"]]
+    bad: set[str] = set()
+    for path, where in sources:
         _, problem = check_override_path(path)
         if problem:
-            bad_paths = True
-            report([doc.error(where, problem, key=True)])
-    # The base configuration's layer checks run even when only spec-level keys (name,
-    # seeds, variants, ...) are wrong, so that those errors do not hide these.
-    if spec is not None:
-        base_cfg = BaseConfig.model_validate({k: getattr(spec, k) for k in CONFIG_FIELDS})
-    else:
-        base_cfg, _ = _validate(BaseConfig, Document(doc.file, {k: v for k, v in raw.items() if k in CONFIG_FIELDS}), None)
-    if base_cfg is not None:
-        _, errs = _compile_prune(base_cfg, archs.layers(base_cfg.model.arch, base_cfg.model.width), base_doc, None)
-        report(errs)
-    if spec is None or bad_paths:
-        return None, sorted(errors, key=lambda e: (e.line, e.col))
+            bad.add(path)
+            collected.add([doc.error(where, problem, key=True)])
 
-    variant_items = list((spec.variants or {DEFAULT_VARIANT: {}}).items())
-    sweep_data = sweep if spec.sweep else None  # the raw mapping: axes in the order the YAML gives them
-    axes = [v for k, v in (sweep_data or {}).items() if k != "zip"] + list(((sweep_data or {}).get("zip") or {}).values())[:1]
-    n_points = math.prod(len(v) for v in axes)  # counted before the points are built
+    variant_items = [(name, {p: v for p, v in (ov or {}).items() if p not in bad}) for name, ov in variants.items()
+                     if ov is None or isinstance(ov, dict)] or [(DEFAULT_VARIANT, {})]
+    sweep_axes = _usable_sweep(raw.get("sweep"), bad)
+    counts = [len(v) for k, v in sweep_axes.items() if k != "zip"]
+    counts += [len(next(iter(sweep_axes["zip"].values())))] if sweep_axes.get("zip") else []
+    n_points = math.prod(counts)  # counted before the points are built
     if len(variant_items) * n_points > MAX_CONFIGS:
         nv = len(variant_items)
-        report([doc.error(("sweep",), f"{nv} variant{'s' * (nv != 1)} x {n_points:,} sweep points is over the "
-                                      f"limit of {MAX_CONFIGS:,} configurations")])
-        return None, errors
-    points = _points(sweep_data)
+        collected.add([doc.error(("sweep",), f"{nv} variant{'s' * (nv != 1)} x {n_points:,} sweep points is over the "
+                                             f"limit of {MAX_CONFIGS:,} configurations")])
+        return None, collected.result([], set())
+    points = _points(sweep_axes)
 
     configs: list[PlanConfig] = []
-    by_id: dict[str, PlanConfig] = {}
+    attempted: list[str] = []  # every configuration id, valid or not
     by_hash: dict[str, str] = {}
     applies: dict[str, bool] = {}
     config_raw = {k: v for k, v in raw.items() if k in CONFIG_FIELDS}
     for variant, overrides in variant_items:
         vdoc = Document(doc.file, copy.deepcopy(config_raw), dict(base_doc.positions), dict(base_doc.key_positions))
         failed = False
-        for path, value in (overrides or {}).items():
+        for path, value in overrides.items():
             parts = parse_path(path)
             try:
                 _apply(vdoc.data, parts, copy.deepcopy(value), sweep=False)
                 _remap(doc, ("variants", variant, path), parts, vdoc.positions, vdoc.key_positions)
             except ValueError as exc:
                 failed = True
-                report([doc.error(("variants", variant, path), str(exc), key=True, config=variant)])
+                collected.add([doc.error(("variants", variant, path), str(exc), key=True)], config=variant)
         if failed:
+            attempted.append(variant)
             continue
         for point in points:
             pdoc = Document(doc.file, copy.deepcopy(vdoc.data), dict(vdoc.positions), dict(vdoc.key_positions))
@@ -553,51 +582,53 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None) -> tuple[Pla
                     continue
                 except ValueError as exc:
                     ok = False
-                    report([doc.error(where[:-1], str(exc), key=True, config=variant)])
+                    collected.add([doc.error(where[:-1], str(exc), key=True)], config=variant)
                     continue
                 applies[path] = True
-                applied[path] = value
+                applied[dotted(parts)] = value  # ids spell paths one way: prune.layers[1].amount
                 _remap(doc, where, parts, pdoc.positions, pdoc.key_positions)
             if not ok:
                 continue
             cid = variant + ("[" + ",".join(f"{p}={_fmt(v)}" for p, v in applied.items()) + "]" if applied else "")
-            if cid in by_id:
+            if cid in attempted:
                 continue  # the same variant where the sweep did not apply: one configuration
+            attempted.append(cid)
             cfg, errs = _validate(BaseConfig, pdoc, cid)
-            report(errs)
+            collected.add(errs, config=cid)
             if cfg is None:
                 continue
             table = archs.layers(cfg.model.arch, cfg.model.width)
             schedules, errs = _compile_prune(cfg, table, pdoc, cid)
-            report(errs)
+            collected.add(errs, config=cid)
             if errs:
                 continue
-            resolved = cfg.model_dump(mode="json")
-            chash = _digest(_semantic(resolved, schedules), 16)
+            chash = config_hash(cfg, schedules)
             if chash in by_hash:
-                report([doc.error(("variants", variant) if spec.variants else ("sweep",) if applied else (),
-                                  f"configuration {cid!r} resolves to "
-                                  f"the same runs as {by_hash[chash]!r}; remove one", config=cid)])
+                collected.add([doc.error(("variants", variant) if variants else ("sweep",) if applied else (),
+                                         f"configuration {cid!r} resolves to the same runs as {by_hash[chash]!r}; "
+                                         "remove one")], config=cid)
                 continue
             by_hash[chash] = cid
-            by_id[cid] = PlanConfig(
-                id=cid, variant=variant, point=applied, hash=chash, resolved=resolved,
+            configs.append(PlanConfig(
+                id=cid, variant=variant, point=applied, hash=chash, resolved=cfg,
                 layers=[PlanLayer(name=l.name, filters=l.filters) for l in table], schedules=schedules,
-            )
-            configs.append(by_id[cid])
+            ))
     for path, ok in applies.items():
         if not ok:
-            where = ("sweep", "zip", path) if spec.sweep and spec.sweep.zip and path in spec.sweep.zip else ("sweep", path)
-            report([doc.error(where, f"this sweep path applies to no variant: {path.split('.')[0]} is null in every one",
-                              key=True)])
-    if errors:
-        return None, sorted(errors, key=lambda e: (e.line, e.col))
+            zipped = isinstance(sweep.get("zip"), dict) and path in sweep["zip"]
+            collected.add([doc.error(("sweep", "zip", path) if zipped else ("sweep", path),
+                                     f"this sweep path applies to no variant: {path.split('.')[0]} is null in every one",
+                                     key=True)])
+    marks = {mark for table in (doc.positions, doc.key_positions) for p, mark in table.items()
+             if p[:1] in (("variants",), ("sweep",))}
+    if collected or header is None:
+        return None, collected.result(attempted, marks)
 
-    seeds = spec.seed_list()
+    seeds = header.seed_list()
     if len(configs) * len(seeds) > MAX_RUNS:
-        report([doc.error(("seeds",), f"{len(configs)} configurations x {len(seeds)} seeds is over the limit of "
-                                      f"{MAX_RUNS:,} runs")])
-        return None, errors
+        collected.add([doc.error(("seeds",), f"{len(configs)} configurations x {len(seeds)} seeds is over the limit of "
+                                             f"{MAX_RUNS:,} runs")])
+        return None, collected.result(attempted, marks)
     runs = []
     for c in configs:
         order = {layer.name: k for k, layer in enumerate(c.layers)}
@@ -607,14 +638,20 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None) -> tuple[Pla
             key=lambda ev: (ev.epoch, order[ev.layer]),
         )
         for seed in seeds:
-            runs.append(PlanRun(id=run_id(c.hash, seed), config=c.id, seed=seed,
-                                epochs=c.resolved["train"]["epochs"], events=events))
-    base_table = archs.layers(base_cfg.model.arch, base_cfg.model.width)
-    plan = Plan(
-        gstc=FORMAT, spec=spec.name, spec_hash=_digest(spec.model_dump(mode="json"), 16),
-        description=spec.description, layers=[PlanLayer(name=l.name, filters=l.filters) for l in base_table],
-        configs=configs, runs=runs,
-    )
+            runs.append(PlanRun(id=run_id(c.hash, seed), config=c.id, seed=seed, epochs=c.resolved.train.epochs,
+                                events=events))
+    try:  # a complete base: the whole validated spec, as format 1 hashed it
+        spec_hash = digest(canonical(Spec.model_validate(raw)), 16)
+    except ValidationError:  # a base that leaves fields to its configurations: its keys as written
+        spec_hash = digest({"header": canonical(header), "base": config_raw}, 16)
+    base_layers = configs[0].layers
+    try:
+        base_cfg = BaseConfig.model_validate(config_raw)
+        base_layers = [PlanLayer(name=l.name, filters=l.filters) for l in archs.layers(base_cfg.model.arch, base_cfg.model.width)]
+    except ValidationError:
+        pass
+    plan = Plan(gstc=FORMAT, spec=header.name, spec_hash=spec_hash, description=header.description,
+                layers=base_layers, configs=configs, runs=runs)
     return plan, []
 
 

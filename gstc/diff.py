@@ -85,7 +85,7 @@ def _change(x: Any, y: Any) -> Any:
 def config_rows(pairs: list[tuple[PlanConfig, PlanConfig]], show_all: bool) -> list[dict]:
     rows = []
     for ca, cb in pairs:
-        fa, fb = flatten(ca.resolved), flatten(cb.resolved)
+        fa, fb = flatten(ca.resolved.model_dump(mode="json")), flatten(cb.resolved.model_dump(mode="json"))
         for path in list(fa) + [p for p in fb if p not in fa]:
             x, y = fa.get(path), fb.get(path)
             if x != y or show_all:
@@ -104,7 +104,7 @@ def plan_diff(a: Plan, b: Plan, pairs: list[tuple[PlanConfig, PlanConfig]]) -> d
         for layer in list(sa) + [l for l in sb if l not in sa]:
             x, y = sa.get(layer), sb.get(layer)
             key = lambda s: None if s is None else {"epochs": s.epochs, "pruned": s.pruned, "scoring": s.scoring,  # noqa: E731
-                                                    "target": s.target, "mode": s.mode}
+                                                    "target": s.target, "mode": s.mode.model_dump(mode="json")}
             if key(x) != key(y):
                 schedules.append({"config": ca.id, "layer": layer, "a": key(x), "b": key(y)})
     return {

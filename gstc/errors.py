@@ -23,25 +23,36 @@ class SpecError:
     col: int  # 1-based
     path: str  # dotted path such as "prune.layers[2].amount"; "" for the whole file
     message: str  # what was expected and what was found
-    config: str | None = None  # configuration id when the error comes from an override
+    # The configurations that have this error, when not every one of them does (an override's
+    # error, or a base node that some variant or sweep point leaves incomplete).
+    configs: tuple[str, ...] = ()
+
+    def where(self) -> str:
+        """' (in configuration X)', ' (in configurations X and Y)', ...; '' for the whole spec."""
+        names = self.configs
+        if not names:
+            return ""
+        if len(names) == 1:
+            return f" (in configuration {names[0]})"
+        if len(names) <= 3:
+            return f" (in configurations {', '.join(names[:-1])} and {names[-1]})"
+        return f" (in {len(names)} configurations: {', '.join(names[:3])}, ...)"
 
     def format(self) -> str:
         where = f"{self.file}:{self.line}:{self.col}"
-        what = f"{self.path}: {self.message}" if self.path else self.message
-        if self.config:
-            what += f" (in configuration {self.config})"
+        what = (f"{self.path}: {self.message}" if self.path else self.message) + self.where()
         return f"{where}: error: {printable(what)}"
 
     def github(self) -> str:
         # GitHub workflow command; message must stay on one line.
-        msg = (f"{self.path}: " if self.path else "") + self.message
-        if self.config:
-            msg += f" (in configuration {self.config})"
+        msg = (f"{self.path}: " if self.path else "") + self.message + self.where()
         msg = printable(msg).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
         return f"::error file={self.file},line={self.line},col={self.col}::{msg}"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["configs"] = list(self.configs)
+        return out
 
 
 class SpecErrors(Exception):

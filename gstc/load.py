@@ -128,7 +128,7 @@ class Document:
 
     def error(self, path: Path, message: str, key: bool = False, config: str | None = None) -> SpecError:
         line, col = self.where(path, key=key)
-        return SpecError(self.file, line, col, dotted(path), message, config)
+        return SpecError(self.file, line, col, dotted(path), message, (config,) if config else ())
 
 
 class _Builder:

@@ -1,4 +1,4 @@
-"""Which runs may train together as one packed model (DESIGN.md section 8).
+"""Which runs may train together as one packed model (docs/design.md, "Speed").
 
 A pack is K runs trained as one model: grouped convolutions (groups = K), batch norm
 over K x C channels and a batched dense layer, each member with its own data order,
@@ -11,13 +11,12 @@ epochs, optimizer, LR schedule, precision). They may differ in seed, `prune` and
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Iterable, Literal, Union
 
 from pydantic import Field
 
-from gstc.plan import Frozen, Plan, PlanRun
+from gstc import ids
+from gstc.plan import Frozen, Plan, PlanConfig, PlanRun
 
 MAX_PACK = 64  # an upper bound on --pack: beyond it no device gains, and memory grows linearly
 PACK_SECTIONS = ("model", "data", "train")  # what members must share, section by section
@@ -31,10 +30,9 @@ class Pack(Frozen):
     runs: list[str] = Field(description="Member run ids, in plan order.")
 
 
-def pack_key(resolved: dict) -> str:
+def pack_key(config: PlanConfig) -> str:
     """Hash of the sections members must share."""
-    shared = {name: resolved[name] for name in PACK_SECTIONS}
-    return hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:12]
+    return ids.pack_key({name: getattr(config.resolved, name) for name in PACK_SECTIONS})
 
 
 def parse_size(text: str) -> PackSize:
@@ -53,7 +51,7 @@ def parse_size(text: str) -> PackSize:
 def groups(plan: Plan, runs: Iterable[PlanRun]) -> list[list[PlanRun]]:
     """Compatible runs, grouped by pack key; groups and members in plan order."""
     by_key: dict[str, list[PlanRun]] = {}
-    keys = {c.id: pack_key(c.resolved) for c in plan.configs}
+    keys = {c.id: pack_key(c) for c in plan.configs}
     for run in runs:
         by_key.setdefault(keys[run.config], []).append(run)
     return list(by_key.values())
@@ -68,7 +66,7 @@ def make_packs(plan: Plan, runs: Iterable[PlanRun], size: int) -> list[Pack]:
     if size < 1:
         raise ValueError(f"pack size must be at least 1, found {size}")
     packs: list[Pack] = []
-    keys = {c.id: pack_key(c.resolved) for c in plan.configs}
+    keys = {c.id: pack_key(c) for c in plan.configs}
     for group in groups(plan, runs):
         count = -(-len(group) // size)  # ceil: the fewest packs that respect the size
         base, extra = divmod(len(group), count)

@@ -1,8 +1,10 @@
-"""The execution plan: frozen, JSON round-trippable data (DESIGN.md section 4).
+"""The execution plan: frozen, typed data that round-trips through JSON (docs/design.md, "The plan").
 
 The runtime reads exactly this (as JSON) and never a YAML spec. Everything a run does
 (which layers prune at which epoch, how many filters, how, with what scoring and
-target) is decided here.
+target) is decided here. A configuration's resolved sections and a schedule's mode are
+the spec's own models (`gstc.spec`), so every default is defined once, there, and the
+runtime reads typed fields; they are re-exported here for the runtime.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from gstc.spec import (AdamSpec, BaseConfig, DataSpec, Duration, FlatnessSpec, GaussianMode, MeasureSpec, Mode,
+                       ModelSpec, PruneMode, Scoring, SGDSpec, Target, TrainSpec, ZeroMode)
 
 
 class Frozen(BaseModel):
@@ -25,9 +30,9 @@ class LayerSchedule(Frozen):
     layer: str = Field(description="Layer name.")
     filters: int = Field(description="Original filter count.")
     entry: int = Field(description="Index of the prune.layers entry that selected this layer.")
-    scoring: str = Field(description="Scoring of filters.")
-    target: str = Field(description="smallest, random or largest.")
-    mode: dict[str, Any] = Field(description="The resolved mode, e.g. {'kind': 'prune', 'include_bn': True}.")
+    scoring: Scoring = Field(description="Scoring of filters.")
+    target: Target = Field(description="smallest, random or largest.")
+    mode: Mode = Field(description="The resolved mode, every default filled in, e.g. {kind: prune, include_bn: true}.")
     epochs: list[int] = Field(description="Scheduled event epochs (including any that prune 0 filters).")
     amount: float = Field(description="Total fraction of original filters removed by the last event.")
     rate: float = Field(description="Iterative pruning rate: amount / number of events.")
@@ -40,7 +45,7 @@ class PlanConfig(Frozen):
     variant: str = Field(description="Variant name ('default' without variants).")
     point: dict[str, Any] = Field(description="The sweep point's path=value pairs that apply to this variant.")
     hash: str = Field(description="Content hash of the resolved configuration (seed excluded).")
-    resolved: dict[str, Any] = Field(description="The fully resolved configuration: model, data, train, prune, measure.")
+    resolved: BaseConfig = Field(description="The fully resolved configuration: model, data, train, prune, measure.")
     layers: list[PlanLayer] = Field(description="The architecture's prunable layers under this configuration's width.")
     schedules: list[LayerSchedule] = Field(description="Per pruned layer, in forward order; empty for a baseline.")
 
@@ -75,3 +80,8 @@ class Plan(Frozen):
             if c.id == config_id:
                 return c
         raise KeyError(config_id)
+
+
+__all__ = ["AdamSpec", "BaseConfig", "DataSpec", "Duration", "FlatnessSpec", "Frozen", "GaussianMode", "LayerSchedule",
+           "MeasureSpec", "Mode", "ModelSpec", "Plan", "PlanConfig", "PlanEvent", "PlanLayer", "PlanRun", "PruneMode",
+           "SGDSpec", "Scoring", "Target", "TrainSpec", "ZeroMode"]

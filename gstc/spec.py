@@ -1,4 +1,4 @@
-"""Pydantic models of the spec language, format 1 (DESIGN.md section 2).
+"""Pydantic models of the spec language, format 1 (docs/design.md, "The spec language").
 
 Models are strict (no silent coercion: `epochs: "5"` or `augment: yes` are errors),
 forbid unknown keys, and describe every field (the descriptions become the JSON
@@ -23,7 +23,9 @@ from pydantic import (
 
 from gstc.archs import ARCHS
 
-NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"  # a spec's name names its results folder: portable, lowercase
+# Variant names only name configurations (never files): capitals are fine (S, L, Prune_L, as the paper writes).
+VARIANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 ArchName = Literal["vgg11_bn", "resnet18", "resnet20", "resnet56"]
 assert set(ArchName.__args__) == set(ARCHS)  # the schema and the layer tables agree
 Scoring = Literal["l1", "l2", "activation_l1", "ebn", "ebn_alt"]
@@ -314,16 +316,19 @@ class BaseConfig(Strict):
     measure: MeasureSpec = Field(default_factory=MeasureSpec, description="What to measure besides accuracy and loss.")
 
 
-class Spec(BaseConfig):
+class SpecHeader(Strict):
+    """The spec's own keys: format, name, seeds and how configurations are made from the base."""
+
     gstc: Literal[1] = Field(description="Format version of the spec language; this gstc reads format 1.")
     name: str = Field(pattern=NAME_PATTERN, max_length=100, description="Names the results folder: [a-z0-9][a-z0-9._-]*.")
     description: str = Field(default="", description="What question the experiment answers.")
     seeds: Union[Annotated[StrictInt, Field(ge=1, le=10_000)], Annotated[list[Seed], Field(min_length=1)]] = Field(
         default=1, description="n: seeds 0..n-1; or an explicit list such as [0, 3, 7]."
     )
-    variants: Optional[dict[Annotated[str, Field(pattern=NAME_PATTERN, max_length=100)], Optional[dict[OverridePath, Any]]]] = Field(
+    variants: Optional[dict[Annotated[str, Field(pattern=VARIANT_PATTERN, max_length=100)], Optional[dict[OverridePath, Any]]]] = Field(
         default=None,
-        description="Named configurations: dotted-path overrides of the base (`prune.target: largest`; null removes a section).",
+        description="Named configurations ([A-Za-z0-9][A-Za-z0-9._-]*): dotted-path overrides of the base "
+        "(`prune.target: largest`, `prune.layers.1.amount: 0.8`; null removes a section).",
     )
     sweep: Optional[SweepSpec] = Field(default=None, description="Grid of overrides applied on top of every variant.")
 
@@ -340,4 +345,10 @@ class Spec(BaseConfig):
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
 
 
+class Spec(BaseConfig, SpecHeader):
+    """A gstc experiment spec (format 1): its own keys and the base configuration, which variants and
+    sweep points override; each configuration must be complete after its overrides."""
+
+
 CONFIG_FIELDS = tuple(BaseConfig.model_fields)  # the parts of a spec that overrides may touch
+HEADER_FIELDS = tuple(SpecHeader.model_fields)

@@ -69,7 +69,7 @@ def test_plan_set_overrides(small_spec):
     assert out.exit_code == 0, out.stderr
     plan = Plan.model_validate_json(out.stdout)
     assert {r.epochs for r in plan.runs} == {9}
-    assert plan.configs[0].resolved["train"]["optimizer"]["lr"] == 0.01
+    assert plan.configs[0].resolved.train.optimizer.lr == 0.01
     bad = runner.invoke(app, ["plan", str(small_spec), "--set", "train.epochs"])
     assert bad.exit_code == 1 and "--set expects PATH=VALUE" in bad.stderr
 

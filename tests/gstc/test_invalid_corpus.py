@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from gstc.errors import SpecError
 from gstc.load import MAX_BYTES, MAX_DEPTH
 from tests.conftest import REPO
 
@@ -121,7 +122,7 @@ def test_json_output_reports_each_expected_error(name, json_run, files):
         assert isinstance(error["line"], int) and error["line"] >= 1
         assert isinstance(error["col"], int) and error["col"] >= 1
         assert error["message"] and "\n" not in error["message"]
-    shown = [(e["line"], e["message"] + (f" (in configuration {e['config']})" if e["config"] else ""))
+    shown = [(e["line"], e["message"] + SpecError(**{**e, "configs": tuple(e["configs"])}).where())
              for e in result["errors"]]
     for line, text in expectations(files[name]):
         assert any(at == line and text in message for at, message in shown), (name, line, text, shown)

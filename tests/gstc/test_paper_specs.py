@@ -285,7 +285,7 @@ def test_paper_spec_plan_matches_the_paper(plans, name):
 
     for config in plan.configs:
         want = exp.configs[config.id]
-        r = config.resolved
+        r = config.resolved.model_dump(mode="json")
         assert r["model"] == {"arch": exp.arch, "width": 1.0}, config.id
         subset(r["data"], exp.data, f"{config.id}: data")
         subset(r["train"], exp.train, f"{config.id}: train")
@@ -319,7 +319,7 @@ def test_paper_spec_plan_matches_the_paper(plans, name):
             assert s.amount == pytest.approx(num / den), where
             assert s.rate == pytest.approx(num / den / n), where
             assert (s.scoring, s.target) == (want.scoring, want.target), where
-            assert s.mode == want.mode, where
+            assert s.mode.model_dump(mode="json") == want.mode, where
             events += [(e, layer.name, p, k, filters[layer.name])
                        for e, p, k in zip(layer.epochs, pruned, kept) if p > 0]
         events.sort(key=lambda ev: (ev[0], order[ev[1]]))

@@ -90,7 +90,7 @@ def test_shipped_spec_names_are_unique_and_follow_the_file_names():
 def test_quickstart_is_cpu_sized():
     plan = compile_file(str(REPO / "examples" / "quickstart.yaml"))
     for config in plan.configs:
-        r = config.resolved
+        r = config.resolved.model_dump(mode="json")
         assert r["data"]["dataset"] == "digits"
         assert r["model"]["width"] <= 0.25
         assert r["train"]["epochs"] <= 12
