@@ -6,7 +6,7 @@
     one run at a time. Written here for the comparison.
 (b) One gstc run: the runtime's Trainer (device-resident uint8 data, batches sliced
     from a seeded permutation, normalization and augmentation on the device).
-(c) gstc packs of K runs (DESIGN.md section 8): K members trained as one model.
+(c) gstc packs of K runs: K members trained as one model (README, "Packed runs").
 
 Every row trains the same model (runtime.models) with Adam and the same batch size on
 the same images. Timings alternate between the recipes (a, b, c, a, b, c, ...) after
@@ -17,7 +17,7 @@ measured here too (a large matmul in fp32, and in bf16 with --precision bf16); a
 fraction is its useful FLOP per second (torch.utils.flop_counter over one training step
 of one member, times members and batches) divided by the rate of its own precision.
 
-    # the quickstart configuration on digits (issue 5's CPU acceptance row)
+    # the quickstart configuration on digits
     python benchmarks/bench.py quickstart
     # ... plus a bf16-autocast gstc row (the spec's train.precision: bf16; the reference stays fp32)
     python benchmarks/bench.py quickstart --precision bf16
@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,11 +51,10 @@ sys.path.insert(0, str(ROOT))
 
 from gstc.compile import check, compile_file  # noqa: E402
 from gstc.load import load_text  # noqa: E402
-from gstc.manifest import ResultsDir  # noqa: E402
-from runtime.data import CLASSES, Dataset, _synthetic, load  # noqa: E402
-from runtime.models import build_model  # noqa: E402
-from runtime.prune import Pruner, StepHooks  # noqa: E402
-from runtime.train import Trainer  # noqa: E402
+from gstc.runtime.data import CLASSES, Dataset, _synthetic, load  # noqa: E402
+from gstc.runtime.models import build_model  # noqa: E402
+from gstc.runtime.prune import Pruner, StepHooks  # noqa: E402
+from gstc.runtime.train import Trainer  # noqa: E402
 
 ARCHS = ["vgg11_bn", "resnet18", "resnet20", "resnet56"]
 
@@ -136,7 +134,7 @@ def gstc_trainer(text: str, ds: Dataset, k: int, device: torch.device, compile: 
     assert not errors, errors
     runs = plan.runs[:k]
     assert len(runs) == k, f"the spec has {len(plan.runs)} runs, not {k}"
-    trainer = Trainer(runs, [plan.config(r.config) for r in runs], ds, ResultsDir(tempfile.mkdtemp()), device)
+    trainer = Trainer(runs, [plan.config(r.config) for r in runs], ds, device)
     if compile:
         trainer.model = torch.compile(trainer.model)
     epochs = iter(range(1, 10**9))
@@ -245,8 +243,8 @@ def quickstart(args: argparse.Namespace, device: torch.device) -> None:
     """One gstc run of examples/quickstart.yaml's configuration vs the reference recipe on digits."""
     plan = compile_file(str(ROOT / "examples" / "quickstart.yaml"))
     cfg = plan.configs[0].resolved
-    arch, width, batch = cfg["model"]["arch"], cfg["model"]["width"], cfg["train"]["batch_size"]
-    ds = load(cfg["data"], device)
+    arch, width, batch = cfg.model.arch, cfg.model.width, cfg.train.batch_size
+    ds = load(cfg.data, device)
     text = spec_text(arch, width, "digits", batch, 1, "fp32", False)
     steps = -(-len(ds.train_y) // batch)
     flop = step_flop(arch, width, ds.classes, batch) * steps

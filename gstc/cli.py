@@ -1,4 +1,4 @@
-"""The `gstc` command line (DESIGN.md section 6).
+"""The `gstc` command line (docs/design.md, "Commands").
 
 Bad input always ends with readable errors on stderr and exit status 1, never a
 traceback. Commands that only read specs (validate, plan, layers, schema) import
@@ -310,6 +310,8 @@ def run(
     slurm_gpus: Optional[int] = typer.Option(None, "--slurm-gpus", help="slurm: GPUs per job (default 1; 0 with --device cpu)."),
     slurm_cluster: Optional[str] = typer.Option(None, "--slurm-cluster", help="slurm: 'local' runs the job array "
                                                 "with submitit's local mode on this machine (no Slurm needed)."),
+    restart: Optional[List[str]] = typer.Option(None, "--restart", help="Train this run again from scratch "
+                                                "(repeatable): its files are moved to <out>/restarted/ first."),
 ) -> None:
     """Train every run of the plan that is not done yet; resumable at any point, here or on a cluster."""
     plan_ = _compile(spec, sets)
@@ -324,11 +326,13 @@ def run(
     if importlib.util.find_spec("torch") is None:
         _fail([SpecError(str(spec), 1, 1, "", "gstc run needs PyTorch, which is not installed: pip install torch torchvision")])
     from gstc.manifest import ResultsDir, read_run
-    from runtime.cluster import ExecutorError, make_executor
-    from runtime.data import DataError
-    from runtime.progress import run_with_progress
+    from gstc.runtime.data import DataError
+    from gstc.runtime.driver import ExecutorError, make_executor
+    from gstc.runtime.progress import run_with_progress
 
     results = ResultsDir(out)
+    if restart:
+        _restart(spec, plan_, results, restart)
     try:
         ex = make_executor(executor.value, device, gpu_ids, address, gpus_per_task, slurm_partition, slurm_time,
                            slurm_gpus, slurm_cluster)
@@ -345,16 +349,51 @@ def run(
         e = info.get("error") or {}
         err.print(f"run {r.id} ({r.config}, seed {r.seed}) failed at epoch {e.get('epoch')}: "
                   f"{e.get('reason')}; its files are in {results.run_dir(r.id)}", markup=False)
+    by_id = {r.id: r for r in runs}
+    for rid, found in report.damaged.items():
+        r = by_id[rid]
+        err.print(f"run {rid} ({r.config}, seed {r.seed}) is damaged: {found.get('file')} {found.get('reason')}. "
+                  f"It was left as it is and the other runs went on; `gstc run {spec} --restart {rid}` trains it "
+                  f"again from scratch (its files are moved to {results.root / 'restarted'} first)", markup=False)
+    for rid, lost in report.lost.items():
+        r = by_id[rid]
+        err.print(f"run {rid} ({r.config}, seed {r.seed}): another worker took over its lock ({lost.get('holder')}); "
+                  f"this one stopped training it after epoch {lost.get('epoch')}", markup=False)
     for r in report.unfinished:
         err.print(f"run {r.id} ({r.config}, seed {r.seed}) did not finish; `gstc run` again resumes it from its "
                   f"last checkpoint", markup=False)
-    by_id = {r.id: r for r in runs}
     for rid, holder in report.busy.items():
         r = by_id[rid]
         err.print(f"run {rid} ({r.config}, seed {r.seed}) is being trained by another worker, {holder}: "
                   f"left to it (`gstc status` follows it)", markup=False)
-    if report.failed or report.unfinished or report.errors:
+    if report.failed or report.unfinished or report.errors or report.damaged or report.lost:
         raise typer.Exit(1)
+
+
+def _restart(spec: Path, plan, results, ids: list[str]) -> None:
+    """`--restart RUN_ID`: move the run's folder aside (under the run's lock) so that it trains from scratch."""
+    import time
+
+    from gstc.errors import did_you_mean
+    from gstc.runtime import locks
+
+    known = {r.id for r in plan.runs}
+    for rid in ids:
+        if rid not in known:
+            _fail([SpecError("<command line>", 1, 1, "--restart", f"no run {rid!r} in {spec}{did_you_mean(rid, known)}; "
+                             "`gstc status` lists the runs")])
+    err = _console(stderr=True)
+    for rid in ids:
+        if not results.run_dir(rid).exists():
+            continue  # nothing to set aside: it trains from scratch anyway
+        with locks.claim_runs(results, [rid], wait=False) as claims:
+            if rid in claims.busy:
+                _fail([SpecError("<command line>", 1, 1, "--restart", f"run {rid} is being trained by "
+                                 f"{locks.describe(claims.busy[rid])}; stop that worker first")])
+            aside = results.restarted_dir(rid, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            results.run_dir(rid).rename(aside)
+        err.print(f"run {rid}: its files are now in {aside}; training it from scratch", markup=False)
 
 
 @app.command()
@@ -367,8 +406,8 @@ def status(
     from rich.markup import escape
     from rich.table import Table
 
-    from gstc.manifest import ResultsDir, read_json, read_jsonl, run_status
-    from runtime.locks import STALE, Lock, read_lock  # torch-free: the lock files' protocol
+    from gstc.manifest import DamagedFile, ResultsDir, damage, read_jsonl, read_run, run_status
+    from gstc.runtime.locks import STALE, Lock, read_lock  # torch-free: the lock files' protocol
 
     plan_ = _compile(spec, sets)
     results = ResultsDir(out)
@@ -376,6 +415,7 @@ def status(
     for col in ("configuration", "seed", "run", "status", "epoch", "best test acc", "worker"):
         t.add_column(col)
     counts: dict[str, int] = {}
+    damaged = []
     for r in plan_.runs:
         st = run_status(results, r.id)
         holder = read_lock(results.lock(r.id)) if st in ("running", "pending") else None
@@ -383,18 +423,24 @@ def status(
         if st == "running" and not live:
             st = "interrupted"  # no live worker holds it: `gstc run` resumes it
         counts[st] = counts.get(st, 0) + 1
-        info = read_json(results.run_json(r.id)) if st != "pending" else {}
-        epochs = results.epochs_jsonl(r.id)
-        last = 0
-        if epochs.exists():
-            lines = read_jsonl(epochs)
-            last = lines[-1]["epoch"] if lines else 0
-        best = info.get("summary", {}).get("best_test_acc") if info else None
+        info = read_run(results, r.id) if st not in ("pending", "damaged") else None
+        if st == "damaged":
+            damaged.append((r, damage(results, r.id) or {}))
+        try:
+            lines = read_jsonl(results.epochs_jsonl(r.id))
+            last = str(lines[-1]["epoch"]) if lines else "0"
+        except DamagedFile:
+            last = "?"
+        best = (info or {}).get("summary", {}).get("best_test_acc")
         t.add_row(escape(r.config), str(r.seed), r.id, st, f"{last}/{r.epochs}", f"{best:.2f}" if best is not None else "-",
                   escape(holder["owner"]) if live and holder else "")
     out_ = _console()
     out_.print(t)
     out_.print(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + f" of {len(plan_.runs)} runs")
+    for r, found in damaged:
+        out_.print(f"run {r.id} is damaged: {found.get('file')} {found.get('reason')}; `gstc run {spec} --restart "
+                   f"{r.id}` trains it again from scratch (its files are kept under {results.root / 'restarted'})",
+                   markup=False)
 
 
 class DiffFormat(str, Enum):
@@ -440,8 +486,12 @@ def report(
             for row in rows:
                 t.add_row(*(escape(c) for c in row))
             console.print(t)
+    err = _console(stderr=True)
+    for d in rep["damaged"]:
+        err.print(f"run {d['id']} ({d['config']}, seed {d['seed']}) is damaged, left out: {d.get('file')} "
+                  f"{d.get('reason')}; `gstc run {spec} --restart {d['id']}` trains it again", markup=False)
     for p in written:
-        _console(stderr=True).print(f"wrote {p}", markup=False)
+        err.print(f"wrote {p}", markup=False)
 
 
 @app.command("diff")

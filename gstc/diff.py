@@ -1,6 +1,6 @@
 """`gstc diff A B`: what changed between two specs (or manifests), and did it matter.
 
-Three parts, computed from plans and run folders only (DESIGN.md section 6):
+Four parts, computed from plans and run folders only:
 
 1. configuration differences: the resolved configurations of matched configurations,
    flattened to dotted paths (`train.optimizer.lr: 0.001 -> 0.0003`);
@@ -9,7 +9,12 @@ Three parts, computed from plans and run folders only (DESIGN.md section 6):
 3. metrics, where both sides have finished runs: per matched configuration and summary
    metric, A's and B's mean with a 95% bootstrap CI, the difference B - A with a
    bootstrap CI, and a two-sided permutation-test p-value (scipy.stats, fixed seeds,
-   so the same inputs give the same numbers).
+   so the same inputs give the same numbers);
+4. provenance, where both sides have runs: which code (gstc version, source commit and
+   whether it had uncommitted changes) and which environment (Python, torch, CUDA,
+   cuDNN, device, host, threads) computed them, each value with its number of runs,
+   shown where the two sides differ: two result sets from different code cannot pass
+   for one.
 
 Configurations match by id; when no id matches and each side has exactly one
 configuration, those two are compared.
@@ -27,6 +32,7 @@ from scipy import stats as st
 
 from gstc.manifest import SUMMARY_FIELDS, ResultsDir, build_manifest, read_json
 from gstc.plan import Plan, PlanConfig
+from gstc.provenance import describe_source
 from gstc.stats import _RNG_KEYWORD, summarize
 
 SEED = 0  # resampling seed of the difference CI and the permutation test
@@ -164,6 +170,33 @@ def metric_rows(side_a: Side, side_b: Side, pairs: list[tuple[PlanConfig, PlanCo
     return rows
 
 
+# run.json's environment fields, in the order the provenance table shows them.
+PROVENANCE = ("gstc", "source", "python", "torch", "cuda", "cudnn", "device", "host", "threads")
+
+
+def _provenance(manifest: dict | None) -> dict[str, dict[str, int]]:
+    """Per field, each value among the side's finished runs, with how many runs had it."""
+    out: dict[str, dict[str, int]] = {f: {} for f in PROVENANCE}
+    for run in (manifest or {}).get("runs", []):
+        if run.get("status") not in ("done", "failed"):
+            continue
+        env = run.get("environment") or {}
+        for f in PROVENANCE:
+            value = describe_source(env.get(f)) if f == "source" else env.get(f)
+            text = "unknown" if value is None else str(value)
+            out[f][text] = out[f].get(text, 0) + 1
+    return out
+
+
+def provenance_rows(side_a: Side, side_b: Side, show_all: bool) -> list[dict]:
+    """Fields whose values differ between the runs of A and those of B (all fields with --all)."""
+    if side_a.manifest is None or side_b.manifest is None:
+        return []
+    pa, pb = _provenance(side_a.manifest), _provenance(side_b.manifest)
+    return [{"field": f, "a": pa[f], "b": pb[f], "changed": pa[f].keys() != pb[f].keys()}
+            for f in PROVENANCE if show_all or pa[f].keys() != pb[f].keys()]
+
+
 def diff(path_a: str, path_b: str, results: ResultsDir, show_all: bool = False) -> dict:
     side_a, side_b = load_side(path_a, results), load_side(path_b, results)
     pairs = match(side_a.plan, side_b.plan)
@@ -176,6 +209,7 @@ def diff(path_a: str, path_b: str, results: ResultsDir, show_all: bool = False) 
         "config": config_rows(pairs, show_all),
         "plan": plan_diff(side_a.plan, side_b.plan, pairs),
         "metrics": metric_rows(side_a, side_b, pairs),
+        "provenance": provenance_rows(side_a, side_b, show_all),
     }
 
 
@@ -237,6 +271,11 @@ def tables(report: dict, precision: int) -> list[tuple[str, list[str], list[list
                 f" [{fmt(r['diff_ci_low'], p)}, {fmt(r['diff_ci_high'], p)}]" if r["diff_ci_low"] is not None else "")
             m.append([r["config"], r["metric"], side(a), side(b), d, fmt(r["p"], 2), "*" if r["significant"] else ""])
         out.append((f"Metrics (mean [95% CI]; * p < {ALPHA})", ["config", "metric", "A", "B", "B - A", "p", ""], m))
+    if report.get("provenance"):
+        values = lambda counts: "; ".join(f"{v} ({n} run{'s' * (n != 1)})" for v, n in counts.items()) or "-"  # noqa: E731
+        rows = [[r["field"], values(r["a"]), values(r["b"]), "differs" if r["changed"] else ""]
+                for r in report["provenance"]]
+        out.append(("Provenance (the code and environment that computed the runs)", ["field", "A", "B", ""], rows))
     return out
 
 

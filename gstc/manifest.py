@@ -1,8 +1,10 @@
-"""The results layout and file formats (DESIGN.md section 5); the one owner of result paths.
+"""The results layout and file formats (docs/design.md, "Results"); the one owner of result paths.
 
 ```
 <root>/runs/<run-id>/{run.json, epochs.jsonl, events.jsonl, flatness.json, checkpoint.pt}
-<root>/runs/<run-id>/{lock.json, claims.jsonl}   # who trains the run now (runtime.locks); every claim of it
+<root>/runs/<run-id>/{lock.json, claims.jsonl}   # who trains the run now (gstc.runtime.locks); every claim of it
+<root>/runs/<run-id>/damaged.json                # which of its files `gstc run` found unreadable, and why
+<root>/restarted/<run-id>.<UTC time>/            # a run's files before `gstc run --restart RUN_ID`
 <root>/specs/<name>/manifest.json
 <root>/specs/<name>/manifest.lock                # serializes rebuilding the manifest
 <root>/slurm/<name>/<job-id>/                     # `--executor slurm`: submitit's job files and logs
@@ -12,8 +14,8 @@ Every other module (the runtime, status, report, diff) asks `ResultsDir` for pat
 reads and writes through the helpers here, so the layout lives in one place.
 
 File rules:
-- JSON files are replaced atomically (temporary file + rename, `gstc.atomic`): a reader
-  or a killed writer never sees half a file. NaN and infinities become null (JSON has
+- JSON files are replaced atomically (temporary file, fsync, rename, fsync of the
+  folder: `gstc.atomic`, the one writer): a reader or a killed writer never sees half a file. NaN and infinities become null (JSON has
   no NaN; `allow_nan=False` guarantees the output is strict JSON).
 - JSONL files grow by one fsynced line per record. A process killed mid-write can leave
   a torn last line; readers skip it, the next append drops it, and resume rewrites the
@@ -22,9 +24,11 @@ File rules:
 Run status, in run.json's "status": "running", "done", or "failed" (with
 "error": {"epoch", "reason"}); "pending" when there is no run.json (no folder yet).
 A run killed without a chance to write "failed" stays "running" on disk until resumed.
+"damaged": run.json cannot be read, or `gstc run` found another of the run's files
+unreadable and said so in damaged.json ({"file", "reason"}); nothing of such a run is
+changed until `gstc run --restart RUN_ID` sets its files aside and trains it again.
 
-Summaries (`summarize_run`, DESIGN.md section 3 and paper-experiments.md "Common
-settings"), accuracies and stabilities in percent:
+Summaries (`summarize_run`, docs/design.md "Measurements"), accuracies and stabilities in percent:
 - The window for the best test accuracy starts at the last pruning epoch >= 1 and
   includes it (that epoch's test accuracy is measured after its pruning). A run with no
   events, or only an epoch-0 event ("scratch" pruning at initialization), uses every
@@ -57,14 +61,15 @@ import numpy as np
 import gstc
 from gstc.atomic import write_text
 from gstc.plan import Plan
+from gstc.provenance import environment as code_environment
 from gstc.stats import correlate, summarize
 
 ENV_ROOT = "GSTC_RESULTS"
 DEFAULT_ROOT = "results"
-STATUSES = ("pending", "running", "done", "failed")
+STATUSES = ("pending", "running", "done", "failed", "damaged")
 # The per-run summary's fields, in this order everywhere (run.json, manifest, reports).
 SUMMARY_FIELDS = ("best_test_acc", "best_epoch", "gen_gap", "mean_stability", "final_params")
-# (x, y) metric pairs correlated over runs (DESIGN.md section 3).
+# (x, y) metric pairs correlated over runs.
 CORRELATIONS = (("mean_stability", "best_test_acc"), ("mean_stability", "gen_gap"))
 BOOTSTRAP_SEED = 0
 NO_PRUNING_STABILITY = 100.0  # percent: a run that never prunes during training
@@ -121,12 +126,20 @@ class ResultsDir:
         return self.run_dir(run_id) / "checkpoint.pt"
 
     def lock(self, run_id: str) -> Path:
-        """The run's lock (runtime.locks): present while a worker trains the run."""
+        """The run's lock (gstc.runtime.locks): present while a worker trains the run."""
         return self.run_dir(run_id) / "lock.json"
 
     def claims_jsonl(self, run_id: str) -> Path:
         """One line per claim of the run by a worker (owner, time, epoch it started from)."""
         return self.run_dir(run_id) / "claims.jsonl"
+
+    def damaged_json(self, run_id: str) -> Path:
+        """Written by `gstc run` when one of the run's files cannot be read: {"file", "reason", "time"}."""
+        return self.run_dir(run_id) / "damaged.json"
+
+    def restarted_dir(self, run_id: str, stamp: str) -> Path:
+        """Where `gstc run --restart` moves a run's files before training it again (`stamp`: UTC time)."""
+        return self.root / "restarted" / f"{_component(run_id, 'run id')}.{_component(stamp, 'time stamp')}"
 
     def spec_dir(self, spec_name: str) -> Path:
         return self.specs_dir / _component(spec_name, "spec name")
@@ -178,8 +191,22 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     write_text(path, _dumps(obj, indent=2) + "\n")
 
 
+class DamagedFile(ValueError):
+    """A result file that exists but cannot be read: cut short, not JSON, not a gstc file."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{path}: {reason}")
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """A JSON file's content; DamagedFile when it is not JSON (FileNotFoundError when missing)."""
+    raw = Path(path).read_bytes()
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        what = "empty" if not raw.strip() else f"not valid JSON ({exc})"
+        raise DamagedFile(path, f"{what}; {len(raw):,} bytes") from None
 
 
 def _parse_line(raw: bytes) -> dict | None:
@@ -250,7 +277,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict]:
         if record is None:
             if all(not rest.strip() for rest in lines[number:]):
                 break  # the torn last line
-            raise ValueError(f"{target}:{number}: not a JSON object: {text[:80]!r}")
+            raise DamagedFile(target, f"line {number} is not a JSON object: {text[:80]!r}")
         records.append(record)
     return records
 
@@ -273,26 +300,46 @@ def truncate_jsonl(path: str | os.PathLike[str], keep: Callable[[dict], bool]) -
 
 
 def read_run(results: ResultsDir, run_id: str) -> dict | None:
-    """run.json's content, or None when the run has not started (no run.json)."""
+    """run.json's content, or None when the run has not started (no run.json); DamagedFile when unreadable."""
     path = results.run_json(run_id)
     try:
-        return read_json(path)
+        run = read_json(path)
     except FileNotFoundError:
         return None
-
-
-def _status_of(run: dict | None, path: Path) -> str:
-    if run is None:
-        return "pending"
+    if not isinstance(run, dict):
+        raise DamagedFile(path, f"expected a JSON object, found {type(run).__name__}")
     status = run.get("status")
-    if status not in STATUSES[1:]:
-        raise ValueError(f"{path}: unknown status {status!r} (expected one of {', '.join(STATUSES[1:])})")
-    return status
+    if status not in ("running", "done", "failed"):
+        raise DamagedFile(path, f"unknown status {status!r} (expected running, done or failed)")
+    return run
+
+
+def damage(results: ResultsDir, run_id: str) -> dict | None:
+    """{"file", "reason"} when the run is damaged (run.json unreadable, or damaged.json says so), else None."""
+    try:
+        read_run(results, run_id)
+    except DamagedFile as exc:
+        return {"file": str(exc.path), "reason": exc.reason}
+    try:
+        found = read_json(results.damaged_json(run_id))
+    except FileNotFoundError:
+        return None
+    except DamagedFile as exc:
+        return {"file": str(exc.path), "reason": exc.reason}
+    return found if isinstance(found, dict) else {"file": str(results.damaged_json(run_id)), "reason": "not an object"}
 
 
 def run_status(results: ResultsDir, run_id: str) -> str:
-    """'pending' (no run.json), or run.json's 'running', 'done' or 'failed'."""
-    return _status_of(read_run(results, run_id), results.run_json(run_id))
+    """'pending' (no run.json), run.json's 'running', 'done' or 'failed', or 'damaged' (see `damage`)."""
+    try:
+        run = read_run(results, run_id)
+    except DamagedFile:
+        return "damaged"
+    if run is not None and run["status"] != "done" and results.damaged_json(run_id).exists():
+        return "damaged"
+    if run is None and results.damaged_json(run_id).exists():
+        return "damaged"
+    return "pending" if run is None else run["status"]
 
 
 def _finite(value: Any) -> bool:
@@ -326,9 +373,8 @@ def summarize_run(epochs: list[dict], events: list[dict]) -> dict:
 
 
 def _run_entry(plan_run: Any, results: ResultsDir) -> dict:
-    path = results.run_json(plan_run.id)
-    run = read_run(results, plan_run.id)
-    status = _status_of(run, path)
+    status = run_status(results, plan_run.id)
+    run = read_run(results, plan_run.id) if status != "damaged" else None
     # config and seed come from this plan: the same run id may have been computed for
     # another spec, whose run.json names its own configuration.
     entry: dict[str, Any] = {"id": plan_run.id, "config": plan_run.config, "seed": plan_run.seed,
@@ -339,11 +385,19 @@ def _run_entry(plan_run: Any, results: ResultsDir) -> dict:
             try:
                 summary = summarize_run(read_jsonl(results.epochs_jsonl(plan_run.id)),
                                         read_jsonl(results.events_jsonl(plan_run.id)))
+            except DamagedFile as exc:
+                status = entry["status"] = "damaged"
+                entry["error"] = {"file": str(exc.path), "reason": exc.reason}
             except ValueError as exc:
                 raise ValueError(f"{results.run_dir(plan_run.id)}: run is done but cannot be summarized: {exc}") from exc
-        entry["summary"] = dict(summary)
+        if status == "done":
+            entry["summary"] = dict(summary)
     elif status == "failed":
         entry["error"] = (run or {}).get("error")
+    elif status == "damaged":
+        entry["error"] = damage(results, plan_run.id)
+    if run is not None:
+        entry["environment"] = run.get("environment") or {}
     return entry
 
 
@@ -361,8 +415,9 @@ def _correlations(runs: Iterable[dict], point: dict | None) -> list[dict]:
 def build_manifest(plan: Plan, results: ResultsDir, environment: dict | None = None) -> dict:
     """The spec's manifest, computed from the run folders on disk only.
 
-    runs: every plan run in plan order with its status, seconds, summary (done) and
-    error (failed). configs: per configuration, n done runs and summarize() of every
+    runs: every plan run in plan order with its status, seconds, summary (done), error
+    (failed: {"epoch", "reason"}; damaged: {"file", "reason"}) and environment (its
+    run.json's: the code and machine that trained it). configs: per configuration, n done runs and summarize() of every
     summary metric over them (bootstrap seed BOOTSTRAP_SEED). correlations: over all
     done runs ("point": null), then, when the plan has a sweep, over the done runs of
     each sweep point (configurations whose `point` is exactly that dict, in plan order;
@@ -390,7 +445,7 @@ def build_manifest(plan: Plan, results: ResultsDir, environment: dict | None = N
         "spec_hash": plan.spec_hash,
         "plan": plan.model_dump(mode="json"),
         "gstc_version": gstc.__version__,
-        "environment": dict(environment) if environment else {},
+        "environment": dict(environment) if environment else code_environment(),
         "runs": runs,
         "configs": configs,
         "correlations": correlations,

@@ -1,10 +1,10 @@
-"""`gstc report SPEC`: tables and PNG plots of a spec's results (DESIGN.md section 6).
+"""`gstc report SPEC`: tables and PNG plots of a spec's results.
 
 Everything comes from the run folders (through `build_manifest` and the epoch files),
 never from a run's memory, and is deterministic: the same files give byte-identical
 tables, JSON and PNGs (fixed bootstrap seed; PNG metadata without dates or versions).
 Partial results are reported as such: the tables say how many runs of each
-configuration are done.
+configuration are done, failed or damaged, and damaged runs are listed with the file.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as st
 
-from gstc.manifest import SUMMARY_FIELDS, ResultsDir, build_manifest, read_json, read_jsonl
+from gstc.manifest import SUMMARY_FIELDS, DamagedFile, ResultsDir, build_manifest, read_json, read_jsonl
 from gstc.plan import Plan
 
 UNITS = {"best_test_acc": "%", "best_epoch": "epoch", "gen_gap": "points", "mean_stability": "%", "final_params": ""}
@@ -38,13 +38,16 @@ def build(plan: Plan, results: ResultsDir) -> dict:
             "runs": len(runs),
             "done": sum(r["status"] == "done" for r in runs),
             "failed": sum(r["status"] == "failed" for r in runs),
+            "damaged": sum(r["status"] == "damaged" for r in runs),
             "max_rate": max((s.rate for s in c.schedules), default=None),
             "params_removed": (1 - params / baseline) if baseline and params is not None else None,
             "metrics": by_config[c.id]["metrics"],
         })
     done = sum(c["done"] for c in configs)
+    damaged = [{"id": r["id"], "config": r["config"], "seed": r["seed"], **(r.get("error") or {})}
+               for r in manifest["runs"] if r["status"] == "damaged"]
     return {"spec": plan.spec, "runs": len(plan.runs), "done": done, "partial": done < len(plan.runs),
-            "configs": configs, "correlations": manifest["correlations"], "manifest": manifest}
+            "configs": configs, "damaged": damaged, "correlations": manifest["correlations"], "manifest": manifest}
 
 
 def _f(value: Any, digits: int = 2) -> str:
@@ -60,7 +63,8 @@ def tables(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                                                                       for m in SUMMARY_FIELDS]
     rows = []
     for c in report["configs"]:
-        cells = [c["id"], f"{c['done']}/{c['runs']}" + (f" ({c['failed']} failed)" if c["failed"] else ""),
+        problems = [f"{c[k]} {k}" for k in ("failed", "damaged") if c[k]]
+        cells = [c["id"], f"{c['done']}/{c['runs']}" + (f" ({', '.join(problems)})" if problems else ""),
                  "-" if c["max_rate"] is None else f"{100 * c['max_rate']:.1f}%",
                  "-" if c["params_removed"] is None else f"{100 * c['params_removed']:.1f}%"]
         for m in SUMMARY_FIELDS:
@@ -106,6 +110,14 @@ def _png(fig: Any, path: Path) -> Path:
     return path
 
 
+def _epochs(results: ResultsDir, run_id: str) -> list[dict]:
+    """A done run's epoch records; [] when its epochs.jsonl is damaged (run.json's summary still counts)."""
+    try:
+        return read_jsonl(results.epochs_jsonl(run_id))
+    except DamagedFile:
+        return []
+
+
 def plot(plan: Plan, results: ResultsDir, report: dict, out: Path) -> list[Path]:
     import matplotlib
 
@@ -117,8 +129,8 @@ def plot(plan: Plan, results: ResultsDir, report: dict, out: Path) -> list[Path]
     # 1. Test accuracy per epoch: mean over done runs with a 95% t-interval band.
     fig, ax = plt.subplots(figsize=(8, 5))
     for i, c in enumerate(plan.configs):
-        curves = [read_jsonl(results.epochs_jsonl(r["id"])) for r in report["manifest"]["runs"]
-                  if r["config"] == c.id and r["status"] == "done"]
+        curves = [cv for cv in (_epochs(results, r["id"]) for r in report["manifest"]["runs"]
+                                if r["config"] == c.id and r["status"] == "done") if cv]
         if not curves:
             continue
         n = min(len(cv) for cv in curves)
@@ -171,7 +183,10 @@ def plot(plan: Plan, results: ResultsDir, report: dict, out: Path) -> list[Path]
     for r in report["manifest"]["runs"]:
         path = results.flatness_json(r["id"])
         if r["status"] == "done" and path.exists():
-            epochs = read_json(path)["epochs"]
+            try:
+                epochs = read_json(path)["epochs"]
+            except DamagedFile:
+                continue
             if epochs:
                 last = epochs[max(epochs, key=int)]
                 points.setdefault(r["config"], []).append((r["summary"]["mean_stability"], last))

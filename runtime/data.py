@@ -7,7 +7,7 @@
   channels, split 80/20 by a fixed permutation. Real data, no download.
 - synthetic: learnable class-conditional images of CIFAR shape, for tests/benchmarks.
 
-Images stay uint8 (N, 3, 32, 32) on the device; `normalize` and `augment` work on
+Images stay uint8 (N, 3, 32, 32) on the device; `normalize` and `crop_flip` work on
 batches there, so no DataLoader or host copy is involved.
 """
 
@@ -22,6 +22,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from gstc.plan import DataSpec
 
 # Per-channel mean and std of the training images, in [0, 1] units.
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
@@ -149,9 +151,9 @@ def _synthetic(train: int = 50_000, test: int = 10_000, classes: int = 10) -> tu
     return (*make(train), *make(test))
 
 
-LOADERS: dict[str, Callable[[dict], tuple[np.ndarray, ...]]] = {
-    "cifar10": lambda d: _cifar(d["root"], False, d["download"]),
-    "cifar100": lambda d: _cifar(d["root"], True, d["download"]),
+LOADERS: dict[str, Callable[[DataSpec], tuple[np.ndarray, ...]]] = {
+    "cifar10": lambda d: _cifar(d.root, False, d.download),
+    "cifar100": lambda d: _cifar(d.root, True, d.download),
     "digits": lambda d: _digits(),
     "synthetic": lambda d: _synthetic(),
 }
@@ -159,9 +161,9 @@ CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10, "synthetic": 10}
 STATS = {"cifar10": CIFAR10_STATS, "cifar100": CIFAR100_STATS}
 
 
-def load(data: dict, device: torch.device | str = "cpu") -> Dataset:
+def load(data: DataSpec, device: torch.device | str = "cpu") -> Dataset:
     """Load the dataset a plan's resolved `data` section names, onto `device`."""
-    name = data["dataset"]
+    name = data.dataset
     try:
         loader = LOADERS[name]
     except KeyError:
@@ -205,11 +207,6 @@ def crop_flip(x: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
     cols = torch.where(flip[:, None].bool(), cols.flip(1), cols)
     idx = torch.arange(n, device=x.device)[:, None, None]
     return padded.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]]
-
-
-def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random 32x32 crop of the 4-pixel zero-padded image, and a horizontal flip with p=0.5."""
-    return crop_flip(x, crop_flip_draws(len(x), generator).to(x.device)).permute(0, 3, 1, 2)
 
 
 def pack_input(x: torch.Tensor, ds: Dataset, dtype: torch.dtype, channels_last: bool) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Flatness of the test loss on a fixed subset (DESIGN.md section 3, `measure.flatness`).
+"""Flatness of the test loss on a fixed subset (`measure.flatness`).
 
 All measures use the model in eval mode (BN with its running statistics), the mean
 cross-entropy over the subset, and every parameter:
@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, jvp, vmap
+
+from gstc.plan import FlatnessSpec
 
 EPS_START, EPS_MAX, BISECTIONS = 1e-3, 1e3, 40  # parameter-space units along a unit eigenvector
 
@@ -110,7 +112,7 @@ def epsilon_sharpness(loss: _Loss, direction: np.ndarray, increase: float) -> fl
     return best
 
 
-def measure(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, spec: dict, seed: int) -> dict[str, Any]:
+def measure(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, spec: FlatnessSpec, seed: int) -> dict[str, Any]:
     """The measurements `measure.flatness` asks for, as a JSON-ready dict."""
     was_training = model.training
     model.eval()
@@ -118,19 +120,19 @@ def measure(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, spec: dict
         loss = _Loss(model, x, y)
         out: dict[str, Any] = {"samples": len(y), "loss": float(loss(loss.theta))}
         vecs = None
-        if spec["hessian_top"] > 0:
-            vals, vecs = hessian_top(loss, spec["hessian_top"], seed)
+        if spec.hessian_top > 0:
+            vals, vecs = hessian_top(loss, spec.hessian_top, seed)
             out.update(hessian_top=[float(v) for v in vals], hessian_top_sum=float(vals.sum()))
-        if spec["trace_probes"] > 0:
-            out["hessian_trace"] = hutchinson_trace(loss, spec["trace_probes"], seed)
-        if spec["grad_covariance"]:
+        if spec.trace_probes > 0:
+            out["hessian_trace"] = hutchinson_trace(loss, spec.trace_probes, seed)
+        if spec.grad_covariance:
             out["grad_cov_trace"] = gradient_covariance_trace(loss)
         if "grad_cov_trace" in out and out.get("hessian_trace"):
             out["tic"] = out["grad_cov_trace"] / out["hessian_trace"]
-        eps = spec.get("epsilon")
-        if eps and vecs is not None:
-            out["epsilon"] = [epsilon_sharpness(loss, vecs[:, i], eps["loss_increase"])
-                              for i in range(min(eps["directions"], vecs.shape[1]))]
+        eps = spec.epsilon
+        if eps is not None and vecs is not None:
+            out["epsilon"] = [epsilon_sharpness(loss, vecs[:, i], eps.loss_increase)
+                              for i in range(min(eps.directions, vecs.shape[1]))]
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
     finally:
         model.train(was_training)

@@ -12,8 +12,8 @@ A worker that trains a run holds the run's lock, `ResultsDir.lock(run_id)`
   claim falls back to `open(O_CREAT | O_EXCL)`.
 - **Heartbeat.** One daemon thread per claim set rewrites its locks' heartbeat every
   `heartbeat` seconds (atomically), after checking that each file is still its own; a
-  lock found taken by another owner is marked lost, and the training that depends on it
-  stops at the next epoch boundary (`Claims.check`).
+  lock found taken by another owner is marked lost (`Claims.lost`); the worker training
+  that run sees it at the next epoch boundary and stops there.
 - **Stale locks.** A lock is stale when its owner ran on this machine (same hostname,
   boot id and pid namespace) and that process is gone, or when its heartbeat is older
   than `stale` seconds (nodes' clocks must agree to well within that: NTP does).
@@ -37,7 +37,6 @@ This module imports neither torch nor gstc's compiler.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import socket
@@ -48,6 +47,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from gstc import atomic
 from gstc.manifest import ResultsDir, append_jsonl
 
 STALE_ENV, HEARTBEAT_ENV = "GSTC_LOCK_STALE", "GSTC_LOCK_HEARTBEAT"
@@ -56,10 +56,6 @@ ACQUIRED, BUSY, WATCH, STALE = "acquired", "busy", "watch", "stale"
 
 _held: set[str] = set()  # tokens of the locks this process holds now
 _held_lock = threading.Lock()
-
-
-class LockLost(Exception):
-    """Another worker took over a lock this worker held (its heartbeat was late): training stops."""
 
 
 def stale_seconds() -> float:
@@ -124,44 +120,13 @@ def describe(info: dict | None) -> str:
     return f"{info.get('owner', '?')} (heartbeat {age:.0f} s ago)"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def _write(path: Path, text: str) -> None:
+    atomic.write_text(path, text)
 
 
-def _exclusive(path: Path, text: str, token: str) -> bool:
-    """Create `path` with `text` unless it exists, atomically: True when this call made it.
-
-    `text` goes to a temporary file first, which is then hard-linked to `path` (link fails
-    when `path` exists, on NFS too), so a reader never sees a half-written lock. Where
-    the file system has no hard links: open(O_CREAT | O_EXCL), then write.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{token}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    try:
-        os.link(tmp, path)
-        return True
-    except FileExistsError:
-        return False
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
-            raise
-    finally:
-        tmp.unlink(missing_ok=True)
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return True
+def _exclusive(path: Path, text: str) -> bool:
+    """Create `path` with `text` unless it exists, atomically: True when this call made it (gstc.atomic.create)."""
+    return atomic.create(path, text.encode("utf-8"))
 
 
 def _remove_if(path: Path, content: dict | None, token: str | None = None) -> bool:
@@ -210,7 +175,7 @@ class Lock:
     def _create(self) -> bool:
         """Claim a free lock: True when this call made the file."""
         self.info["claimed"] = time.time()
-        if not _exclusive(self.path, self._content(), self.token):
+        if not _exclusive(self.path, self._content()):
             return False
         self.held = True
         with _held_lock:
@@ -244,7 +209,7 @@ class Lock:
         lock a moment later finds the guard taken, or the new holder's lock, never removes it.
         """
         guard = self.path.with_name(self.path.name + ".takeover")
-        if not _exclusive(guard, self._content(), self.token):
+        if not _exclusive(guard, self._content()):
             seen = read_lock(guard)
             if seen is not None and self.judge(seen) == STALE:  # its taker died mid-way (a take-over takes ms)
                 _remove_if(guard, seen)
@@ -286,7 +251,7 @@ class Lock:
             return self._create()
         if info.get("token") != self.token:
             return False
-        _write_atomic(self.path, self._content())
+        _write(self.path, self._content())
         return True
 
     def release(self) -> None:
@@ -374,13 +339,6 @@ class Claims:
             if key in self.held:
                 self.held.remove(key)
                 self.locks[key].release()
-
-    def check(self) -> None:
-        """Raise LockLost when another worker took over a lock this set holds."""
-        if self.lost:
-            key = sorted(self.lost)[0]
-            raise LockLost(f"run {key}: another worker took over its lock "
-                           f"({describe(read_lock(self.locks[key].path))}); this worker stopped training it")
 
     def close(self) -> None:
         self._stop.set()

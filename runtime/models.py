@@ -4,9 +4,9 @@ Every prunable conv is followed by a `ChannelMask` at the point where a pruned
 channel must be exactly zero: after its BN in VGG and in a block's first conv, and
 after BN *plus the shortcut* in a block's second conv, so that the shortcut is not
 added into a pruned channel. The mask point is also where `activation_l1` scoring
-reads the channel's activations (paper-experiments.md, ResNet18).
+reads the channel's activations (as the paper's ResNet18 pruning does).
 
-Every model can be built as a *pack* of K independent copies (DESIGN.md section 8):
+Every model can be built as a *pack* of K independent copies (docs/design.md, "Speed"):
 convolutions grouped with groups = K, batch norm over K x C channels and a batched
 dense layer. The input is K images side by side in the channel dimension (K x 3
 channels), the output K x classes logits. Every parameter and buffer of a pack holds its

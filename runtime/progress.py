@@ -12,13 +12,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from gstc.manifest import ResultsDir
+from gstc.manifest import ResultsDir, run_status
 from gstc.plan import Plan, PlanRun
-from runtime import cluster, executors
-from runtime.locks import describe
+from gstc.runtime.driver import execute
+from gstc.runtime.executors import Executor, Report
+from gstc.runtime.executors.in_process import InProcess
+from gstc.runtime.locks import describe
+from gstc.runtime.worker import Outcome, Progress as WorkerProgress, Quiet
 
 
-class _Display(executors.Progress):
+class _Display(WorkerProgress):
     def __init__(self, progress: Progress, total: int):
         self.p = progress
         self.overall = progress.add_task("runs", total=total, info="")
@@ -37,15 +40,19 @@ class _Display(executors.Progress):
             self.p.update(self.current, completed=record["epoch"],
                           info=f"test {record['test_acc']:.2f}%  train {record['train_acc']:.2f}%")
 
-    def end_run(self, run: PlanRun, status: dict) -> None:
+    def end_run(self, run: PlanRun, outcome: Outcome) -> None:
         self.p.advance(self.overall)
-        if status["status"] == "failed":
-            self.p.console.print(f"[red]run {run.id} failed[/]: {escape(status['error']['reason'])}")
+        if outcome.status == "failed":
+            self.p.console.print(f"[red]run {run.id} failed[/]: {escape(outcome.info['error']['reason'])}")
 
     def busy(self, run: PlanRun, holder: dict) -> None:
         self.p.advance(self.overall)
         self.p.console.print(f"run {run.id} ({escape(run.config)}, seed {run.seed}) is being trained by "
                              f"{escape(describe(holder))}: left to it")
+
+    def damaged(self, run: PlanRun, damage: dict) -> None:
+        self.p.advance(self.overall)
+        self.p.console.print(f"[red]run {run.id} is damaged[/]: {escape(damage['file'])} {escape(damage['reason'])}")
 
 
 class _Poller:
@@ -66,35 +73,35 @@ class _Poller:
         for rid in list(self.open):
             try:
                 self.epochs[rid] = self.results.epochs_jsonl(rid).read_bytes().count(b"\n")
-                status = executors.run_status(self.results, rid)
+                status = run_status(self.results, rid)
             except (OSError, ValueError):  # mid-write on shared storage: next time
                 continue
-            if status in ("done", "failed"):
+            if status in ("done", "failed", "damaged"):
                 del self.open[rid]
                 self.p.advance(self.overall)
-                if status == "failed":
-                    self.p.console.print(f"[red]run {rid} failed[/]")
+                if status in ("failed", "damaged"):
+                    self.p.console.print(f"[red]run {rid} {status}[/]")
         self.p.update(self.current, completed=sum(self.epochs.values()))
 
 
-def run_with_progress(plan: Plan, runs: list[PlanRun], results: ResultsDir, executor: cluster.Executor,
-                      pack: int | str = 1) -> cluster.Report:
+def run_with_progress(plan: Plan, runs: list[PlanRun], results: ResultsDir, executor: Executor,
+                      pack: int | str = 1) -> Report:
     """Run with a live display; returns the executor's report (failed, unfinished and busy runs, worker errors)."""
     console = Console(stderr=True)
-    todo = [r for r in runs if executors.run_status(results, r.id) != "done"]
+    todo = [r for r in runs if run_status(results, r.id) != "done"]
     where = executor.device if executor.name == "local" else f"{executor.name} workers ({executor.device})"
     console.print(f"{plan.spec}: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to train on {where}; "
                   f"results in {results.root}")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
     with Progress(*columns, console=console, transient=False) as progress:
-        if isinstance(executor, cluster.InProcess):
+        if isinstance(executor, InProcess):
             display, tick = _Display(progress, len(todo)), (lambda: None)
         else:
-            display, poller = executors.Progress(), _Poller(progress, todo, results)
+            display, poller = Quiet(), _Poller(progress, todo, results)
             tick = poller.tick
-        report = cluster.execute(plan, todo, results, executor, pack, display, tick)
-        if not isinstance(executor, cluster.InProcess):
+        report = execute(plan, todo, results, executor, pack, display, tick)
+        if not isinstance(executor, InProcess):
             poller.last = 0.0
             poller.tick()
     console.print(f"manifest: {results.manifest_json(plan.spec)}")

@@ -17,7 +17,7 @@ the checks of every training batch (is anything held? does a window end now?) th
 read no device memory, and the held rows are zeroed through device copies of their
 indices, so a CUDA step never waits for the GPU (no per-batch host sync).
 
-In a pack (runtime.models), each member has its own `Pruner` over its own views of the
+In a pack (gstc.runtime.models), each member has its own `Pruner` over its own views of the
 packed tensors (`Prunable.member`), so members never see each other's filters. The
 per-batch masking is the pack's (`StepHooks`): one `index_fill_` of the held rows of each
 packed tensor, so the kernel launches per batch do not grow with the pack size.
@@ -30,8 +30,8 @@ from typing import Any, Callable
 
 import torch
 
-from gstc.plan import LayerSchedule, PlanConfig, PlanEvent
-from runtime.models import Prunable
+from gstc.plan import GaussianMode, LayerSchedule, Mode, PlanConfig, PlanEvent, PruneMode, ZeroMode
+from gstc.runtime.models import Prunable
 
 NEVER = 2**62  # release_at of a permanent hold
 EMA_WEIGHT = 0.1  # activation_l1: weight of the new value in the moving average
@@ -108,6 +108,68 @@ def choose(scores: torch.Tensor, candidates: torch.Tensor, k: int, target: str, 
     return idx[order[:k]].sort().values
 
 
+# --- modes: what an event does to the filters it targets -----------------------------
+
+
+def _window(mode: ZeroMode | GaussianMode, batches_per_epoch: int) -> int:
+    """A window's length in training batches."""
+    d = mode.duration
+    return d.batches if d.batches is not None else d.epochs * batches_per_epoch
+
+
+def _start_prune(pruner: "Pruner", layer: "LayerState", sel: torch.Tensor, batches_per_epoch: int,
+                 generator: torch.Generator) -> None:
+    mode: PruneMode = layer.mode
+    layer.hold_w |= sel
+    layer.release_at[sel] = NEVER
+    if mode.include_bn:
+        layer.hold_bn |= sel
+        layer.p.mask_values[sel] = 0
+        layer.p.mask.active = True
+
+
+def _start_zero(pruner: "Pruner", layer: "LayerState", sel: torch.Tensor, batches_per_epoch: int,
+                generator: torch.Generator) -> None:
+    mode: ZeroMode = layer.mode
+    if mode.targets == "all":
+        sel = layer.targeted.clone()
+    fresh = sel & ~(layer.hold_w | layer.hold_bn)  # a filter already held keeps its first saved values
+    if mode.restore == "trained" and fresh.any():
+        for key, tensor in layer.p.tensors().items():
+            store = layer.saved.setdefault(key, torch.zeros_like(tensor))
+            store[fresh] = tensor.detach()[fresh]
+    # A filter already in a window keeps the later of its two release times.
+    until = torch.full_like(layer.release_at, pruner.batch + _window(mode, batches_per_epoch))
+    held = layer.hold_w | layer.hold_bn
+    layer.release_at[sel] = torch.where(held, torch.maximum(layer.release_at, until), until)[sel]
+    layer.hold_w |= sel
+    if mode.include_bn:
+        layer.hold_bn |= sel
+
+
+def _start_gaussian(pruner: "Pruner", layer: "LayerState", sel: torch.Tensor, batches_per_epoch: int,
+                    generator: torch.Generator) -> None:
+    mode: GaussianMode = layer.mode
+    if mode.targets == "all":
+        sel = layer.targeted.clone()
+    w = layer.p.weight.detach()
+    layer.noise_std.fill_(float(w.std()) if mode.std == "matched" else float(mode.std))
+    end = pruner.batch + _window(mode, batches_per_epoch)
+    layer.noise_until[sel] = torch.maximum(layer.noise_until[sel], torch.full_like(layer.noise_until[sel], end))
+    pruner._add_noise(layer, sel, generator)  # the post-pruning evaluation sees the noise
+
+
+StartMode = Callable[["Pruner", "LayerState", torch.Tensor, int, torch.Generator], None]
+MODES: dict[str, StartMode] = {"prune": _start_prune, "zero": _start_zero, "gaussian": _start_gaussian}
+
+
+def mode(kind: str) -> StartMode:
+    try:
+        return MODES[kind]
+    except KeyError:
+        raise ValueError(f"unknown mode {kind!r}; known: {', '.join(MODES)}") from None
+
+
 # --- per-layer state -----------------------------------------------------------------
 
 
@@ -126,8 +188,9 @@ class LayerState:
         self.state_changed()
         self.saved: dict[str, torch.Tensor] = {}  # values to restore (zero mode, restore: trained)
         self.ema: torch.Tensor | None = None
-        self.mode: dict[str, Any] = schedule.mode
+        self.mode: Mode = schedule.mode
         self.score = scoring(schedule.scoring)
+        self.start_mode = mode(schedule.mode.kind)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"targeted": self.targeted, "hold_w": self.hold_w, "hold_bn": self.hold_bn,
@@ -229,43 +292,9 @@ class Pruner:
         return records
 
     def _start_mode(self, layer: LayerState, chosen: torch.Tensor, batches_per_epoch: int, generator: torch.Generator) -> None:
-        mode = layer.mode
-        kind = mode["kind"]
         sel = torch.zeros_like(layer.targeted)
         sel[chosen] = True
-        if kind == "prune":
-            layer.hold_w |= sel
-            layer.release_at[sel] = NEVER
-            if mode.get("include_bn", True):
-                layer.hold_bn |= sel
-                layer.p.mask_values[sel] = 0
-                layer.p.mask.active = True
-            return
-        duration = mode["duration"]
-        n = duration["batches"] if duration.get("batches") is not None else duration["epochs"] * batches_per_epoch
-        if mode.get("targets", "newest") == "all":
-            sel = layer.targeted.clone()
-        if kind == "zero":
-            fresh = sel & ~(layer.hold_w | layer.hold_bn)  # a filter already held keeps its first saved values
-            if mode.get("restore", "zero") == "trained" and fresh.any():
-                for key, tensor in layer.p.tensors().items():
-                    store = layer.saved.setdefault(key, torch.zeros_like(tensor))
-                    store[fresh] = tensor.detach()[fresh]
-            # A filter already in a window keeps the later of its two release times.
-            until = torch.full_like(layer.release_at, self.batch + n)
-            held = layer.hold_w | layer.hold_bn
-            layer.release_at[sel] = torch.where(held, torch.maximum(layer.release_at, until), until)[sel]
-            layer.hold_w |= sel
-            if mode.get("include_bn", False):
-                layer.hold_bn |= sel
-        elif kind == "gaussian":
-            std = mode.get("std", "matched")
-            w = layer.p.weight.detach()
-            layer.noise_std.fill_(float(w.std()) if std == "matched" else float(std))
-            layer.noise_until[sel] = torch.maximum(layer.noise_until[sel], torch.full_like(layer.noise_until[sel], self.batch + n))
-            self._add_noise(layer, sel, generator)  # the post-pruning evaluation sees the noise
-        else:
-            raise ValueError(f"unknown mode {kind!r}; known: prune, zero, gaussian")
+        layer.start_mode(self, layer, sel, batches_per_epoch, generator)
 
     def _add_noise(self, layer: LayerState, sel: torch.Tensor, generator: torch.Generator) -> None:
         w = layer.p.weight
@@ -283,7 +312,7 @@ class Pruner:
             self._release(layer, (layer.release_at <= self.batch) & (layer.hold_w | layer.hold_bn))
 
     def _release(self, layer: LayerState, done: torch.Tensor) -> None:
-        if layer.mode.get("restore", "zero") == "trained" and layer.saved:
+        if isinstance(layer.mode, ZeroMode) and layer.mode.restore == "trained" and layer.saved:
             with torch.no_grad():
                 for key, tensor in layer.p.tensors().items():
                     tensor[done] = layer.saved[key][done]
@@ -300,7 +329,7 @@ class Pruner:
 
     def removed(self) -> dict[str, int]:
         """Permanently pruned filters per layer (for the parameter count)."""
-        return {name: int(layer.targeted.sum()) for name, layer in self.layers.items() if layer.mode["kind"] == "prune"}
+        return {name: int(layer.targeted.sum()) for name, layer in self.layers.items() if layer.mode.kind == "prune"}
 
     def state_dict(self) -> dict[str, Any]:
         return {"batch": self.batch, "layers": {name: layer.tensors() for name, layer in self.layers.items()}}

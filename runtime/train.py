@@ -1,81 +1,52 @@
-"""A pack of runs (one run is a pack of 1): train, prune at the planned epochs, measure,
-checkpoint, resume.
+"""A pack of runs (one run is a pack of 1): the training loop.
 
-The K members of a pack train as one packed model (runtime.models): grouped
+The K members of a pack train as one packed model (gstc.runtime.models): grouped
 convolutions, BN over K x C channels, a batched dense layer. Each member keeps its own
 data order, augmentation, pruner (masks, events, windows), measurements, checkpoint and
 files, and its numbers are those it would have alone (tests/runtime/test_pack.py).
 
-The loop stays short; pruning and perturbation (`Pruner`), data (`runtime.data`),
-evaluation and checkpointing plug into it. Every random draw comes from a generator
-derived from (seed, epoch, purpose), so a run resumed from the checkpoint of epoch e
-replays epoch e+1 exactly as an uninterrupted run does. A member's checkpoint holds its
-own state in the layout of a model built alone, so it resumes in any pack or alone.
+The loop (`Trainer.execute`) stays short: an epoch trains, prunes where the plan says,
+evaluates, and hands its records to the callbacks, which write result files
+(`callbacks.RunFiles`), measure flatness (`callbacks.Flatness`), checkpoint
+(`checkpoint.Checkpoints`) and show progress. The caller restores state before it and
+may stop it at an epoch boundary (`stop`): a worker that lost a run's lock does.
+
+Every random draw comes from a generator derived from (seed, epoch, purpose), so a run
+resumed from the checkpoint of epoch e replays epoch e+1 exactly as an uninterrupted run
+does: data order, augmentation, random targets and noise. Initialization comes from the
+seed alone (`torch.manual_seed(seed)` before each member's model is built).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import platform
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import torch
 import torch.nn.functional as F
 
-from gstc.manifest import ResultsDir, append_jsonl, read_json, read_jsonl, summarize_run, truncate_jsonl, write_json
-from gstc.plan import PlanConfig, PlanRun
-from gstc.plan import PlanEvent
-from runtime.data import Dataset, crop_flip, crop_flip_draws, epoch_generator, normalize, pack_input
-from runtime.flatness import measure as measure_flatness
-from runtime.models import build_model, member, member_state, pack_states
-from runtime.prune import Pruner, StepHooks
+from gstc.plan import AdamSpec, FlatnessSpec, PlanConfig, PlanEvent, PlanRun, SGDSpec
+from gstc.runtime.data import Dataset, crop_flip, crop_flip_draws, epoch_generator, pack_input
+from gstc.runtime.models import build_model, member_state, pack_states
+from gstc.runtime.prune import Pruner, StepHooks
 
-FLATNESS_SUBSET_SEED = 0  # the same test images for every run, so flatness compares across runs
 EVAL_BATCH = 1000  # test images per evaluation batch (BN in eval mode: the size changes no number)
-# Purposes of derived generators (see runtime.data.epoch_generator).
+# Purposes of derived generators (see gstc.runtime.data.epoch_generator).
 ORDER, AUGMENT, TARGETS, NOISE = 0, 1, 2, 3
 
 
-def environment(device: torch.device) -> dict[str, Any]:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    return {"torch": torch.__version__, "python": platform.python_version(),
-            "device": f"{device.type}: {name}", "threads": torch.get_num_threads()}
-
-
-def make_optimizer(params: Any, spec: dict, fused: bool = False) -> torch.optim.Optimizer:
+def make_optimizer(params: Any, spec: AdamSpec | SGDSpec, fused: bool = False) -> torch.optim.Optimizer:
     """Adam or SGD; `fused`: one kernel for all parameters (CUDA and CPU). Both act element by element."""
     fast = {"fused": True} if fused else {}
-    if spec["name"] == "adam":
-        return torch.optim.Adam(params, lr=spec["lr"], betas=tuple(spec["betas"]), weight_decay=spec["weight_decay"],
-                                **fast)
-    if spec["name"] == "sgd":
-        return torch.optim.SGD(params, lr=spec["lr"], momentum=spec["momentum"], weight_decay=spec["weight_decay"],
-                               nesterov=spec["nesterov"], **fast)
-    raise ValueError(f"unknown optimizer {spec['name']!r}; known: adam, sgd")
-
-
-def optimizer_member(state: dict, k: int, pack: int) -> dict:
-    """Member k's optimizer state_dict from a pack's (per-parameter tensors are stacked like the parameters)."""
-    def part(v: Any) -> Any:
-        return (member(v, k, pack) if v.dim() else v).clone() if isinstance(v, torch.Tensor) else v
-
-    return {"state": {i: {key: part(v) for key, v in st.items()} for i, st in state["state"].items()},
-            "param_groups": state["param_groups"]}
-
-
-def optimizer_pack(states: list[dict]) -> dict:
-    """A pack's optimizer state_dict from its members' (the inverse of `optimizer_member`)."""
-    def join(values: list[Any]) -> Any:
-        v = values[0]
-        return torch.cat(values) if isinstance(v, torch.Tensor) and v.dim() else v
-
-    return {"state": {i: {key: join([s["state"][i][key] for s in states]) for key in st}
-                      for i, st in states[0]["state"].items()},
-            "param_groups": states[0]["param_groups"]}
+    if isinstance(spec, AdamSpec):
+        return torch.optim.Adam(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay, **fast)
+    if isinstance(spec, SGDSpec):
+        return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay,
+                               nesterov=spec.nesterov, **fast)
+    raise ValueError(f"unknown optimizer {spec!r}; known: adam, sgd")
 
 
 @dataclass
@@ -87,31 +58,49 @@ class Member:
     config: PlanConfig
     pruner: Pruner
     events: dict[int, list[PlanEvent]]
-    info: dict = field(default_factory=dict)
-    seconds: float = 0.0
-    failure: tuple[int, str] | None = None
+    seconds: float = 0.0  # training time so far, seconds (restored from the checkpoint on resume)
+    failure: tuple[int, str] | None = None  # (epoch, reason)
 
     @property
-    def flatness(self) -> dict | None:
-        return self.config.resolved["measure"].get("flatness")
+    def flatness(self) -> FlatnessSpec | None:
+        return self.config.resolved.measure.flatness
 
     @property
     def flatness_epochs(self) -> set[int]:
-        at = (self.flatness or {}).get("at")
-        return set() if not self.flatness else {self.run.epochs} if at == "final" else set(at)
+        spec = self.flatness
+        return set() if spec is None else {self.run.epochs} if spec.at == "final" else set(spec.at)
+
+
+class Callback(Protocol):
+    """What plugs into the loop. Each hook gets the trainer; subclass for the no-op defaults."""
+
+    def start(self, trainer: "Trainer", resumed_from: int | None) -> None:
+        """Before the first epoch; `resumed_from`: the checkpoint's epoch, None for a fresh start."""
+
+    def event(self, trainer: "Trainer", member: Member, record: dict) -> None:
+        """A member's pruning epoch: pre/post accuracy, stability, per-layer counts."""
+
+    def epoch_end(self, trainer: "Trainer", epoch: int, records: dict[int, dict]) -> None:
+        """After each epoch (and after epoch 0's scratch events): records of the members still training, by k."""
+
+    def failed(self, trainer: "Trainer", member: Member, epoch: int, reason: str) -> None:
+        """A member stopped for good: its loss turned NaN, or torch raised."""
+
+    def end(self, trainer: "Trainer") -> None:
+        """After the loop: every member is finished, failed, or stopped with the pack."""
 
 
 @dataclass
 class Trainer:
-    """A pack of compatible runs (gstc.packs); `execute()` carries them out and writes their files."""
+    """A pack of compatible runs (gstc.packs); `execute()` trains them, the callbacks keep their files."""
 
     runs: list[PlanRun]
     configs: list[PlanConfig]  # each run's configuration
     data: Dataset
-    results: ResultsDir
     device: torch.device
     dtype: torch.dtype = torch.float32  # float64 for exactness tests
-    on_epoch: Callable[[PlanRun, dict], None] | None = None
+    callbacks: list[Callback] = field(default_factory=list)
+    stop: Callable[[], bool] = lambda: False  # asked at each epoch boundary: True ends training there
     # None: on CUDA, and on the CPU in float32/bf16 (oneDNN's channels-last kernels: VGG11
     # width 0.25 steps 1.3x faster there, benchmarks/RESULTS.md); float64 has no oneDNN
     # kernels and stays contiguous.
@@ -120,8 +109,9 @@ class Trainer:
     def __post_init__(self) -> None:
         cfg = self.configs[0].resolved
         self.pack = k = len(self.runs)
-        self.train_cfg, self.augment = cfg["train"], cfg["data"]["augment"]
-        self.arch = (cfg["model"]["arch"], cfg["model"]["width"], self.data.classes)
+        self.epochs = self.runs[0].epochs
+        self.train_cfg, self.augment = cfg.train, cfg.data.augment
+        self.arch = (cfg.model.arch, cfg.model.width, self.data.classes)
         cuda = self.device.type == "cuda"
         self.channels_last = (cuda or self.dtype != torch.float64) if self.channels_last is None else self.channels_last
         alone = []
@@ -135,10 +125,10 @@ class Trainer:
                       memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         # Fused steps on both devices: on the CPU 0.44 ms instead of 1.05 ms per Adam step of the quickstart's
         # VGG11 (26 tensors, 579,098 parameters); the same update element by element.
-        self.opt = make_optimizer(self.model.parameters(), self.train_cfg["optimizer"],
+        self.opt = make_optimizer(self.model.parameters(), self.train_cfg.optimizer,
                                   fused=self.device.type in ("cuda", "cpu"))
-        lr = self.train_cfg["lr_schedule"]
-        self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, milestones=lr["milestones"], gamma=lr["gamma"])
+        lr = self.train_cfg.lr_schedule
+        self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, milestones=lr.milestones, gamma=lr.gamma)
         self.members = []
         for i, (run, config) in enumerate(zip(self.runs, self.configs)):
             events: dict[int, list[PlanEvent]] = {}
@@ -146,15 +136,20 @@ class Trainer:
                 events.setdefault(ev.epoch, []).append(ev)
             self.members.append(Member(i, run, config, Pruner(self.model, config, run.seed, member=i), events))
         self.hooks = StepHooks([m.pruner for m in self.members])
-        self.batch_size = self.train_cfg["batch_size"]
+        self.batch_size = self.train_cfg.batch_size
         self.batches = math.ceil(len(self.data.train_y) / self.batch_size)
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
-                         if self.train_cfg["precision"] == "bf16" else nullcontext())
+                         if self.train_cfg.precision == "bf16" else nullcontext())
         self.table = [(l.name, l.filters) for l in self.configs[0].layers]
+        self.epoch = 0  # the last epoch completed
 
     @property
     def alive(self) -> list[Member]:
         return [m for m in self.members if m.failure is None]
+
+    def finished(self, m: Member) -> bool:
+        """Trained to its last epoch without failing."""
+        return m.failure is None and self.epoch == self.epochs
 
     def alone(self, m: Member) -> torch.nn.Module:
         """Member m as a model of its own (for flatness, which needs one model's loss)."""
@@ -166,18 +161,63 @@ class Trainer:
             p.mask.active = bool((p.mask.mask == 0).any())
         return model
 
-    def measure_flatness(self, m: Member, epoch: int) -> None:
-        """flatness.json: {"subset": [...], "epochs": {"<epoch>": {...}}}; re-measuring an epoch replaces it."""
-        n = min(m.flatness["samples"], len(self.data.test_y))
-        subset = torch.randperm(len(self.data.test_y), generator=torch.Generator().manual_seed(FLATNESS_SUBSET_SEED))[:n]
-        idx = subset.to(self.device)
-        x, y = normalize(self.data.test_x[idx], self.data, self.dtype), self.data.test_y[idx]
-        path = self.results.flatness_json(m.run.id)
-        doc = read_json(path) if path.exists() else {"subset_seed": FLATNESS_SUBSET_SEED, "subset": subset.tolist(), "epochs": {}}
-        doc["epochs"][str(epoch)] = measure_flatness(self.alone(m), x, y, m.flatness, seed=m.run.seed)
-        write_json(path, doc)
-
     # --- the loop -----------------------------------------------------------------
+
+    def execute(self, resumed_from: int | None = None) -> None:
+        """Train every member from `resumed_from` (its state restored by the caller; None: from scratch) to the
+        last epoch, to its failure, or to an epoch boundary where `stop()` says so."""
+        for cb in self.callbacks:
+            cb.start(self, resumed_from)
+        self.epoch = epoch = resumed_from or 0
+        try:
+            if resumed_from is None and any(0 in m.events for m in self.members):
+                t0 = time.perf_counter()
+                self.prune_epoch(0)  # scratch pruning, at initialization
+                for m in self.members:
+                    m.seconds += time.perf_counter() - t0
+                self.end_epoch(0, {})
+            for epoch in range(self.epoch + 1, self.epochs + 1):
+                if not self.alive or self.stop():
+                    break
+                self.end_epoch(epoch, self.run_epoch(epoch))
+        except RuntimeError as exc:  # torch's (overflow, out of memory, ...): every member still training fails
+            for m in self.alive:
+                self.fail(m, epoch, f"{type(exc).__name__}: {exc}")
+        for cb in self.callbacks:
+            cb.end(self)
+
+    def run_epoch(self, epoch: int) -> dict[int, dict]:
+        """Train, step the LR, prune where planned, evaluate: per member still training, the epoch's record."""
+        t0 = time.perf_counter()
+        lr = self.opt.param_groups[0]["lr"]
+        train_loss, train_acc = self.train_epoch(epoch)
+        for m in self.alive:
+            if not math.isfinite(train_loss[m.k]):
+                self.fail(m, epoch, f"training loss is {train_loss[m.k]}")
+        self.sched.step()
+        pruning = any(epoch in m.events for m in self.alive)
+        test_loss, test_acc = self.prune_epoch(epoch) if pruning else self.evaluate()
+        seconds = time.perf_counter() - t0
+        records = {}
+        for m in self.alive:
+            records[m.k] = {"epoch": epoch, "train_loss": train_loss[m.k], "train_acc": train_acc[m.k],
+                            "test_loss": test_loss[m.k], "test_acc": test_acc[m.k], "lr": lr,
+                            "kept": m.pruner.kept(self.table), "params": self.model.live_params(m.pruner.removed()),
+                            "seconds": seconds}
+            m.seconds += seconds
+        return records
+
+    def end_epoch(self, epoch: int, records: dict[int, dict]) -> None:
+        self.epoch = epoch
+        for cb in self.callbacks:
+            cb.epoch_end(self, epoch, records)
+
+    def fail(self, m: Member, epoch: int, reason: str) -> None:
+        m.failure = (epoch, reason)
+        for cb in self.callbacks:
+            cb.failed(self, m, epoch, reason)
+
+    # --- the parts of an epoch ------------------------------------------------------
 
     def train_epoch(self, epoch: int) -> tuple[list[float], list[float]]:
         """Per member: mean training loss and accuracy (%) of the epoch."""
@@ -240,121 +280,18 @@ class Trainer:
         unchanged by the others', so the post-pruning evaluation is its plain one.
         """
         pruning = [m for m in self.alive if epoch in m.events]
-        pre = self.evaluate()[1] if any(m.config.resolved["measure"]["prune_eval"] for m in pruning) else None
+        pre = self.evaluate()[1] if any(m.config.resolved.measure.prune_eval for m in pruning) else None
         layers = {m.k: m.pruner.apply(epoch, m.events[epoch], self.batches, epoch_generator(m.run.seed, epoch, TARGETS))
                   for m in pruning}
         post_loss, post = self.evaluate()
         for m in pruning:
             m.pruner.after_post_eval()
-            before = pre[m.k] if pre is not None and m.config.resolved["measure"]["prune_eval"] else None
+            before = pre[m.k] if pre is not None and m.config.resolved.measure.prune_eval else None
             record: dict[str, Any] = {"epoch": epoch, "pre_acc": before, "post_acc": post[m.k], "instability": None,
                                       "stability": None, "layers": layers[m.k]}
             if before is not None:
                 instability = 100.0 * (before - post[m.k]) / before if before > 0 else 0.0
                 record.update(instability=instability, stability=100.0 - instability)
-            append_jsonl(self.results.events_jsonl(m.run.id), record)
+            for cb in self.callbacks:
+                cb.event(self, m, record)
         return post_loss, post
-
-    # --- checkpoints ----------------------------------------------------------------
-
-    def save(self, epoch: int) -> None:
-        model, opt = self.model.state_dict(), self.opt.state_dict()
-        for m in self.alive:
-            state = {"epoch": epoch, "seconds": m.seconds, "model": member_state(model, m.k, self.pack),
-                     "optimizer": optimizer_member(opt, m.k, self.pack), "scheduler_epoch": self.sched.last_epoch,
-                     "pruner": m.pruner.state_dict(), "rng": torch.get_rng_state()}
-            path = self.results.checkpoint(m.run.id)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            torch.save(state, tmp)
-            os.replace(tmp, path)
-
-    def load(self) -> int:
-        """Every member from its checkpoint (all at the same epoch: run_pack packs them so); returns that epoch."""
-        states = [torch.load(self.results.checkpoint(m.run.id), map_location=self.device, weights_only=True)
-                  for m in self.members]
-        epochs = {int(s["epoch"]) for s in states}
-        if len(epochs) != 1:
-            raise ValueError(f"members of a pack must resume from the same epoch, found {sorted(epochs)}")
-        self.model.load_state_dict(pack_states([s["model"] for s in states]))
-        self.opt.load_state_dict(optimizer_pack([s["optimizer"] for s in states]))
-        # The optimizer's state already holds the decayed LR: only the scheduler's epoch count moves.
-        self.sched.last_epoch = int(states[0]["scheduler_epoch"])
-        self.sched._last_lr = [g["lr"] for g in self.opt.param_groups]
-        for m, s in zip(self.members, states):
-            m.pruner.load_state_dict(s["pruner"])
-            m.seconds = float(s["seconds"])
-        torch.set_rng_state(states[0]["rng"])
-        return epochs.pop()
-
-    # --- the pack -------------------------------------------------------------------
-
-    def fail(self, m: Member, epoch: int, reason: str) -> None:
-        m.failure = (epoch, reason)
-        write_json(self.results.run_json(m.run.id), {**m.info, "status": "failed", "seconds": m.seconds,
-                                                     "error": {"epoch": epoch, "reason": reason}})
-
-    def execute(self) -> list[dict]:
-        """Train every member to the end (or its failure); returns each member's final run.json."""
-        results = self.results
-        fresh = not any(results.checkpoint(m.run.id).exists() for m in self.members)
-        start = 0 if fresh else self.load()
-        for m in self.members:
-            rid = m.run.id
-            results.run_dir(rid).mkdir(parents=True, exist_ok=True)
-            if fresh:
-                for path in (results.epochs_jsonl(rid), results.events_jsonl(rid)):
-                    path.unlink(missing_ok=True)
-            else:  # lines written after the checkpoint (a kill between the two) are replayed
-                truncate_jsonl(results.epochs_jsonl(rid), lambda r: r["epoch"] <= start)
-                truncate_jsonl(results.events_jsonl(rid), lambda r: r["epoch"] <= start)
-            m.info = {"id": rid, "config": m.config.id, "seed": m.run.seed, "epochs": m.run.epochs,
-                      "resolved": m.config.resolved, "environment": environment(self.device), "resumed_from": start or None,
-                      "pack": {"size": self.pack, "runs": [r.id for r in self.runs]}}
-            write_json(results.run_json(rid), {**m.info, "status": "running"})
-        epoch = start
-        try:
-            if fresh and any(0 in m.events for m in self.members):
-                t0 = time.perf_counter()
-                self.prune_epoch(0)  # scratch pruning, at initialization
-                for m in self.members:
-                    m.seconds += time.perf_counter() - t0
-                self.save(0)
-            for epoch in range(start + 1, self.runs[0].epochs + 1):
-                if not self.alive:
-                    break
-                t0 = time.perf_counter()
-                lr = self.opt.param_groups[0]["lr"]
-                train_loss, train_acc = self.train_epoch(epoch)
-                for m in self.alive:
-                    if not math.isfinite(train_loss[m.k]):
-                        self.fail(m, epoch, f"training loss is {train_loss[m.k]}")
-                self.sched.step()
-                pruning = any(epoch in m.events for m in self.alive)
-                test_loss, test_acc = self.prune_epoch(epoch) if pruning else self.evaluate()
-                seconds = time.perf_counter() - t0
-                records = {}
-                for m in self.alive:
-                    record = {"epoch": epoch, "train_loss": train_loss[m.k], "train_acc": train_acc[m.k],
-                              "test_loss": test_loss[m.k], "test_acc": test_acc[m.k], "lr": lr,
-                              "kept": m.pruner.kept(self.table), "params": self.model.live_params(m.pruner.removed()),
-                              "seconds": seconds}
-                    m.seconds += seconds
-                    records[m.k] = record
-                    append_jsonl(results.epochs_jsonl(m.run.id), record)
-                    if epoch in m.flatness_epochs:
-                        self.measure_flatness(m, epoch)
-                self.save(epoch)
-                for m in self.alive:
-                    if self.on_epoch:
-                        self.on_epoch(m.run, records[m.k])
-        except RuntimeError as exc:  # torch's (overflow, out of memory, ...): every member still training fails
-            for m in self.alive:
-                self.fail(m, epoch, f"{type(exc).__name__}: {exc}")
-        outcomes = []
-        for m in self.members:
-            if m.failure is None:
-                rid = m.run.id
-                summary = summarize_run(read_jsonl(results.epochs_jsonl(rid)), read_jsonl(results.events_jsonl(rid)))
-                write_json(results.run_json(rid), {**m.info, "status": "done", "seconds": m.seconds, "summary": summary})
-            outcomes.append(read_json(results.run_json(m.run.id)))
-        return outcomes

@@ -17,7 +17,7 @@ def fail_once() -> None:
     marker = os.environ.get(ENV)
     if not marker:
         return
-    import runtime.train as train
+    import gstc.runtime.train as train
 
     original = train.Trainer.train_epoch
 

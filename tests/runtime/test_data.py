@@ -8,7 +8,8 @@ import pickle
 import numpy as np
 import pytest
 
-from runtime.data import DataError, augment, epoch_generator, load, normalize
+from gstc.plan import DataSpec
+from gstc.runtime.data import DataError, crop_flip, crop_flip_draws, epoch_generator, load, normalize
 
 torch = pytest.importorskip("torch")
 
@@ -36,7 +37,7 @@ def write_cifar(root, hundred: bool = False, per_batch: int = 6, seed: int = 0):
 @pytest.mark.parametrize("hundred", [False, True])
 def test_cifar_archives_load_in_the_standard_layout(tmp_path, hundred):
     written = write_cifar(tmp_path, hundred)
-    ds = load({"dataset": "cifar100" if hundred else "cifar10", "root": str(tmp_path), "download": False})
+    ds = load(DataSpec(dataset="cifar100" if hundred else "cifar10", root=str(tmp_path)))
     train_names = ["train"] if hundred else [f"data_batch_{i}" for i in range(1, 6)]
     expected = np.concatenate([written[n][0] for n in train_names]).reshape(-1, 3, 32, 32)
     assert ds.train_x.dtype == torch.uint8 and np.array_equal(ds.train_x.numpy(), expected)
@@ -46,7 +47,7 @@ def test_cifar_archives_load_in_the_standard_layout(tmp_path, hundred):
 
 def test_missing_archive_names_the_folder(tmp_path):
     with pytest.raises(DataError, match=r"CIFAR-10 not found: .*cifar-10-batches-py lacks data_batch_1"):
-        load({"dataset": "cifar10", "root": str(tmp_path), "download": False})
+        load(DataSpec(dataset="cifar10", root=str(tmp_path)))
 
 
 def test_the_unpickler_refuses_anything_but_arrays_and_containers(tmp_path):
@@ -59,18 +60,23 @@ def test_the_unpickler_refuses_anything_but_arrays_and_containers(tmp_path):
     with open(tmp_path / "cifar-10-batches-py" / "data_batch_3", "wb") as fh:
         pickle.dump({b"data": Evil(), b"labels": []}, fh, protocol=2)
     with pytest.raises(DataError, match="refusing to load"):
-        load({"dataset": "cifar10", "root": str(tmp_path), "download": False})
+        load(DataSpec(dataset="cifar10", root=str(tmp_path)))
 
 
 def test_digits_are_32x32_rgb_with_a_fixed_split():
-    a = load({"dataset": "digits", "root": "unused", "download": False})
-    b = load({"dataset": "digits", "root": "unused", "download": False})
+    a = load(DataSpec(dataset="digits", root="unused"))
+    b = load(DataSpec(dataset="digits", root="unused"))
     assert a.train_x.shape == (1437, 3, 32, 32) and a.test_x.shape == (360, 3, 32, 32)
     assert torch.equal(a.train_x, b.train_x) and torch.equal(a.test_y, b.test_y)
     assert torch.equal(a.train_x[:, 0], a.train_x[:, 2])  # grey digits repeated over 3 channels
     assert set(a.train_y.tolist()) == set(range(10))
     x = normalize(a.train_x, a)
     assert abs(float(x.mean())) < 0.01 and abs(float(x.std()) - 1) < 0.01  # stats measured on train
+
+
+def augment(x, generator):
+    """What a training batch gets: crop_flip's draws from a seeded generator, back to (N, 3, H, W)."""
+    return crop_flip(x, crop_flip_draws(len(x), generator)).permute(0, 3, 1, 2)
 
 
 def test_augment_is_a_padded_crop_and_flip():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.flatness import _Loss, epsilon_sharpness, gradient_covariance_trace, hessian_top, hutchinson_trace, measure
+from gstc.plan import FlatnessSpec
+from gstc.runtime.flatness import _Loss, epsilon_sharpness, gradient_covariance_trace, hessian_top, hutchinson_trace, measure
 
 torch = pytest.importorskip("torch")
 
@@ -76,7 +77,8 @@ def test_epsilon_is_where_the_loss_rises_by_the_target(tiny):
 
 def test_measure_returns_every_requested_number(tiny):
     model, x, y = tiny
-    spec = {"hessian_top": 3, "trace_probes": 50, "grad_covariance": True, "epsilon": {"directions": 2, "loss_increase": 0.05}}
+    spec = FlatnessSpec.model_validate({"hessian_top": 3, "trace_probes": 50, "grad_covariance": True,
+                                        "epsilon": {"directions": 2, "loss_increase": 0.05}})
     out = measure(model.train(), x, y, spec, seed=0)
     assert model.training  # restored
     assert len(out["hessian_top"]) == 3 and out["hessian_top_sum"] == pytest.approx(sum(out["hessian_top"]))

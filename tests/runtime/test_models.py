@@ -6,7 +6,7 @@ import pytest
 
 from gstc.archs import ARCHS, layers
 from gstc.plan import PlanLayer
-from runtime.models import MODELS, build_model
+from gstc.runtime.models import MODELS, build_model
 
 torch = pytest.importorskip("torch")
 

@@ -11,9 +11,8 @@ from typer.testing import CliRunner
 from gstc.cli import app
 from gstc.compile import compile_file
 from gstc.manifest import ResultsDir, read_json, read_jsonl
-from runtime.executors import run_local
-from runtime.prune import _expected_relu_bn
-from tests.runtime.conftest import compile_text, spec_text
+from gstc.runtime.prune import _expected_relu_bn
+from tests.runtime.conftest import compile_text, run_plan, spec_text
 
 torch = pytest.importorskip("torch")
 runner = CliRunner()
@@ -23,7 +22,7 @@ def test_scratch_pruning_happens_before_training(tmp_path):
     prune = "prune:\n  layers:\n    - {select: conv8, amount: 0.75, schedule: {epochs: [0]}}\n"
     plan = compile_text(spec_text("vgg11_bn", 0.125, prune, epochs=2))
     results = ResultsDir(tmp_path)
-    (outcome,) = run_local(plan, plan.runs, results, torch.device("cpu"))
+    _, (outcome,) = run_plan(plan, results)
     (event,) = read_jsonl(results.events_jsonl(plan.runs[0].id))
     assert event["epoch"] == 0 and event["layers"][0]["kept"] == 16  # 64 filters at width 0.125
     epochs = read_jsonl(results.epochs_jsonl(plan.runs[0].id))
@@ -42,7 +41,7 @@ def test_sgd_and_bf16_train(tmp_path, train):
     text = text.replace("train: {epochs: 2, batch_size: 64, optimizer: {name: adam, lr: 0.001}}", train)
     text = text.replace("data: {dataset: digits}", "data: {dataset: digits, augment: true}")
     plan = compile_text(text)
-    (outcome,) = run_local(plan, plan.runs, ResultsDir(tmp_path), torch.device("cpu"))
+    _, (outcome,) = run_plan(plan, ResultsDir(tmp_path))
     assert outcome["status"] == "done"
     # It learns: the training loss falls, below chance-level cross-entropy over 10 classes
     # (ln 10 = 2.30 nats; measured 1.0-1.9 in epoch 2). Test accuracy after 2 epochs is no
@@ -87,7 +86,7 @@ def test_flatness_is_measured_at_the_requested_epochs(tmp_path):
                " grad_covariance: true, epsilon: {directions: 1, loss_increase: 0.1}}\n")
     plan = compile_text(spec_text("vgg11_bn", 0.125, "", epochs=2, extra=measure))
     results = ResultsDir(tmp_path)
-    (outcome,) = run_local(plan, plan.runs, results, torch.device("cpu"))
+    _, (outcome,) = run_plan(plan, results)
     assert outcome["status"] == "done"
     doc = read_json(results.flatness_json(plan.runs[0].id))
     assert sorted(doc["epochs"]) == ["1", "2"] and len(doc["subset"]) == 32

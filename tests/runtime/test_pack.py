@@ -1,4 +1,4 @@
-"""Packed runs (DESIGN.md section 8): a member's numbers are those it would have alone.
+"""Packed runs: a member's numbers are those it would have alone.
 
 The pack trains K runs as one model (grouped convolutions, BN over K x C channels, a
 batched dense layer). Adam, SGD, weight decay and masks act element by element, so in
@@ -16,12 +16,12 @@ import pytest
 
 from gstc.manifest import ResultsDir, read_json, read_jsonl
 from gstc.packs import make_packs
-from tests.runtime.conftest import CUDA, DEVICES, compile_text
+from tests.runtime.conftest import CUDA, DEVICES, compile_text, run_plan
 
 torch = pytest.importorskip("torch")
 
-from runtime.executors import run_local, run_pack  # noqa: E402
-from runtime.models import build_model, member_state, pack_states  # noqa: E402
+from gstc.runtime import worker  # noqa: E402
+from gstc.runtime.models import build_model, member_state, pack_states  # noqa: E402
 
 RTOL = 1e-9
 
@@ -49,16 +49,15 @@ TRAIN, TEST = 192, 128
 
 @pytest.fixture(autouse=True)
 def small_digits(monkeypatch):
-    from runtime import executors
-    from runtime.data import Dataset
+    from gstc.runtime.data import Dataset
 
-    real = executors.load
+    real = worker.load
 
     def load(data, device="cpu"):
         d = real(data, device)
         return Dataset(d.train_x[:TRAIN], d.train_y[:TRAIN], d.test_x[:TEST], d.test_y[:TEST], d.mean, d.std, d.classes)
 
-    monkeypatch.setattr(executors, "load", load)
+    monkeypatch.setattr(worker, "load", load)
 
 
 # Three configurations in one pack: a baseline, permanent pruning in two layers, and a
@@ -119,8 +118,8 @@ def test_a_pack_computes_what_separate_runs_compute(text, pack, device, tmp_path
     plan = compile_text(text)
     alone, packed = ResultsDir(tmp_path / "alone"), ResultsDir(tmp_path / "packed")
     assert [len(p.runs) for p in make_packs(plan, plan.runs, pack)] == [pack] * (6 // pack)
-    run_local(plan, plan.runs, alone, torch.device(device), dtype=torch.float64, pack=1)
-    run_local(plan, plan.runs, packed, torch.device(device), dtype=torch.float64, pack=pack)
+    run_plan(plan, alone, device, dtype=torch.float64, pack=1)
+    run_plan(plan, packed, device, dtype=torch.float64, pack=pack)
     for run in plan.runs:
         assert read_json(packed.run_json(run.id))["pack"]["size"] == pack
         a, b = numbers(alone, run.id), numbers(packed, run.id)
@@ -137,43 +136,41 @@ def test_member_checkpoints_resume_alone_with_the_same_numbers(device, tmp_path)
     # epoch 2 resumes each member on its own, and the numbers equal an unbroken pack's.
     plan = compile_text(VGG)
     runs = plan.runs[:3]
-    device = torch.device(device)
     whole, split = ResultsDir(tmp_path / "whole"), ResultsDir(tmp_path / "split")
-    run_pack(plan, runs, whole, device, dtype=torch.float64)
-    # Stop the pack after epoch 2's checkpoints, from the epoch callback, like a kill.
-    from runtime import executors
+    run_plan(plan, whole, device, dtype=torch.float64, pack=3, runs=runs)
 
+    # Stop the pack after epoch 2's checkpoints, from the progress display, like a kill.
     class Stop(Exception):
         pass
 
-    class StopAfter2(executors.Progress):
+    class StopAfter2(worker.Progress):
         def epoch(self, run, record):
             if record["epoch"] == 2 and run.id == runs[-1].id:
                 raise Stop
 
     with pytest.raises(Stop):
-        run_pack(plan, runs, split, device, StopAfter2(), dtype=torch.float64)
-    for run in runs:
-        assert read_json(split.run_json(run.id))["status"] == "running"
-        run_pack(plan, [run], split, device, dtype=torch.float64)  # each alone
-        assert read_json(split.run_json(run.id))["resumed_from"] == 2
-        assert_close(numbers(whole, run.id), numbers(split, run.id), run.config)
+        run_plan(plan, split, device, dtype=torch.float64, pack=3, runs=runs, progress=StopAfter2())
+    for r in runs:
+        assert read_json(split.run_json(r.id))["status"] == "running"
+        run_plan(plan, split, device, dtype=torch.float64, pack=1, runs=[r])  # each alone
+        assert read_json(split.run_json(r.id))["resumed_from"] == 2
+        assert_close(numbers(whole, r.id), numbers(split, r.id), r.config)
 
 
 @pytest.mark.parametrize("device", [CUDA])
 @pytest.mark.parametrize("text", [VGG, RESNET], ids=["vgg11-zero-window", "resnet20-gaussian-window"])
 def test_training_batches_never_wait_for_the_gpu(text, device, tmp_path):
-    # DESIGN.md section 7: no per-batch host syncs. A pack of 6 in the epoch after its first
+    # No per-batch host syncs. A pack of 6 in the epoch after its first
     # pruning events (permanent holds, a zero or gaussian window, activation recording) trains
     # under CUDA's sync debug mode, which warns at each synchronizing call: the few of the epoch
     # (its draws moved to the device, its loss and accuracy read once) stay below one per batch.
-    from runtime.data import load
-    from runtime.train import Trainer
+    from gstc.runtime.data import load
+    from gstc.runtime.train import Trainer
 
     plan = compile_text(text)
     device = torch.device(device)
-    data = load(plan.configs[0].resolved["data"], device)  # all of digits: 45 batches of 32
-    trainer = Trainer(plan.runs, [plan.config(r.config) for r in plan.runs], data, ResultsDir(tmp_path), device)
+    data = load(plan.configs[0].resolved.data, device)  # all of digits: 45 batches of 32
+    trainer = Trainer(plan.runs, [plan.config(r.config) for r in plan.runs], data, device)
     trainer.train_epoch(1)
     trainer.prune_epoch(1)
     with warnings.catch_warnings(record=True) as caught:
@@ -191,17 +188,16 @@ def test_training_batches_never_wait_for_the_gpu(text, device, tmp_path):
 def test_auto_pack_size_follows_memory_and_gives_its_probe_memory_back(device, monkeypatch):
     # --pack auto probes one training step of one run; ResNet20 at width 0.25 needs a few MiB,
     # so the whole group of 6 fits; a budget smaller than one run's step gives packs of 1.
-    from runtime import executors
-    from runtime.data import load
+    from gstc.runtime.data import load
 
     plan = compile_text(RESNET)
     device = torch.device(device)
-    data = load(plan.configs[0].resolved["data"], device)
+    data = load(plan.configs[0].resolved.data, device)
     before = torch.cuda.memory_allocated(device)
-    assert executors.auto_pack_size(plan, plan.runs, device, data) == len(plan.runs)
+    assert worker.auto_pack_size(plan, plan.runs, device, data) == len(plan.runs)
     assert torch.cuda.memory_allocated(device) == before  # the probe's model and optimizer are gone
-    monkeypatch.setattr(executors, "AUTO_MEMORY_FRACTION", 1e-9)
-    assert executors.auto_pack_size(plan, plan.runs, device, data) == 1
+    monkeypatch.setattr(worker, "AUTO_MEMORY_FRACTION", 1e-9)
+    assert worker.auto_pack_size(plan, plan.runs, device, data) == 1
 
 
 def test_pack_state_round_trips_through_members():

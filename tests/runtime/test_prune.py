@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.models import build_model
-from runtime.prune import Pruner, StepHooks, choose
+from gstc.runtime.models import build_model
+from gstc.runtime.prune import Pruner, StepHooks, choose
 from tests.runtime.conftest import compile_text, spec_text
 
 torch = pytest.importorskip("torch")

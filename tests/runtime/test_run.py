@@ -143,7 +143,7 @@ def test_a_diverging_run_fails_and_the_rest_go_on(tmp_path, monkeypatch, pack):
     import torch
     from typer.testing import CliRunner
 
-    import runtime.train as train
+    import gstc.runtime.train as train
     from gstc.cli import app
 
     real = train.F.cross_entropy

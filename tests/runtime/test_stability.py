@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gstc.manifest import ResultsDir, read_jsonl
-from runtime.executors import run_local
-from tests.runtime.conftest import compile_text, spec_text
+from tests.runtime.conftest import compile_text, run_plan, spec_text
 
 torch = pytest.importorskip("torch")
 
@@ -22,7 +21,7 @@ def test_pruning_largest_filters_is_less_stable_than_smallest_on_digits(tmp_path
     text = spec_text("vgg11_bn", 0.125, prune, epochs=6, extra=variants)
     plan = compile_text(text.replace("seeds: 1", "seeds: 3").replace("lr: 0.001", "lr: 0.01"))
     results = ResultsDir(tmp_path)
-    outcomes = run_local(plan, plan.runs, results, torch.device("cpu"))
+    _, outcomes = run_plan(plan, results)
     assert all(o["status"] == "done" for o in outcomes)
     event = {(r.config, r.seed): read_jsonl(results.events_jsonl(r.id))[0] for r in plan.runs}
     gaps = []

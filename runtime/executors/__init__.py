@@ -1,0 +1,108 @@
+"""Executors: where a plan's packs train. One module each; `gstc.runtime.driver` is the one driver.
+
+- `in_process.InProcess`: `--executor local` on one device, in this process (the default).
+- `worker_pool.WorkerPool`: `--executor local --gpus 0,1`: one worker process per device.
+- `ray.RayExecutor`: each job a Ray task; failed tasks are retried and resume from checkpoints.
+- `slurm.SlurmExecutor`: a Slurm job array through submitit (`cluster="local"`: submitit's
+  local mode, the same code path without Slurm).
+
+An executor (`Executor`) says up front what cannot work (`check`), turns the runs not
+done into jobs (`jobs`), carries them out (`run`, which returns a `Report` of what the
+run folders do not say: failed jobs, runs left to other workers, damaged runs, lost
+locks) and cleans up (`close`). Every job ends in `gstc.runtime.worker.work` or
+`run_pack`, so locks, skipping, damage checks and resuming are the same whichever
+executor ran it. Ray and submitit are optional and imported only by their modules, only
+when chosen.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+
+from gstc.manifest import ResultsDir, run_status
+from gstc.packs import groups, make_packs
+from gstc.plan import Plan, PlanRun
+from gstc.runtime.worker import AUTO_MAX_PACK, Progress
+
+RETRIES = 3  # a job that fails (an exception, or its worker died) is run again this many times (Ray, worker pool)
+POLL_SECONDS = 1.0  # how often the driver looks at remote work (and refreshes the progress display)
+
+
+class ExecutorError(Exception):
+    """Something an executor cannot do, said up front: the CLI prints it and exits 1."""
+
+
+@dataclass
+class Report:
+    """What a run says beyond the run folders; `gstc.runtime.driver.execute` completes it from them."""
+
+    errors: list[str] = field(default_factory=list)  # jobs whose worker failed
+    busy: dict[str, str] = field(default_factory=dict)  # run id -> the live worker holding it
+    damaged: dict[str, dict] = field(default_factory=dict)  # run id -> {"file", "reason"}
+    lost: dict[str, dict] = field(default_factory=dict)  # run id -> {"epoch", "holder"}: stopped, its lock taken over
+    failed: list[PlanRun] = field(default_factory=list)  # run.json says failed
+    unfinished: list[PlanRun] = field(default_factory=list)  # neither done nor failed nor damaged nor held elsewhere
+
+    def merge(self, result: dict) -> None:
+        """A worker's summary (gstc.runtime.worker.work)."""
+        self.busy.update(result.get("busy", {}))
+        self.damaged.update(result.get("damaged", {}))
+        self.lost.update(result.get("lost", {}))
+
+
+Tick = Callable[[], None]  # called every POLL_SECONDS while remote jobs run (the display follows the run folders)
+
+
+class Executor(Protocol):
+    name: str  # for messages: local, ray, slurm
+    device: str  # what workers train on: 'cpu', 'cuda' or 'cuda:N'
+
+    def check(self) -> None:
+        """Raise ExecutorError for what cannot work, before any run starts."""
+
+    def jobs(self, plan: Plan, runs: list[PlanRun], results: ResultsDir, pack: int | str) -> list[dict]:
+        """The runs not done yet, as jobs."""
+
+    def run(self, plan: Plan, jobs: list[dict], results: ResultsDir, progress: Progress, tick: Tick) -> Report:
+        """Carry out the jobs; the report of what the run folders do not say."""
+
+    def environment(self) -> dict:
+        """The manifest's environment: where the driver ran the plan."""
+
+    def close(self) -> None:
+        """Release what `check` or `run` started."""
+
+
+def remote_jobs(plan: Plan, runs: list[PlanRun], results: ResultsDir, pack: int | str, device: str) -> list[dict]:
+    """Jobs for workers elsewhere: packs of `pack` runs; with 'auto', each group of compatible runs in chunks
+    of at most AUTO_MAX_PACK, which the worker packs by its own device's memory."""
+    todo = [r for r in runs if run_status(results, r.id) != "done"]
+    if pack == "auto":
+        chunks = [g[i:i + AUTO_MAX_PACK] for g in groups(plan, todo) for i in range(0, len(g), AUTO_MAX_PACK)]
+        ids = [[r.id for r in c] for c in chunks]
+    else:
+        ids = [p.runs for p in make_packs(plan, todo, int(pack))]
+    return [{"index": i, "runs": r, "results": str(results.root), "device": device, "pack": pack,
+             "dtype": "float32"} for i, r in enumerate(ids)]
+
+
+def remote_environment(name: str, device: str) -> dict:
+    """The driver's environment for workers elsewhere: each run.json has its worker's."""
+    from gstc.provenance import environment as code_environment
+
+    return {**code_environment(), "executor": name, "torch": torch.__version__, "python": platform.python_version(),
+            "device": f"{device} on {name} workers (each run.json names its worker's)"}
+
+
+def job_text(job: dict) -> str:
+    n = len(job["runs"])
+    return f"pack {job['index']} ({n} run{'s' * (n != 1)}: {', '.join(job['runs'][:4])}{', ...' if n > 4 else ''})"
+
+
+def last_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__

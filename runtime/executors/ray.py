@@ -1,0 +1,98 @@
+"""`--executor ray`: each job a Ray task (Ray core) asking for `num_gpus` (1 or a fraction) or one CPU.
+
+A task that fails (an exception, or its worker process or node died) is retried up to
+RETRIES times; a retry claims its runs again and resumes them from their checkpoints.
+"""
+
+from __future__ import annotations
+
+from gstc.manifest import ResultsDir
+from gstc.plan import Plan, PlanRun
+from gstc.runtime.executors import (POLL_SECONDS, RETRIES, ExecutorError, Report, Tick, job_text, last_line,
+                                    remote_environment, remote_jobs)
+from gstc.runtime.worker import Progress, work
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ExecutorError("--executor ray needs Ray, which is not installed: pip install 'gstc[ray]'") from None
+    return ray
+
+
+class RayExecutor:
+    """`address`: 'auto', 'HOST:PORT', or None to start a local Ray for the call."""
+
+    name = "ray"
+
+    def __init__(self, device: str = "auto", address: str | None = None, gpus_per_task: float | None = None,
+                 retries: int = RETRIES, init: dict | None = None) -> None:
+        self.ray = _import_ray()
+        self.requested, self.address, self.gpus_per_task = device, address, gpus_per_task
+        self.retries, self.init_kwargs = retries, dict(init or {})
+        self.started = False
+        self.device = "cpu"
+        if device.startswith("cuda:"):
+            raise ExecutorError(f"--device {device}: Ray assigns each task its GPU; use --device cuda (or auto)")
+        if gpus_per_task is not None and not 0 < gpus_per_task <= 1:
+            raise ExecutorError(f"--gpus-per-task: expected a number in (0, 1] (a pack trains on one GPU), "
+                                f"found {gpus_per_task:g}")
+
+    def check(self) -> None:
+        ray = self.ray
+        if not ray.is_initialized():
+            where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
+            try:
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                         logging_level="warning", **self.init_kwargs)
+            except Exception as exc:  # ConnectionError (no cluster there), ValueError, RuntimeError
+                hint = " (start one with `ray start --head`, or leave out --address for a local Ray)" if self.address else ""
+                raise ExecutorError(f"cannot start or reach {where}: {last_line(exc)}{hint}") from None
+            self.started = True
+        resources = ray.cluster_resources()
+        gpus = resources.get("GPU", 0)
+        wants_gpu = self.requested == "cuda" or (self.requested == "auto" and gpus > 0)
+        if wants_gpu and gpus == 0:
+            self.close()
+            raise ExecutorError(f"--device {self.requested}: the Ray cluster has no GPUs (its resources: "
+                                f"{resources.get('CPU', 0):g} CPUs, 0 GPUs), so GPU tasks would wait forever; "
+                                f"add GPU nodes, or use --device cpu")
+        if not wants_gpu and self.gpus_per_task is not None:
+            self.close()
+            raise ExecutorError("--gpus-per-task: the tasks train on the CPU (--device cpu, or a cluster without "
+                                "GPUs); leave it out")
+        self.device = "cuda" if wants_gpu else "cpu"
+        self.num_gpus = (self.gpus_per_task or 1.0) if wants_gpu else 0
+
+    def jobs(self, plan: Plan, runs: list[PlanRun], results: ResultsDir, pack: int | str) -> list[dict]:
+        return remote_jobs(plan, runs, results, pack, self.device)
+
+    def environment(self) -> dict:
+        return remote_environment(self.name, self.device)
+
+    def run(self, plan: Plan, jobs: list[dict], results: ResultsDir, progress: Progress, tick: Tick) -> Report:
+        ray = self.ray
+        report = Report()
+        task = ray.remote(work)
+        options = {"num_cpus": 1, "num_gpus": self.num_gpus, "max_retries": self.retries, "retry_exceptions": True}
+        plan_ref = ray.put(plan.model_dump_json())
+        pending = {task.options(name=f"gstc {plan.spec} pack {job['index']}", **options).remote(plan_ref, job): job
+                   for job in jobs}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_SECONDS)
+            tick()
+            for ref in ready:
+                job = pending.pop(ref)
+                try:
+                    report.merge(ray.get(ref))
+                except ray.exceptions.RayError as exc:
+                    cause = getattr(exc, "cause", None) or exc
+                    report.errors.append(f"{job_text(job)}: its Ray task failed {self.retries + 1} times; last: "
+                                         f"{type(cause).__name__}: {last_line(cause)}")
+        return report
+
+    def close(self) -> None:
+        if self.started:
+            self.ray.shutdown()
+            self.started = False

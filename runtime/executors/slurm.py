@@ -1,0 +1,153 @@
+"""`--executor slurm`: a job array, one job per pack, through submitit; cluster 'slurm' (sbatch) or 'local'
+(submitit's local mode: the same code path on this machine, without Slurm).
+
+`PackJob` is a `submitit.helpers.Checkpointable`: when Slurm is about to stop a job (its
+time limit, a preemption), submitit requeues it with the same arguments; the requeued
+job claims the runs again (the lock of the stopped job is stale) and resumes them from
+their checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import time
+from typing import Any
+
+import torch
+
+from gstc.manifest import ResultsDir
+from gstc.plan import Plan, PlanRun
+from gstc.runtime.executors import POLL_SECONDS, ExecutorError, Report, Tick, job_text, last_line, remote_environment, remote_jobs
+from gstc.runtime.worker import Progress, work
+
+try:
+    from submitit.helpers import Checkpointable
+except ImportError:  # without submitit, SlurmExecutor refuses up front and says how to install it
+    Checkpointable = object
+
+LOCAL_SLURM_TIME = 7 * 24 * 60  # minutes: --slurm-cluster local without --slurm-time
+
+
+def _import_submitit():
+    try:
+        import submitit
+    except ImportError:
+        raise ExecutorError("--executor slurm needs submitit, which is not installed: pip install 'gstc[slurm]'") from None
+    return submitit
+
+
+def parse_slurm_time(text: str) -> int:
+    """Slurm's time formats (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S) as whole minutes, rounded up."""
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
+    if not m:
+        raise ExecutorError(f"--slurm-time: expected Slurm's format (minutes, H:M:S or D-H:M:S), found {text!r}")
+    days, a, b, c = m.groups()
+    if days is not None:  # D-H, D-H:M, D-H:M:S
+        seconds = int(days) * 86400 + int(a) * 3600 + int(b or 0) * 60 + int(c or 0)
+    elif c is not None:  # H:M:S
+        seconds = int(a) * 3600 + int(b) * 60 + int(c)
+    elif b is not None:  # M:S
+        seconds = int(a) * 60 + int(b)
+    else:  # M
+        seconds = int(a) * 60
+    if seconds <= 0:
+        raise ExecutorError(f"--slurm-time: expected a positive time limit, found {text!r}")
+    return math.ceil(seconds / 60)
+
+
+class PackJob(Checkpointable):
+    """The callable a job runs: `work(plan_json, job)` in the job's process."""
+
+    def __call__(self, plan_json: str, job: dict) -> dict:
+        return work(plan_json, job)
+
+
+class SlurmExecutor:
+    name = "slurm"
+
+    def __init__(self, device: str = "auto", partition: str | None = None, time: str | None = None,
+                 gpus: int | None = None, cluster: str | None = None) -> None:
+        self.submitit = _import_submitit()
+        if cluster not in (None, "slurm", "local"):
+            raise ExecutorError(f"--slurm-cluster: expected 'local' (submitit's local mode) or 'slurm', found {cluster!r}")
+        self.cluster = cluster or "slurm"
+        if self.cluster == "slurm" and shutil.which("sbatch") is None:
+            raise ExecutorError("--executor slurm: no Slurm here (`sbatch` is not on PATH). Run gstc on a Slurm login "
+                                "node, or try the same code path on this machine with --slurm-cluster local")
+        if self.cluster == "slurm" and time is None:
+            raise ExecutorError("--executor slurm needs --slurm-time, the jobs' time limit (e.g. 12:00:00); jobs "
+                                "cut off by it are requeued and resume from their checkpoints")
+        self.partition = partition
+        self.timeout_min = parse_slurm_time(time) if time is not None else LOCAL_SLURM_TIME
+        if device.startswith("cuda:"):
+            raise ExecutorError(f"--device {device}: Slurm assigns each job its GPUs; use --device cuda (or auto)")
+        if gpus is None:  # one GPU per job, unless the runs are meant for the CPU
+            gpus = 0 if device == "cpu" or (self.cluster == "local" and not torch.cuda.is_available()) else 1
+        if gpus < 0:
+            raise ExecutorError(f"--slurm-gpus: expected 0 or more, found {gpus}")
+        if device == "cpu" and gpus > 0:
+            raise ExecutorError("--slurm-gpus: the jobs train on the CPU (--device cpu); leave it out or give 0")
+        if device == "cuda" and gpus == 0:
+            raise ExecutorError("--device cuda with --slurm-gpus 0: the jobs would have no GPU")
+        self.gpus = gpus
+        self.device = "cuda" if gpus > 0 else "cpu"
+
+    def check(self) -> None:
+        pass
+
+    def jobs(self, plan: Plan, runs: list[PlanRun], results: ResultsDir, pack: int | str) -> list[dict]:
+        return remote_jobs(plan, runs, results, pack, self.device)
+
+    def environment(self) -> dict:
+        return remote_environment(self.name, self.device)
+
+    def close(self) -> None:
+        pass
+
+    def run(self, plan: Plan, jobs: list[dict], results: ResultsDir, progress: Progress, tick: Tick) -> Report:
+        report = Report()
+        if not jobs:
+            return report
+        folder = results.slurm_dir(plan.spec)
+        executor = self.submitit.AutoExecutor(folder=folder / "%j", cluster=self.cluster)
+        params: dict[str, Any] = {"name": f"gstc-{plan.spec}", "timeout_min": self.timeout_min,
+                                  "gpus_per_node": self.gpus, "nodes": 1, "tasks_per_node": 1}
+        if self.cluster == "slurm":
+            params["slurm_partition"] = self.partition
+        executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
+        plan_json = plan.model_dump_json()
+        try:
+            submitted = executor.map_array(PackJob(), [plan_json] * len(jobs), jobs)
+        except Exception as exc:  # sbatch refused (a partition that does not exist, a time over its limit)
+            raise ExecutorError(f"Slurm refused the job array: {last_line(exc)}") from None
+        pending = dict(zip(submitted, jobs))
+        while pending:
+            time.sleep(POLL_SECONDS)
+            tick()
+            for sj in [j for j in pending if j.done()]:
+                job = pending.pop(sj)
+                try:
+                    report.merge(sj.result())
+                except Exception as exc:  # FailedJobError, UncompletedJobError (killed, out of time, ...)
+                    report.errors.append(f"{job_text(job)}: Slurm job {sj.job_id} {_slurm_reason(sj, exc)}; "
+                                         f"log: {sj.paths.stderr}")
+        stray = folder / "%j"  # submitit's local mode makes this empty folder
+        if self.cluster == "local" and stray.is_dir() and not any(stray.iterdir()):
+            stray.rmdir()
+        return report
+
+
+def _slurm_reason(job: Any, exc: BaseException) -> str:
+    """Why a submitit job has no result: the exception it raised, or its state (killed, out of time, ...)."""
+    text = str(exc)
+    if "failed during processing" in text:  # FailedJobError: the job's traceback between two rules
+        parts = [p for p in text.split("-" * 22) if p.strip()]
+        trace = parts[1] if len(parts) > 1 else text
+        return f"failed: {last_line(Exception(trace.strip().strip('-')))}"
+    try:
+        state = job.state
+    except Exception:  # sacct unavailable
+        state = "unknown"
+    return f"ended without a result (state {state}: killed, out of time or out of memory?)"

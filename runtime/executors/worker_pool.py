@@ -1,0 +1,135 @@
+"""`--executor local --gpus 0,1`: one spawned worker process per device, each taking the next job when free."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue as queues
+from collections import deque
+from typing import Any
+
+import torch
+
+from gstc.manifest import ResultsDir
+from gstc.plan import Plan, PlanRun
+from gstc.runtime.executors import (POLL_SECONDS, RETRIES, ExecutorError, Report, Tick, job_text, last_line,
+                                    remote_environment, remote_jobs)
+from gstc.runtime.worker import Progress, work
+
+
+def _pool_worker(device: str, plan_json: str, inbox: Any, outbox: Any) -> None:
+    """A worker process: carries out the jobs the driver sends it until it gets None."""
+    me = os.getpid()
+    while (job := inbox.get()) is not None:
+        try:
+            outcome = work(plan_json, {**job, "device": device})
+        except Exception as exc:
+            outbox.put(("error", me, job["index"], f"{type(exc).__name__}: {last_line(exc)}"))
+        else:
+            outbox.put(("done", me, job["index"], outcome))
+
+
+class WorkerPool:
+    """One worker process per device, pulling jobs from the pool's queue. A job whose worker raised, or died, is
+    queued again (up to `retries` times, like a Ray task) and resumes from its checkpoints; a dead worker is
+    replaced, and the others go on undisturbed."""
+
+    name = "local"
+
+    def __init__(self, devices: list[str], retries: int = RETRIES) -> None:
+        if not devices:
+            raise ExecutorError("--gpus: no device given")
+        self.devices, self.retries = devices, retries
+        self.device = devices[0].split(":")[0]
+
+    def check(self) -> None:
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        missing = [d for d in self.devices if d.startswith("cuda") and int(d.partition(":")[2] or 0) >= count]
+        if missing:
+            have = f"CUDA devices 0 to {count - 1}" if count else "no CUDA device"
+            raise ExecutorError(f"--gpus: this machine has {have}, not {', '.join(missing)}; "
+                                f"leave out --gpus to train here on one device")
+
+    def jobs(self, plan: Plan, runs: list[PlanRun], results: ResultsDir, pack: int | str) -> list[dict]:
+        return remote_jobs(plan, runs, results, pack, self.device)
+
+    def environment(self) -> dict:
+        return remote_environment("local worker", self.device)
+
+    def close(self) -> None:
+        pass
+
+    def run(self, plan: Plan, jobs: list[dict], results: ResultsDir, progress: Progress, tick: Tick) -> Report:
+        report = Report()
+        if not jobs:
+            return report
+        ctx = multiprocessing.get_context("spawn")
+        outbox = ctx.Queue()
+        plan_json = plan.model_dump_json()
+        workers: dict[int, tuple[str, Any, Any]] = {}  # pid -> (device, process, inbox)
+        idle: list[int] = []
+        assigned: dict[int, int] = {}  # worker pid -> index of the job it carries out
+        pending = deque(job["index"] for job in jobs)
+        failures = {job["index"]: 0 for job in jobs}
+        resolved: set[int] = set()
+
+        def start(device: str) -> None:
+            inbox = ctx.Queue()
+            proc = ctx.Process(target=_pool_worker, args=(device, plan_json, inbox, outbox), daemon=True)
+            proc.start()
+            workers[proc.pid] = (device, proc, inbox)
+            idle.append(proc.pid)
+
+        def retry(index: int, why: str) -> None:
+            if index in resolved:
+                return
+            failures[index] += 1
+            if failures[index] > self.retries:
+                resolved.add(index)
+                report.errors.append(f"{job_text(jobs[index])}: failed {failures[index]} times; last: {why}")
+            else:
+                pending.append(index)
+
+        for device in self.devices:
+            start(device)
+        try:
+            while len(resolved) < len(jobs):
+                while idle and pending:
+                    index = pending.popleft()
+                    if index not in resolved:
+                        pid = idle.pop()
+                        assigned[pid] = index
+                        workers[pid][2].put(jobs[index])
+                try:
+                    kind, pid, index, payload = outbox.get(timeout=POLL_SECONDS)
+                except queues.Empty:
+                    pass
+                else:
+                    if assigned.get(pid) == index:
+                        del assigned[pid]
+                        idle.append(pid)
+                    if kind == "done" and index not in resolved:
+                        resolved.add(index)
+                        report.merge(payload)
+                    elif kind == "error":
+                        retry(index, payload)
+                tick()
+                for pid, (device, proc, _) in list(workers.items()):
+                    if proc.is_alive():
+                        continue
+                    del workers[pid]
+                    if pid in idle:
+                        idle.remove(pid)
+                    index = assigned.pop(pid, None)
+                    if index is not None:
+                        retry(index, f"its worker process on {device} died (exit code {proc.exitcode})")
+                    if len(resolved) < len(jobs):
+                        start(device)  # a replacement: the pool keeps one worker per device
+        finally:
+            for _, proc, inbox in workers.values():
+                inbox.put(None)
+            for _, proc, _ in workers.values():
+                proc.join(timeout=30)
+                if proc.is_alive():
+                    proc.kill()
+        return report

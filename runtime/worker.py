@@ -1,0 +1,262 @@
+"""The unit of work of every executor: `run_pack` trains one pack of runs, here, to the end.
+
+It claims the pack's runs (gstc.runtime.locks), so that no run is trained by two workers
+at once; skips those done; checks the others' files (a run whose run.json, JSONL files
+or checkpoint cannot be read is reported as damaged, left as it is, and the others go
+on); resumes them from their checkpoints; and trains them with the trainer's callbacks
+for result files, flatness, checkpoints and progress. A run whose lock another worker
+took over (its heartbeat was late) is stopped at the next epoch boundary: the worker
+asks the trainer to stop there, and reports it.
+
+`work` is the same for a worker process, a Ray task or a Slurm job: a job (run ids, the
+results folder, the device) in, a summary of what happened out. Every executor writes
+the same results layout (gstc.manifest), so status, report and diff do not care which
+one ran.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Protocol
+
+import torch
+
+from gstc.manifest import DamagedFile, ResultsDir, read_json, read_jsonl, read_run, run_status, write_json
+from gstc.packs import groups, make_packs
+from gstc.plan import Plan, PlanConfig, PlanRun
+from gstc.runtime import locks
+from gstc.runtime.callbacks import Flatness, RunFiles
+from gstc.runtime.checkpoint import Checkpoints, epoch_of
+from gstc.runtime.data import Dataset, load, pack_input
+from gstc.runtime.train import Callback, Trainer
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto: the first CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: this machine has no CUDA device (torch {torch.__version__}); use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return device
+
+
+@dataclass
+class Outcome:
+    """What became of one run of a pack: done, failed, stopped (its lock was taken over), damaged, busy."""
+
+    run: PlanRun
+    status: str
+    info: dict = field(default_factory=dict)  # run.json (done, failed); {"file", "reason"} (damaged); the holder
+
+
+class Progress(Protocol):
+    """What a worker reports as it goes (the CLI's display implements it); subclass for the no-op defaults."""
+
+    def start_pack(self, runs: list[PlanRun], done_epochs: int) -> None: ...
+
+    def epoch(self, run: PlanRun, record: dict) -> None: ...
+
+    def end_run(self, run: PlanRun, outcome: Outcome) -> None: ...
+
+    def busy(self, run: PlanRun, holder: dict) -> None:
+        """Another live worker holds the run's lock (holder: the lock's content): it is left to that worker."""
+
+    def damaged(self, run: PlanRun, damage: dict) -> None:
+        """One of the run's files cannot be read ({"file", "reason"}): the run is left as it is."""
+
+
+class Quiet(Progress):
+    """Reports nothing."""
+
+
+class _Epochs(Callback):
+    """The trainer's epochs, to the progress display, after the files and the checkpoint are written."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def epoch_end(self, trainer: Trainer, epoch: int, records: dict[int, dict]) -> None:
+        for m in trainer.alive:
+            if m.k in records:
+                self.progress.epoch(m.run, records[m.k])
+
+
+def _dataset(config: PlanConfig, device: torch.device, cache: dict[str, Dataset]) -> Dataset:
+    key = config.resolved.data.model_dump_json()
+    if key not in cache:
+        cache[key] = load(config.resolved.data, device)
+    return cache[key]
+
+
+def inspect(results: ResultsDir, run_id: str) -> tuple[int | None, dict | None]:
+    """(the epoch its checkpoint resumes from, None when it starts afresh; {"file", "reason"} when a file is damaged)."""
+    try:
+        read_run(results, run_id)
+        epochs = read_jsonl(results.epochs_jsonl(run_id))
+        read_jsonl(results.events_jsonl(run_id))
+        if results.flatness_json(run_id).exists():
+            read_json(results.flatness_json(run_id))
+        start = epoch_of(results, run_id)
+    except DamagedFile as exc:
+        return None, {"file": str(exc.path), "reason": exc.reason}
+    missing = sorted(set(range(1, (start or 0) + 1)) - {r.get("epoch") for r in epochs})
+    if missing:
+        return None, {"file": str(results.epochs_jsonl(run_id)),
+                      "reason": f"has no record of epoch{'s' * (len(missing) > 1)} {', '.join(map(str, missing[:5]))}"
+                                f"{', ...' if len(missing) > 5 else ''}, which the checkpoint (epoch {start}) has trained"}
+    return start, None
+
+
+def _mark_damaged(results: ResultsDir, run: PlanRun, damage: dict, progress: Progress, outcomes: list[Outcome]) -> None:
+    write_json(results.damaged_json(run.id), {**damage, "time": time.time()})
+    progress.damaged(run, damage)
+    outcomes.append(Outcome(run, "damaged", damage))
+
+
+def run_pack(plan: Plan, runs: list[PlanRun], results: ResultsDir, device: torch.device,
+             progress: Progress | None = None, dtype: torch.dtype = torch.float32,
+             datasets: dict[str, Dataset] | None = None) -> list[Outcome]:
+    """Train one pack (compatible runs, see gstc.packs) to completion; the unit of work of every executor.
+
+    Members already done are skipped. The others are claimed: a member another live
+    worker holds is left to it and reported to `progress.busy`; a stale lock (its worker
+    died) is taken over. A claimed member whose files cannot be read is reported to
+    `progress.damaged` and left as it is. The others resume from their own checkpoints;
+    those at different epochs (a kill between two members' checkpoint writes) train as
+    separate packs, each from its own epoch. Every claim is appended to the run's
+    claims.jsonl. `datasets` caches loaded data between packs of one process.
+    """
+    progress = progress or Quiet()
+    datasets = {} if datasets is None else datasets
+    todo = [r for r in runs if run_status(results, r.id) != "done"]
+    outcomes: list[Outcome] = []
+    with locks.claim_runs(results, [r.id for r in todo]) as claims:
+        for run in todo:
+            if run.id in claims.busy:
+                progress.busy(run, claims.busy[run.id])
+                outcomes.append(Outcome(run, "busy", claims.busy[run.id]))
+        by_start: dict[int | None, list[PlanRun]] = {}
+        for run in todo:
+            if run.id not in claims.held:
+                continue
+            if run_status(results, run.id) == "done":  # finished by its previous holder before we claimed it
+                claims.release(run.id)
+                continue
+            start, damage = inspect(results, run.id)
+            if damage is not None:
+                _mark_damaged(results, run, damage, progress, outcomes)
+                claims.release(run.id)
+                continue
+            results.damaged_json(run.id).unlink(missing_ok=True)  # readable now (a file was put back)
+            locks.record_claim(results, run.id, claims.locks[run.id].owner, start or 0)
+            by_start.setdefault(start, []).append(run)
+        queue = list(by_start.values())
+        while queue:
+            members = queue.pop(0)
+            configs = [plan.config(r.config) for r in members]
+            ids = {r.id for r in members}
+            checkpoints = Checkpoints(results)
+            trainer = Trainer(members, configs, _dataset(configs[0], device, datasets), device, dtype,
+                              callbacks=[RunFiles(results), Flatness(results), checkpoints, _Epochs(progress)],
+                              stop=lambda ids=ids: bool(claims.lost & ids))
+            try:
+                resumed = checkpoints.restore(trainer)
+            except (DamagedFile, RuntimeError, KeyError, ValueError) as exc:
+                if len(members) > 1:  # find the member whose checkpoint does not load: each alone
+                    queue[:0] = [[r] for r in members]
+                    continue
+                path = getattr(exc, "path", results.checkpoint(members[0].id))
+                reason = getattr(exc, "reason", f"does not load into this run's model ({type(exc).__name__}: {exc})")
+                _mark_damaged(results, members[0], {"file": str(path), "reason": reason}, progress, outcomes)
+                claims.release(members[0].id)
+                continue
+            progress.start_pack(members, resumed or 0)
+            trainer.execute(resumed)
+            for m in trainer.members:
+                claims.release(m.run.id)
+                if trainer.finished(m) or m.failure is not None:
+                    outcome = Outcome(m.run, "done" if m.failure is None else "failed", read_run(results, m.run.id))
+                else:  # its lock was taken over: the new holder resumes it from the last checkpoint
+                    holder = locks.describe(locks.read_lock(results.lock(m.run.id)))
+                    outcome = Outcome(m.run, "stopped", {"epoch": trainer.epoch, "holder": holder})
+                progress.end_run(m.run, outcome)
+                outcomes.append(outcome)
+            del trainer
+    return outcomes
+
+
+AUTO_MAX_PACK = 32  # --pack auto never packs more runs than this
+AUTO_MEMORY_FRACTION = 0.6  # of the GPU's memory a pack may plan to use (the rest: allocator slack, evaluation)
+
+
+def auto_pack_size(plan: Plan, group: list[PlanRun], device: torch.device, data: Dataset) -> int:
+    """--pack auto: on CUDA, as many runs as fit in AUTO_MEMORY_FRACTION of the GPU's memory,
+    from the peak memory of one training step of a single run; on the CPU, 1: memory says
+    nothing there, and packs pay only for narrow models (benchmarks/RESULTS.md: ResNet20/56
+    at width 0.25 gain 1.6-2.4x with packs of 2-4; VGG11 and ResNet18 lose), so a pack size
+    on the CPU is the user's explicit --pack K.
+    """
+    if device.type != "cuda" or len(group) == 1:
+        return 1
+    config = plan.config(group[0].config)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    probe = Trainer([group[0]], [config], data, device)
+    batch = data.train_x[: probe.batch_size].permute(0, 2, 3, 1)[None]
+    with probe.autocast:
+        out = probe.model(pack_input(batch, data, probe.dtype, probe.channels_last))
+    out.float().sum().backward()
+    probe.opt.step()
+    peak = torch.cuda.max_memory_allocated(device) - base
+    del probe, out
+    gc.collect()  # the Trainer holds reference cycles (pruners' recorders): free its memory now, not at some later gc
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(device).total_memory
+    return max(1, min(AUTO_MAX_PACK, len(group), int(AUTO_MEMORY_FRACTION * total / max(peak, 1))))
+
+
+def local_packs(plan: Plan, runs: Iterable[PlanRun], results: ResultsDir, device: torch.device,
+                pack: int | str = 1, datasets: dict[str, Dataset] | None = None) -> list[list[PlanRun]]:
+    """The runs not done yet, in packs: of `pack` runs, or with 'auto', sized by this device's memory."""
+    by_id = {r.id: r for r in plan.runs}
+    todo = [r for r in runs if run_status(results, r.id) != "done"]
+    datasets = {} if datasets is None else datasets
+    packs = []
+    for group in groups(plan, todo):
+        size = pack
+        if pack == "auto":
+            data = _dataset(plan.config(group[0].config), device, datasets)
+            size = auto_pack_size(plan, group, device, data)
+        packs += make_packs(plan, group, int(size))
+    return [[by_id[i] for i in p.runs] for p in packs]
+
+
+def summary(outcomes: list[Outcome]) -> dict:
+    """What a worker tells the driver beyond the run folders: runs left to other workers, damaged runs, lost locks."""
+    return {"busy": {o.run.id: locks.describe(o.info) for o in outcomes if o.status == "busy"},
+            "damaged": {o.run.id: o.info for o in outcomes if o.status == "damaged"},
+            "lost": {o.run.id: o.info for o in outcomes if o.status == "stopped"}}
+
+
+def work(plan_json: str, job: dict) -> dict:
+    """Carry out one job in a worker: {"runs": [ids], "results": folder, "device": name, "pack": K | "auto",
+    "dtype": "float32"}. Returns {"host", "pid", "device", "busy", "damaged", "lost"} (see `summary`); raises on
+    failure (the executor reports it, Ray retries it)."""
+    plan = Plan.model_validate_json(plan_json)
+    results = ResultsDir(job["results"])
+    device = resolve_device(job["device"])
+    dtype = getattr(torch, job.get("dtype", "float32"))
+    by_id = {r.id: r for r in plan.runs}
+    runs = [by_id[i] for i in job["runs"]]
+    datasets: dict = {}
+    outcomes: list[Outcome] = []
+    for members in local_packs(plan, runs, results, device, job["pack"], datasets):
+        outcomes += run_pack(plan, members, results, device, None, dtype, datasets)
+    return {"host": socket.gethostname(), "pid": os.getpid(), "device": str(device), **summary(outcomes)}
