@@ -205,8 +205,8 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     try:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        what = "empty" if not raw.strip() else f"not valid JSON ({exc})"
-        raise DamagedFile(path, f"{what}; {len(raw):,} bytes") from None
+        what = "is empty" if not raw.strip() else f"is not valid JSON ({exc}; the file has {len(raw):,} bytes)"
+        raise DamagedFile(path, what) from None
 
 
 def _parse_line(raw: bytes) -> dict | None:
@@ -277,7 +277,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict]:
         if record is None:
             if all(not rest.strip() for rest in lines[number:]):
                 break  # the torn last line
-            raise DamagedFile(target, f"line {number} is not a JSON object: {text[:80]!r}")
+            raise DamagedFile(target, f"has a line ({number}) that is not a JSON object: {text[:80]!r}")
         records.append(record)
     return records
 
@@ -307,10 +307,10 @@ def read_run(results: ResultsDir, run_id: str) -> dict | None:
     except FileNotFoundError:
         return None
     if not isinstance(run, dict):
-        raise DamagedFile(path, f"expected a JSON object, found {type(run).__name__}")
+        raise DamagedFile(path, f"holds a JSON {type(run).__name__}, not an object")
     status = run.get("status")
     if status not in ("running", "done", "failed"):
-        raise DamagedFile(path, f"unknown status {status!r} (expected running, done or failed)")
+        raise DamagedFile(path, f"has an unknown status {status!r} (expected running, done or failed)")
     return run
 
 
@@ -326,7 +326,7 @@ def damage(results: ResultsDir, run_id: str) -> dict | None:
         return None
     except DamagedFile as exc:
         return {"file": str(exc.path), "reason": exc.reason}
-    return found if isinstance(found, dict) else {"file": str(results.damaged_json(run_id)), "reason": "not an object"}
+    return found if isinstance(found, dict) else {"file": str(results.damaged_json(run_id)), "reason": "is not an object"}
 
 
 def run_status(results: ResultsDir, run_id: str) -> str:

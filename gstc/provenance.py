@@ -39,9 +39,15 @@ def _git(root: Path, *args: str) -> str | None:
 @functools.lru_cache(maxsize=1)
 def source() -> dict[str, Any] | None:
     """{"commit": sha, "dirty": bool} of gstc's git checkout, {"commit": sha, "dirty": None} of an install
-    from a git URL, or None (a release, or no git)."""
-    top = _git(PACKAGE, "rev-parse", "--show-toplevel")
-    if top and (Path(top) / "gstc" / "__init__.py").resolve() == PACKAGE / "__init__.py":  # gstc's own checkout
+    from a git URL, or None (a release, or no git). Computed once per process."""
+    return source_of(PACKAGE)
+
+
+def source_of(package: Path) -> dict[str, Any] | None:
+    """`source()` for the gstc package in folder `package`."""
+    package = package.resolve()
+    top = _git(package, "rev-parse", "--show-toplevel")
+    if top and (Path(top) / "gstc" / "__init__.py").resolve() == package / "__init__.py":  # gstc's own checkout
         commit = _git(Path(top), "rev-parse", "HEAD")
         if commit:
             changes = _git(Path(top), "status", "--porcelain", "--", *CODE_PATHS)

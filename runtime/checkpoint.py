@@ -13,7 +13,9 @@ scheduler that many times, which gives the same state (tests/runtime/test_run.py
 
 from __future__ import annotations
 
+import re
 import warnings
+import zipfile
 from typing import Any
 
 import torch
@@ -23,6 +25,7 @@ from gstc.manifest import DamagedFile, ResultsDir
 from gstc.runtime.models import member, member_state, pack_states
 from gstc.runtime.train import Callback, Trainer
 
+_ESCAPES = re.compile(r"\x1b\[[0-9;]*m")
 KEYS = ("epoch", "seconds", "model", "optimizer", "pruner", "rng")  # besides "scheduler" (or "scheduler_epoch")
 
 
@@ -53,12 +56,25 @@ def _load(path: Any, **kwargs: Any) -> dict:
     except FileNotFoundError:
         raise
     except Exception as exc:  # RuntimeError (zip archive cut short), UnpicklingError (an object), EOFError, ...
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        raise DamagedFile(path, f"cannot be loaded ({type(exc).__name__}: {lines[0] if lines else 'no detail'})") from None
+        raise DamagedFile(path, _why(exc, path)) from None
     if not isinstance(state, dict) or not all(key in state for key in KEYS) or not (
             "scheduler" in state or "scheduler_epoch" in state):
         raise DamagedFile(path, "is not a gstc checkpoint (keys missing)")
     return state
+
+
+def _why(exc: Exception, path: Any) -> str:
+    """torch.load's failure in a few words (its messages run to several lines of advice)."""
+    text = str(exc)
+    refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if refused:
+        return (f"holds a pickled {refused.group(1)} object, which a checkpoint never does "
+                "(loading it with weights_only=True, as gstc does, refuses it)")
+    if not zipfile.is_zipfile(path):  # a torch archive is a zip file, whose index is at its very end
+        return "is cut short: it is not a complete torch archive (a copy or a disk that filled up?)"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "no detail")
+    first = _ESCAPES.sub("", first)[:200]  # torch colours its messages
+    return f"cannot be loaded ({type(exc).__name__}: {first})"
 
 
 def epoch_of(results: ResultsDir, run_id: str) -> int | None:

@@ -1,5 +1,7 @@
 """benchmarks/bench.py keeps working as the runtime changes (it timed nothing here: no
-timing is asserted, only that every row is measured and printed with its ratio)."""
+timing is asserted, only that every row is measured and printed with its ratio).
+
+Each runs the benchmark in a process of its own for 8-25 s: marked slow."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
 pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 

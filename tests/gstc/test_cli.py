@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from gstc.cli import app
 from gstc.compile import compile_file
 from gstc.plan import Plan
-from tests.conftest import SMALL_SPEC, write
+from gstc.spec import VARIANT_PATTERN
+from tests.conftest import REPO, SMALL_SPEC, write
 
 runner = CliRunner()
 
@@ -84,9 +85,14 @@ def test_layers_lists_names_and_counts():
 
 
 def test_schema_command_matches_the_committed_file(tmp_path):
+    # Both forms, byte for byte: what editors load (schema/gstc.schema.json) is what `gstc schema` prints.
+    committed = (REPO / "schema" / "gstc.schema.json").read_text()
     out = runner.invoke(app, ["schema", "--out", str(tmp_path / "s.json")])
     assert out.exit_code == 0
-    assert json.loads((tmp_path / "s.json").read_text())["title"] == "gstc experiment spec (format 1)"
+    assert (tmp_path / "s.json").read_text() == committed
+    printed = runner.invoke(app, ["schema"])
+    assert printed.exit_code == 0 and printed.stdout == committed
+    assert VARIANT_PATTERN in json.loads(committed)["properties"]["variants"]["anyOf"][0]["patternProperties"]
 
 
 @pytest.mark.parametrize("args", [["validate", "{missing}"], ["plan", "{missing}"]])

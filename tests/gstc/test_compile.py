@@ -207,6 +207,83 @@ def test_sweep_path_that_applies_nowhere_is_an_error():
 
 def test_parse_path():
     assert parse_path("prune.layers[3].amount") == ("prune", "layers", 3, "amount")
-    assert parse_path("a[1][2].b") == ("a", 1, 2, "b")
-    for bad in ["", "a..b", "a.", ".a", "a[x]", "a[1", "a b"]:
-        assert parse_path(bad) is None
+    assert parse_path("prune.layers.3.amount") == ("prune", "layers", 3, "amount")
+    assert parse_path("a[1][2].b") == parse_path("a.1.2.b") == parse_path("a[1].2.b") == ("a", 1, 2, "b")
+    for bad in ["", "a..b", "a.", ".a", "a[x]", "a[1", "a b", "1.a", "a.1b", "a.-1"]:
+        assert parse_path(bad) is None, bad
+
+
+# --- what users write ----------------------------------------------------------------------
+
+PAPER_NAMES = """\
+gstc: 1
+name: caps
+model: {arch: vgg11_bn, width: 0.25}
+data: {dataset: digits}
+train: {epochs: 10, optimizer: {name: adam, lr: 0.001}}
+prune:
+  layers:
+    - {select: conv8, amount: 0.5, schedule: {start: 2, end: 6, every: 2}}
+variants:
+  S: {prune.target: S}
+  L: {prune.target: L}
+  Prune_L: {prune.target: largest, prune.layers.0.amount: 0.3}
+"""
+
+
+def test_variant_names_may_have_capitals():
+    # The paper's own notation: configuration ids name configurations, never files.
+    plan = plan_of(PAPER_NAMES)
+    assert [c.id for c in plan.configs] == ["S", "L", "Prune_L"]
+    assert [c.schedules[0].target for c in plan.configs] == ["smallest", "largest", "largest"]
+    assert errors_of(PAPER_NAMES.replace("  L:", "  -L:"))  # still a name: no leading punctuation
+    bad = errors_of(PAPER_NAMES.replace("  L:", "  Big L:"))
+    assert any("expected a name matching [A-Za-z0-9][A-Za-z0-9._-]*" in e for e in bad), bad
+    assert any("[a-z0-9][a-z0-9._-]*" in e for e in errors_of(PAPER_NAMES.replace("name: caps", "name: Caps")))
+
+
+SWEPT_EVERY = """\
+gstc: 1
+name: swept
+model: {arch: resnet20, width: 0.25}
+data: {dataset: digits}
+train: {epochs: 100, optimizer: {name: adam, lr: 0.001}}
+prune:
+  layers:
+    - {select: "layer3.*.conv2", amount: 0.5, schedule: {start: 10, end: 90}}
+sweep:
+  prune.layers[0].schedule.every: [30, 60]
+"""
+
+
+def test_a_base_may_leave_a_field_to_its_sweep():
+    # Figure 4's natural form: the schedule's `every` comes from the sweep only.
+    plan = plan_of(SWEPT_EVERY)
+    assert [c.id for c in plan.configs] == ["default[prune.layers[0].schedule.every=30]",
+                                            "default[prune.layers[0].schedule.every=60]"]
+    assert [c.schedules[0].epochs for c in plan.configs] == [[10, 40, 70], [10, 70]]
+
+
+def test_an_incomplete_base_names_the_configurations_left_incomplete():
+    # `every` from one variant only: the error stands at the base's schedule node and names the others,
+    # not the baseline (which has no pruning, so no schedule).
+    text = SWEPT_EVERY.split("sweep:")[0] + ("variants:\n  every30: {prune.layers.0.schedule.every: 30}\n"
+                                             "  left: {}\n  also: {train.epochs: 95}\n  baseline: {prune: null}\n")
+    (error,) = errors_of(text)
+    assert error.startswith("t.yaml:8:57: error: prune.layers[0].schedule: `every` is needed for events from 10 to 90")
+    assert error.endswith("(in configurations left and also)")
+    # Missing in every configuration: the base's error, said once without a configuration.
+    (error,) = errors_of(SWEPT_EVERY.split("sweep:")[0])
+    assert error.endswith("`every` is needed for events from 10 to 90"), error
+
+
+def test_override_paths_with_dotted_indices_need_no_quotes_in_flow_style():
+    text = SMALL_SPEC.replace("  large: {prune.target: largest}\n", "  heavy: {prune.layers.1.amount: 0.8}\n")
+    plan = plan_of(text)
+    heavy = {s.layer: s.amount for s in plan.config("heavy").schedules}
+    assert heavy == {"conv5": 0.5, "conv7": 0.8, "conv8": 0.8}
+    # the same override as prune.layers[1].amount (block style) is the same configuration, same runs
+    bracket = SMALL_SPEC.replace("  large: {prune.target: largest}\n", "  heavy:\n    prune.layers[1].amount: 0.8\n")
+    assert [r.id for r in plan_of(bracket).runs] == [r.id for r in plan.runs]
+    swept = plan_of(SMALL_SPEC + "sweep: {prune.layers.1.amount: [0.6, 0.7]}\n")
+    assert "small[prune.layers[1].amount=0.6]" in [c.id for c in swept.configs]  # ids spell paths one way

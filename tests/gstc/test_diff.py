@@ -11,21 +11,22 @@ from typer.testing import CliRunner
 
 from gstc.cli import app
 from gstc.compile import compile_file
-from gstc.diff import compare
-from gstc.manifest import ResultsDir, write_json
+from gstc.diff import PROVENANCE, compare
+from gstc.manifest import ResultsDir, write_json, write_manifest
 from tests.conftest import SMALL_SPEC, write
 
 runner = CliRunner()
 SPEC = SMALL_SPEC.replace("seeds: 2", "seeds: 5")
 
 
-def fake_results(spec, results: ResultsDir, best: dict[str, list[float]]) -> None:
+def fake_results(spec, results: ResultsDir, best: dict[str, list[float]], environment: dict | None = None) -> None:
     """run.json files as a finished `gstc run` leaves them (only what the manifest reads)."""
     plan = compile_file(str(spec))
     for run in plan.runs:
         acc = best[run.config][run.seed]
         write_json(results.run_json(run.id), {"id": run.id, "config": run.config, "seed": run.seed, "status": "done",
-                                              "seconds": 1.0, "summary": {"best_test_acc": acc, "best_epoch": 9,
+                                              "seconds": 1.0, "environment": environment or {},
+                                              "summary": {"best_test_acc": acc, "best_epoch": 9,
                                               "gen_gap": 100 - acc, "mean_stability": 95.0, "final_params": 1000}})
 
 
@@ -99,3 +100,43 @@ def test_compare_edge_cases():
     assert compare([], [1.0])["diff"] is None
     assert compare([1.0], [2.0]) == {"diff": 1.0, "diff_ci_low": None, "diff_ci_high": None, "p": None}
     assert compare([1.0, 1.0], [1.0, 1.0])["p"] == 1.0
+
+
+ENV = {"gstc": "0.1.0", "source": {"commit": "a" * 40, "dirty": False}, "python": "3.11.7", "host": "node1",
+       "torch": "2.14.1", "cuda": "13.0", "cudnn": 92400, "device": "cuda: NVIDIA H200", "threads": 16}
+
+
+def test_results_from_different_code_show_in_a_provenance_section(tmp_path):
+    # The same spec run twice, by two commits of gstc (the second with uncommitted changes) and two torch
+    # versions: the numbers alone would hide it; the provenance section shows it, and nothing else differs.
+    spec = write(tmp_path, SPEC, "a.yaml")
+    manifests = []
+    for name, env in (("A", ENV), ("B", {**ENV, "source": {"commit": "b" * 40, "dirty": True}, "torch": "2.15.0"})):
+        results = ResultsDir(tmp_path / name)
+        base = [80.0, 81.0, 82.0, 80.5, 81.5]
+        fake_results(spec, results, {"baseline": base, "small": base, "large": base}, env)
+        manifests.append(write_manifest(compile_file(str(spec)), results))
+    out = runner.invoke(app, ["diff", *map(str, manifests), "--format", "json"])
+    assert out.exit_code == 0, out.stderr
+    rows = {r["field"]: r for r in json.loads(out.stdout)["provenance"]}
+    assert set(rows) == {"source", "torch"}
+    assert rows["source"]["a"] == {"aaaaaaaaaaaa": 15} and rows["source"]["b"] == {"bbbbbbbbbbbb (uncommitted changes)": 15}
+    text = runner.invoke(app, ["diff", *map(str, manifests)], env={"COLUMNS": "250"}).stdout
+    assert "Provenance" in text and "aaaaaaaaaaaa (15 runs)" in text and "bbbbbbbbbbbb (uncommitted changes) (15 runs)" in text
+    same = runner.invoke(app, ["diff", str(manifests[0]), str(manifests[0]), "--format", "json"])
+    assert json.loads(same.stdout)["provenance"] == []  # one code, one environment: no section
+    every = runner.invoke(app, ["diff", str(manifests[0]), str(manifests[0]), "--format", "json", "--all"])
+    assert [r["field"] for r in json.loads(every.stdout)["provenance"]] == list(PROVENANCE)
+
+
+def test_runs_without_provenance_read_as_unknown(tmp_path):
+    # results of gstc 0.1.0 recorded no version or commit
+    spec = write(tmp_path, SPEC, "a.yaml")
+    base = [80.0, 81.0, 82.0, 80.5, 81.5]
+    old, new = ResultsDir(tmp_path / "old"), ResultsDir(tmp_path / "new")
+    fake_results(spec, old, {"baseline": base, "small": base, "large": base}, {"torch": "2.14.1"})
+    fake_results(spec, new, {"baseline": base, "small": base, "large": base}, ENV)
+    plan = compile_file(str(spec))
+    out = runner.invoke(app, ["diff", str(write_manifest(plan, old)), str(write_manifest(plan, new)), "--format", "json"])
+    rows = {r["field"]: r for r in json.loads(out.stdout)["provenance"]}
+    assert rows["gstc"]["a"] == {"unknown": 15} and rows["source"]["a"] == {"unknown": 15} and "torch" not in rows

@@ -18,7 +18,7 @@ from scipy import stats as st
 
 from gstc.compile import compile_file
 from gstc.manifest import (
-    BOOTSTRAP_SEED, SUMMARY_FIELDS, ResultsDir, append_jsonl, build_manifest, read_json, read_jsonl,
+    BOOTSTRAP_SEED, SUMMARY_FIELDS, DamagedFile, ResultsDir, damage, append_jsonl, build_manifest, read_json, read_jsonl,
     run_status, summarize_run, truncate_jsonl, write_json, write_manifest,
 )
 from gstc.stats import summarize
@@ -152,8 +152,9 @@ def test_read_jsonl_skips_torn_last_line(tmp_path):
 def test_read_jsonl_bad_middle_line_is_an_error(tmp_path):
     path = tmp_path / "e.jsonl"
     path.write_text('{"epoch": 1}\n{"epoch": 2\n{"epoch": 3}\n')
-    with pytest.raises(ValueError, match="e.jsonl:2"):
+    with pytest.raises(DamagedFile, match=r"e.jsonl: has a line \(2\) that is not a JSON object") as info:
         read_jsonl(path)
+    assert info.value.path == path
 
 
 def test_append_jsonl_after_torn_line(tmp_path):
@@ -228,9 +229,19 @@ def test_run_status(plan, tmp_path):
     write_run(results, c)
     assert [run_status(results, r.id) for r in (a, b, c)] == ["running", "failed", "done"]
     assert read_json(results.run_json(b.id))["error"] == {"epoch": 3, "reason": "training loss is nan"}
+    # Unreadable run.json files are a status of their own, with the file and the reason (never an exception).
     write_json(results.run_json(a.id), {"status": "exploded"})
-    with pytest.raises(ValueError, match="exploded"):
-        run_status(results, a.id)
+    assert run_status(results, a.id) == "damaged"
+    assert damage(results, a.id) == {"file": str(results.run_json(a.id)),
+                                     "reason": "has an unknown status 'exploded' (expected running, done or failed)"}
+    results.run_json(b.id).write_text('{"id": "x", "sta')  # cut short
+    assert run_status(results, b.id) == "damaged" and "is not valid JSON" in damage(results, b.id)["reason"]
+    assert damage(results, c.id) is None
+    # damaged.json: what `gstc run` found wrong with another of the run's files
+    write_json(results.damaged_json(c.id), {"file": "checkpoint.pt", "reason": "is cut short"})
+    assert run_status(results, c.id) == "done"  # a finished run stays finished
+    write_run(results, c, status="running", last_epoch=2)
+    assert run_status(results, c.id) == "damaged" and damage(results, c.id)["reason"] == "is cut short"
 
 
 # --- the manifest ------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import textwrap
 from typing import Any
 
 import yaml
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -318,7 +319,17 @@ def dump(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=None, width=60)
 
 
-PROPS = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+_HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large]
+QUICK = settings(max_examples=100, deadline=None, suppress_health_check=_HEALTH)  # the default run
+THOROUGH = settings(max_examples=1000, deadline=None, suppress_health_check=_HEALTH)  # `pytest -m slow`
+
+
+def properties(strategy, render: Any = lambda text: text):
+    """A property as two tests: a quick one in the default run, a thorough one (10x the examples) marked slow."""
+    def check(data):
+        well_behaved(render(data))
+
+    return QUICK(given(strategy)(check)), pytest.mark.slow(THOROUGH(given(strategy)(check)))
 
 
 def test_the_base_specs_are_valid():
@@ -330,23 +341,17 @@ def test_the_base_specs_are_valid():
             assert errors2 == [] and plan2 == plan
 
 
-@PROPS
-@given(mutated_specs())
-def test_structural_mutations_never_crash(data):
-    well_behaved(dump(data))
+def flow(data: Any) -> str:
+    """One line of flow YAML: every error must still land on line 1 or 2."""
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=True, width=10**9)
 
 
-@PROPS
-@given(mutated_specs())
-def test_structural_mutations_in_flow_style_never_crash(data):
-    # one line of flow YAML: every error must still land on line 1 or 2
-    well_behaved(yaml.safe_dump(data, sort_keys=False, default_flow_style=True, width=10**9))
-
-
-@PROPS
-@given(override_specs())
-def test_overrides_of_existing_paths_never_crash(data):
-    well_behaved(dump(data))
+test_structural_mutations_never_crash, test_structural_mutations_never_crash_thoroughly = properties(
+    mutated_specs(), dump)
+test_structural_mutations_in_flow_style_never_crash, test_structural_mutations_in_flow_style_never_crash_thoroughly = (
+    properties(mutated_specs(), flow))
+test_overrides_of_existing_paths_never_crash, test_overrides_of_existing_paths_never_crash_thoroughly = properties(
+    override_specs(), dump)
 
 
 # Text edits: characters that matter to YAML, plus any unicode.
@@ -379,13 +384,5 @@ def edited_texts(draw) -> str:
     return text
 
 
-@PROPS
-@given(edited_texts())
-def test_text_mutations_never_crash(text):
-    well_behaved(text)
-
-
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.text(max_size=200))
-def test_arbitrary_text_never_crashes(text):
-    well_behaved(text)
+test_text_mutations_never_crash, test_text_mutations_never_crash_thoroughly = properties(edited_texts())
+test_arbitrary_text_never_crashes, test_arbitrary_text_never_crashes_thoroughly = properties(st.text(max_size=200))

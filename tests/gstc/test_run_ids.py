@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from gstc.compile import check
+import json
+from typing import get_args, get_origin
+
+import pytest
+
+from gstc.compile import check, compile_file
 from gstc.load import load_text
-from tests.conftest import SMALL_SPEC
+from tests.conftest import REPO, SMALL_SPEC
+
+SHIPPED = sorted((REPO / "specs").rglob("*.yaml")) + sorted((REPO / "examples").glob("*.yaml"))
 
 
 def ids(text: str) -> dict[tuple[str, int], str]:
@@ -63,3 +70,111 @@ def test_ids_change_with_anything_that_changes_the_numbers():
         changed = ids(SMALL_SPEC.replace(old, new))
         assert changed[("small", 0)] != base[("small", 0)], old
     assert len(set(base.values())) == len(base)  # seeds and configurations all differ
+
+
+# --- ids that survive upgrades -------------------------------------------------------------
+
+PINS = REPO / "tests" / "gstc" / "pinned_run_ids.json"
+
+
+def shipped_ids() -> dict[str, dict[str, str]]:
+    out = {}
+    for name in json.loads(PINS.read_text()):
+        plan = compile_file(str(REPO / name))
+        out[name] = {f"{r.config} seed {r.seed}": r.id for r in plan.runs} | {"spec_hash": plan.spec_hash}
+    return out
+
+
+def test_every_shipped_spec_keeps_its_run_ids():
+    # 692 runs of the 16 shipped specs, pinned when ids were made upgrade-proof: results computed
+    # with any earlier gstc are found again. (Spec hashes are pinned too, though they name no folder.)
+    pinned = json.loads(PINS.read_text())
+    assert set(pinned) == {str(p.relative_to(REPO)) for p in SHIPPED}
+    assert shipped_ids() == pinned
+
+
+def plus_models(**fields):
+    """The spec models with test-only fields added (`train.<name>`), as a later gstc would add them:
+    (Spec, BaseConfig) subclasses whose `train` section has the extra fields with their defaults."""
+    from pydantic import Field, create_model
+
+    from gstc.spec import BaseConfig, Spec, TrainSpec
+
+    train = create_model("TrainSpecPlus", __base__=TrainSpec,
+                         **{k: (type(v), Field(default=v, description="test only")) for k, v in fields.items()})
+    config = create_model("BaseConfigPlus", __base__=BaseConfig, train=(train, Field(description="train")))
+    spec = create_model("SpecPlus", __base__=Spec, train=(train, Field(description="train")))
+    return spec, config
+
+
+@pytest.fixture
+def added_fields(monkeypatch):
+    """The compiler validates with spec models that have two fields more than today's."""
+    from gstc import compile as compiler
+
+    spec, config = plus_models(label_smoothing=0.0, warmup="none")
+    monkeypatch.setattr(compiler, "Spec", spec)
+    monkeypatch.setattr(compiler, "BaseConfig", config)
+    return config
+
+
+def test_a_field_added_with_a_default_changes_no_id(added_fields):
+    """Rule: adding a field with a default to a spec model leaves every existing run id as it was."""
+    got = shipped_ids()
+    assert got == json.loads(PINS.read_text())
+    plan, errors = check(load_text(SMALL_SPEC, "t.yaml"))
+    assert not errors and plan.configs[0].resolved.train.label_smoothing == 0.0  # the field is really there
+
+
+def test_only_a_non_default_value_of_an_added_field_changes_ids(added_fields):
+    base = ids(SMALL_SPEC)
+    same = ids(SMALL_SPEC.replace("batch_size: 64", "batch_size: 64\n  label_smoothing: 0.0\n  warmup: none"))
+    assert same == base  # the default, written out
+    for text in ("label_smoothing: 0.1", "warmup: linear"):
+        changed = ids(SMALL_SPEC.replace("batch_size: 64", f"batch_size: 64\n  {text}"))
+        assert set(changed.values()).isdisjoint(base.values()), text
+
+
+def test_the_canonical_form_of_todays_fields_is_model_dump():
+    # Every field of today's models is a format-1 field, so the hashed form is exactly what format 1 hashed.
+    from gstc.ids import canonical
+
+    for path in SHIPPED:
+        for config in compile_file(str(path)).configs:
+            assert canonical(config.resolved) == config.resolved.model_dump(mode="json"), path.name
+            for s in config.schedules:
+                assert canonical(s.mode) == s.mode.model_dump(mode="json")
+
+
+def spec_models():
+    """Every spec model class reachable from Spec, with its fields."""
+    from gstc.compile import _is_model, _unwrap
+    from gstc.spec import Spec
+
+    seen: dict[type, None] = {}
+    todo = [Spec]
+    while todo:
+        model = todo.pop()
+        if model in seen:
+            continue
+        seen[model] = None
+        for field in model.model_fields.values():
+            stack = [field.annotation]
+            while stack:
+                for t in _unwrap(stack.pop()):
+                    if _is_model(t):
+                        todo.append(t)
+                    elif get_origin(t) in (list, tuple, dict):
+                        stack.extend(get_args(t))
+    return list(seen)
+
+
+def test_every_field_is_a_format_1_field_or_has_a_default():
+    """Rule: a field added after format 1 needs a default (old specs do not set it, old ids did not hash it)."""
+    from gstc.ids import format_1_fields
+
+    models = spec_models()
+    assert {m.__name__ for m in models} >= {"ModelSpec", "TrainSpec", "ZeroMode", "FlatnessSpec"}
+    for model in models:
+        for name, field in model.model_fields.items():
+            assert name in format_1_fields(model) or not field.is_required(), f"{model.__name__}.{name}"

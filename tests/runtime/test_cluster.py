@@ -1,6 +1,10 @@
 """Executors on the CPU: every executor gives the local executor's numbers, retries and kills
 resume from checkpoints, concurrent `gstc run`s train each run once, and clear errors.
 
+The tests that start Ray, submitit jobs or worker processes take 10-35 s each (Ray's start
+alone about 20 s): they are marked slow (`python -m pytest -m slow`); the errors, the status
+display and the lazy imports stay in the default run.
+
 Every process trains with one thread (OMP_NUM_THREADS=1), so numbers are bit-identical
 across processes; a Ray session is shared by the module (start-up costs seconds).
 """
@@ -139,6 +143,7 @@ def ray_session():
         subprocess.run(["rm", "-rf", home])
 
 
+@pytest.mark.slow
 def test_ray_gives_the_local_numbers(ray_session, plan, reference, tmp_path):
     results = ResultsDir(tmp_path / "ray")
     executor = make_executor("ray", "cpu")
@@ -152,6 +157,7 @@ def test_ray_gives_the_local_numbers(ray_session, plan, reference, tmp_path):
         assert info["environment"]["threads"] == 1
 
 
+@pytest.mark.slow
 def test_a_ray_task_that_fails_once_is_retried_and_resumes(ray_session, plan, reference, tmp_path):
     ray, marker = ray_session
     marker.touch()  # the first training of epoch 2, in whichever worker, raises OSError
@@ -168,12 +174,14 @@ def test_a_ray_task_that_fails_once_is_retried_and_resumes(ray_session, plan, re
     assert all(len(claims(results, r.id)) == 1 for r in plan.runs if r is not run)
 
 
+@pytest.mark.slow
 def test_killing_a_ray_worker_mid_run_loses_at_most_the_current_epoch(ray_session, plan, reference, tmp_path):
     # the Ray worker training the last run is killed; Ray retries its task
     execute_killing_one_worker(plan, ResultsDir(tmp_path / "ray"), make_executor("ray", "cpu"), reference,
                                timeout=180)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pack, tasks, size", [(2, 2, 2), ("auto", 1, 1)])
 def test_packs_on_ray_workers(ray_session, plan, tmp_path, pack, tasks, size):
     # --pack K: the driver's packs, one task each. --pack auto: one task per chunk of compatible runs,
@@ -189,6 +197,7 @@ def test_packs_on_ray_workers(ray_session, plan, tmp_path, pack, tasks, size):
         assert len(read_jsonl(results.epochs_jsonl(run.id))) == EPOCHS
 
 
+@pytest.mark.slow
 def test_ray_refuses_gpu_tasks_on_a_cluster_without_gpus(ray_session):
     with pytest.raises(ExecutorError, match="has no GPUs.*would wait forever"):
         make_executor("ray", "cuda")
@@ -201,6 +210,7 @@ def test_ray_refuses_gpu_tasks_on_a_cluster_without_gpus(ray_session):
 # --- Slurm through submitit's local mode ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_submitit_local_gives_the_local_numbers_and_reports_a_failed_job(single_threaded, plan, reference, tmp_path):
     pytest.importorskip("submitit")
     results = ResultsDir(tmp_path / "slurm")
@@ -258,6 +268,7 @@ def execute_killing_one_worker(plan, results, executor, reference, timeout: floa
     assert all(len(claims(results, r.id)) == 1 for r in plan.runs if r is not victim)
 
 
+@pytest.mark.slow
 def test_a_pool_of_worker_processes_gives_the_local_numbers_and_replaces_a_killed_worker(
         single_threaded, plan, reference, tmp_path):
     results = ResultsDir(tmp_path / "pool")
@@ -266,6 +277,7 @@ def test_a_pool_of_worker_processes_gives_the_local_numbers_and_replaces_a_kille
     assert len(first) == 2  # both workers trained
 
 
+@pytest.mark.slow
 def test_two_concurrent_gstc_runs_train_every_run_once(spec, plan, reference, tmp_path):
     out = tmp_path / "both"
     args = [sys.executable, "-m", "gstc", "run", str(spec), "--out", str(out), "--device", "cpu"]

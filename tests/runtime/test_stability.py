@@ -10,6 +10,7 @@ from tests.runtime.conftest import compile_text, run_plan, spec_text
 torch = pytest.importorskip("torch")
 
 
+@pytest.mark.slow  # 27 s: 6 runs of 6 epochs
 def test_pruning_largest_filters_is_less_stable_than_smallest_on_digits(tmp_path):
     # Half of conv8 of a narrow VGG11, removed once after epoch 6 of a digits run,
     # scored by E[BN] (the channel's expected post-ReLU output). lr 0.01 so that BN's

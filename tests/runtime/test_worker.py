@@ -1,0 +1,79 @@
+"""The unit of work: a worker that loses a run's lock stops training it at the next epoch boundary, and a
+checkpoint written by gstc 0.1.0 (the scheduler's epoch count, no state_dict) still resumes exactly."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from gstc.manifest import ResultsDir, read_json, read_jsonl
+from tests.runtime.conftest import compile_text, run_plan, spec_text
+from tests.runtime.test_locks import lock_content
+
+torch = pytest.importorskip("torch")
+
+from gstc.runtime import locks, worker  # noqa: E402
+
+
+def numbers(results: ResultsDir, run_id: str):
+    return ([{k: v for k, v in r.items() if k != "seconds"} for r in read_jsonl(results.epochs_jsonl(run_id))],
+            read_jsonl(results.events_jsonl(run_id)))
+
+
+def test_a_run_whose_lock_is_taken_over_stops_at_the_next_epoch_boundary(tmp_path, monkeypatch):
+    monkeypatch.setenv(locks.HEARTBEAT_ENV, "0.05")  # seconds: the heartbeat notices the take-over at once
+    plan = compile_text(spec_text("vgg11_bn", 0.125, "", epochs=3))
+    (run,) = plan.runs
+    results = ResultsDir(tmp_path)
+
+    class Thief(worker.Progress):
+        """After epoch 1, another live worker (this test's parent process) takes the lock over."""
+
+        def epoch(self, r, record):
+            if record["epoch"] == 1:
+                lock_content(results.lock(r.id), pid=os.getppid(), owner="thief")
+                time.sleep(0.5)
+
+    report, (info,) = run_plan(plan, results, progress=Thief())
+    assert list(report.lost) == [run.id] and report.lost[run.id]["epoch"] == 1
+    assert report.lost[run.id]["holder"].startswith("thief")
+    assert info["status"] == "running"  # left to the new holder, which resumes it from epoch 1's checkpoint
+    assert [r["epoch"] for r in read_jsonl(results.epochs_jsonl(run.id))] == [1]
+    assert int(torch.load(results.checkpoint(run.id), weights_only=True)["epoch"]) == 1
+    assert report.busy == {run.id: report.busy[run.id]} and report.unfinished == []
+    assert locks.read_lock(results.lock(run.id))["owner"] == "thief"  # its lock is not released by the loser
+
+
+def test_a_checkpoint_of_gstc_0_1_0_resumes_with_the_same_numbers(tmp_path):
+    # Milestones 2 and 3: resumed after epoch 2, the run needs the decayed LR (the optimizer's, in the
+    # checkpoint) and the scheduler's count, to decay again after epoch 3; 0.1.0 checkpoints held that count
+    # as "scheduler_epoch" only.
+    text = spec_text("vgg11_bn", 0.125, "prune:\n  layers:\n    - {select: conv8, amount: 0.5, schedule: {start: 1}}\n",
+                     epochs=4).replace("lr: 0.001}", "lr: 0.002}, lr_schedule: {milestones: [2, 3]}")
+    plan = compile_text(text)
+    (run,) = plan.runs
+    whole, resumed = ResultsDir(tmp_path / "whole"), ResultsDir(tmp_path / "resumed")
+    run_plan(plan, whole)
+
+    class Stop(Exception):
+        pass
+
+    class StopAfter2(worker.Progress):
+        def epoch(self, r, record):
+            if record["epoch"] == 2:
+                raise Stop
+
+    with pytest.raises(Stop):
+        run_plan(plan, resumed, progress=StopAfter2())
+    state = torch.load(resumed.checkpoint(run.id), weights_only=True)
+    assert state["scheduler"]["last_epoch"] == 2 and state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2e-4)
+    legacy = {k: v for k, v in state.items() if k != "scheduler"} | {"scheduler_epoch": state["scheduler"]["last_epoch"]}
+    torch.save(legacy, resumed.checkpoint(run.id))  # as gstc 0.1.0 wrote it
+    report, (info,) = run_plan(plan, resumed)
+    assert info["status"] == "done" and info["resumed_from"] == 2
+    assert numbers(resumed, run.id) == numbers(whole, run.id)
+    assert [r["lr"] for r in read_jsonl(resumed.epochs_jsonl(run.id))] == pytest.approx([2e-3, 2e-3, 2e-4, 2e-5])
+    assert "scheduler" in torch.load(resumed.checkpoint(run.id), weights_only=True)  # rewritten in today's form
+    assert read_json(resumed.run_json(run.id))["environment"]["gstc"]
