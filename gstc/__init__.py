@@ -1,8 +1,35 @@
 """gstc: compile YAML pruning-experiment specs into exact plans, run them, compare results.
 
 This package never imports torch at module level: validating, planning, diffing and
-reporting work without it (see tests/gstc/test_no_torch.py).
+reporting work without it (see tests/gstc/test_no_torch.py). The PyTorch runtime is the
+subpackage `gstc.runtime`, whose files live in the repository's runtime/ folder.
 """
+
+import importlib.abc
+import importlib.util
+import os
+import sys
 
 __version__ = "0.1.0"
 FORMAT = 1  # the spec language's format version, the `gstc:` key of every spec
+
+
+class _CheckoutRuntime(importlib.abc.MetaPathFinder):
+    """Finds `gstc.runtime` in runtime/ beside gstc/ in a source checkout used without installing it
+    (`PYTHONPATH=.`). Installed (pip install, editable or not), gstc.runtime is found as usual."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "gstc.runtime":
+            return None
+        return importlib.util.spec_from_file_location(name, os.path.join(self.folder, "__init__.py"),
+                                                      submodule_search_locations=[self.folder])
+
+
+_here = os.path.dirname(os.path.abspath(__file__))
+_beside = os.path.join(os.path.dirname(_here), "runtime")
+if (not os.path.isdir(os.path.join(_here, "runtime")) and os.path.isfile(os.path.join(_beside, "__init__.py"))
+        and os.path.isfile(os.path.join(os.path.dirname(_here), "pyproject.toml"))):
+    sys.meta_path.append(_CheckoutRuntime(_beside))

@@ -27,7 +27,7 @@ from gstc.errors import SpecError, SpecErrors, did_you_mean, dotted, show
 from gstc.ids import LOCATION_FIELDS, canonical, digest, run_id
 from gstc.load import Document, load_file
 from gstc.plan import LayerSchedule, Plan, PlanConfig, PlanEvent, PlanLayer, PlanRun
-from gstc.spec import (CONFIG_FIELDS, NAME_PATTERN, VARIANT_PATTERN, BaseConfig, LayerEntry, PruneSpec, ScheduleSpec,
+from gstc.spec import (CONFIG_FIELDS, VARIANT_PATTERN, BaseConfig, LayerEntry, PruneSpec, ScheduleSpec,
                        Spec, SpecHeader)
 
 MAX_CONFIGS = 10_000

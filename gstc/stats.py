@@ -1,4 +1,4 @@
-"""Statistics for reports (DESIGN.md section 3): per-configuration summaries and correlations.
+"""Statistics for reports (docs/design.md, "Measurements and statistics"): summaries and correlations.
 
 Everything here delegates to `scipy.stats`; this module only fixes the choices that make
 reports reproducible and JSON-safe:
@@ -19,7 +19,7 @@ reports reproducible and JSON-safe:
   or fewer than 3 pairs) are handled explicitly: a degenerate CI is [mean, mean] and an
   undefined correlation is None rather than NaN, so JSON stays valid (allow_nan=False).
 
-No torch here (DESIGN.md section 1): numpy and scipy only.
+No torch here (gstc/ never imports it): numpy and scipy only.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ strings and plain containers only, never a pickled object.
 
 The LR scheduler is saved with its `state_dict()`. Checkpoints of gstc 0.1.0 saved only
 the scheduler's epoch count ("scheduler_epoch"); they resume by stepping a fresh
-scheduler that many times, which gives the same state (tests/runtime/test_run.py).
+scheduler that many times, which gives the same state (tests/runtime/test_worker.py).
 """
 
 from __future__ import annotations

@@ -77,25 +77,38 @@ class Executor(Protocol):
         """Release what `check` or `run` started."""
 
 
-def remote_jobs(plan: Plan, runs: list[PlanRun], results: ResultsDir, pack: int | str, device: str) -> list[dict]:
-    """Jobs for workers elsewhere: packs of `pack` runs; with 'auto', each group of compatible runs in chunks
-    of at most AUTO_MAX_PACK, which the worker packs by its own device's memory."""
-    todo = [r for r in runs if run_status(results, r.id) != "done"]
-    if pack == "auto":
-        chunks = [g[i:i + AUTO_MAX_PACK] for g in groups(plan, todo) for i in range(0, len(g), AUTO_MAX_PACK)]
-        ids = [[r.id for r in c] for c in chunks]
-    else:
-        ids = [p.runs for p in make_packs(plan, todo, int(pack))]
-    return [{"index": i, "runs": r, "results": str(results.root), "device": device, "pack": pack,
-             "dtype": "float32"} for i, r in enumerate(ids)]
+class Remote:
+    """What the executors whose workers run elsewhere (processes, Ray, Slurm) share: `gstc.runtime.worker.work`
+    in each worker, jobs that name the results folder, and the driver's environment in the manifest."""
 
+    name = "remote"
+    device = "cpu"
 
-def remote_environment(name: str, device: str) -> dict:
-    """The driver's environment for workers elsewhere: each run.json has its worker's."""
-    from gstc.provenance import environment as code_environment
+    def check(self) -> None:
+        pass
 
-    return {**code_environment(), "executor": name, "torch": torch.__version__, "python": platform.python_version(),
-            "device": f"{device} on {name} workers (each run.json names its worker's)"}
+    def jobs(self, plan: Plan, runs: list[PlanRun], results: ResultsDir, pack: int | str) -> list[dict]:
+        """Packs of `pack` runs; with 'auto', each group of compatible runs in chunks of at most AUTO_MAX_PACK,
+        which the worker packs by its own device's memory."""
+        todo = [r for r in runs if run_status(results, r.id) != "done"]
+        if pack == "auto":
+            chunks = [g[i:i + AUTO_MAX_PACK] for g in groups(plan, todo) for i in range(0, len(g), AUTO_MAX_PACK)]
+            ids = [[r.id for r in c] for c in chunks]
+        else:
+            ids = [p.runs for p in make_packs(plan, todo, int(pack))]
+        return [{"index": i, "runs": r, "results": str(results.root), "device": self.device, "pack": pack,
+                 "dtype": "float32"} for i, r in enumerate(ids)]
+
+    def environment(self) -> dict:
+        """The driver's; each run.json has its worker's."""
+        from gstc.provenance import environment as code_environment
+
+        return {**code_environment(), "executor": self.name, "torch": torch.__version__,
+                "python": platform.python_version(),
+                "device": f"{self.device} on {self.name} workers (each run.json names its worker's)"}
+
+    def close(self) -> None:
+        pass
 
 
 def job_text(job: dict) -> str:

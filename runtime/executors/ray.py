@@ -7,9 +7,8 @@ RETRIES times; a retry claims its runs again and resumes them from their checkpo
 from __future__ import annotations
 
 from gstc.manifest import ResultsDir
-from gstc.plan import Plan, PlanRun
-from gstc.runtime.executors import (POLL_SECONDS, RETRIES, ExecutorError, Report, Tick, job_text, last_line,
-                                    remote_environment, remote_jobs)
+from gstc.plan import Plan
+from gstc.runtime.executors import POLL_SECONDS, RETRIES, ExecutorError, Remote, Report, Tick, job_text, last_line
 from gstc.runtime.worker import Progress, work
 
 
@@ -21,7 +20,7 @@ def _import_ray():
     return ray
 
 
-class RayExecutor:
+class RayExecutor(Remote):
     """`address`: 'auto', 'HOST:PORT', or None to start a local Ray for the call."""
 
     name = "ray"
@@ -64,12 +63,6 @@ class RayExecutor:
                                 "GPUs); leave it out")
         self.device = "cuda" if wants_gpu else "cpu"
         self.num_gpus = (self.gpus_per_task or 1.0) if wants_gpu else 0
-
-    def jobs(self, plan: Plan, runs: list[PlanRun], results: ResultsDir, pack: int | str) -> list[dict]:
-        return remote_jobs(plan, runs, results, pack, self.device)
-
-    def environment(self) -> dict:
-        return remote_environment(self.name, self.device)
 
     def run(self, plan: Plan, jobs: list[dict], results: ResultsDir, progress: Progress, tick: Tick) -> Report:
         ray = self.ray

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from gstc.manifest import ResultsDir
-from gstc.plan import Plan, PlanRun
-from gstc.runtime.executors import POLL_SECONDS, ExecutorError, Report, Tick, job_text, last_line, remote_environment, remote_jobs
+from gstc.plan import Plan
+from gstc.runtime.executors import POLL_SECONDS, ExecutorError, Remote, Report, Tick, job_text, last_line
 from gstc.runtime.worker import Progress, work
 
 try:
@@ -64,7 +64,7 @@ class PackJob(Checkpointable):
         return work(plan_json, job)
 
 
-class SlurmExecutor:
+class SlurmExecutor(Remote):
     name = "slurm"
 
     def __init__(self, device: str = "auto", partition: str | None = None, time: str | None = None,
@@ -93,18 +93,6 @@ class SlurmExecutor:
             raise ExecutorError("--device cuda with --slurm-gpus 0: the jobs would have no GPU")
         self.gpus = gpus
         self.device = "cuda" if gpus > 0 else "cpu"
-
-    def check(self) -> None:
-        pass
-
-    def jobs(self, plan: Plan, runs: list[PlanRun], results: ResultsDir, pack: int | str) -> list[dict]:
-        return remote_jobs(plan, runs, results, pack, self.device)
-
-    def environment(self) -> dict:
-        return remote_environment(self.name, self.device)
-
-    def close(self) -> None:
-        pass
 
     def run(self, plan: Plan, jobs: list[dict], results: ResultsDir, progress: Progress, tick: Tick) -> Report:
         report = Report()

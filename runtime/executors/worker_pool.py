@@ -11,9 +11,8 @@ from typing import Any
 import torch
 
 from gstc.manifest import ResultsDir
-from gstc.plan import Plan, PlanRun
-from gstc.runtime.executors import (POLL_SECONDS, RETRIES, ExecutorError, Report, Tick, job_text, last_line,
-                                    remote_environment, remote_jobs)
+from gstc.plan import Plan
+from gstc.runtime.executors import POLL_SECONDS, RETRIES, ExecutorError, Remote, Report, Tick, job_text, last_line
 from gstc.runtime.worker import Progress, work
 
 
@@ -29,12 +28,12 @@ def _pool_worker(device: str, plan_json: str, inbox: Any, outbox: Any) -> None:
             outbox.put(("done", me, job["index"], outcome))
 
 
-class WorkerPool:
+class WorkerPool(Remote):
     """One worker process per device, pulling jobs from the pool's queue. A job whose worker raised, or died, is
     queued again (up to `retries` times, like a Ray task) and resumes from its checkpoints; a dead worker is
     replaced, and the others go on undisturbed."""
 
-    name = "local"
+    name = "local"  # --executor local, with --gpus
 
     def __init__(self, devices: list[str], retries: int = RETRIES) -> None:
         if not devices:
@@ -49,15 +48,6 @@ class WorkerPool:
             have = f"CUDA devices 0 to {count - 1}" if count else "no CUDA device"
             raise ExecutorError(f"--gpus: this machine has {have}, not {', '.join(missing)}; "
                                 f"leave out --gpus to train here on one device")
-
-    def jobs(self, plan: Plan, runs: list[PlanRun], results: ResultsDir, pack: int | str) -> list[dict]:
-        return remote_jobs(plan, runs, results, pack, self.device)
-
-    def environment(self) -> dict:
-        return remote_environment("local worker", self.device)
-
-    def close(self) -> None:
-        pass
 
     def run(self, plan: Plan, jobs: list[dict], results: ResultsDir, progress: Progress, tick: Tick) -> Report:
         report = Report()

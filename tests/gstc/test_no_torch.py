@@ -1,4 +1,4 @@
-"""gstc's torch-free commands must not import torch (DESIGN.md section 1).
+"""gstc's torch-free commands must not import torch (docs/design.md, "Layering").
 
 A fake `torch` package that fails loudly on import is put first on the path, so the
 test means something whether or not the real torch is installed.

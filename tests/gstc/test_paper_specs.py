@@ -1,6 +1,6 @@
-"""specs/paper/*.yaml compile to exactly the paper's experiments (paper-experiments.md).
+"""specs/paper/*.yaml compile to exactly the paper's experiments (its appendix's settings).
 
-The expectations here are written by hand from paper-experiments.md and computed
+The expectations here are written by hand from the paper's settings and computed
 independently of the compiler: event epochs by a plain loop, filter counts by integer
 arithmetic only (amounts as integer fractions num/den, ceilings by negated floor
 division). Nothing from gstc.compile is used but `compile_file` to get the plan.
@@ -46,7 +46,7 @@ def event_epochs(start: int, end: int, every: int) -> list[int]:
 
 
 def test_independent_arithmetic_matches_the_design_anchors():
-    # DESIGN.md / paper-experiments.md: VGG conv8, 0.9 over 7 events; conv5, 0.3 over 4.
+    # docs/design.md's rule, on the paper's VGG11: conv8, 0.9 over 7 events; conv5, 0.3 over 4.
     assert kept_after_events(512, 9, 10, 7) == [447, 381, 315, 250, 184, 118, 52]
     assert kept_after_events(512, 3, 10, 4)[0] == 474
     assert kept_after_events(10, 3, 10, 1) == [7]  # 0.3 exactly: not 8 from float error
@@ -75,7 +75,7 @@ RESNET56_FILTERS = resnet_block_convs((16, 32, 64), 9)
 FILTERS = {"vgg11_bn": VGG11_FILTERS, "resnet18": RESNET18_FILTERS, "resnet20": RESNET20_FILTERS,
            "resnet56": RESNET56_FILTERS}
 
-# (layer, start, end, amount as (num, den)), from paper-experiments.md.
+# (layer, start, end, amount as (num, den)), from the paper's settings.
 VGG11_PAPER = [("conv5", 4, 151, (3, 10)), ("conv6", 5, 151, (3, 10)),
                ("conv7", 6, 151, (3, 10)), ("conv8", 7, 276, (9, 10))]
 RESNET18_PAPER = [("layer4.0.conv1", 8, 151, (1, 4)), ("layer4.0.conv2", 9, 151, (2, 5)),

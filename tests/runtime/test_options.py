@@ -35,16 +35,16 @@ def test_scratch_pruning_happens_before_training(tmp_path):
 def test_sgd_with_nesterov_trains(tmp_path):
     train = ("train: {epochs: 2, batch_size: 64, optimizer: {name: sgd, lr: 0.05, momentum: 0.9, nesterov: true, "
              "weight_decay: 1.0e-4}}")
-    text = spec_text("resnet20", 0.5, "prune:\n  layers:\n    - {select: 'layer3.*.conv2', amount: 0.5, schedule: {start: 1}}\n", epochs=2)
+    text = spec_text("vgg11_bn", 0.125, "prune:\n  layers:\n    - {select: conv8, amount: 0.5, schedule: {start: 1}}\n", epochs=2)
     text = text.replace("train: {epochs: 2, batch_size: 64, optimizer: {name: adam, lr: 0.001}}", train)
     text = text.replace("data: {dataset: digits}", "data: {dataset: digits, augment: true}")
     plan = compile_text(text)
     _, (outcome,) = run_plan(plan, ResultsDir(tmp_path))
     assert outcome["status"] == "done"
     # It learns: the training loss falls, below chance-level cross-entropy over 10 classes
-    # (ln 10 = 2.30 nats; measured 1.0-1.9 in epoch 2). Test accuracy after 2 epochs is no
-    # check: it swings between 15% and 45% with the order of float sums (memory format),
-    # through BN's running statistics.
+    # (ln 10 = 2.30 nats; measured 1.54 then 0.60 nats). Test accuracy after 2 epochs is no
+    # check: it swings widely with the order of float sums (memory format), through BN's
+    # running statistics.
     losses = [e["train_loss"] for e in read_jsonl(ResultsDir(tmp_path).epochs_jsonl(outcome["id"]))]
     assert losses[1] < min(losses[0], math.log(10)), losses
 

@@ -47,11 +47,11 @@ def test_a_run_whose_lock_is_taken_over_stops_at_the_next_epoch_boundary(tmp_pat
 
 
 def test_a_checkpoint_of_gstc_0_1_0_resumes_with_the_same_numbers(tmp_path):
-    # Milestones 2 and 3: resumed after epoch 2, the run needs the decayed LR (the optimizer's, in the
-    # checkpoint) and the scheduler's count, to decay again after epoch 3; 0.1.0 checkpoints held that count
-    # as "scheduler_epoch" only.
+    # Milestones 1 and 3: resumed after epoch 1, the run needs the decayed LR (the optimizer's, in the
+    # checkpoint) and the scheduler's count, to decay again after epoch 3, not 2; 0.1.0 checkpoints held that
+    # count as "scheduler_epoch" only.
     text = spec_text("vgg11_bn", 0.125, "prune:\n  layers:\n    - {select: conv8, amount: 0.5, schedule: {start: 1}}\n",
-                     epochs=4).replace("lr: 0.001}", "lr: 0.002}, lr_schedule: {milestones: [2, 3]}")
+                     epochs=4).replace("lr: 0.001}", "lr: 0.002}, lr_schedule: {milestones: [1, 3]}")
     plan = compile_text(text)
     (run,) = plan.runs
     whole, resumed = ResultsDir(tmp_path / "whole"), ResultsDir(tmp_path / "resumed")
@@ -60,20 +60,20 @@ def test_a_checkpoint_of_gstc_0_1_0_resumes_with_the_same_numbers(tmp_path):
     class Stop(Exception):
         pass
 
-    class StopAfter2(worker.Progress):
+    class StopAfter1(worker.Progress):
         def epoch(self, r, record):
-            if record["epoch"] == 2:
+            if record["epoch"] == 1:
                 raise Stop
 
     with pytest.raises(Stop):
-        run_plan(plan, resumed, progress=StopAfter2())
+        run_plan(plan, resumed, progress=StopAfter1())
     state = torch.load(resumed.checkpoint(run.id), weights_only=True)
-    assert state["scheduler"]["last_epoch"] == 2 and state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2e-4)
+    assert state["scheduler"]["last_epoch"] == 1 and state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2e-4)
     legacy = {k: v for k, v in state.items() if k != "scheduler"} | {"scheduler_epoch": state["scheduler"]["last_epoch"]}
     torch.save(legacy, resumed.checkpoint(run.id))  # as gstc 0.1.0 wrote it
     report, (info,) = run_plan(plan, resumed)
-    assert info["status"] == "done" and info["resumed_from"] == 2
+    assert info["status"] == "done" and info["resumed_from"] == 1
     assert numbers(resumed, run.id) == numbers(whole, run.id)
-    assert [r["lr"] for r in read_jsonl(resumed.epochs_jsonl(run.id))] == pytest.approx([2e-3, 2e-3, 2e-4, 2e-5])
+    assert [r["lr"] for r in read_jsonl(resumed.epochs_jsonl(run.id))] == pytest.approx([2e-3, 2e-4, 2e-4, 2e-5])
     assert "scheduler" in torch.load(resumed.checkpoint(run.id), weights_only=True)  # rewritten in today's form
     assert read_json(resumed.run_json(run.id))["environment"]["gstc"]
