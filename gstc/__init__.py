@@ -15,8 +15,8 @@ FORMAT = 1  # the spec language's format version, the `gstc:` key of every spec
 
 
 class _CheckoutRuntime(importlib.abc.MetaPathFinder):
-    """Finds `gstc.runtime` in runtime/ beside gstc/ in a source checkout used without installing it
-    (`PYTHONPATH=.`). Installed (pip install, editable or not), gstc.runtime is found as usual."""
+    """Finds `gstc.runtime` in runtime/ beside gstc/ in a source checkout, installed editable or used without
+    installing it (`PYTHONPATH=.`). From a wheel, gstc/runtime/ is a folder of its own and this is not used."""
 
     def __init__(self, folder: str) -> None:
         self.folder = folder
@@ -32,4 +32,6 @@ _here = os.path.dirname(os.path.abspath(__file__))
 _beside = os.path.join(os.path.dirname(_here), "runtime")
 if (not os.path.isdir(os.path.join(_here, "runtime")) and os.path.isfile(os.path.join(_beside, "__init__.py"))
         and os.path.isfile(os.path.join(os.path.dirname(_here), "pyproject.toml"))):
-    sys.meta_path.append(_CheckoutRuntime(_beside))
+    # First: in a checkout, gstc.runtime is always the one beside this gstc, even when another copy of gstc
+    # is installed (editable) elsewhere, so that the code that runs is the code provenance names.
+    sys.meta_path.insert(0, _CheckoutRuntime(_beside))

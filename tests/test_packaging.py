@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -52,3 +53,17 @@ def test_a_checkout_used_without_installing_it_finds_the_runtime(tmp_path: Path)
     proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [str(REPO / "runtime" / "__init__.py"), str(REPO / "gstc" / "__init__.py")]
+
+
+def test_a_second_checkout_runs_its_own_runtime(tmp_path: Path):
+    # A worktree of another commit used with PYTHONPATH, while this checkout is installed editable: its
+    # gstc.runtime is its own, not the installed one (provenance names the commit whose code runs).
+    other = tmp_path / "other"
+    for name in ("gstc/__init__.py", "runtime/__init__.py", "pyproject.toml"):
+        (other / name).parent.mkdir(parents=True, exist_ok=True)
+        (other / name).write_text((REPO / name).read_text())
+    code = "import gstc.runtime as r; print(r.__file__)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(other)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(other / "runtime" / "__init__.py")
