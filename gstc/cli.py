@@ -331,11 +331,12 @@ def run(
     from gstc.runtime.progress import run_with_progress
 
     results = ResultsDir(out)
-    if restart:
-        _restart(spec, plan_, results, restart)
+    _check_restart(spec, runs, restart or [])
     try:
         ex = make_executor(executor.value, device, gpu_ids, address, gpus_per_task, slurm_partition, slurm_time,
                            slurm_gpus, slurm_cluster)
+        if restart:
+            _restart(results, restart, ex)
         report = run_with_progress(plan_, runs, results, ex, pack_size)
     except ExecutorError as exc:  # each message names the option it is about
         _fail([SpecError("<command line>", 1, 1, "", str(exc))])
@@ -370,24 +371,30 @@ def run(
         raise typer.Exit(1)
 
 
-def _restart(spec: Path, plan, results, ids: list[str]) -> None:
+def _check_restart(spec: Path, runs, ids: list[str]) -> None:
+    """`--restart` names runs that this call trains (of the plan, and of --variant and --seeds)."""
+    from gstc.errors import did_you_mean
+
+    known = {r.id for r in runs}
+    for rid in ids:
+        if rid not in known:
+            _fail([SpecError("<command line>", 1, 1, "--restart", f"no run {rid!r} among the runs of {spec} this call "
+                             f"trains{did_you_mean(rid, known)}; `gstc status` lists them")])
+
+
+def _restart(results, ids: list[str], executor) -> None:
     """`--restart RUN_ID`: move the run's folder aside (under the run's lock) so that it trains from scratch."""
     import time
 
-    from gstc.errors import did_you_mean
     from gstc.runtime import locks
 
-    known = {r.id for r in plan.runs}
-    for rid in ids:
-        if rid not in known:
-            _fail([SpecError("<command line>", 1, 1, "--restart", f"no run {rid!r} in {spec}{did_you_mean(rid, known)}; "
-                             "`gstc status` lists the runs")])
     err = _console(stderr=True)
     for rid in ids:
         if not results.run_dir(rid).exists():
             continue  # nothing to set aside: it trains from scratch anyway
         with locks.claim_runs(results, [rid], wait=False) as claims:
             if rid in claims.busy:
+                executor.close()
                 _fail([SpecError("<command line>", 1, 1, "--restart", f"run {rid} is being trained by "
                                  f"{locks.describe(claims.busy[rid])}; stop that worker first")])
             aside = results.restarted_dir(rid, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))

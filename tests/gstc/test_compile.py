@@ -215,15 +215,14 @@ def test_parse_path():
 
 # --- what users write ----------------------------------------------------------------------
 
-PAPER_NAMES = """\
-gstc: 1
-name: caps
-model: {arch: vgg11_bn, width: 0.25}
-data: {dataset: digits}
-train: {epochs: 10, optimizer: {name: adam, lr: 0.001}}
-prune:
-  layers:
-    - {select: conv8, amount: 0.5, schedule: {start: 2, end: 6, every: 2}}
+def spec_with(name: str, model: str, epochs: int, layer: str) -> str:
+    """A spec's first lines: name, model, digits, `epochs` of Adam, one pruned layer entry."""
+    return (f"gstc: 1\nname: {name}\nmodel: {model}\ndata: {{dataset: digits}}\n"
+            f"train: {{epochs: {epochs}, optimizer: {{name: adam, lr: 0.001}}}}\nprune:\n  layers:\n    - {layer}\n")
+
+
+PAPER_NAMES = spec_with("caps", "{arch: vgg11_bn, width: 0.25}", 10,
+                        "{select: conv8, amount: 0.5, schedule: {start: 2, end: 6, every: 2}}") + """\
 variants:
   S: {prune.target: S}
   L: {prune.target: L}
@@ -242,15 +241,8 @@ def test_variant_names_may_have_capitals():
     assert any("[a-z0-9][a-z0-9._-]*" in e for e in errors_of(PAPER_NAMES.replace("name: caps", "name: Caps")))
 
 
-SWEPT_EVERY = """\
-gstc: 1
-name: swept
-model: {arch: resnet20, width: 0.25}
-data: {dataset: digits}
-train: {epochs: 100, optimizer: {name: adam, lr: 0.001}}
-prune:
-  layers:
-    - {select: "layer3.*.conv2", amount: 0.5, schedule: {start: 10, end: 90}}
+SWEPT_EVERY = spec_with("swept", "{arch: resnet20, width: 0.25}", 100,
+                        '{select: "layer3.*.conv2", amount: 0.5, schedule: {start: 10, end: 90}}') + """\
 sweep:
   prune.layers[0].schedule.every: [30, 60]
 """

@@ -118,7 +118,7 @@ def test_a_damaged_checkpoint_then_restart(copy, damage, reason):
 def test_restart_names_runs_of_the_plan_only(copy):
     spec, results, *_ = copy
     bad = gstc("run", str(spec), "--out", str(results.root), "--restart", "0123456789ab")
-    assert bad.exit_code == 1 and "no run '0123456789ab'" in bad.stderr and "gstc status" in bad.stderr
+    assert bad.exit_code == 1 and "no run '0123456789ab' among the runs" in bad.stderr and "gstc status" in bad.stderr
 
 
 def test_epoch_records_missing_behind_the_checkpoint_are_damage(copy):
@@ -133,3 +133,13 @@ def test_epoch_records_missing_behind_the_checkpoint_are_damage(copy):
                                        "reason": "has no record of epoch 1, which the checkpoint (epoch 1) has trained"}
     results.epochs_jsonl(damaged.id).write_text(lines)
     assert inspect(results, damaged.id) == (1, None)
+
+
+def test_restart_leaves_a_run_that_a_live_worker_trains(copy):
+    from gstc.runtime import locks
+
+    spec, results, reference, damaged, other = copy
+    with locks.claim_runs(results, [damaged.id]):  # a live worker holds it
+        held = gstc("run", str(spec), "--out", str(results.root), "--device", "cpu", "--restart", damaged.id)
+    assert held.exit_code == 1 and f"run {damaged.id} is being trained by" in held.stderr, held.output
+    assert results.run_json(damaged.id).exists() and not (results.root / "restarted").exists()  # nothing moved

@@ -25,3 +25,31 @@ def test_runtime_imports_only_the_plan_and_manifest_from_gstc():
                     found.setdefault(name, []).append(path.name)
     assert found, "the runtime reads plans: it must import gstc.plan"
     assert set(found) <= ALLOWED, {k: v for k, v in found.items() if k not in ALLOWED}
+
+
+def test_the_runtimes_modules_import_each_other_without_a_circle():
+    imports: dict[str, set[str]] = {}
+    for path in RUNTIME.rglob("*.py"):
+        parts = path.relative_to(RUNTIME).with_suffix("").parts
+        name = ".".join(("gstc", "runtime") + tuple(p for p in parts if p != "__init__"))
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("gstc.runtime"):
+                # `from gstc.runtime import locks` imports the module gstc.runtime.locks
+                subs = {f"{node.module}.{a.name}" for a in node.names}
+                found |= subs if node.module == "gstc.runtime" else {node.module}
+        imports[name] = found - {name}
+    assert len(imports) >= 15 and imports["gstc.runtime.driver"]
+
+    def reach(start: str, at: str, seen: set[str]) -> bool:
+        """Whether `start` is imported again somewhere below `at`."""
+        for nxt in imports.get(at, ()):
+            if nxt == start:
+                return True
+            if nxt not in seen:
+                seen.add(nxt)
+                if reach(start, nxt, seen):
+                    return True
+        return False
+
+    assert [m for m in imports if reach(m, m, set())] == []
