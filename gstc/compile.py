@@ -1,9 +1,11 @@
 """Spec -> Plan: validation, variants x sweep points x seeds, schedules and filter counts.
 
-The pipeline (`check`) never stops at the first problem: the base spec, then every
-configuration (a variant with a sweep point applied), is validated and compiled, and
-every error found is returned, each pointing at the YAML node responsible (the
-override's value when an override caused it).
+The pipeline (`check`) never stops at the first problem: the spec's own keys, the
+override paths, then every configuration (a variant with a sweep point applied) are
+validated and compiled, and every error found is returned, each pointing at the YAML
+node responsible (the override's value when an override caused it). The base is only
+validated through its configurations, so it may leave a field to them; an error every
+configuration has is the base's and is reported once, without a configuration.
 """
 
 from __future__ import annotations
