@@ -127,6 +127,23 @@ def test_plan_round_trips_through_json():
         plan.runs[0].seed = 5  # frozen
 
 
+def test_the_plan_carries_typed_sections_with_every_default_filled_in():
+    # The runtime reads typed fields: a mode is its kind's model (defaults from gstc.spec, defined once), in the
+    # plan and after a JSON round trip alike.
+    from gstc.spec import GaussianMode, PruneMode, TrainSpec, ZeroMode
+
+    text = SMALL_SPEC.replace("  large: {prune.target: largest}\n",
+                              "  zeroed: {prune.mode: {kind: zero, duration: {batches: 3}}}\n"
+                              "  noisy: {prune.mode: {kind: gaussian, duration: {epochs: 1}}}\n")
+    for plan in (p := plan_of(text), Plan.model_validate_json(p.model_dump_json())):
+        modes = {c.id: c.schedules[0].mode for c in plan.configs if c.schedules}
+        assert isinstance(modes["small"], PruneMode) and modes["small"].include_bn is True
+        assert isinstance(modes["zeroed"], ZeroMode) and (modes["zeroed"].restore, modes["zeroed"].targets) == ("zero", "newest")
+        assert isinstance(modes["noisy"], GaussianMode) and modes["noisy"].std == "matched"
+        train = plan.config("small").resolved.train
+        assert isinstance(train, TrainSpec) and train.precision == "fp32" and train.optimizer.betas == (0.9, 0.999)
+
+
 def test_no_variants_means_one_default_variant(tmp_path):
     text = SMALL_SPEC.split("variants:")[0]
     plan = compile_file(str(write(tmp_path, text)))
