@@ -413,7 +413,7 @@ def status(
     from rich.markup import escape
     from rich.table import Table
 
-    from gstc.manifest import DamagedFile, ResultsDir, damage, read_jsonl, read_run, run_status
+    from gstc.manifest import DamagedFile, ResultsDir, read_jsonl, run_state
     from gstc.runtime.locks import STALE, Lock, read_lock  # torch-free: the lock files' protocol
 
     plan_ = _compile(spec, sets)
@@ -424,15 +424,14 @@ def status(
     counts: dict[str, int] = {}
     damaged = []
     for r in plan_.runs:
-        st = run_status(results, r.id)
+        st, info, found = run_state(results, r.id)
         holder = read_lock(results.lock(r.id)) if st in ("running", "pending") else None
         live = holder is not None and Lock(results.lock(r.id)).judge(holder) != STALE
         if st == "running" and not live:
             st = "interrupted"  # no live worker holds it: `gstc run` resumes it
         counts[st] = counts.get(st, 0) + 1
-        info = read_run(results, r.id) if st not in ("pending", "damaged") else None
         if st == "damaged":
-            damaged.append((r, damage(results, r.id) or {}))
+            damaged.append((r, found))
         try:
             lines = read_jsonl(results.epochs_jsonl(r.id))
             last = str(lines[-1]["epoch"]) if lines else "0"

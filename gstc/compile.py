@@ -235,7 +235,7 @@ def _message(err: dict, parts: Path, model: Any) -> str:
     return f"expected {text}, found {show(found)}{hint}"
 
 
-def _convert(exc: ValidationError, doc: Document, model: Any, config: str | None) -> list[SpecError]:
+def _convert(exc: ValidationError, doc: Document, model: Any) -> list[SpecError]:
     """Pydantic errors -> SpecErrors; of a union's members, keep those that got furthest."""
     items = []
     for err in exc.errors(include_url=False):
@@ -266,19 +266,18 @@ def _convert(exc: ValidationError, doc: Document, model: Any, config: str | None
     for item in keep:
         err, parts = item[0], item[1]
         message = item[3] if len(item) > 3 else _message(err, parts, model)
-        out.append(doc.error(parts, message, key=err["type"] == "extra_forbidden", config=config))
+        out.append(doc.error(parts, message, key=err["type"] == "extra_forbidden"))
     return out
 
 
-def _validate(model: type[BaseModel], doc: Document, config: str | None,
-              messages: type[BaseModel] | None = None) -> tuple[Any, list[SpecError]]:
+def _validate(model: type[BaseModel], doc: Document, messages: type[BaseModel] | None = None) -> tuple[Any, list[SpecError]]:
     """`model` validated from doc.data, or the errors; `messages`: the model whose keys messages list."""
     if not isinstance(doc.data, dict):
         return None, [doc.error((), f"a spec is a mapping of keys to values, found {show(doc.data)}")]
     try:
         return model.model_validate(doc.data), []
     except ValidationError as exc:
-        return None, _convert(exc, doc, messages or model, config)
+        return None, _convert(exc, doc, messages or model)
 
 
 # --- schedules and filter counts -----------------------------------------------------
@@ -326,14 +325,13 @@ def _event_epochs(entry: LayerEntry, default: ScheduleSpec | None) -> tuple[list
     return range(start, end + 1, every or 1), None, blame  # a range: `end` may be huge (checked by the caller)
 
 
-def _compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, config: str | None) -> tuple[list[LayerSchedule], list[SpecError]]:
+def _compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document) -> tuple[list[LayerSchedule], list[SpecError]]:
     """Checks that span sections or need the layer table, then the per-layer schedules."""
     errors: list[SpecError] = []
     late = [m for m in cfg.train.lr_schedule.milestones if m >= cfg.train.epochs]
     if late:
         errors.append(doc.error(("train", "lr_schedule", "milestones"), f"milestones {late} never take effect: "
-                                f"training has {cfg.train.epochs} epochs (train.epochs); a milestone must be below it",
-                                config=config))
+                                f"training has {cfg.train.epochs} epochs (train.epochs); a milestone must be below it"))
     prune: PruneSpec | None = cfg.prune
     if prune is None:
         return [], errors
@@ -343,7 +341,7 @@ def _compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, con
     out: list[LayerSchedule] = []
     for i, entry in enumerate(prune.layers):
         at = ("prune", "layers", i)
-        err = lambda path, msg: errors.append(doc.error(path, msg, config=config))  # noqa: E731
+        err = lambda path, msg: errors.append(doc.error(path, msg))  # noqa: E731
         matched = _match(entry.select, names)
         if not matched:
             kind = "glob" if any(ch in entry.select for ch in "*?[") else "name"
@@ -470,27 +468,25 @@ class _Collected:
 
     def __init__(self) -> None:
         self.errors: dict[tuple, SpecError] = {}
-        self.configs: dict[tuple, list[str]] = {}
+        self.configs: dict[tuple, dict[str, None]] = {}  # error -> the configurations that had it, in order
 
     def add(self, errs: list[SpecError], config: str | None = None) -> None:
         for e in errs:
             key = (e.file, e.line, e.col, e.path, e.message)
             self.errors.setdefault(key, e)
             if config is not None:
-                self.configs.setdefault(key, [])
-                if config not in self.configs[key]:
-                    self.configs[key].append(config)
+                self.configs.setdefault(key, {})[config] = None
 
     def __bool__(self) -> bool:
         return bool(self.errors)
 
-    def result(self, all_configs: list[str], override_marks: set[tuple[int, int]]) -> list[SpecError]:
+    def result(self, all_configs: dict[str, None], override_marks: set[tuple[int, int]]) -> list[SpecError]:
         out = []
         for key, e in self.errors.items():
-            names = tuple(self.configs.get(key, ()))
-            if names and (e.line, e.col) not in override_marks and set(names) >= set(all_configs):
-                names = ()  # the base's error: every configuration has it
-            out.append(dataclasses.replace(e, configs=names))
+            names = self.configs.get(key, {})
+            if names and (e.line, e.col) not in override_marks and all_configs.keys() <= names.keys():
+                names = {}  # the base's error: every configuration has it
+            out.append(dataclasses.replace(e, configs=tuple(names)))
         return sorted(out, key=lambda e: (e.line, e.col))
 
 
@@ -515,13 +511,13 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None) -> tuple[Pla
             except ValueError as exc:
                 collected.add([SpecError(doc.file, 1, 1, str(path), f"--set: {exc}")])
     if collected:
-        return None, collected.result([], set())
+        return None, collected.result({}, set())
     if not isinstance(base_doc.data, dict):
         return None, [doc.error((), f"a spec is a mapping of keys to values, found {show(base_doc.data)}")]
     raw = base_doc.data
     header_doc = Document(doc.file, {k: v for k, v in raw.items() if k not in CONFIG_FIELDS},
                           base_doc.positions, base_doc.key_positions)
-    header, errs = _validate(SpecHeader, header_doc, None, messages=Spec)
+    header, errs = _validate(SpecHeader, header_doc, messages=Spec)
     collected.add(errs)
 
     # Override paths, checked against the spec models (all of them, so that every typo shows at once).
@@ -549,11 +545,11 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None) -> tuple[Pla
         nv = len(variant_items)
         collected.add([doc.error(("sweep",), f"{nv} variant{'s' * (nv != 1)} x {n_points:,} sweep points is over the "
                                              f"limit of {MAX_CONFIGS:,} configurations")])
-        return None, collected.result([], set())
+        return None, collected.result({}, set())
     points = _points(sweep_axes)
 
     configs: list[PlanConfig] = []
-    attempted: list[str] = []  # every configuration id, valid or not
+    attempted: dict[str, None] = {}  # every configuration id, valid or not, in order
     by_hash: dict[str, str] = {}
     applies: dict[str, bool] = {}
     config_raw = {k: v for k, v in raw.items() if k in CONFIG_FIELDS}
@@ -569,7 +565,7 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None) -> tuple[Pla
                 failed = True
                 collected.add([doc.error(("variants", variant, path), str(exc), key=True)], config=variant)
         if failed:
-            attempted.append(variant)
+            attempted[variant] = None
             continue
         for point in points:
             pdoc = Document(doc.file, copy.deepcopy(vdoc.data), dict(vdoc.positions), dict(vdoc.key_positions))
@@ -594,13 +590,13 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None) -> tuple[Pla
             cid = variant + ("[" + ",".join(f"{p}={_fmt(v)}" for p, v in applied.items()) + "]" if applied else "")
             if cid in attempted:
                 continue  # the same variant where the sweep did not apply: one configuration
-            attempted.append(cid)
-            cfg, errs = _validate(BaseConfig, pdoc, cid)
+            attempted[cid] = None
+            cfg, errs = _validate(BaseConfig, pdoc)
             collected.add(errs, config=cid)
             if cfg is None:
                 continue
             table = archs.layers(cfg.model.arch, cfg.model.width)
-            schedules, errs = _compile_prune(cfg, table, pdoc, cid)
+            schedules, errs = _compile_prune(cfg, table, pdoc)
             collected.add(errs, config=cid)
             if errs:
                 continue
@@ -642,16 +638,14 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None) -> tuple[Pla
         for seed in seeds:
             runs.append(PlanRun(id=run_id(c.hash, seed), config=c.id, seed=seed, epochs=c.resolved.train.epochs,
                                 events=events))
-    try:  # a complete base: the whole validated spec, as format 1 hashed it
-        spec_hash = digest(canonical(Spec.model_validate(raw)), 16)
-    except ValidationError:  # a base that leaves fields to its configurations: its keys as written
-        spec_hash = digest({"header": canonical(header), "base": config_raw}, 16)
-    base_layers = configs[0].layers
     try:
-        base_cfg = BaseConfig.model_validate(config_raw)
-        base_layers = [PlanLayer(name=l.name, filters=l.filters) for l in archs.layers(base_cfg.model.arch, base_cfg.model.width)]
-    except ValidationError:
-        pass
+        base = BaseConfig.model_validate(config_raw)
+    except ValidationError:  # a base that leaves fields to its configurations: hashed as written
+        spec_hash = digest({"header": canonical(header), "base": config_raw}, 16)
+        base_layers = configs[0].layers
+    else:  # a complete base: the whole validated spec (header and base), as format 1 hashed it
+        spec_hash = digest({**canonical(base), **canonical(header)}, 16)
+        base_layers = [PlanLayer(name=l.name, filters=l.filters) for l in archs.layers(base.model.arch, base.model.width)]
     plan = Plan(gstc=FORMAT, spec=header.name, spec_hash=spec_hash, description=header.description,
                 layers=base_layers, configs=configs, runs=runs)
     return plan, []

@@ -2,7 +2,8 @@
 
 Every problem found in a spec becomes a `SpecError` that names where it is (file, line,
 column of the YAML node, 1-based like editors show them), the dotted path of the value,
-and, when it comes from a variant or sweep override, which configuration. Errors are
+and, when not every configuration has it (an override's error, or a base node some
+variants leave incomplete), which configurations do. Errors are
 collected, never raised one at a time, so a user sees all of a file's problems at once.
 """
 

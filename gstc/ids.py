@@ -45,7 +45,6 @@ FORMAT_1_FIELDS: dict[str, tuple[str, ...]] = {
     "FlatnessSpec": ("at", "samples", "hessian_top", "trace_probes", "grad_covariance", "epsilon"),
     "EpsilonSpec": ("directions", "loss_increase"),
     # The spec's own keys, for spec_hash (which names no results folder, but stays put too).
-    "Spec": ("model", "data", "train", "prune", "measure", "gstc", "name", "description", "seeds", "variants", "sweep"),
     "SpecHeader": ("gstc", "name", "description", "seeds", "variants", "sweep"),
     "SweepSpec": ("zip",),
 }

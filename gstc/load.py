@@ -126,9 +126,9 @@ class Document:
             path = path[:-1]
         return self.positions.get((), (1, 1))
 
-    def error(self, path: Path, message: str, key: bool = False, config: str | None = None) -> SpecError:
+    def error(self, path: Path, message: str, key: bool = False) -> SpecError:
         line, col = self.where(path, key=key)
-        return SpecError(self.file, line, col, dotted(path), message, (config,) if config else ())
+        return SpecError(self.file, line, col, dotted(path), message)
 
 
 class _Builder:

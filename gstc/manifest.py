@@ -15,7 +15,8 @@ reads and writes through the helpers here, so the layout lives in one place.
 
 File rules:
 - JSON files are replaced atomically (temporary file, fsync, rename, fsync of the
-  folder: `gstc.atomic`, the one writer): a reader or a killed writer never sees half a file. NaN and infinities become null (JSON has
+  folder: `gstc.atomic`, the one writer): a reader or a killed writer never sees half
+  a file. NaN and infinities become null (JSON has
   no NaN; `allow_nan=False` guarantees the output is strict JSON).
 - JSONL files grow by one fsynced line per record. A process killed mid-write can leave
   a torn last line; readers skip it, the next append drops it, and resume rewrites the
@@ -61,7 +62,6 @@ import numpy as np
 import gstc
 from gstc.atomic import write_text
 from gstc.plan import Plan
-from gstc.provenance import environment as code_environment
 from gstc.stats import correlate, summarize
 
 ENV_ROOT = "GSTC_RESULTS"
@@ -314,32 +314,38 @@ def read_run(results: ResultsDir, run_id: str) -> dict | None:
     return run
 
 
-def damage(results: ResultsDir, run_id: str) -> dict | None:
-    """{"file", "reason"} when the run is damaged (run.json unreadable, or damaged.json says so), else None."""
+def run_state(results: ResultsDir, run_id: str) -> tuple[str, dict | None, dict | None]:
+    """(status, run.json's content, damage) from one reading of the run's files.
+
+    status: 'pending' (no run.json), run.json's 'running', 'done' or 'failed', or 'damaged':
+    run.json cannot be read, or, for a run not done, damaged.json says what `gstc run`
+    found wrong. damage: {"file", "reason"} of a damaged run, else None.
+    """
     try:
-        read_run(results, run_id)
+        run = read_run(results, run_id)
     except DamagedFile as exc:
-        return {"file": str(exc.path), "reason": exc.reason}
-    try:
-        found = read_json(results.damaged_json(run_id))
-    except FileNotFoundError:
-        return None
-    except DamagedFile as exc:
-        return {"file": str(exc.path), "reason": exc.reason}
-    return found if isinstance(found, dict) else {"file": str(results.damaged_json(run_id)), "reason": "is not an object"}
+        return "damaged", None, {"file": str(exc.path), "reason": exc.reason}
+    if run is None or run["status"] != "done":
+        try:
+            found = read_json(results.damaged_json(run_id))
+        except FileNotFoundError:
+            found = None
+        except DamagedFile as exc:
+            found = {"file": str(exc.path), "reason": exc.reason}
+        if found is not None:
+            return "damaged", run, found if isinstance(found, dict) else {"file": str(results.damaged_json(run_id)),
+                                                                          "reason": "is not an object"}
+    return ("pending" if run is None else run["status"]), run, None
 
 
 def run_status(results: ResultsDir, run_id: str) -> str:
-    """'pending' (no run.json), run.json's 'running', 'done' or 'failed', or 'damaged' (see `damage`)."""
-    try:
-        run = read_run(results, run_id)
-    except DamagedFile:
-        return "damaged"
-    if run is not None and run["status"] != "done" and results.damaged_json(run_id).exists():
-        return "damaged"
-    if run is None and results.damaged_json(run_id).exists():
-        return "damaged"
-    return "pending" if run is None else run["status"]
+    """See `run_state`."""
+    return run_state(results, run_id)[0]
+
+
+def damage(results: ResultsDir, run_id: str) -> dict | None:
+    """See `run_state`."""
+    return run_state(results, run_id)[2]
 
 
 def _finite(value: Any) -> bool:
@@ -373,8 +379,7 @@ def summarize_run(epochs: list[dict], events: list[dict]) -> dict:
 
 
 def _run_entry(plan_run: Any, results: ResultsDir) -> dict:
-    status = run_status(results, plan_run.id)
-    run = read_run(results, plan_run.id) if status != "damaged" else None
+    status, run, found = run_state(results, plan_run.id)
     # config and seed come from this plan: the same run id may have been computed for
     # another spec, whose run.json names its own configuration.
     entry: dict[str, Any] = {"id": plan_run.id, "config": plan_run.config, "seed": plan_run.seed,
@@ -395,7 +400,7 @@ def _run_entry(plan_run: Any, results: ResultsDir) -> dict:
     elif status == "failed":
         entry["error"] = (run or {}).get("error")
     elif status == "damaged":
-        entry["error"] = damage(results, plan_run.id)
+        entry["error"] = found
     if run is not None:
         entry["environment"] = run.get("environment") or {}
     return entry
@@ -417,8 +422,9 @@ def build_manifest(plan: Plan, results: ResultsDir, environment: dict | None = N
 
     runs: every plan run in plan order with its status, seconds, summary (done), error
     (failed: {"epoch", "reason"}; damaged: {"file", "reason"}) and environment (its
-    run.json's: the code and machine that trained it). configs: per configuration, n done runs and summarize() of every
-    summary metric over them (bootstrap seed BOOTSTRAP_SEED). correlations: over all
+    run.json's: the code and machine that trained it). configs: per configuration, n
+    done runs and summarize() of every summary metric over them (bootstrap seed
+    BOOTSTRAP_SEED). correlations: over all
     done runs ("point": null), then, when the plan has a sweep, over the done runs of
     each sweep point (configurations whose `point` is exactly that dict, in plan order;
     configurations with an empty point only enter the overall entries).
@@ -445,7 +451,7 @@ def build_manifest(plan: Plan, results: ResultsDir, environment: dict | None = N
         "spec_hash": plan.spec_hash,
         "plan": plan.model_dump(mode="json"),
         "gstc_version": gstc.__version__,
-        "environment": dict(environment) if environment else code_environment(),
+        "environment": dict(environment) if environment else {},
         "runs": runs,
         "configs": configs,
         "correlations": correlations,

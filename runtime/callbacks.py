@@ -28,7 +28,7 @@ class RunFiles(Callback):
         self.info: dict[str, dict] = {}
 
     def start(self, trainer: Trainer, resumed_from: int | None) -> None:
-        results = self.results
+        results, env = self.results, environment(trainer.device)
         for m in trainer.members:
             rid = m.run.id
             results.run_dir(rid).mkdir(parents=True, exist_ok=True)
@@ -40,7 +40,7 @@ class RunFiles(Callback):
                 truncate_jsonl(results.events_jsonl(rid), lambda r: r["epoch"] <= resumed_from)
             self.info[rid] = {"id": rid, "config": m.config.id, "seed": m.run.seed, "epochs": m.run.epochs,
                               "resolved": m.config.resolved.model_dump(mode="json"),
-                              "environment": environment(trainer.device), "resumed_from": resumed_from,
+                              "environment": env, "resumed_from": resumed_from,
                               "pack": {"size": trainer.pack, "runs": [r.id for r in trainer.runs]}}
             write_json(results.run_json(rid), {**self.info[rid], "status": "running"})
 

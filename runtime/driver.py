@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from gstc.manifest import ResultsDir, damage, run_status, write_manifest
+from gstc.manifest import ResultsDir, run_state, write_manifest
 from gstc.plan import Plan, PlanRun
 from gstc.runtime import locks
 from gstc.runtime.executors import Executor, ExecutorError, Report, Tick
@@ -35,13 +35,12 @@ def execute(plan: Plan, runs: list[PlanRun], results: ResultsDir, executor: Exec
     finally:
         executor.close()
     rebuild_manifest(plan, results, executor.environment())
-    report.busy, report.damaged = {}, {}
     for run in runs:
-        status = run_status(results, run.id)
+        status, _, found = run_state(results, run.id)
         if status == "failed":
             report.failed.append(run)
         elif status == "damaged":
-            report.damaged[run.id] = damage(results, run.id) or {}
+            report.damaged[run.id] = found
         elif status != "done":
             holder = locks.read_lock(results.lock(run.id))
             if holder is not None and locks.Lock(results.lock(run.id)).judge(holder) != locks.STALE:

@@ -9,7 +9,7 @@ A worker that trains a run holds the run's lock, `ResultsDir.lock(run_id)`
 - **Claim.** The content is written to a temporary file, which is then hard-linked to
   lock.json: `link` fails when lock.json exists, atomically, on local disks and on NFS
   alike (the classic NFS-safe lock). Where the file system has no hard links, the
-  claim falls back to `open(O_CREAT | O_EXCL)`.
+  claim falls back to `open(O_CREAT | O_EXCL)` (both in `gstc.atomic.create`).
 - **Heartbeat.** One daemon thread per claim set rewrites its locks' heartbeat every
   `heartbeat` seconds (atomically), after checking that each file is still its own; a
   lock found taken by another owner is marked lost (`Claims.lost`); the worker training
@@ -120,15 +120,6 @@ def describe(info: dict | None) -> str:
     return f"{info.get('owner', '?')} (heartbeat {age:.0f} s ago)"
 
 
-def _write(path: Path, text: str) -> None:
-    atomic.write_text(path, text)
-
-
-def _exclusive(path: Path, text: str) -> bool:
-    """Create `path` with `text` unless it exists, atomically: True when this call made it (gstc.atomic.create)."""
-    return atomic.create(path, text.encode("utf-8"))
-
-
 def _remove_if(path: Path, content: dict | None, token: str | None = None) -> bool:
     """Remove `path` if it still holds `content` (or, with `token`, that owner's lock): True when removed.
 
@@ -175,7 +166,7 @@ class Lock:
     def _create(self) -> bool:
         """Claim a free lock: True when this call made the file."""
         self.info["claimed"] = time.time()
-        if not _exclusive(self.path, self._content()):
+        if not atomic.create(self.path, self._content().encode("utf-8")):
             return False
         self.held = True
         with _held_lock:
@@ -209,7 +200,7 @@ class Lock:
         lock a moment later finds the guard taken, or the new holder's lock, never removes it.
         """
         guard = self.path.with_name(self.path.name + ".takeover")
-        if not _exclusive(guard, self._content()):
+        if not atomic.create(guard, self._content().encode("utf-8")):
             seen = read_lock(guard)
             if seen is not None and self.judge(seen) == STALE:  # its taker died mid-way (a take-over takes ms)
                 _remove_if(guard, seen)
@@ -251,7 +242,7 @@ class Lock:
             return self._create()
         if info.get("token") != self.token:
             return False
-        _write(self.path, self._content())
+        atomic.write_text(self.path, self._content())
         return True
 
     def release(self) -> None:

@@ -239,16 +239,15 @@ def local_packs(plan: Plan, runs: Iterable[PlanRun], results: ResultsDir, device
 
 
 def summary(outcomes: list[Outcome]) -> dict:
-    """What a worker tells the driver beyond the run folders: runs left to other workers, damaged runs, lost locks."""
-    return {"busy": {o.run.id: locks.describe(o.info) for o in outcomes if o.status == "busy"},
-            "damaged": {o.run.id: o.info for o in outcomes if o.status == "damaged"},
-            "lost": {o.run.id: o.info for o in outcomes if o.status == "stopped"}}
+    """What a worker tells the driver that the run folders do not: the runs whose lock another worker took over
+    (damaged runs and runs held elsewhere the driver reads from the folders and the locks)."""
+    return {"lost": {o.run.id: o.info for o in outcomes if o.status == "stopped"}}
 
 
 def work(plan_json: str, job: dict) -> dict:
     """Carry out one job in a worker: {"runs": [ids], "results": folder, "device": name, "pack": K | "auto",
-    "dtype": "float32"}. Returns {"host", "pid", "device", "busy", "damaged", "lost"} (see `summary`); raises on
-    failure (the executor reports it, Ray retries it)."""
+    "dtype": "float32"}. Returns {"host", "pid", "device", "lost"} (see `summary`); raises on failure (the
+    executor reports it, Ray retries it)."""
     plan = Plan.model_validate_json(plan_json)
     results = ResultsDir(job["results"])
     device = resolve_device(job["device"])

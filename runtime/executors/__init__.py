@@ -38,7 +38,8 @@ class ExecutorError(Exception):
 
 @dataclass
 class Report:
-    """What a run says beyond the run folders; `gstc.runtime.driver.execute` completes it from them."""
+    """What became of the runs: `lost` and `errors` come from the workers, the rest `gstc.runtime.driver.execute`
+    reads from the run folders and the locks once every job has ended."""
 
     errors: list[str] = field(default_factory=list)  # jobs whose worker failed
     busy: dict[str, str] = field(default_factory=dict)  # run id -> the live worker holding it
@@ -48,9 +49,7 @@ class Report:
     unfinished: list[PlanRun] = field(default_factory=list)  # neither done nor failed nor damaged nor held elsewhere
 
     def merge(self, result: dict) -> None:
-        """A worker's summary (gstc.runtime.worker.work)."""
-        self.busy.update(result.get("busy", {}))
-        self.damaged.update(result.get("damaged", {}))
+        """A worker's summary (gstc.runtime.worker.summary)."""
         self.lost.update(result.get("lost", {}))
 
 
