@@ -1,13 +1,23 @@
-"""Prunable-layer tables of the supported architectures, without torch.
+"""Prunable-layer tables of architectures, without torch.
 
 The compiler resolves `select` globs and filter counts from these tables; the runtime
 builds the real models and checks them against the same tables (tests/runtime).
 Names follow the torch modules' names so that masks and plans line up one to one.
+
+Four architectures are built in and their tables are written here. Any other
+(`torchvision.NAME`, `module:attribute`, a plugin's name; see `classify`) has its
+table in a *layer file* next to the spec, like a lock file: `gstc layers SPEC --write`
+builds the models (with torch) and writes it, the compiler reads it without torch, and
+`gstc run` checks that the model it builds still matches it.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
 # VGG11 with batch norm: eight 3x3 convs, BN after each, five max-pools, one dense layer.
 _VGG11 = (64, 128, 256, 256, 512, 512, 512, 512)
@@ -17,6 +27,8 @@ _VGG11 = (64, 128, 256, 256, 512, 512, 512, 512)
 class Layer:
     name: str
     filters: int
+    after: Literal["bn", "conv"] = "bn"  # where the mask sits: after the conv's BN, or after the conv itself
+    groups: int = 1  # the conv's groups (depthwise: as many as its input channels)
 
 
 def _scaled(filters: int, width: float) -> int:
@@ -56,3 +68,90 @@ def layers(arch: str, width: float = 1.0) -> list[Layer]:
         raise ValueError(f"unknown architecture {arch!r}{did_you_mean(arch, ARCHS)}; "
                          f"known: {', '.join(ARCHS)}") from None
     return [Layer(name, _scaled(f, width)) for name, f in table()]
+
+
+# --- architectures from outside ------------------------------------------------------
+
+ENTRY_POINT_GROUP = "gstc.architectures"
+TORCHVISION_PREFIX = "torchvision."
+_IDENT = r"[A-Za-z_]\w*"
+IMPORT_PATTERN = re.compile(rf"^{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*$")
+TORCHVISION_PATTERN = re.compile(rf"^torchvision\.{_IDENT}$")
+PLUGIN_PATTERN = re.compile(rf"^{_IDENT}$")
+ArchKind = Literal["builtin", "torchvision", "import", "plugin"]
+
+
+def classify(arch: str) -> ArchKind | None:
+    """builtin, torchvision (`torchvision.NAME`), import (`module:attribute`), plugin (another plain name); None: malformed."""
+    if arch in ARCHS:
+        return "builtin"
+    if TORCHVISION_PATTERN.match(arch):
+        return "torchvision"
+    if IMPORT_PATTERN.match(arch):
+        return "import"
+    if PLUGIN_PATTERN.match(arch):
+        return "plugin"
+    return None
+
+
+def plugin_targets() -> dict[str, str]:
+    """Architecture names that installed packages register (entry-point group gstc.architectures): name -> module:attr."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def check_arch(arch: str) -> str | None:
+    """Why `arch` names no architecture, or None (plugins are looked up; nothing is imported)."""
+    kind = classify(arch)
+    forms = "a built-in name, torchvision.NAME, module:attribute, or a name a plugin registers"
+    if kind is None:
+        return f"{arch!r} is not an architecture name: expected {forms}"
+    if kind == "plugin" and arch not in (plugins := plugin_targets()):
+        from gstc.errors import did_you_mean
+
+        known = [*ARCHS, *plugins]
+        return (f"unknown architecture {arch!r}{did_you_mean(arch, known)}; known: {', '.join(known)} "
+                f"(or torchvision.NAME, or module:attribute)")
+    return None
+
+
+LAYER_FILE_FORMAT = 1
+
+
+class LayerFileError(ValueError):
+    """A layer file that is missing, unreadable, or lacks the model asked for."""
+
+
+def model_key(arch: str, args: dict[str, Any]) -> str:
+    """How a layer file identifies a model: its architecture and builder arguments (compact, key-sorted JSON)."""
+    return json.dumps({"arch": arch, "args": args}, sort_keys=True, separators=(",", ":"))
+
+
+def read_layer_file(path: Path) -> dict[str, list[Layer]]:
+    """A layer file's tables, by `model_key`."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise LayerFileError(f"layer file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LayerFileError(f"layer file {path} is not readable JSON: {exc}") from None
+    try:
+        if data.get("gstc_layers") != LAYER_FILE_FORMAT:
+            raise LayerFileError(f"layer file {path} is not format {LAYER_FILE_FORMAT} (found {data.get('gstc_layers')!r})")
+        return {model_key(m["arch"], m["args"]): [Layer(l["name"], int(l["filters"]), l["after"], int(l["groups"]))
+                                                   for l in m["layers"]]
+                for m in data["models"]}
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, LayerFileError):
+            raise
+        raise LayerFileError(f"layer file {path} is malformed ({type(exc).__name__}: {exc})") from None
+
+
+def layer_file_text(models: list[dict[str, Any]]) -> str:
+    """A layer file's text: models as dicts with arch, args, input, classes and layers (dicts of Layer's fields)."""
+    doc = {"gstc_layers": LAYER_FILE_FORMAT,
+           "note": "Written by `gstc layers SPEC --write`; part of every run id of the models it lists. "
+                   "Rewrite it with that command when a model changes.",
+           "models": models}
+    return json.dumps(doc, indent=1) + "\n"

@@ -189,30 +189,127 @@ def plan(
 
 @app.command()
 def layers(
-    arch: str = typer.Argument(..., help="Architecture: vgg11_bn, resnet18, resnet20, resnet56.", show_default=False),
-    width: float = typer.Option(1.0, "--width", help="Width multiplier."),
+    target: str = typer.Argument(..., help="An architecture (vgg11_bn, torchvision.resnet18, mylab.nets:WideVGG, a "
+                                 "plugin's name), or a spec file: the layers of its models.", show_default=False),
+    width: float = typer.Option(1.0, "--width", help="Width multiplier (built-in architectures)."),
+    args: Optional[str] = typer.Option(None, "--args", help="Builder arguments of another architecture, a YAML "
+                                       "mapping such as '{width_mult: 0.5}'."),
+    channels: int = typer.Option(3, "--channels", help="Image channels (another architecture's input conv)."),
+    size: int = typer.Option(32, "--size", help="Image side in pixels."),
+    classes: int = typer.Option(10, "--classes", help="Classes (num_classes of the builder)."),
+    write: bool = typer.Option(False, "--write", help="With a spec: write the layer file(s) that its model sections "
+                               "name, from the models built on its data."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """List an architecture's prunable layers and their filter counts."""
+    """List an architecture's prunable layers and their filter counts, or write a spec's layer file."""
     from gstc import archs
 
+    if target.endswith((".yaml", ".yml")):
+        return _spec_layers(Path(target), write, json_out)
+    if write:
+        _fail([SpecError("<command line>", 1, 1, "--write", "--write writes a spec's layer files: give the spec "
+                         f"(gstc layers SPEC.yaml --write), not an architecture ({target})")])
     if not width > 0:
         _fail([SpecError("<command line>", 1, 1, "width", f"expected a width > 0, found {width}")])
+    problem = archs.check_arch(target)
+    if problem:
+        _fail([SpecError("<command line>", 1, 1, "arch", problem)])
+    builder_args = _yaml_mapping(args, "--args")
+    if target in archs.ARCHS:
+        if builder_args:
+            _fail([SpecError("<command line>", 1, 1, "--args", f"{target} is built in and takes only --width")])
+        rows = [{"name": l.name, "filters": l.filters, "after": l.after, "groups": l.groups}
+                for l in archs.layers(target, width)]
+    else:
+        if width != 1.0:
+            _fail([SpecError("<command line>", 1, 1, "--width", f"--width applies to the built-in architectures; give "
+                             f"{target}'s own argument in --args")])
+        _need_torch(f"gstc layers {target}")
+        from gstc.runtime.builders import layer_table
+
+        try:
+            rows = layer_table(target, builder_args, 1.0, channels, (size, size), classes)
+        except ValueError as exc:
+            _fail([SpecError("<command line>", 1, 1, "arch", str(exc))])
+    _print_layers(f"{target}" + (f" (width {width:g})" if target in archs.ARCHS else ""), rows, json_out)
+
+
+def _yaml_mapping(text: Optional[str], option: str) -> dict:
+    if text is None:
+        return {}
+    import yaml
+
     try:
-        table = archs.layers(arch, width)
-    except ValueError as exc:
-        _fail([SpecError("<command line>", 1, 1, "arch", str(exc))])
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        _fail([SpecError("<command line>", 1, 1, option, f"expected a YAML mapping such as '{{depth: 16}}': {exc}")])
+    if not isinstance(value, dict):
+        _fail([SpecError("<command line>", 1, 1, option, f"expected a mapping such as '{{depth: 16}}', found {text!r}")])
+    return value
+
+
+def _need_torch(what: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        _fail([SpecError("<command line>", 1, 1, "", f"{what} builds the model, which needs PyTorch: "
+                         "pip install torch torchvision")])
+
+
+def _print_layers(title: str, rows: list[dict], json_out: bool) -> None:
     if json_out:
-        typer.echo(json.dumps([{"name": l.name, "filters": l.filters} for l in table], indent=2))
+        typer.echo(json.dumps(rows, indent=2))
         return
     from rich.table import Table
 
-    t = Table(title=f"{arch} (width {width:g}): {len(table)} prunable layers", title_justify="left")
+    t = Table(title=f"{title}: {len(rows)} prunable layers", title_justify="left")
     t.add_column("layer")
     t.add_column("filters", justify="right")
-    for l in table:
-        t.add_row(l.name, str(l.filters))
+    t.add_column("mask after")
+    t.add_column("groups", justify="right")
+    for row in rows:
+        t.add_row(row["name"], str(row["filters"]), row["after"], str(row["groups"]))
     _console().print(t)
+
+
+def _spec_layers(spec: Path, write: bool, json_out: bool) -> None:
+    """`gstc layers SPEC [--write]`: build the spec's non-built-in models on its data; print or write their tables."""
+    from gstc import archs
+    from gstc.atomic import write_text
+    from gstc.compile import CollectModels, check
+    from gstc.load import load_file
+
+    try:
+        doc = load_file(str(spec))
+    except SpecErrors as exc:
+        _fail(exc.errors)
+    collector = CollectModels()
+    _, errors = check(doc, None, collector)
+    if errors:
+        _fail(errors)
+    if not collector.models:
+        typer.echo(f"{spec}: every architecture is built in; their tables are gstc's own (gstc layers ARCH lists them)")
+        return
+    _need_torch(f"gstc layers {spec}")
+    from gstc.runtime import builders
+    from gstc.runtime.data import DataError
+
+    builders.SEARCH_PATH[:] = [str(spec.resolve().parent)]
+    try:
+        files = builders.layer_files(collector.models)
+    except (DataError, ValueError) as exc:
+        _fail([SpecError(str(spec), 1, 1, "", str(exc))])
+    for file, models in files.items():
+        if write:
+            write_text(Path(file), archs.layer_file_text(models))
+            typer.echo(f"wrote {file}: " + "; ".join(f"{m['arch']} ({len(m['layers'])} prunable layers)" for m in models))
+        else:
+            for m in models:
+                _print_layers(f"{m['arch']} {json.dumps(m['args'])}", m["layers"], json_out)
+    if write:
+        _, errors = check(load_file(str(spec)))
+        if errors:  # the tables are written; what the spec asks of them does not hold
+            _fail(errors)
 
 
 @app.command()
@@ -317,6 +414,12 @@ def run(
     plan_ = _compile(spec, sets)
     runs = _select_runs(plan_, variant, seeds)
     pack_size = _pack_size(pack)
+    from gstc.packs import check_size
+
+    try:
+        check_size(plan_, pack_size)
+    except ValueError as exc:
+        _fail([SpecError("<command line>", 1, 1, "--pack", str(exc))])
     _check_executor_options(executor, {"--gpus": gpus, "--address": address, "--gpus-per-task": gpus_per_task,
                                        "--slurm-partition": slurm_partition, "--slurm-time": slurm_time,
                                        "--slurm-gpus": slurm_gpus, "--slurm-cluster": slurm_cluster})

@@ -16,6 +16,7 @@ import fnmatch
 import itertools
 import json
 import math
+import pathlib
 import re
 import types
 import typing
@@ -337,6 +338,7 @@ def _compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document) -> 
         return [], errors
     names = [layer.name for layer in table]
     filters = {layer.name: layer.filters for layer in table}
+    after = {layer.name: layer.after for layer in table}
     chosen: dict[str, int] = {}
     out: list[LayerSchedule] = []
     for i, entry in enumerate(prune.layers):
@@ -390,6 +392,13 @@ def _compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document) -> 
                 "activation_l1 scores come from training batches, so they cannot choose filters at epoch 0 "
                 "(before any training); use a weight scoring such as l1 for scratch pruning")
             continue
+        score = entry.scoring or prune.scoring
+        no_bn = [name for name in matched if after[name] != "bn"]
+        if score in ("ebn", "ebn_alt") and no_bn:
+            err(at + ("scoring",) if entry.scoring else ("prune", "scoring"),
+                f"{score} scores a filter by its BN's scale and shift, and no BatchNorm2d follows "
+                f"{', '.join(no_bn[:3])}{' ...' if len(no_bn) > 3 else ''}; use a weight scoring such as l1")
+            continue
         for name in matched:
             kept = kept_counts(filters[name], total, n)
             pruned = [a - b for a, b in zip([filters[name]] + kept, kept)]
@@ -405,10 +414,67 @@ def _compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document) -> 
     return out, errors
 
 
+# --- layer tables --------------------------------------------------------------------
+
+
+class LayerTables:
+    """Where configurations' layer tables come from: gstc's own for built-in architectures, the
+    spec's layer file (read once, relative to the spec's folder) for any other."""
+
+    collecting = False
+
+    def __init__(self) -> None:
+        self._files: dict[str, dict[str, list[archs.Layer]] | archs.LayerFileError] = {}
+
+    def table(self, cfg: BaseConfig, doc: Document) -> tuple[list[archs.Layer] | None, list[SpecError]]:
+        model = cfg.model
+        if model.arch in archs.ARCHS:
+            return archs.layers(model.arch, model.width), []
+        path = layer_file_path(doc.file, model.layers)
+        where = ("model", "layers") if isinstance(doc.data.get("model"), dict) else ("model",)
+        fix = f"write it with `gstc layers {doc.file} --write`"
+        if str(path) not in self._files:
+            try:
+                self._files[str(path)] = archs.read_layer_file(path)
+            except archs.LayerFileError as exc:
+                self._files[str(path)] = exc
+        tables = self._files[str(path)]
+        if isinstance(tables, archs.LayerFileError):
+            return None, [doc.error(where, f"{tables}: {fix}")]
+        key = archs.model_key(model.arch, model.args)
+        if key not in tables:
+            return None, [doc.error(where, f"layer file {path} has no table for {model.arch} with args "
+                                           f"{json.dumps(model.args, sort_keys=True)}: {fix} (the file is stale)")]
+        return tables[key], []
+
+
+class CollectModels(LayerTables):
+    """Records the configurations of non-built-in architectures instead of reading their tables
+    (what `gstc layers SPEC --write` builds)."""
+
+    collecting = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.models: list[tuple[BaseConfig, str]] = []  # (configuration, its layer file)
+
+    def table(self, cfg: BaseConfig, doc: Document) -> tuple[list[archs.Layer] | None, list[SpecError]]:
+        if cfg.model.arch in archs.ARCHS:
+            return super().table(cfg, doc)
+        self.models.append((cfg, str(layer_file_path(doc.file, cfg.model.layers))))
+        return None, []
+
+
+def layer_file_path(spec_file: str, layers: str | None) -> "pathlib.Path":
+    """A spec's layer file: relative paths are relative to the spec's folder."""
+    path = pathlib.Path(layers or "")
+    return path if path.is_absolute() else pathlib.Path(spec_file).parent / path
+
+
 # --- hashing -------------------------------------------------------------------------
 
 
-def _semantic(cfg: BaseConfig, schedules: list[LayerSchedule]) -> dict:
+def _semantic(cfg: BaseConfig, schedules: list[LayerSchedule], table: list[archs.Layer] = ()) -> dict:
     """What decides a run's numbers: the resolved configuration, with pruning as the
     compiled per-layer events (so a glob and the names it matches hash alike) and
     without where the data lies (gstc.ids: fields added later hash only when set)."""
@@ -418,12 +484,15 @@ def _semantic(cfg: BaseConfig, schedules: list[LayerSchedule]) -> dict:
          "events": [[e, p] for e, p in zip(s.epochs, s.pruned) if p > 0]}
         for s in schedules
     ]
-    return {"format": FORMAT, "model": canonical(cfg.model), "data": data, "train": canonical(cfg.train),
+    model = {k: v for k, v in canonical(cfg.model).items() if k != "layers"}  # where the table lies: not hashed
+    if cfg.model.arch not in archs.ARCHS:  # what the table says is: an edited model gets new ids
+        model["table"] = [[l.name, l.filters, l.after, l.groups] for l in table]
+    return {"format": FORMAT, "model": model, "data": data, "train": canonical(cfg.train),
             "measure": canonical(cfg.measure), "prune": prune}
 
 
-def config_hash(cfg: BaseConfig, schedules: list[LayerSchedule]) -> str:
-    return digest(_semantic(cfg, schedules), 16)
+def config_hash(cfg: BaseConfig, schedules: list[LayerSchedule], table: list[archs.Layer] = ()) -> str:
+    return digest(_semantic(cfg, schedules, table), 16)
 
 
 # --- the pipeline --------------------------------------------------------------------
@@ -490,7 +559,12 @@ class _Collected:
         return sorted(out, key=lambda e: (e.line, e.col))
 
 
-def check(doc: Document, sets: list[tuple[str, Any]] | None = None) -> tuple[Plan | None, list[SpecError]]:
+def _plan_layers(table: list[archs.Layer]) -> list[PlanLayer]:
+    return [PlanLayer(name=l.name, filters=l.filters, after=l.after, groups=l.groups) for l in table]
+
+
+def check(doc: Document, sets: list[tuple[str, Any]] | None = None,
+          tables: LayerTables | None = None) -> tuple[Plan | None, list[SpecError]]:
     """Validate and compile a loaded spec; (plan, []) or (None, every error).
 
     The spec's own keys (gstc, name, seeds, variants, sweep) are validated as they are;
@@ -498,6 +572,7 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None) -> tuple[Pla
     is validated and compiled after its overrides, so a base may leave a field to them.
     """
     collected = _Collected()
+    tables = tables or LayerTables()
     base_doc = doc
     if sets:  # --set PATH=VALUE from the command line: applied to the base, validated like overrides
         base_doc = Document(doc.file, copy.deepcopy(doc.data), dict(doc.positions), dict(doc.key_positions))
@@ -595,12 +670,15 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None) -> tuple[Pla
             collected.add(errs, config=cid)
             if cfg is None:
                 continue
-            table = archs.layers(cfg.model.arch, cfg.model.width)
+            table, errs = tables.table(cfg, pdoc)
+            collected.add(errs, config=cid)
+            if table is None:
+                continue
             schedules, errs = _compile_prune(cfg, table, pdoc)
             collected.add(errs, config=cid)
             if errs:
                 continue
-            chash = config_hash(cfg, schedules)
+            chash = config_hash(cfg, schedules, table)
             if chash in by_hash:
                 collected.add([doc.error(("variants", variant) if variants else ("sweep",) if applied else (),
                                          f"configuration {cid!r} resolves to the same runs as {by_hash[chash]!r}; "
@@ -609,7 +687,7 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None) -> tuple[Pla
             by_hash[chash] = cid
             configs.append(PlanConfig(
                 id=cid, variant=variant, point=applied, hash=chash, resolved=cfg,
-                layers=[PlanLayer(name=l.name, filters=l.filters) for l in table], schedules=schedules,
+                layers=_plan_layers(table), schedules=schedules,
             ))
     for path, ok in applies.items():
         if not ok:
@@ -619,7 +697,7 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None) -> tuple[Pla
                                      key=True)])
     marks = {mark for table in (doc.positions, doc.key_positions) for p, mark in table.items()
              if p[:1] in (("variants",), ("sweep",))}
-    if collected or header is None:
+    if collected or header is None or tables.collecting:
         return None, collected.result(attempted, marks)
 
     seeds = header.seed_list()
@@ -645,9 +723,12 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None) -> tuple[Pla
         base_layers = configs[0].layers
     else:  # a complete base: the whole validated spec (header and base), as format 1 hashed it
         spec_hash = digest({**canonical(base), **canonical(header)}, 16)
-        base_layers = [PlanLayer(name=l.name, filters=l.filters) for l in archs.layers(base.model.arch, base.model.width)]
+        table, _ = tables.table(base, Document(doc.file, config_raw, {}, {}))
+        base_layers = _plan_layers(table) if table is not None else configs[0].layers
+    imports = any(c.resolved.model.arch not in archs.ARCHS or ":" in c.resolved.data.dataset for c in configs)
+    paths = [str(pathlib.Path(doc.file).resolve().parent)] if imports else []
     plan = Plan(gstc=FORMAT, spec=header.name, spec_hash=spec_hash, description=header.description,
-                layers=base_layers, configs=configs, runs=runs)
+                layers=base_layers, configs=configs, runs=runs, paths=paths)
     return plan, []
 
 

@@ -16,6 +16,7 @@ from typing import Iterable, Literal, Union
 from pydantic import Field
 
 from gstc import ids
+from gstc.archs import ARCHS
 from gstc.plan import Frozen, Plan, PlanConfig, PlanRun
 
 MAX_PACK = 64  # an upper bound on --pack: beyond it no device gains, and memory grows linearly
@@ -48,13 +49,30 @@ def parse_size(text: str) -> PackSize:
     return size
 
 
+def packable(config: PlanConfig) -> bool:
+    """Packs are built for the built-in architectures only; any other trains one run at a time."""
+    return config.resolved.model.arch in ARCHS
+
+
 def groups(plan: Plan, runs: Iterable[PlanRun]) -> list[list[PlanRun]]:
-    """Compatible runs, grouped by pack key; groups and members in plan order."""
+    """Compatible runs, grouped by pack key; groups and members in plan order. A run of a
+    non-built-in architecture is a group of its own."""
     by_key: dict[str, list[PlanRun]] = {}
-    keys = {c.id: pack_key(c) for c in plan.configs}
+    keys = {c.id: pack_key(c) if packable(c) else None for c in plan.configs}
     for run in runs:
-        by_key.setdefault(keys[run.config], []).append(run)
+        by_key.setdefault(keys[run.config] or run.id, []).append(run)
     return list(by_key.values())
+
+
+def check_size(plan: Plan, size: PackSize) -> None:
+    """ValueError for `--pack K` (K > 1) on a plan with a non-built-in architecture."""
+    if size == "auto" or size == 1:
+        return
+    others = sorted({c.resolved.model.arch for c in plan.configs if not packable(c)})
+    if others:
+        raise ValueError(f"--pack {size}: packs are built for the built-in architectures ({', '.join(ARCHS)}); "
+                         f"{', '.join(others)} trains one run at a time: leave --pack at 1 (or auto, which packs "
+                         "only the built-in ones)")
 
 
 def make_packs(plan: Plan, runs: Iterable[PlanRun], size: int) -> list[Pack]:

@@ -9,7 +9,7 @@ runtime reads typed fields; they are re-exported here for the runtime.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +24,8 @@ class Frozen(BaseModel):
 class PlanLayer(Frozen):
     name: str = Field(description="Prunable layer name, as in the torch model.")
     filters: int = Field(description="Original filter count (after the width multiplier).")
+    after: Literal["bn", "conv"] = Field(default="bn", description="Where the mask sits: after the conv's BN, or after the conv.")
+    groups: int = Field(default=1, description="The conv's groups (depthwise: its input channels).")
 
 
 class LayerSchedule(Frozen):
@@ -74,6 +76,8 @@ class Plan(Frozen):
     layers: list[PlanLayer] = Field(description="Prunable layers of the base configuration's model.")
     configs: list[PlanConfig] = Field(description="Configurations: variants x sweep points.")
     runs: list[PlanRun] = Field(description="Runs: configurations x seeds.")
+    paths: list[str] = Field(default_factory=list, description="Absolute folders searched first for the import paths "
+                             "(module:attribute) of own architectures and datasets: the spec's folder, where it uses any.")
 
     def config(self, config_id: str) -> PlanConfig:
         for c in self.configs:

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from gstc.archs import ARCHS
+from gstc.archs import ARCHS, IMPORT_PATTERN, PLUGIN_PATTERN, TORCHVISION_PATTERN, check_arch
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"  # a spec's name names its results folder: portable, lowercase
 # Variant names only name configurations (never files): capitals are fine (S, L, Prune_L, as the paper writes).
@@ -49,24 +49,110 @@ def _as_mapping(key: str):
 # --- model and data ------------------------------------------------------------------
 
 
+def _arch_schema(schema: dict) -> None:
+    # Editors: the built-in names complete; the other forms are checked by gstc (plugins need the installed packages).
+    schema.pop("type", None)
+    schema["anyOf"] = [{"enum": list(ArchName.__args__)}, {"type": "string", "pattern": TORCHVISION_PATTERN.pattern},
+                       {"type": "string", "pattern": IMPORT_PATTERN.pattern},
+                       {"type": "string", "pattern": PLUGIN_PATTERN.pattern}]
+
+
 class ModelSpec(Strict):
-    arch: ArchName = Field(description="Architecture; `gstc layers ARCH` lists its prunable layers.")
+    arch: str = Field(
+        description="Architecture: vgg11_bn, resnet18, resnet20, resnet56 (built in); torchvision.NAME (any torchvision "
+        "classification model); module:attribute (your class or builder function); or a name a plugin registers "
+        "(entry-point group gstc.architectures). `gstc layers ARCH` lists its prunable layers.",
+        json_schema_extra=_arch_schema,
+    )
     width: float = Field(
         default=1.0,
         gt=0,
         le=64,
-        description="Multiplies every conv's filter count (rounded half up, at least 1), e.g. 0.25 for small fast runs.",
+        description="Multiplies every conv's filter count (rounded half up, at least 1), e.g. 0.25 for small fast runs. "
+        "Built-in architectures only; others take their own arguments in `args`.",
     )
+    args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments of the builder of a non-built-in architecture (e.g. {width_mult: 0.5}); "
+        "num_classes comes from the data.",
+    )
+    layers: Optional[str] = Field(
+        default=None,
+        min_length=1,
+        description="Layer file of a non-built-in architecture, relative to the spec (e.g. own-model.layers.json): "
+        "its prunable layers, written by `gstc layers SPEC --write`.",
+    )
+
+    @field_validator("arch")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        problem = check_arch(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> "ModelSpec":
+        if self.arch in ARCHS:
+            if self.args:
+                raise ValueError(f"args apply to non-built-in architectures; {self.arch} takes only width")
+            if self.layers is not None:
+                raise ValueError(f"{self.arch} is built in: its layer table is gstc's own, so give no layers file")
+        else:
+            if self.width != 1.0:
+                raise ValueError(f"width applies to the built-in architectures; give {self.arch}'s own argument in args "
+                                 "(e.g. torchvision's mobilenets take width_mult)")
+            if self.layers is None:
+                raise ValueError(f"{self.arch} needs a layer file: add `layers: NAME.layers.json` under model, then "
+                                 "write it with `gstc layers SPEC --write`")
+        return self
+
+
+DATASETS = ("cifar10", "cifar100", "digits", "synthetic", "mnist", "fashion_mnist", "kmnist", "svhn", "imagefolder")
+
+
+def _dataset_schema(schema: dict) -> None:
+    schema.pop("type", None)
+    schema["anyOf"] = [{"enum": list(DATASETS)}, {"type": "string", "pattern": IMPORT_PATTERN.pattern}]
 
 
 class DataSpec(Strict):
-    dataset: Literal["cifar10", "cifar100", "digits", "synthetic"] = Field(
+    dataset: str = Field(
         description="cifar10/cifar100: the standard python archive under `root`; digits: scikit-learn's 8x8 digits "
-        "at 32x32 (offline); synthetic: generated CIFAR-shaped images for tests and benchmarks."
+        "at 32x32 (offline); synthetic: generated CIFAR-shaped images for tests and benchmarks; mnist, fashion_mnist, "
+        "kmnist, svhn: torchvision's files under `root`; imagefolder: root/train/CLASS/*.png|jpg and root/test/CLASS/...; "
+        "or module:function returning your own images (uint8, N x C x H x W) and labels.",
+        json_schema_extra=_dataset_schema,
     )
     root: str = Field(default="data", min_length=1, description="Folder holding the archive (e.g. data/cifar-10-batches-py/).")
     download: StrictBool = Field(default=False, description="Fetch the archive when missing (needs a network).")
     augment: StrictBool = Field(default=False, description="Random crop with 4-pixel padding and horizontal flip, on the device.")
+    image_size: Optional[Annotated[StrictInt, Field(ge=4, le=4096)]] = Field(
+        default=None, description="imagefolder: every image is resized to image_size x image_size pixels once, on load.")
+    channels: Optional[Literal[1, 3]] = Field(
+        default=None, description="imagefolder: 3 (RGB, the default) or 1 (grayscale); images are converted on load.")
+    args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of a module:function dataset.")
+
+    @field_validator("dataset")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value in DATASETS or IMPORT_PATTERN.match(value):
+            return value
+        from gstc.errors import did_you_mean
+
+        raise ValueError(f"unknown dataset {value!r}{did_you_mean(value, DATASETS)}; known: {', '.join(DATASETS)}, "
+                         "or module:function for your own")
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> "DataSpec":
+        folder = self.dataset == "imagefolder"
+        if folder and self.image_size is None:
+            raise ValueError("imagefolder needs image_size: the side in pixels that every image is resized to")
+        if not folder and (self.image_size is not None or self.channels is not None):
+            raise ValueError("image_size and channels apply to imagefolder; other datasets have their own")
+        if self.args and not IMPORT_PATTERN.match(self.dataset):
+            raise ValueError("args apply to a module:function dataset")
+        return self
 
 
 # --- training ------------------------------------------------------------------------
@@ -308,7 +394,7 @@ class BaseConfig(Strict):
     """What one configuration resolves to: everything that decides a run but its seed."""
 
     model: Annotated[ModelSpec, BeforeValidator(_as_mapping("arch"), json_schema_input_type=Union[ArchName, ModelSpec])] = Field(
-        description="`vgg11_bn` or `{arch: vgg11_bn, width: 0.25}`."
+        description="`vgg11_bn`, `{arch: vgg11_bn, width: 0.25}` or `{arch: torchvision.resnet18, layers: FILE}`."
     )
     data: DataSpec = Field(description="Dataset and augmentation.")
     train: TrainSpec = Field(description="Epochs, batch size, optimizer, LR schedule, precision.")

@@ -6,14 +6,25 @@
 - digits: scikit-learn's 1,797 8x8 digits, resized to 32x32 and repeated to 3
   channels, split 80/20 by a fixed permutation. Real data, no download.
 - synthetic: learnable class-conditional images of CIFAR shape, for tests/benchmarks.
+- mnist, fashion_mnist, kmnist: torchvision's dataset classes over their own file layout
+  (`root/MNIST/raw/train-images-idx3-ubyte`, ...): 28x28 grayscale, one channel.
+- svhn: torchvision's files `root/train_32x32.mat` and `root/test_32x32.mat`, read with
+  scipy.io.loadmat as torchvision's SVHN class reads them (that class also checks each
+  file's MD5 sum, which only the published files pass; gstc checks their shapes instead).
+- imagefolder: `root/train/CLASS/*.png|jpg|...` and `root/test/CLASS/...` (the layout of
+  torchvision's ImageFolder), each image converted to RGB or grayscale and resized once.
+- `module:function`: the user's own, returning uint8 images (N, C, H, W) and labels.
 
-Images stay uint8 (N, 3, 32, 32) on the device; `normalize` and `crop_flip` work on
-batches there, so no DataLoader or host copy is involved.
+Images stay uint8 (N, C, H, W) on the device; `normalize` and `crop_flip` work on
+batches there, so no DataLoader or host copy is involved. Normalization statistics are
+CIFAR's published ones for CIFAR, and measured on the training images for every other.
 """
 
 from __future__ import annotations
 
+import inspect
 import io
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +47,21 @@ class DataError(Exception):
 
 @dataclass
 class Dataset:
-    train_x: torch.Tensor  # uint8 (N, 3, 32, 32)
+    train_x: torch.Tensor  # uint8 (N, C, H, W)
     train_y: torch.Tensor  # int64 (N,)
     test_x: torch.Tensor
     test_y: torch.Tensor
-    mean: torch.Tensor  # float (3,), [0, 1] units
+    mean: torch.Tensor  # float (C,), [0, 1] units
     std: torch.Tensor
     classes: int
+
+    @property
+    def channels(self) -> int:
+        return self.train_x.shape[1]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(self.train_x.shape[2:])
 
     def to(self, device: torch.device) -> "Dataset":
         return Dataset(*(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y, self.mean, self.std)),
@@ -151,38 +170,238 @@ def _synthetic(train: int = 50_000, test: int = 10_000, classes: int = 10) -> tu
     return (*make(train), *make(test))
 
 
+# --- torchvision's datasets ------------------------------------------------------------
+
+_MNIST_LIKE = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST"}
+
+
+def _mnist(d: DataSpec) -> tuple[np.ndarray, ...]:
+    import torchvision
+
+    cls = getattr(torchvision.datasets, _MNIST_LIKE[d.dataset])
+    folder = Path(d.root) / cls.__name__ / "raw"
+    parts = []
+    for train in (True, False):
+        try:
+            ds = cls(d.root, train=train, download=d.download)
+        except RuntimeError as exc:
+            prefix = "train" if train else "t10k"
+            raise DataError(f"{cls.__name__} not found: {folder.resolve()} lacks {prefix}-images-idx3-ubyte or "
+                            f"{prefix}-labels-idx1-ubyte (torchvision's layout; {exc}). Put the unzipped files there, "
+                            "or set data.download: true on a machine with a network") from None
+        except (AssertionError, ValueError, TypeError, KeyError) as exc:
+            raise DataError(f"{folder}: a file is not in the IDX format of {cls.__name__} ({type(exc).__name__}: {exc})") from None
+        if ds.data.dim() != 3 or len(ds.data) != len(ds.targets):
+            raise DataError(f"{folder}: expected N images of HxW and N labels, found {tuple(ds.data.shape)} and "
+                            f"{tuple(ds.targets.shape)}")
+        parts += [ds.data.unsqueeze(1).numpy(), ds.targets.numpy().astype(np.int64)]
+    return tuple(parts)
+
+
+def _svhn(d: DataSpec) -> tuple[np.ndarray, ...]:
+    import scipy.io
+
+    parts = []
+    for split in ("train", "test"):
+        path = Path(d.root) / f"{split}_32x32.mat"
+        if not path.is_file() and d.download:
+            import torchvision
+
+            try:
+                torchvision.datasets.SVHN(d.root, split=split, download=True)
+            except Exception as exc:
+                raise DataError(f"could not download SVHN into {d.root}: {exc}") from None
+        if not path.is_file():
+            raise DataError(f"SVHN not found: {path.resolve()} does not exist (torchvision's layout: train_32x32.mat "
+                            "and test_32x32.mat under data.root); set data.download: true on a machine with a network")
+        try:
+            mat = scipy.io.loadmat(path)
+            x, y = np.asarray(mat["X"]), np.asarray(mat["y"]).astype(np.int64).reshape(-1)
+        except (KeyError, ValueError, TypeError, OSError) as exc:
+            raise DataError(f"{path} is not an SVHN .mat file with X and y ({type(exc).__name__}: {exc})") from None
+        if x.ndim != 4 or x.shape[2] != 3 or x.shape[3] != len(y) or x.dtype != np.uint8:
+            raise DataError(f"{path}: expected X of shape (H, W, 3, N) uint8 and N labels, found {x.shape} {x.dtype} "
+                            f"and {len(y)} labels")
+        y[y == 10] = 0  # SVHN labels the digit 0 as 10 (as torchvision's SVHN class maps it)
+        parts += [np.transpose(x, (3, 2, 0, 1)), y]
+    return tuple(parts)
+
+
+def _imagefolder(d: DataSpec) -> tuple[np.ndarray, ...]:
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    root = Path(d.root)
+    splits = {}
+    for split in ("train", "test"):
+        folder = root / split
+        if not folder.is_dir():
+            raise DataError(f"imagefolder: {folder.resolve()} is not a folder; expected {root}/train/CLASS/*.png "
+                            f"and {root}/test/CLASS/*.png")
+        try:
+            classes, _ = find_classes(str(folder))
+        except FileNotFoundError as exc:
+            raise DataError(f"imagefolder: {exc}") from None
+        splits[split] = classes
+    classes = splits["train"]
+    extra = sorted(set(splits["test"]) - set(classes))
+    if extra:
+        raise DataError(f"imagefolder: {root / 'test'} has classes that {root / 'train'} lacks: {', '.join(extra)}")
+    index = {c: i for i, c in enumerate(classes)}
+    mode, channels, side = ("L", 1, d.image_size) if d.channels == 1 else ("RGB", 3, d.image_size)
+    files = {}
+    for split in ("train", "test"):
+        try:
+            files[split] = make_dataset(str(root / split), index, IMG_EXTENSIONS, allow_empty=True)
+        except FileNotFoundError as exc:
+            raise DataError(f"imagefolder: {exc}") from None
+        if not files[split]:
+            raise DataError(f"imagefolder: {root / split} holds no image ({', '.join(IMG_EXTENSIONS)})")
+    check_memory(sum(len(f) for f in files.values()) * channels * side * side, "cpu", "imagefolder images")
+    parts = []
+    for split in ("train", "test"):
+        x = np.empty((len(files[split]), side, side, channels), dtype=np.uint8)
+        for i, (path, _) in enumerate(files[split]):
+            try:
+                with Image.open(path) as img:
+                    pixels = img.convert(mode).resize((side, side), Image.BILINEAR)
+            except (UnidentifiedImageError, OSError) as exc:
+                raise DataError(f"imagefolder: {path} is not a readable image ({exc})") from None
+            x[i] = np.asarray(pixels).reshape(side, side, channels)
+        parts += [x.transpose(0, 3, 1, 2), np.array([label for _, label in files[split]], dtype=np.int64)]
+    return tuple(parts)
+
+
+def _own(d: DataSpec) -> tuple[np.ndarray, ...]:
+    """A module:function dataset: called with `root` (if it takes one) and `args`; returns
+    {train_x, train_y, test_x, test_y} or that 4-tuple: uint8 images (N, C, H, W) or (N, H, W), integer labels."""
+    from gstc.runtime.builders import _import
+
+    try:
+        fn = _import(d.dataset, "dataset")
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    kwargs = dict(d.args)
+    try:
+        if "root" in inspect.signature(fn).parameters and "root" not in kwargs:
+            kwargs["root"] = d.root
+    except (TypeError, ValueError):
+        pass
+    out = fn(**kwargs)
+    names = ("train_x", "train_y", "test_x", "test_y")
+    if isinstance(out, dict):
+        missing = [n for n in names if n not in out]
+        if missing:
+            raise DataError(f"dataset {d.dataset} returned a mapping without {', '.join(missing)}")
+        out = tuple(out[n] for n in names)
+    if not isinstance(out, (tuple, list)) or len(out) != 4:
+        raise DataError(f"dataset {d.dataset} returned {type(out).__name__}; expected (train_x, train_y, test_x, test_y) "
+                        "or a mapping with those keys")
+    arrays = []
+    for name, a in zip(names, out):
+        a = a.cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+        if name.endswith("_x"):
+            if a.dtype != np.uint8:
+                raise DataError(f"dataset {d.dataset}: {name} is {a.dtype}; expected uint8 images (0-255)")
+            if a.ndim == 3:
+                a = a[:, None]
+            if a.ndim != 4:
+                raise DataError(f"dataset {d.dataset}: {name} has shape {a.shape}; expected (N, C, H, W) or (N, H, W)")
+        else:
+            if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
+                raise DataError(f"dataset {d.dataset}: {name} has shape {a.shape} and dtype {a.dtype}; expected N integer labels")
+            a = a.astype(np.int64)
+        arrays.append(a)
+    if arrays[0].shape[1:] != arrays[2].shape[1:]:
+        raise DataError(f"dataset {d.dataset}: train and test images differ in shape: {arrays[0].shape[1:]} and "
+                        f"{arrays[2].shape[1:]}")
+    for x, y, split in ((arrays[0], arrays[1], "train"), (arrays[2], arrays[3], "test")):
+        if len(x) != len(y):
+            raise DataError(f"dataset {d.dataset}: {len(x)} {split} images but {len(y)} labels")
+    return tuple(arrays)
+
+
 LOADERS: dict[str, Callable[[DataSpec], tuple[np.ndarray, ...]]] = {
     "cifar10": lambda d: _cifar(d.root, False, d.download),
     "cifar100": lambda d: _cifar(d.root, True, d.download),
     "digits": lambda d: _digits(),
     "synthetic": lambda d: _synthetic(),
+    "mnist": _mnist,
+    "fashion_mnist": _mnist,
+    "kmnist": _mnist,
+    "svhn": _svhn,
+    "imagefolder": _imagefolder,
 }
-CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10, "synthetic": 10}
+CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10, "synthetic": 10, "mnist": 10, "fashion_mnist": 10,
+           "kmnist": 10, "svhn": 10}
+# (channels, height, width) of the datasets whose shape is fixed
+SHAPES = {"cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "digits": (3, 32, 32), "synthetic": (3, 32, 32),
+          "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "kmnist": (1, 28, 28), "svhn": (3, 32, 32)}
 STATS = {"cifar10": CIFAR10_STATS, "cifar100": CIFAR100_STATS}
+
+
+def _free_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_memory(nbytes: int, device: torch.device | str, what: str) -> None:
+    """DataError when `nbytes` would not fit in the device's free memory (with room left for training)."""
+    device = torch.device(device)
+    free = _free_bytes(device)
+    if nbytes > 0.8 * free:
+        gib = 2**30
+        raise DataError(f"the dataset's {what} take {nbytes / gib:.2f} GiB as uint8, and {device} has {free / gib:.2f} GiB "
+                        "free: gstc keeps the whole dataset in device memory; use a smaller image_size or fewer "
+                        "images, or a device with more memory")
 
 
 def load(data: DataSpec, device: torch.device | str = "cpu") -> Dataset:
     """Load the dataset a plan's resolved `data` section names, onto `device`."""
     name = data.dataset
-    try:
-        loader = LOADERS[name]
-    except KeyError:
-        raise DataError(f"unknown dataset {name!r}; known: {', '.join(LOADERS)}") from None
+    loader = LOADERS.get(name) or (_own if ":" in name else None)
+    if loader is None:
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(LOADERS)}, or module:function")
     train_x, train_y, test_x, test_y = (torch.from_numpy(np.ascontiguousarray(a)) for a in loader(data))
+    if len(train_y) == 0 or len(test_y) == 0:
+        raise DataError(f"dataset {name}: {len(train_y)} training and {len(test_y)} test images; both must be some")
+    classes = CLASSES.get(name) or int(max(train_y.max(), test_y.max())) + 1
+    if name == "imagefolder":
+        classes = len(list(p for p in (Path(data.root) / "train").iterdir() if p.is_dir()))
+    if int(min(train_y.min(), test_y.min())) < 0 or int(max(train_y.max(), test_y.max())) >= classes:
+        raise DataError(f"dataset {name}: labels must lie in 0..{classes - 1}")
     if name in STATS:
         mean, std = (torch.tensor(s) for s in STATS[name])
     else:  # measured on the training images
-        pixels = train_x.float().div(255).transpose(0, 1).reshape(3, -1)
+        pixels = train_x.float().div(255).transpose(0, 1).reshape(train_x.shape[1], -1)
         mean, std = pixels.mean(1), pixels.std(1)
-    return Dataset(train_x, train_y, test_x, test_y, mean, std, CLASSES[name]).to(torch.device(device))
+    if torch.device(device).type == "cuda":
+        check_memory(sum(t.numel() * t.element_size() for t in (train_x, train_y, test_x, test_y)), device, "images")
+    return Dataset(train_x, train_y, test_x, test_y, mean, std, classes).to(torch.device(device))
+
+
+def describe(data: DataSpec) -> tuple[int, tuple[int, int], int]:
+    """(channels, (height, width), classes) of a dataset, loading it only where they are not known beforehand."""
+    if data.dataset in SHAPES:
+        c, h, w = SHAPES[data.dataset]
+        return c, (h, w), CLASSES[data.dataset]
+    if data.dataset == "imagefolder":
+        train = Path(data.root) / "train"
+        if not train.is_dir():
+            raise DataError(f"imagefolder: {train.resolve()} is not a folder; expected {data.root}/train/CLASS/*.png")
+        classes = len([p for p in train.iterdir() if p.is_dir()])
+        return data.channels or 3, (data.image_size, data.image_size), classes
+    ds = load(data)
+    return ds.channels, ds.size, ds.classes
 
 
 # --- batches -------------------------------------------------------------------------
 
 
 def normalize(x: torch.Tensor, ds: Dataset, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 images (N, 3, H, W) -> normalized floats."""
-    return ((x.to(dtype) / 255) - ds.mean.to(dtype).view(1, 3, 1, 1)) / ds.std.to(dtype).view(1, 3, 1, 1)
+    """uint8 images (N, C, H, W) -> normalized floats."""
+    return ((x.to(dtype) / 255) - ds.mean.to(dtype).view(1, -1, 1, 1)) / ds.std.to(dtype).view(1, -1, 1, 1)
 
 
 def crop_flip_draws(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -210,9 +429,9 @@ def crop_flip(x: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
 
 
 def pack_input(x: torch.Tensor, ds: Dataset, dtype: torch.dtype, channels_last: bool) -> torch.Tensor:
-    """K members' uint8 batches (K, B, H, W, 3) -> one normalized input (B, K x 3, H, W).
+    """K members' uint8 batches (K, B, H, W, C) -> one normalized input (B, K x C, H, W).
 
-    Member k's image is channels 3k..3k+2, as the pack's grouped first convolution expects.
+    Member k's image is channels Ck..Ck+C-1, as the pack's grouped first convolution expects.
     """
     k, b, h, w, c = x.shape
     x = (x.to(dtype) / 255 - ds.mean.to(dtype)) / ds.std.to(dtype)  # same arithmetic as `normalize`

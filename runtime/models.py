@@ -61,13 +61,15 @@ class ChannelMask(nn.Module):
 
 @dataclass(frozen=True)
 class Prunable:
-    """A prunable conv with its BN and the mask after it; in a pack, one member's part of them.
+    """A prunable conv with its BN (None: the mask sits after the conv) and its mask; in a pack, one member's part.
 
-    The properties are views: writing into them writes into the (packed) model.
+    The properties are views: writing into them writes into the (packed) model. A
+    filter owns its conv weight row and bias (the built-in convs have none) and, where a
+    BN follows, that channel's BN scale, shift and running statistics.
     """
 
     conv: nn.Conv2d
-    bn: nn.BatchNorm2d
+    bn: nn.BatchNorm2d | None
     mask: ChannelMask
     member: int = 0
     pack: int = 1
@@ -84,11 +86,20 @@ class Prunable:
         return self.part(self.conv.weight)
 
     @property
+    def affine(self) -> bool:
+        """A BN with a scale and shift follows (what `ebn` scoring and `include_bn` holds need)."""
+        return self.bn is not None and self.bn.weight is not None
+
+    @property
     def bn_weight(self) -> torch.Tensor:
+        if not self.affine:
+            raise RuntimeError("this layer has no BN scale (no BatchNorm2d with affine=True follows its conv)")
         return self.part(self.bn.weight)
 
     @property
     def bn_bias(self) -> torch.Tensor:
+        if not self.affine:
+            raise RuntimeError("this layer has no BN shift (no BatchNorm2d with affine=True follows its conv)")
         return self.part(self.bn.bias)
 
     @property
@@ -96,13 +107,27 @@ class Prunable:
         return self.part(self.mask.mask)
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """Everything one filter owns: conv weight row, BN scale and shift, BN running statistics."""
-        return {"weight": self.weight, "bn_weight": self.bn_weight, "bn_bias": self.bn_bias,
-                "running_mean": self.part(self.bn.running_mean), "running_var": self.part(self.bn.running_var)}
+        """Everything one filter owns: conv weight row (and bias), BN scale and shift, BN running statistics."""
+        out = {"weight": self.weight}
+        if self.conv.bias is not None:
+            out["bias"] = self.part(self.conv.bias)
+        if self.affine:
+            out.update(bn_weight=self.bn_weight, bn_bias=self.bn_bias)
+        if self.bn is not None and self.bn.running_mean is not None:
+            out.update(running_mean=self.part(self.bn.running_mean), running_var=self.part(self.bn.running_var))
+        return out
 
     def packed(self) -> list[tuple[nn.Parameter, str]]:
-        """The whole pack's trained parameters of this layer, each with the hold that applies: 'w' or 'bn'."""
-        return [(self.conv.weight, "w"), (self.bn.weight, "bn"), (self.bn.bias, "bn")]
+        """The whole pack's trained parameters of this layer, each with the hold that applies: 'w' or 'bn'.
+
+        A conv's bias belongs to its filter ('w'): a held filter of a conv without BN then outputs exactly zero.
+        """
+        out = [(self.conv.weight, "w")]
+        if self.conv.bias is not None:
+            out.append((self.conv.bias, "w"))
+        if self.affine:
+            out += [(self.bn.weight, "bn"), (self.bn.bias, "bn")]
+        return out
 
 
 class PackedLinear(nn.Module):
@@ -137,9 +162,9 @@ class VGG11(nn.Module):
 
     POOL_AFTER = (1, 2, 4, 6, 8)  # 5 max-pools: 32x32 -> 1x1
 
-    def __init__(self, widths: list[int], classes: int, pack: int = 1):
+    def __init__(self, widths: list[int], classes: int, pack: int = 1, channels: int = 3):
         super().__init__()
-        cin = 3
+        cin = self.channels = channels
         for i, cout in enumerate(widths, start=1):
             conv, bn = _conv_bn(cin, cout, pack=pack)
             setattr(self, f"conv{i}", conv)
@@ -154,7 +179,12 @@ class VGG11(nn.Module):
             x = getattr(self, f"mask{i}")(getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(x)))
             x = F.relu(x, inplace=True)  # BN's and the mask's backward do not need their output: 1-4% per step
             if i in self.POOL_AFTER:
+                if x.shape[-1] < 2 or x.shape[-2] < 2:
+                    raise ValueError(f"vgg11_bn needs images of at least 32x32 (5 max-pools halve them); "
+                                     f"this one is {x.shape[-2]}x{x.shape[-1]} before pool {self.POOL_AFTER.index(i) + 1}")
                 x = F.max_pool2d(x, 2)
+        if x.shape[-1] > 1 or x.shape[-2] > 1:  # images over 32x32: average what the pools left (32x32: no-op)
+            x = F.adaptive_avg_pool2d(x, 1)
         return self.fc(torch.flatten(x, 1))
 
     def prunable(self, member: int = 0) -> dict[str, Prunable]:
@@ -164,7 +194,7 @@ class VGG11(nn.Module):
     def live_params(self, removed: dict[str, int] | None = None) -> int:
         """Parameters left when `removed` filters per layer are gone, inputs of the next layer included."""
         removed = removed or {}
-        live_in, total = 3, 0
+        live_in, total = self.channels, 0
         for i in range(1, self.n + 1):
             out = getattr(self, f"conv{i}").out_channels // self.pack - removed.get(f"conv{i}", 0)
             total += out * live_in * 9 + 2 * out  # conv weights + BN scale and shift
@@ -208,10 +238,11 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """CIFAR ResNets: a 3x3 stem, stages of basic blocks, global average pool, one dense layer."""
 
-    def __init__(self, stem: int, widths: list[int], blocks: int, classes: int, option: str, pack: int = 1):
+    def __init__(self, stem: int, widths: list[int], blocks: int, classes: int, option: str, pack: int = 1,
+                 channels: int = 3):
         super().__init__()
-        self.pack = pack
-        self.conv1, self.bn1 = _conv_bn(3, stem, pack=pack)
+        self.pack, self.channels = pack, channels
+        self.conv1, self.bn1 = _conv_bn(channels, stem, pack=pack)
         cin = stem
         self.stages = len(widths) // (2 * blocks)
         stage_widths = [widths[2 * blocks * s] for s in range(self.stages)]
@@ -250,7 +281,7 @@ class ResNet(nn.Module):
         removed = removed or {}
         k = self.pack
         live = self.conv1.out_channels // k
-        total = 3 * live * 9 + 2 * live
+        total = self.channels * live * 9 + 2 * live
         for name, block in self.blocks():
             mid = block.conv1.out_channels // k - removed.get(f"{name}.conv1", 0)
             out = block.conv2.out_channels // k - removed.get(f"{name}.conv2", 0)
@@ -271,14 +302,14 @@ def scaled(filters: int, width: float) -> int:
 VGG11_WIDTHS = (64, 128, 256, 256, 512, 512, 512, 512)
 
 
-def _vgg11_bn(width: float, classes: int, pack: int = 1) -> nn.Module:
-    return VGG11([scaled(f, width) for f in VGG11_WIDTHS], classes, pack)
+def _vgg11_bn(width: float, classes: int, pack: int = 1, channels: int = 3) -> nn.Module:
+    return VGG11([scaled(f, width) for f in VGG11_WIDTHS], classes, pack, channels)
 
 
 def _resnet(stem: int, stages: tuple[int, ...], blocks: int, option: str) -> Callable[..., nn.Module]:
-    def build(width: float, classes: int, pack: int = 1) -> nn.Module:
+    def build(width: float, classes: int, pack: int = 1, channels: int = 3) -> nn.Module:
         widths = [scaled(w, width) for w in stages for _ in range(blocks) for _ in (1, 2)]
-        return ResNet(scaled(stem, width), widths, blocks, classes, option, pack)
+        return ResNet(scaled(stem, width), widths, blocks, classes, option, pack, channels)
 
     return build
 
@@ -291,16 +322,41 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_model(arch: str, width: float, classes: int, layers: list[PlanLayer] | None = None, pack: int = 1) -> nn.Module:
-    """Build `arch` (a pack of `pack` copies); with the plan's `layers`, check that it matches their table."""
-    try:
-        factory = MODELS[arch]
-    except KeyError:
-        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(MODELS)}") from None
-    model = factory(width, classes, pack)
+def build_model(arch: str, width: float, classes: int, layers: list[PlanLayer] | None = None, pack: int = 1,
+                channels: int = 3, size: tuple[int, int] = (32, 32), args: dict | None = None) -> nn.Module:
+    """Build `arch` (a pack of `pack` copies) for images of `channels` x `size` and `classes` classes.
+
+    Built-in names build the paper's models; any other architecture (`torchvision.NAME`,
+    `module:attribute`, a plugin's name) is built by `gstc.runtime.builders` and wrapped so
+    that its prunable layers are found (`gstc.runtime.discover`). With the plan's `layers`,
+    the model is checked against their table.
+    """
+    if arch in MODELS:
+        model = MODELS[arch](width, classes, pack, channels)
+    else:
+        from gstc.runtime.builders import build_external
+
+        if pack != 1:
+            raise ValueError(f"{arch}: packs are built only for the built-in architectures ({', '.join(MODELS)})")
+        model = build_external(arch, args or {}, classes, channels, size)
     if layers is not None:
         got = [(name, p.channels) for name, p in model.prunable().items()]
         want = [(layer.name, layer.filters) for layer in layers]
         if got != want:
-            raise RuntimeError(f"{arch} (width {width}) does not match the plan's layer table: {got} != {want}")
+            raise LayerMismatch(arch, got, want)
     return model
+
+
+class LayerMismatch(ValueError):
+    """The model built differs from the plan's layer table (a stale layer file, or a changed model)."""
+
+    def __init__(self, arch: str, got: list[tuple[str, int]], want: list[tuple[str, int]]):
+        gone = [f"{n} ({f})" for n, f in want if (n, f) not in got]
+        new = [f"{n} ({f})" for n, f in got if (n, f) not in want]
+        detail = "; ".join(part for part in (
+            f"the table lists {', '.join(gone[:5])}{' ...' if len(gone) > 5 else ''} that the model lacks" if gone else "",
+            f"the model has {', '.join(new[:5])}{' ...' if len(new) > 5 else ''} that the table lacks" if new else "",
+        ) if part) or "the layers come in another order"
+        super().__init__(f"{arch} does not match the layer table the plan was compiled from: {detail}. If the model "
+                         "changed on purpose, rewrite the spec's layer file with `gstc layers SPEC --write` (its runs "
+                         "then get new ids)")

@@ -111,14 +111,16 @@ class Trainer:
         self.pack = k = len(self.runs)
         self.epochs = self.runs[0].epochs
         self.train_cfg, self.augment = cfg.train, cfg.data.augment
-        self.arch = (cfg.model.arch, cfg.model.width, self.data.classes)
+        # What builds a member's model: the plan's model section, shaped by the data.
+        self.arch = dict(arch=cfg.model.arch, width=cfg.model.width, classes=self.data.classes,
+                         channels=self.data.channels, size=self.data.size, args=cfg.model.args)
         cuda = self.device.type == "cuda"
         self.channels_last = (cuda or self.dtype != torch.float64) if self.channels_last is None else self.channels_last
         alone = []
         for run, config in zip(self.runs, self.configs):
             torch.manual_seed(run.seed)  # weight initialization: each member as if built alone
-            alone.append(build_model(*self.arch, config.layers))
-        self.model = alone[0] if k == 1 else build_model(*self.arch, self.configs[0].layers, pack=k)
+            alone.append(build_model(**self.arch, layers=config.layers))
+        self.model = alone[0] if k == 1 else build_model(**self.arch, layers=self.configs[0].layers, pack=k)
         if k > 1:
             self.model.load_state_dict(pack_states([m.state_dict() for m in alone]))
         self.model.to(device=self.device, dtype=self.dtype,
@@ -155,7 +157,7 @@ class Trainer:
         """Member m as a model of its own (for flatness, which needs one model's loss)."""
         if self.pack == 1:
             return self.model
-        model = build_model(*self.arch).to(device=self.device, dtype=self.dtype)
+        model = build_model(**self.arch).to(device=self.device, dtype=self.dtype)
         model.load_state_dict(member_state(self.model.state_dict(), m.k, self.pack))
         for p in model.prunable().values():
             p.mask.active = bool((p.mask.mask == 0).any())
@@ -235,7 +237,7 @@ class Trainer:
         for start in range(0, n, self.batch_size):
             idx = order[:, start:start + self.batch_size]  # (K, B)
             b = idx.shape[1]
-            x, y = data.train_x[idx], data.train_y[idx]  # (K, B, 3, H, W) uint8, (K, B)
+            x, y = data.train_x[idx], data.train_y[idx]  # (K, B, C, H, W) uint8, (K, B)
             if self.augment:
                 x = crop_flip(x.flatten(0, 1), draws[:, :, start:start + b].transpose(0, 1).flatten(1)).unflatten(0, (k, b))
             else:

@@ -120,6 +120,14 @@ def _mark_damaged(results: ResultsDir, run: PlanRun, damage: dict, progress: Pro
     outcomes.append(Outcome(run, "damaged", damage))
 
 
+def search_paths(plan: Plan) -> None:
+    """Import paths of own architectures and datasets are looked up in the plan's folders first (the spec's)."""
+    if plan.paths:
+        from gstc.runtime import builders
+
+        builders.SEARCH_PATH[:] = plan.paths
+
+
 def run_pack(plan: Plan, runs: list[PlanRun], results: ResultsDir, device: torch.device,
              progress: Progress | None = None, dtype: torch.dtype = torch.float32,
              datasets: dict[str, Dataset] | None = None) -> list[Outcome]:
@@ -135,6 +143,7 @@ def run_pack(plan: Plan, runs: list[PlanRun], results: ResultsDir, device: torch
     """
     progress = progress or Quiet()
     datasets = {} if datasets is None else datasets
+    search_paths(plan)
     todo = [r for r in runs if run_status(results, r.id) != "done"]
     outcomes: list[Outcome] = []
     with locks.claim_runs(results, [r.id for r in todo]) as claims:
@@ -228,6 +237,7 @@ def local_packs(plan: Plan, runs: Iterable[PlanRun], results: ResultsDir, device
     by_id = {r.id: r for r in plan.runs}
     todo = [r for r in runs if run_status(results, r.id) != "done"]
     datasets = {} if datasets is None else datasets
+    search_paths(plan)
     packs = []
     for group in groups(plan, todo):
         size = pack

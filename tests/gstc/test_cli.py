@@ -39,7 +39,7 @@ def test_validate_json_and_github_formats(tmp_path, small_spec):
     assert 'did you mean "digits"' in error["message"]
     gh = runner.invoke(app, ["validate", "--format", "github", str(bad)])
     assert gh.exit_code == 1
-    assert gh.stdout.startswith(f"::error file={bad},line=6,col=17::data.dataset: expected one of")
+    assert gh.stdout.startswith(f"::error file={bad},line=6,col=17::data.dataset: unknown dataset")
 
 
 def test_plan_json_is_the_compiled_plan(small_spec):

@@ -286,7 +286,7 @@ def test_paper_spec_plan_matches_the_paper(plans, name):
     for config in plan.configs:
         want = exp.configs[config.id]
         r = config.resolved.model_dump(mode="json")
-        assert r["model"] == {"arch": exp.arch, "width": 1.0}, config.id
+        assert (config.resolved.model.arch, config.resolved.model.width) == (exp.arch, 1.0), config.id
         subset(r["data"], exp.data, f"{config.id}: data")
         subset(r["train"], exp.train, f"{config.id}: train")
         if exp.measure is not None:

@@ -61,7 +61,7 @@ def test_schema_accepts_valid_and_rejects_invalid_specs():
     assert not list(validator.iter_errors(good))
     Spec.model_validate(good)  # and pydantic agrees
     for path, value in [("train", {"epochs": 3}), ("model", {"arch": "vgg11_bn", "widht": 1}),
-                        ("data", {"dataset": "mnist"})]:
+                        ("data", {"dataset": "mnistt"})]:
         bad = dict(good, **{path: value})
         assert list(validator.iter_errors(bad)), path
 

@@ -1,0 +1,179 @@
+"""Architectures from outside gstc: torchvision models, import paths and plugins.
+
+An architecture that is not built in is named one of three ways (gstc.archs):
+
+- `torchvision.NAME`: `torchvision.models.get_model(NAME, num_classes=..., **args)`,
+  for any of torchvision's classification models;
+- `module:attribute`: a class or function that returns an `nn.Module`, imported with
+  the spec's folder first on the import path;
+- a plain name that a package registers in the entry-point group `gstc.architectures`
+  (`[project.entry-points."gstc.architectures"] widevgg = "mylab.nets:WideVGG"`).
+
+A builder gets `num_classes` and the spec's `model.args` as keyword arguments, and
+`in_channels` and `image_size` (height, width) when its signature names them. When the
+conv that reads the images expects another channel count than the data has (a
+torchvision model on grayscale images), that conv is replaced by one that reads the
+data's channels: the same filters, kernel, stride, padding and bias, freshly initialized.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from gstc.archs import ENTRY_POINT_GROUP, classify, plugin_targets
+from gstc.errors import did_you_mean
+from gstc.runtime.discover import Discovered, DiscoveryError, find
+
+SEARCH_PATH: list[str] = []  # folders searched first for import paths (the plan's spec folder), set by the worker
+
+
+def _import(target: str, what: str) -> Any:
+    """`module:attribute` -> the attribute; ValueError naming what could not be found."""
+    module_name, _, attr = target.partition(":")
+    for folder in reversed(SEARCH_PATH):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise ValueError(f"{what} {target!r}: no module named {exc.name!r} (looked in "
+                             f"{', '.join(SEARCH_PATH + ['the current folder', 'installed packages'])})") from None
+        raise
+    obj = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            names = [n for n in dir(module) if not n.startswith("_")]
+            raise ValueError(f"{what} {target!r}: module {module_name} has no attribute {part!r}"
+                             f"{did_you_mean(part, names)}") from None
+    return obj
+
+
+def resolve(arch: str) -> Callable[..., nn.Module]:
+    """The builder of a non-built-in architecture."""
+    kind = classify(arch)
+    if kind == "torchvision":
+        import torchvision
+
+        name = arch.removeprefix("torchvision.")
+        known = torchvision.models.list_models(module=torchvision.models)  # classification models only
+        if name not in known:
+            raise ValueError(f"unknown torchvision classification model {name!r}{did_you_mean(name, known)}")
+        return lambda **kw: torchvision.models.get_model(name, **kw)
+    if kind == "import":
+        builder = _import(arch, "architecture")
+    elif kind == "plugin":
+        targets = plugin_targets()
+        if arch not in targets:
+            raise ValueError(f"no installed package registers architecture {arch!r} in the entry-point group "
+                             f"{ENTRY_POINT_GROUP}")
+        builder = _import(targets[arch], f"architecture {arch!r} (entry point)")
+    else:
+        raise ValueError(f"{arch!r} is a built-in architecture, built by gstc.runtime.models")
+    if not callable(builder):
+        raise ValueError(f"architecture {arch!r} is {type(builder).__name__}, not a class or function")
+    return builder
+
+
+def _call(builder: Callable[..., nn.Module], arch: str, args: dict, classes: int, channels: int,
+          size: tuple[int, int]) -> nn.Module:
+    kwargs: dict[str, Any] = {"num_classes": classes, **args}
+    try:
+        params = inspect.signature(builder).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        params = {}
+    if "in_channels" in params and "in_channels" not in args:
+        kwargs["in_channels"] = channels
+    if "image_size" in params and "image_size" not in args:
+        kwargs["image_size"] = size
+    try:
+        model = builder(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"architecture {arch!r} could not be built with {sorted(kwargs)}: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"architecture {arch!r} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _set(model: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, name, module)
+
+
+def _fit_input(model: nn.Module, arch: str, channels: int, example: torch.Tensor) -> None:
+    """Replace the convs that read the images where they expect another channel count."""
+    try:
+        found, first = find(model, example)
+    except DiscoveryError:
+        raise
+    by_name = {f.name: f.conv for f in found}
+    for name in first:
+        conv = by_name[name]
+        if conv.in_channels == channels:
+            continue
+        if conv.groups != 1:
+            raise ValueError(f"{arch}: {name} reads the images with groups={conv.groups}; gstc replaces only an "
+                             f"ungrouped input conv to read {channels} channels")
+        _set(model, name, nn.Conv2d(channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                                    conv.dilation, 1, conv.bias is not None, conv.padding_mode))
+
+
+def build_external(arch: str, args: dict, classes: int, channels: int, size: tuple[int, int]) -> Discovered:
+    """Build a non-built-in architecture for `channels` x `size` images and wrap it for pruning."""
+    net = _call(resolve(arch), arch, args, classes, channels, size)
+    example = torch.zeros(2, channels, *size)
+    _fit_input(net, arch, channels, example)
+    try:
+        return Discovered(net, example)
+    except DiscoveryError as exc:
+        raise ValueError(f"{arch}: {exc}") from None
+
+
+def layer_table(arch: str, args: dict, width: float, channels: int, size: tuple[int, int], classes: int) -> list[dict]:
+    """The prunable layers of any architecture as `gstc layers` lists them: name, filters, after, groups."""
+    from gstc.runtime.models import build_model
+
+    model = build_model(arch, width, classes, channels=channels, size=size, args=args)
+    if isinstance(model, Discovered):
+        return model.table()
+    return [{"name": name, "filters": p.channels, "after": "bn", "groups": p.conv.groups}
+            for name, p in model.prunable().items()]
+
+
+def layer_files(models: list[tuple[Any, str]]) -> dict[str, list[dict]]:
+    """The layer files that configurations need: {file: [model entries]}, each model built once.
+
+    `models`: (resolved configuration, its layer file) pairs. A model whose table differs
+    between two configurations of one file (it depends on the data) is an error.
+    """
+    from gstc.archs import model_key
+    from gstc.runtime.data import describe
+
+    shapes: dict[str, tuple[int, tuple[int, int], int]] = {}
+    files: dict[str, dict[str, dict]] = {}
+    for cfg, file in models:
+        data_key = cfg.data.model_dump_json()
+        if data_key not in shapes:
+            shapes[data_key] = describe(cfg.data)
+        channels, size, classes = shapes[data_key]
+        key = model_key(cfg.model.arch, cfg.model.args)
+        entry = files.setdefault(file, {}).get(key)
+        if entry is not None and (entry["input"], entry["classes"]) == ([channels, *size], classes):
+            continue
+        table = layer_table(cfg.model.arch, cfg.model.args, 1.0, channels, tuple(size), classes)
+        if entry is not None and entry["layers"] != table:
+            raise ValueError(f"{cfg.model.arch} with args {cfg.model.args} has other prunable layers on "
+                             f"{channels}x{size[0]}x{size[1]} images with {classes} classes than on "
+                             f"{'x'.join(map(str, entry['input']))} images with {entry['classes']}: give the two "
+                             "datasets' configurations separate layer files")
+        files[file][key] = {"arch": cfg.model.arch, "args": cfg.model.args, "input": [channels, *size],
+                            "classes": classes, "layers": table}
+    return {file: list(entries.values()) for file, entries in files.items()}
