@@ -150,8 +150,13 @@ def read_layer_file(path: Path) -> dict[str, list[Layer]]:
 
 def layer_file_text(models: list[dict[str, Any]]) -> str:
     """A layer file's text: models as dicts with arch, args, input, classes and layers (dicts of Layer's fields)."""
-    doc = {"gstc_layers": LAYER_FILE_FORMAT,
-           "note": "Written by `gstc layers SPEC --write`; part of every run id of the models it lists. "
-                   "Rewrite it with that command when a model changes.",
-           "models": models}
-    return json.dumps(doc, indent=1) + "\n"
+    note = ("Written by `gstc layers SPEC --write`; part of every run id of the models it lists. "
+            "Rewrite it with that command when a model changes.")
+    compact = lambda v: json.dumps(v, sort_keys=True)  # noqa: E731
+    entries = []
+    for m in models:  # one line per layer: a diff of two files reads layer by layer
+        layers = ",\n".join(f"    {compact(l)}" for l in m["layers"])
+        head = ", ".join(f"{json.dumps(k)}: {compact(m[k])}" for k in ("arch", "args", "input", "classes"))
+        entries.append(f"  {{{head},\n   \"layers\": [\n{layers}\n   ]}}")
+    return (f'{{"gstc_layers": {LAYER_FILE_FORMAT},\n "note": {json.dumps(note)},\n "models": [\n'
+            + ",\n".join(entries) + "\n ]}\n")
