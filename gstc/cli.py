@@ -225,7 +225,7 @@ def layers(
             _fail([SpecError("<command line>", 1, 1, "--width", f"--width applies to the built-in architectures; give "
                              f"{target}'s own argument in --args")])
         _need_torch(f"gstc layers {target}")
-        from gstc.runtime.builders import layer_table
+        from gstc.runtime.layer_files import layer_table
 
         try:
             rows = layer_table(target, builder_args, 1.0, channels, (size, size), classes)
@@ -293,10 +293,11 @@ def _spec_layers(spec: Path, write: bool, json_out: bool) -> None:
     _need_torch(f"gstc layers {spec}")
     from gstc.runtime import builders
     from gstc.runtime.data import DataError
+    from gstc.runtime.layer_files import layer_files
 
     builders.SEARCH_PATH[:] = [str(spec.resolve().parent)]
     try:
-        files = builders.layer_files(collector.models)
+        files = layer_files(collector.models)
     except (DataError, ValueError) as exc:
         _fail([SpecError(str(spec), 1, 1, "", str(exc))])
     for file, models in files.items():

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gstc.runtime.models import ChannelMask, Prunable
+from gstc.runtime.masks import ChannelMask, Prunable
 
 
 class DiscoveryError(Exception):

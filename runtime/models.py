@@ -16,7 +16,6 @@ between a pack's state_dict and its members' (the state_dict of a model built al
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -24,11 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from gstc.plan import PlanLayer
+from gstc.runtime.masks import ChannelMask, Prunable, member
 
-
-def member(t: torch.Tensor, k: int, pack: int, dim: int = 0) -> torch.Tensor:
-    """Member k's part of a packed tensor (a view): members are stacked along `dim`."""
-    return t if pack == 1 else t.unflatten(dim, (pack, -1)).select(dim, k)
+__all__ = ["ChannelMask", "Prunable", "member", "member_state", "pack_states", "build_model", "MODELS"]
 
 
 def member_state(state: dict[str, torch.Tensor], k: int, pack: int) -> dict[str, torch.Tensor]:
@@ -39,95 +36,6 @@ def member_state(state: dict[str, torch.Tensor], k: int, pack: int) -> dict[str,
 def pack_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """A pack's state_dict from its members' (the inverse of `member_state`)."""
     return {name: torch.cat([s[name] for s in states]) if t.dim() else t.clone() for name, t in states[0].items()}
-
-
-class ChannelMask(nn.Module):
-    """Multiplies channels by a 0/1 mask; optionally records each member's channel activations."""
-
-    def __init__(self, channels: int, pack: int = 1):
-        super().__init__()
-        self.register_buffer("mask", torch.ones(channels * pack))
-        self.pack = pack
-        self.active = False  # all ones: skip the multiply (most of training)
-        self.recorders: dict[int, Callable[[torch.Tensor], None]] = {}  # member -> callback
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.active:
-            x = x * self.mask.view(1, -1, 1, 1).to(x.dtype)
-        for k, record in self.recorders.items():
-            record(member(x, k, self.pack, dim=1))
-        return x
-
-
-@dataclass(frozen=True)
-class Prunable:
-    """A prunable conv with its BN (None: the mask sits after the conv) and its mask; in a pack, one member's part.
-
-    The properties are views: writing into them writes into the (packed) model. A
-    filter owns its conv weight row and bias (the built-in convs have none) and, where a
-    BN follows, that channel's BN scale, shift and running statistics.
-    """
-
-    conv: nn.Conv2d
-    bn: nn.BatchNorm2d | None
-    mask: ChannelMask
-    member: int = 0
-    pack: int = 1
-
-    def part(self, t: torch.Tensor) -> torch.Tensor:
-        return member(t, self.member, self.pack)
-
-    @property
-    def channels(self) -> int:
-        return self.conv.out_channels // self.pack
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.part(self.conv.weight)
-
-    @property
-    def affine(self) -> bool:
-        """A BN with a scale and shift follows (what `ebn` scoring and `include_bn` holds need)."""
-        return self.bn is not None and self.bn.weight is not None
-
-    @property
-    def bn_weight(self) -> torch.Tensor:
-        if not self.affine:
-            raise RuntimeError("this layer has no BN scale (no BatchNorm2d with affine=True follows its conv)")
-        return self.part(self.bn.weight)
-
-    @property
-    def bn_bias(self) -> torch.Tensor:
-        if not self.affine:
-            raise RuntimeError("this layer has no BN shift (no BatchNorm2d with affine=True follows its conv)")
-        return self.part(self.bn.bias)
-
-    @property
-    def mask_values(self) -> torch.Tensor:
-        return self.part(self.mask.mask)
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """Everything one filter owns: conv weight row (and bias), BN scale and shift, BN running statistics."""
-        out = {"weight": self.weight}
-        if self.conv.bias is not None:
-            out["bias"] = self.part(self.conv.bias)
-        if self.affine:
-            out.update(bn_weight=self.bn_weight, bn_bias=self.bn_bias)
-        if self.bn is not None and self.bn.running_mean is not None:
-            out.update(running_mean=self.part(self.bn.running_mean), running_var=self.part(self.bn.running_var))
-        return out
-
-    def packed(self) -> list[tuple[nn.Parameter, str]]:
-        """The whole pack's trained parameters of this layer, each with the hold that applies: 'w' or 'bn'.
-
-        A conv's bias belongs to its filter ('w'): a held filter of a conv without BN then outputs exactly zero.
-        """
-        out = [(self.conv.weight, "w")]
-        if self.conv.bias is not None:
-            out.append((self.conv.bias, "w"))
-        if self.affine:
-            out += [(self.bn.weight, "bn"), (self.bn.bias, "bn")]
-        return out
 
 
 class PackedLinear(nn.Module):
@@ -334,8 +242,12 @@ def build_model(arch: str, width: float, classes: int, layers: list[PlanLayer] |
     if arch in MODELS:
         model = MODELS[arch](width, classes, pack, channels)
     else:
+        from gstc.archs import check_arch
         from gstc.runtime.builders import build_external
 
+        problem = check_arch(arch)
+        if problem:
+            raise ValueError(problem)
         if pack != 1:
             raise ValueError(f"{arch}: packs are built only for the built-in architectures ({', '.join(MODELS)})")
         model = build_external(arch, args or {}, classes, channels, size)

@@ -79,7 +79,7 @@ def test_layers_lists_names_and_counts():
     out = runner.invoke(app, ["layers", "resnet20", "--json", "--width", "0.5"])
     assert out.exit_code == 0
     table = json.loads(out.stdout)
-    assert len(table) == 18 and table[0] == {"name": "layer1.0.conv1", "filters": 8} and table[-1]["filters"] == 32
+    assert len(table) == 18 and table[0] == {"name": "layer1.0.conv1", "filters": 8, "after": "bn", "groups": 1} and table[-1]["filters"] == 32
     unknown = runner.invoke(app, ["layers", "resnet50"])
     assert unknown.exit_code == 1 and 'did you mean "resnet56"' in unknown.stderr
 

@@ -44,7 +44,7 @@ def test_live_params_reproduce_the_papers_resnet18_reduction():
 
 def test_a_model_that_disagrees_with_the_plan_is_refused():
     table = [PlanLayer(name=l.name, filters=l.filters) for l in layers("resnet20", 1.0)]
-    with pytest.raises(RuntimeError, match="does not match the plan's layer table"):
+    with pytest.raises(ValueError, match="does not match the layer table the plan was compiled from"):
         build_model("resnet20", 0.5, 10, table)
 
 

@@ -1,0 +1,48 @@
+"""Layer files: the prunable layers of a spec's non-built-in models, built on its data (`gstc layers SPEC --write`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gstc.runtime.discover import Discovered
+from gstc.runtime.models import build_model
+
+
+def layer_table(arch: str, args: dict, width: float, channels: int, size: tuple[int, int], classes: int) -> list[dict]:
+    """The prunable layers of any architecture as `gstc layers` lists them: name, filters, after, groups."""
+    model = build_model(arch, width, classes, channels=channels, size=size, args=args)
+    if isinstance(model, Discovered):
+        return model.table()
+    return [{"name": name, "filters": p.channels, "after": "bn", "groups": p.conv.groups}
+            for name, p in model.prunable().items()]
+
+
+def layer_files(models: list[tuple[Any, str]]) -> dict[str, list[dict]]:
+    """The layer files that configurations need: {file: [model entries]}, each model built once.
+
+    `models`: (resolved configuration, its layer file) pairs. A model whose table differs
+    between two configurations of one file (it depends on the data) is an error.
+    """
+    from gstc.archs import model_key
+    from gstc.runtime.data import describe
+
+    shapes: dict[str, tuple[int, tuple[int, int], int]] = {}
+    files: dict[str, dict[str, dict]] = {}
+    for cfg, file in models:
+        data_key = cfg.data.model_dump_json()
+        if data_key not in shapes:
+            shapes[data_key] = describe(cfg.data)
+        channels, size, classes = shapes[data_key]
+        key = model_key(cfg.model.arch, cfg.model.args)
+        entry = files.setdefault(file, {}).get(key)
+        if entry is not None and (entry["input"], entry["classes"]) == ([channels, *size], classes):
+            continue
+        table = layer_table(cfg.model.arch, cfg.model.args, 1.0, channels, tuple(size), classes)
+        if entry is not None and entry["layers"] != table:
+            raise ValueError(f"{cfg.model.arch} with args {cfg.model.args} has other prunable layers on "
+                             f"{channels}x{size[0]}x{size[1]} images with {classes} classes than on "
+                             f"{'x'.join(map(str, entry['input']))} images with {entry['classes']}: give the two "
+                             "datasets' configurations separate layer files")
+        files[file][key] = {"arch": cfg.model.arch, "args": cfg.model.args, "input": [channels, *size],
+                            "classes": classes, "layers": table}
+    return {file: list(entries.values()) for file, entries in files.items()}
