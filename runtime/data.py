@@ -217,7 +217,7 @@ def _svhn(d: DataSpec) -> tuple[np.ndarray, ...]:
         try:
             mat = scipy.io.loadmat(path)
             x, y = np.asarray(mat["X"]), np.asarray(mat["y"]).astype(np.int64).reshape(-1)
-        except (KeyError, ValueError, TypeError, OSError) as exc:
+        except (KeyError, ValueError, TypeError, OSError, scipy.io.matlab.MatReadError) as exc:
             raise DataError(f"{path} is not an SVHN .mat file with X and y ({type(exc).__name__}: {exc})") from None
         if x.ndim != 4 or x.shape[2] != 3 or x.shape[3] != len(y) or x.dtype != np.uint8:
             raise DataError(f"{path}: expected X of shape (H, W, 3, N) uint8 and N labels, found {x.shape} {x.dtype} "

@@ -296,3 +296,63 @@ def test_override_paths_with_dotted_indices_need_no_quotes_in_flow_style():
     assert [r.id for r in plan_of(bracket).runs] == [r.id for r in plan.runs]
     swept = plan_of(SMALL_SPEC + "sweep: {prune.layers.1.amount: [0.6, 0.7]}\n")
     assert "small[prune.layers[1].amount=0.6]" in [c.id for c in swept.configs]  # ids spell paths one way
+
+
+# --- architectures and datasets from outside ----------------------------------------------
+
+OWN = """\
+gstc: 1
+name: own
+model: {arch: "mylab.nets:WideVGG", args: {depth: 16}, layers: own.layers.json}
+data: {dataset: cifar10}
+train: {epochs: 4, optimizer: {name: adam, lr: 0.001}}
+prune: {schedule: {start: 1}, layers: [{select: "features.*", amount: 0.5}]}
+"""
+
+
+def own_layers(folder, filters=(32, 64)):
+    from gstc.archs import layer_file_text
+
+    rows = [{"name": f"features.{3 * i}", "filters": f, "after": "bn", "groups": 1} for i, f in enumerate(filters)]
+    (folder / "own.layers.json").write_text(layer_file_text(
+        [{"arch": "mylab.nets:WideVGG", "args": {"depth": 16}, "input": [3, 32, 32], "classes": 10, "layers": rows}]))
+
+
+def test_an_import_path_architecture_plans_from_its_layer_file(tmp_path):
+    own_layers(tmp_path)
+    plan = compile_file(str(write(tmp_path, OWN)))
+    assert [(l.name, l.filters) for l in plan.layers] == [("features.0", 32), ("features.3", 64)]
+    assert [s.kept[-1] for s in plan.configs[0].schedules] == [16, 32]
+    assert plan.paths == [str(tmp_path.resolve())]  # the runtime imports mylab from the spec's folder first
+
+
+@pytest.mark.parametrize("change, message", [
+    ('args: {depth: 16}, layers: own.layers.json', "needs a layer file: add `layers: NAME.layers.json`"),
+    ('args: {depth: 16}, layers: own.layers.json, width: 0.5', "width applies to the built-in architectures"),
+    ('args: {depth: 12}, layers: own.layers.json', "has no table for mylab.nets:WideVGG with args {\"depth\": 12}"),
+])
+def test_own_architecture_errors_say_what_to_do(tmp_path, change, message):
+    own_layers(tmp_path)
+    text = OWN.replace("args: {depth: 16}, layers: own.layers.json", change)
+    if "needs a layer file" in message:
+        text = text.replace(", layers: own.layers.json", "")
+    errors = errors_of(text.replace("own.layers.json", str(tmp_path / "own.layers.json")))
+    assert any(message in e for e in errors), errors
+
+
+def test_built_in_architectures_refuse_args_and_layer_files():
+    assert any("args apply to non-built-in architectures" in e
+               for e in errors_of(SMALL_SPEC.replace("arch: vgg11_bn", "arch: vgg11_bn, args: {x: 1}")))
+    assert any("unknown architecture 'vgg16'" in e and "torchvision.NAME" in e
+               for e in errors_of(SMALL_SPEC.replace("arch: vgg11_bn", "arch: vgg16")))
+
+
+def test_datasets_check_their_own_fields():
+    base = SMALL_SPEC.replace("dataset: digits", "dataset: imagefolder")
+    assert any("imagefolder needs image_size" in e for e in errors_of(base))
+    assert plan_of(base.replace("dataset: imagefolder", "dataset: imagefolder, image_size: 24"))
+    assert any("image_size and channels apply to imagefolder" in e
+               for e in errors_of(SMALL_SPEC.replace("dataset: digits", "dataset: mnist, image_size: 24")))
+    assert any("unknown dataset 'minst'" in e and 'did you mean "mnist"' in e
+               for e in errors_of(SMALL_SPEC.replace("dataset: digits", "dataset: minst")))
+    assert plan_of(SMALL_SPEC.replace("dataset: digits", 'dataset: "mylab.data:images", args: {n: 3}'))

@@ -44,6 +44,22 @@ def test_cli_commands_do_not_import_torch(args, small_spec, poisoned_env):
     assert "torch" not in proc.stderr
 
 
+@pytest.mark.parametrize("spec", ["examples/own-model.yaml", "examples/torchvision-mobilenet.yaml"])
+def test_specs_of_own_and_torchvision_models_validate_and_plan_without_torch(spec, poisoned_env, tmp_path):
+    # Their layer tables come from the layer files next to them; only `gstc layers SPEC --write` builds models.
+    for command in (["validate", spec], ["plan", spec, "--json"]):
+        proc = subprocess.run([sys.executable, "-m", "gstc", *command], capture_output=True, text=True,
+                              env=poisoned_env, cwd=REPO)
+        assert proc.returncode == 0, proc.stderr
+    # Without its layer file: a clear error naming the command that writes it, still without torch.
+    copy = tmp_path / "spec.yaml"
+    copy.write_text((REPO / spec).read_text())
+    proc = subprocess.run([sys.executable, "-m", "gstc", "validate", str(copy)], capture_output=True, text=True,
+                          env=poisoned_env)
+    assert proc.returncode == 1 and "does not exist" in proc.stderr and f"gstc layers {copy} --write" in proc.stderr
+    assert "Traceback" not in proc.stderr and "gstc imported torch" not in proc.stderr
+
+
 def test_gstc_modules_do_not_import_torch(poisoned_env):
     code = (
         "import sys, pkgutil, importlib, gstc\n"

@@ -95,3 +95,160 @@ def test_epoch_generators_differ_by_seed_epoch_and_purpose():
     draws = {(s, e, p): torch.randint(0, 2**30, (1,), generator=epoch_generator(s, e, p)).item()
              for s in (0, 1) for e in (1, 2) for p in (0, 1)}
     assert len(set(draws.values())) == len(draws)
+
+
+# --- torchvision's formats, image folders and own datasets --------------------------------
+
+
+def write_idx(path, array: np.ndarray) -> None:
+    """An IDX file as MNIST ships it: magic (0, 0, type 0x08 = uint8, dims), big-endian sizes, then the bytes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def write_mnist(root, folder: str = "MNIST", train: int = 12, test: int = 6, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    out = {}
+    for prefix, n in (("train", train), ("t10k", test)):
+        x, y = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n).astype(np.uint8)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", x)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", y)
+        out[prefix] = (x, y)
+    return out
+
+
+@pytest.mark.parametrize("dataset, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST"), ("kmnist", "KMNIST")])
+def test_mnist_family_loads_torchvisions_raw_idx_files(tmp_path, dataset, folder):
+    written = write_mnist(tmp_path, folder)
+    ds = load(DataSpec(dataset=dataset, root=str(tmp_path)))
+    assert ds.train_x.shape == (12, 1, 28, 28) and ds.test_x.shape == (6, 1, 28, 28) and ds.classes == 10
+    assert np.array_equal(ds.train_x[:, 0].numpy(), written["train"][0])
+    assert np.array_equal(ds.test_y.numpy(), written["t10k"][1].astype(np.int64))
+    assert ds.mean.shape == (1,) and abs(float(ds.mean[0]) - written["train"][0].mean() / 255) < 1e-5  # measured
+
+
+def test_mnist_missing_or_malformed_files_are_named(tmp_path):
+    with pytest.raises(DataError, match=r"MNIST/raw lacks train-images-idx3-ubyte"):
+        load(DataSpec(dataset="mnist", root=str(tmp_path)))
+    write_mnist(tmp_path)
+    (tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x99\x03garbage")
+    with pytest.raises(DataError, match="not in the IDX format of MNIST"):
+        load(DataSpec(dataset="mnist", root=str(tmp_path)))
+
+
+def write_svhn(root, n: int = 10, seed: int = 0):
+    import scipy.io
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split in ("train", "test"):
+        x = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)  # (H, W, C, N), as SVHN's .mat files hold it
+        y = rng.integers(1, 11, (n, 1)).astype(np.uint8)  # 1..10, where 10 is the digit 0
+        scipy.io.savemat(root / f"{split}_32x32.mat", {"X": x, "y": y})
+        out[split] = (x, y)
+    return out
+
+
+def test_svhn_loads_the_mat_files_with_the_digit_0_relabelled(tmp_path):
+    written = write_svhn(tmp_path)
+    ds = load(DataSpec(dataset="svhn", root=str(tmp_path)))
+    x, y = written["train"]
+    assert ds.train_x.shape == (10, 3, 32, 32)
+    assert np.array_equal(ds.train_x.numpy(), x.transpose(3, 2, 0, 1))
+    assert np.array_equal(ds.train_y.numpy(), np.where(y[:, 0] == 10, 0, y[:, 0]))
+    (tmp_path / "test_32x32.mat").write_bytes(b"not a mat file")
+    with pytest.raises(DataError, match="test_32x32.mat is not an SVHN .mat file"):
+        load(DataSpec(dataset="svhn", root=str(tmp_path)))
+    (tmp_path / "test_32x32.mat").unlink()
+    with pytest.raises(DataError, match="test_32x32.mat does not exist"):
+        load(DataSpec(dataset="svhn", root=str(tmp_path)))
+
+
+def write_folder(root, classes=("cat", "dog", "owl"), per_class: int = 3, size=(20, 14), seed: int = 0):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split in ("train", "test"):
+        for i, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for k in range(per_class):
+                pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+                ext = "png" if k % 2 == 0 else "jpg"
+                Image.fromarray(pixels).save(folder / f"{k}.{ext}")
+
+
+@pytest.mark.parametrize("channels", [None, 1])
+def test_imagefolder_resizes_every_image_once_and_names_classes_by_folder(tmp_path, channels):
+    write_folder(tmp_path)
+    ds = load(DataSpec(dataset="imagefolder", root=str(tmp_path), image_size=16, channels=channels))
+    c = channels or 3
+    assert ds.train_x.shape == (9, c, 16, 16) and ds.test_x.shape == (9, c, 16, 16) and ds.classes == 3
+    assert ds.train_y.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]  # cat, dog, owl: sorted folder names
+    assert ds.mean.shape == (c,)
+
+
+def test_imagefolder_errors_name_the_folder_or_file(tmp_path):
+    with pytest.raises(DataError, match="train is not a folder"):
+        load(DataSpec(dataset="imagefolder", root=str(tmp_path), image_size=16))
+    write_folder(tmp_path)
+    (tmp_path / "test" / "emu").mkdir()
+    with pytest.raises(DataError, match="has classes that .* lacks: emu"):
+        load(DataSpec(dataset="imagefolder", root=str(tmp_path), image_size=16))
+    (tmp_path / "test" / "emu").rmdir()
+    (tmp_path / "train" / "cat" / "9.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"cat/9.png is not a readable image"):
+        load(DataSpec(dataset="imagefolder", root=str(tmp_path), image_size=16))
+
+
+def test_a_dataset_too_large_for_the_device_says_how_large(tmp_path, monkeypatch):
+    import gstc.runtime.data as data
+
+    write_folder(tmp_path)
+    monkeypatch.setattr(data, "_free_bytes", lambda device: 4096)
+    with pytest.raises(DataError, match=r"take 0.00 GiB as uint8, and cpu has 0.00 GiB free"):
+        load(DataSpec(dataset="imagefolder", root=str(tmp_path), image_size=16))
+
+
+def own_data(root: str, n: int = 8, bad: str = ""):
+    x = np.zeros((n, 10, 12), dtype=np.float32 if bad == "dtype" else np.uint8)  # (N, H, W): one channel
+    y = np.arange(n) % (3 if bad != "labels" else 99)
+    if bad == "missing":
+        return {"train_x": x}
+    return {"train_x": x, "train_y": y, "test_x": x[:4], "test_y": y[:4]}
+
+
+def test_an_own_dataset_by_import_path(tmp_path):
+    ds = load(DataSpec(dataset="tests.runtime.test_data:own_data", args={"n": 9}))
+    assert ds.train_x.shape == (9, 1, 10, 12) and ds.classes == 3 and ds.size == (10, 12) and ds.channels == 1
+    with pytest.raises(DataError, match="train_x is float32; expected uint8"):
+        load(DataSpec(dataset="tests.runtime.test_data:own_data", args={"bad": "dtype"}))
+    with pytest.raises(DataError, match="without train_y, test_x, test_y"):
+        load(DataSpec(dataset="tests.runtime.test_data:own_data", args={"bad": "missing"}))
+    with pytest.raises(DataError, match="no module named 'nowhere'"):
+        load(DataSpec(dataset="nowhere.data:images"))
+    with pytest.raises(DataError, match="has no attribute 'own_dat'"):
+        load(DataSpec(dataset="tests.runtime.test_data:own_dat"))
+
+
+def test_grayscale_28x28_images_train_a_built_in_resnet(tmp_path):
+    # The model gets the data's channel count: ResNet20's stem reads 1 channel, its pooling any size.
+    from gstc.manifest import ResultsDir, read_jsonl
+    from tests.runtime.conftest import compile_text, run_plan
+
+    write_mnist(tmp_path, train=40, test=10)
+    plan = compile_text(f"""\
+        gstc: 1
+        name: gray
+        model: {{arch: resnet20, width: 0.25}}
+        data: {{dataset: mnist, root: {tmp_path}}}
+        train: {{epochs: 2, batch_size: 20, optimizer: {{name: sgd, lr: 0.01}}}}
+        prune: {{schedule: {{start: 1}}, layers: [{{select: "layer3.*.conv1", amount: 0.5}}]}}
+        """)
+    results = ResultsDir(tmp_path / "r")
+    _, infos = run_plan(plan, results)
+    assert infos[0]["status"] == "done"
+    assert [r["kept"] for r in read_jsonl(results.epochs_jsonl(plan.runs[0].id))][-1] == {
+        f"layer3.{b}.conv1": 8 for b in range(3)}
