@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import sys
 from typing import Any, Callable
 
@@ -36,9 +37,10 @@ SEARCH_PATH: list[str] = []  # folders searched first for import paths (the plan
 def _import(target: str, what: str) -> Any:
     """`module:attribute` -> the attribute; ValueError naming what could not be found."""
     module_name, _, attr = target.partition(":")
-    for folder in reversed(SEARCH_PATH):
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
+    for folder in [*SEARCH_PATH, os.getcwd()][::-1]:  # the spec's folder, then the current one, then the rest
+        if folder in sys.path:
+            sys.path.remove(folder)
+        sys.path.insert(0, folder)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

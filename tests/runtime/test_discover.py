@@ -32,6 +32,7 @@ from gstc.runtime.layer_files import layer_table  # noqa: E402
 from gstc.runtime.train import Trainer  # noqa: E402
 
 OWN = Path(__file__).with_name("own_modules.py")
+EXAMPLE = REPO / "examples" / "own_model.py"  # the example's own module
 SLOW = pytest.mark.slow  # torchvision's vgg11_bn has 129M parameters: seconds per CPU step
 
 
@@ -51,6 +52,7 @@ def cli(*args: str):
 def spec_for(tmp_path: Path, arch: str, select: str, args: str = "{}", epochs: int = 3, extra: str = "") -> Path:
     """A spec next to a copy of own_modules.py, training `arch` on its `tiny` data, pruning `select` at epoch 1."""
     shutil.copy(OWN, tmp_path / "own_modules.py")
+    shutil.copy(EXAMPLE, tmp_path / "own_model.py")
     spec = tmp_path / "own.yaml"
     spec.write_text(textwrap.dedent(f"""\
         gstc: 1
@@ -103,6 +105,14 @@ def test_gstc_layers_prints_any_architecture():
     assert bad.returncode == 1 and 'did you mean "resnet18"' in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_gstc_layers_finds_an_own_module_in_the_current_folder(monkeypatch):
+    monkeypatch.chdir(REPO / "examples")
+    out = cli("layers", "own_model:SmallVGG", "--args", "{depth: 4, width: 8}", "--channels", "1", "--size", "16", "--json")
+    assert out.returncode == 0, out.output
+    assert [(r["name"], r["filters"], r["after"]) for r in json.loads(out.stdout)] == [
+        ("features.0", 8, "bn"), ("features.3", 8, "bn"), ("features.7", 16, "bn"), ("features.10", 16, "bn")]
+
+
 def test_fx_and_hooks_find_the_same_layers_and_untraceable_models_use_hooks():
     sys.path.insert(0, str(OWN.parent))
     import own_modules
@@ -153,6 +163,7 @@ def _train_and_capture(spec: Path, scoring: str = "l1", mode: str | None = None)
     ("torchvision.mobilenet_v3_small", "features.[1-4].*"),  # depthwise, SE (no BN) and 1x1 convs
     pytest.param("torchvision.vgg11_bn", "features.2[25]", marks=SLOW),
     ("own_modules:GroupedNet", "*"),
+    ("own_model:SmallVGG", "*"),
 ])
 def test_pruned_channels_are_exactly_zero_after_their_mask_point(tmp_path, arch, select):
     spec = spec_for(tmp_path, arch, select, epochs=2)
@@ -292,6 +303,7 @@ def test_an_interrupted_run_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_p
 
 @pytest.mark.parametrize("arch, select", [
     pytest.param("own_modules:GroupedNet", "*", marks=SLOW),
+    pytest.param("own_model:SmallVGG", "features.[37]", marks=SLOW),
     pytest.param("torchvision.resnet18", "layer4.*.conv*", marks=SLOW),
     pytest.param("torchvision.mobilenet_v3_small", "features.[1-4].*", marks=SLOW),
     pytest.param("torchvision.vgg11_bn", "features.2[25]", marks=SLOW),
