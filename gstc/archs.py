@@ -136,15 +136,14 @@ def read_layer_file(path: Path) -> dict[str, list[Layer]]:
         raise LayerFileError(f"layer file {path} does not exist") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise LayerFileError(f"layer file {path} is not readable JSON: {exc}") from None
+    version = data.get("gstc_layers") if isinstance(data, dict) else None
+    if version != LAYER_FILE_FORMAT:
+        raise LayerFileError(f"layer file {path} is not format {LAYER_FILE_FORMAT} (found {version!r})")
     try:
-        if data.get("gstc_layers") != LAYER_FILE_FORMAT:
-            raise LayerFileError(f"layer file {path} is not format {LAYER_FILE_FORMAT} (found {data.get('gstc_layers')!r})")
         return {model_key(m["arch"], m["args"]): [Layer(l["name"], int(l["filters"]), l["after"], int(l["groups"]))
                                                    for l in m["layers"]]
                 for m in data["models"]}
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, LayerFileError):
-            raise
         raise LayerFileError(f"layer file {path} is malformed ({type(exc).__name__}: {exc})") from None
 
 

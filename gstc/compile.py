@@ -725,7 +725,7 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None,
         spec_hash = digest({**canonical(base), **canonical(header)}, 16)
         table, _ = tables.table(base, Document(doc.file, config_raw, {}, {}))
         base_layers = _plan_layers(table) if table is not None else configs[0].layers
-    imports = any(c.resolved.model.arch not in archs.ARCHS or ":" in c.resolved.data.dataset for c in configs)
+    imports = any(":" in c.resolved.model.arch or ":" in c.resolved.data.dataset for c in configs)  # module:attribute
     paths = [str(pathlib.Path(doc.file).resolve().parent)] if imports else []
     plan = Plan(gstc=FORMAT, spec=header.name, spec_hash=spec_hash, description=header.description,
                 layers=base_layers, configs=configs, runs=runs, paths=paths)

@@ -27,14 +27,14 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from gstc.archs import ENTRY_POINT_GROUP, classify, plugin_targets
+from gstc.archs import TORCHVISION_PREFIX, check_arch, classify, plugin_targets
 from gstc.errors import did_you_mean
-from gstc.runtime.discover import Discovered, DiscoveryError, find
+from gstc.runtime.discover import Discovered, DiscoveryError, Found, find
 
 SEARCH_PATH: list[str] = []  # folders searched first for import paths (the plan's spec folder), set by the worker
 
 
-def _import(target: str, what: str) -> Any:
+def import_target(target: str, what: str) -> Any:
     """`module:attribute` -> the attribute; ValueError naming what could not be found."""
     module_name, _, attr = target.partition(":")
     for folder in [*SEARCH_PATH, os.getcwd()][::-1]:  # the spec's folder, then the current one, then the rest
@@ -61,23 +61,22 @@ def _import(target: str, what: str) -> Any:
 
 def resolve(arch: str) -> Callable[..., nn.Module]:
     """The builder of a non-built-in architecture."""
+    problem = check_arch(arch)  # a malformed name, or a plain name that is neither built in nor a plugin's
+    if problem:
+        raise ValueError(problem)
     kind = classify(arch)
     if kind == "torchvision":
         import torchvision
 
-        name = arch.removeprefix("torchvision.")
+        name = arch.removeprefix(TORCHVISION_PREFIX)
         known = torchvision.models.list_models(module=torchvision.models)  # classification models only
         if name not in known:
             raise ValueError(f"unknown torchvision classification model {name!r}{did_you_mean(name, known)}")
         return lambda **kw: torchvision.models.get_model(name, **kw)
     if kind == "import":
-        builder = _import(arch, "architecture")
+        builder = import_target(arch, "architecture")
     elif kind == "plugin":
-        targets = plugin_targets()
-        if arch not in targets:
-            raise ValueError(f"no installed package registers architecture {arch!r} in the entry-point group "
-                             f"{ENTRY_POINT_GROUP}")
-        builder = _import(targets[arch], f"architecture {arch!r} (entry point)")
+        builder = import_target(plugin_targets()[arch], f"architecture {arch!r} (entry point)")
     else:
         raise ValueError(f"{arch!r} is a built-in architecture, built by gstc.runtime.models")
     if not callable(builder):
@@ -110,13 +109,10 @@ def _set(model: nn.Module, path: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, name, module)
 
 
-def _fit_input(model: nn.Module, arch: str, channels: int, example: torch.Tensor) -> None:
-    """Replace the convs that read the images where they expect another channel count."""
-    try:
-        found, first = find(model, example)
-    except DiscoveryError:
-        raise
+def _fit_input(model: nn.Module, arch: str, channels: int, found: list[Found], first: list[str]) -> bool:
+    """Replace the convs that read the images where they expect another channel count; whether any was."""
     by_name = {f.name: f.conv for f in found}
+    replaced = False
     for name in first:
         conv = by_name[name]
         if conv.in_channels == channels:
@@ -126,15 +122,19 @@ def _fit_input(model: nn.Module, arch: str, channels: int, example: torch.Tensor
                              f"ungrouped input conv to read {channels} channels")
         _set(model, name, nn.Conv2d(channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                                     conv.dilation, 1, conv.bias is not None, conv.padding_mode))
+        replaced = True
+    return replaced
 
 
 def build_external(arch: str, args: dict, classes: int, channels: int, size: tuple[int, int]) -> Discovered:
     """Build a non-built-in architecture for `channels` x `size` images and wrap it for pruning."""
     net = _call(resolve(arch), arch, args, classes, channels, size)
     example = torch.zeros(2, channels, *size)
-    _fit_input(net, arch, channels, example)
     try:
-        return Discovered(net, example)
+        found, first = find(net, example)
+        if _fit_input(net, arch, channels, found, first):
+            found, _ = find(net, example)  # the replaced conv is a new module
+        return Discovered(net, found)
     except DiscoveryError as exc:
         raise ValueError(f"{arch}: {exc}") from None
 

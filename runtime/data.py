@@ -227,22 +227,26 @@ def _svhn(d: DataSpec) -> tuple[np.ndarray, ...]:
     return tuple(parts)
 
 
+def folder_classes(root: Path, split: str = "train") -> list[str]:
+    """An image folder's class names: the sorted subfolders of root/split (torchvision's find_classes)."""
+    from torchvision.datasets.folder import find_classes
+
+    folder = root / split
+    if not folder.is_dir():
+        raise DataError(f"imagefolder: {folder.resolve()} is not a folder; expected {root}/train/CLASS/*.png "
+                        f"and {root}/test/CLASS/*.png")
+    try:
+        return find_classes(str(folder))[0]
+    except FileNotFoundError as exc:
+        raise DataError(f"imagefolder: {exc}") from None
+
+
 def _imagefolder(d: DataSpec) -> tuple[np.ndarray, ...]:
     from PIL import Image, UnidentifiedImageError
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
     root = Path(d.root)
-    splits = {}
-    for split in ("train", "test"):
-        folder = root / split
-        if not folder.is_dir():
-            raise DataError(f"imagefolder: {folder.resolve()} is not a folder; expected {root}/train/CLASS/*.png "
-                            f"and {root}/test/CLASS/*.png")
-        try:
-            classes, _ = find_classes(str(folder))
-        except FileNotFoundError as exc:
-            raise DataError(f"imagefolder: {exc}") from None
-        splits[split] = classes
+    splits = {split: folder_classes(root, split) for split in ("train", "test")}
     classes = splits["train"]
     extra = sorted(set(splits["test"]) - set(classes))
     if extra:
@@ -275,10 +279,10 @@ def _imagefolder(d: DataSpec) -> tuple[np.ndarray, ...]:
 def _own(d: DataSpec) -> tuple[np.ndarray, ...]:
     """A module:function dataset: called with `root` (if it takes one) and `args`; returns
     {train_x, train_y, test_x, test_y} or that 4-tuple: uint8 images (N, C, H, W) or (N, H, W), integer labels."""
-    from gstc.runtime.builders import _import
+    from gstc.runtime.builders import import_target
 
     try:
-        fn = _import(d.dataset, "dataset")
+        fn = import_target(d.dataset, "dataset")
     except ValueError as exc:
         raise DataError(str(exc)) from None
     kwargs = dict(d.args)
@@ -366,9 +370,10 @@ def load(data: DataSpec, device: torch.device | str = "cpu") -> Dataset:
     train_x, train_y, test_x, test_y = (torch.from_numpy(np.ascontiguousarray(a)) for a in loader(data))
     if len(train_y) == 0 or len(test_y) == 0:
         raise DataError(f"dataset {name}: {len(train_y)} training and {len(test_y)} test images; both must be some")
-    classes = CLASSES.get(name) or int(max(train_y.max(), test_y.max())) + 1
-    if name == "imagefolder":
-        classes = len(list(p for p in (Path(data.root) / "train").iterdir() if p.is_dir()))
+    if name == "imagefolder":  # a class folder may hold no test image: counted by folders, not labels
+        classes = len(folder_classes(Path(data.root)))
+    else:
+        classes = CLASSES.get(name) or int(max(train_y.max(), test_y.max())) + 1
     if int(min(train_y.min(), test_y.min())) < 0 or int(max(train_y.max(), test_y.max())) >= classes:
         raise DataError(f"dataset {name}: labels must lie in 0..{classes - 1}")
     if name in STATS:
@@ -387,11 +392,7 @@ def describe(data: DataSpec) -> tuple[int, tuple[int, int], int]:
         c, h, w = SHAPES[data.dataset]
         return c, (h, w), CLASSES[data.dataset]
     if data.dataset == "imagefolder":
-        train = Path(data.root) / "train"
-        if not train.is_dir():
-            raise DataError(f"imagefolder: {train.resolve()} is not a folder; expected {data.root}/train/CLASS/*.png")
-        classes = len([p for p in train.iterdir() if p.is_dir()])
-        return data.channels or 3, (data.image_size, data.image_size), classes
+        return data.channels or 3, (data.image_size, data.image_size), len(folder_classes(Path(data.root)))
     ds = load(data)
     return ds.channels, ds.size, ds.classes
 

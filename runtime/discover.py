@@ -139,11 +139,11 @@ def find(model: nn.Module, example: torch.Tensor) -> tuple[list[Found], list[str
     except Exception:  # fx cannot trace it (control flow on values, unsupported calls): observe one pass
         follows, first = _by_hooks(model, example)
     found = []
-    for name in _convs(model):
+    for name, conv in _convs(model).items():
         if name not in follows:
             continue  # defined but never called: not part of the network
         bn = follows[name]
-        found.append(Found(name, modules[name], bn, modules[bn] if bn else None))
+        found.append(Found(name, conv, bn, modules[bn] if bn else None))
     if not found:
         raise DiscoveryError(f"{type(model).__name__} has no Conv2d that its forward pass calls: nothing to prune")
     return found, first
@@ -156,11 +156,11 @@ def _key(name: str) -> str:
 class Discovered(nn.Module):
     """A model with a `ChannelMask` after each prunable conv (or its BN), applied by forward hooks."""
 
-    def __init__(self, net: nn.Module, example: torch.Tensor):
+    def __init__(self, net: nn.Module, found: list[Found]):
         super().__init__()
         self.net = net
         self.pack = 1
-        self.found, _ = find(net, example)
+        self.found = found  # `find(net, example)`
         self.masks = nn.ModuleDict({_key(f.name): ChannelMask(f.conv.out_channels) for f in self.found})
         for f in self.found:
             site = f.bn if f.bn is not None else f.conv

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from gstc.runtime.discover import Discovered
 from gstc.runtime.models import build_model
 
 
 def layer_table(arch: str, args: dict, width: float, channels: int, size: tuple[int, int], classes: int) -> list[dict]:
-    """The prunable layers of any architecture as `gstc layers` lists them: name, filters, after, groups."""
-    model = build_model(arch, width, classes, channels=channels, size=size, args=args)
-    if isinstance(model, Discovered):
-        return model.table()
-    return [{"name": name, "filters": p.channels, "after": "bn", "groups": p.conv.groups}
-            for name, p in model.prunable().items()]
+    """The prunable layers of a non-built-in architecture as `gstc layers` lists them: name, filters, after, groups."""
+    return build_model(arch, width, classes, channels=channels, size=size, args=args).table()
 
 
 def layer_files(models: list[tuple[Any, str]]) -> dict[str, list[dict]]:

@@ -70,8 +70,14 @@ class VGG11(nn.Module):
 
     POOL_AFTER = (1, 2, 4, 6, 8)  # 5 max-pools: 32x32 -> 1x1
 
-    def __init__(self, widths: list[int], classes: int, pack: int = 1, channels: int = 3):
+    def __init__(self, widths: list[int], classes: int, pack: int = 1, channels: int = 3,
+                 size: tuple[int, int] = (32, 32)):
         super().__init__()
+        if min(size) < 32:
+            raise ValueError(f"vgg11_bn needs images of at least 32x32 (its 5 max-pools halve them); these are "
+                             f"{size[0]}x{size[1]}")
+        # A side of 64 pixels or more is still 2 or more after the 5 pools: averaged before the dense layer.
+        self.average = max(size) >= 64
         cin = self.channels = channels
         for i, cout in enumerate(widths, start=1):
             conv, bn = _conv_bn(cin, cout, pack=pack)
@@ -87,11 +93,8 @@ class VGG11(nn.Module):
             x = getattr(self, f"mask{i}")(getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(x)))
             x = F.relu(x, inplace=True)  # BN's and the mask's backward do not need their output: 1-4% per step
             if i in self.POOL_AFTER:
-                if x.shape[-1] < 2 or x.shape[-2] < 2:
-                    raise ValueError(f"vgg11_bn needs images of at least 32x32 (5 max-pools halve them); "
-                                     f"this one is {x.shape[-2]}x{x.shape[-1]} before pool {self.POOL_AFTER.index(i) + 1}")
                 x = F.max_pool2d(x, 2)
-        if x.shape[-1] > 1 or x.shape[-2] > 1:  # images over 32x32: average what the pools left (32x32: no-op)
+        if self.average:
             x = F.adaptive_avg_pool2d(x, 1)
         return self.fc(torch.flatten(x, 1))
 
@@ -210,12 +213,12 @@ def scaled(filters: int, width: float) -> int:
 VGG11_WIDTHS = (64, 128, 256, 256, 512, 512, 512, 512)
 
 
-def _vgg11_bn(width: float, classes: int, pack: int = 1, channels: int = 3) -> nn.Module:
-    return VGG11([scaled(f, width) for f in VGG11_WIDTHS], classes, pack, channels)
+def _vgg11_bn(width: float, classes: int, pack: int = 1, channels: int = 3, size: tuple[int, int] = (32, 32)) -> nn.Module:
+    return VGG11([scaled(f, width) for f in VGG11_WIDTHS], classes, pack, channels, size)
 
 
 def _resnet(stem: int, stages: tuple[int, ...], blocks: int, option: str) -> Callable[..., nn.Module]:
-    def build(width: float, classes: int, pack: int = 1, channels: int = 3) -> nn.Module:
+    def build(width: float, classes: int, pack: int = 1, channels: int = 3, size: tuple[int, int] = (32, 32)) -> nn.Module:
         widths = [scaled(w, width) for w in stages for _ in range(blocks) for _ in (1, 2)]
         return ResNet(scaled(stem, width), widths, blocks, classes, option, pack, channels)
 
@@ -240,14 +243,10 @@ def build_model(arch: str, width: float, classes: int, layers: list[PlanLayer] |
     the model is checked against their table.
     """
     if arch in MODELS:
-        model = MODELS[arch](width, classes, pack, channels)
+        model = MODELS[arch](width, classes, pack, channels, tuple(size))
     else:
-        from gstc.archs import check_arch
         from gstc.runtime.builders import build_external
 
-        problem = check_arch(arch)
-        if problem:
-            raise ValueError(problem)
         if pack != 1:
             raise ValueError(f"{arch}: packs are built only for the built-in architectures ({', '.join(MODELS)})")
         model = build_external(arch, args or {}, classes, channels, size)

@@ -119,6 +119,13 @@ def write_mnist(root, folder: str = "MNIST", train: int = 12, test: int = 6, see
     return out
 
 
+def test_the_runtime_loads_every_dataset_the_spec_language_names():
+    from gstc.runtime.data import LOADERS
+    from gstc.spec import DATASETS
+
+    assert set(LOADERS) == set(DATASETS)
+
+
 @pytest.mark.parametrize("dataset, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST"), ("kmnist", "KMNIST")])
 def test_mnist_family_loads_torchvisions_raw_idx_files(tmp_path, dataset, folder):
     written = write_mnist(tmp_path, folder)

@@ -51,3 +51,14 @@ def test_a_model_that_disagrees_with_the_plan_is_refused():
 def test_unknown_architecture():
     with pytest.raises(ValueError, match="unknown architecture 'vgg16'"):
         build_model("vgg16", 1.0, 10)
+
+
+def test_built_in_models_take_the_datas_channels_and_size():
+    # VGG11's 5 max-pools need 32x32 at least; from 64x64 on, what they leave is averaged before the dense layer.
+    for size in ((32, 32), (64, 48)):
+        model = build_model("vgg11_bn", 0.25, 7, channels=1, size=size)
+        assert model.conv1.in_channels == 1 and model(torch.zeros(2, 1, *size)).shape == (2, 7)
+    with pytest.raises(ValueError, match="at least 32x32"):
+        build_model("vgg11_bn", 0.25, 7, size=(28, 28))
+    resnet = build_model("resnet20", 0.25, 7, channels=1, size=(28, 28))
+    assert resnet(torch.zeros(2, 1, 28, 28)).shape == (2, 7)
