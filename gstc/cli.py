@@ -39,6 +39,52 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
+def _print_tables(console, tables: list, empty: str | None = None) -> None:
+    """Print (title, header, rows, caption) tables with rich, one line per row where the terminal allows."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    for title, header, rows, caption in tables:
+        t = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, show_edge=False,
+                  pad_edge=False, collapse_padding=True, padding=(0, 1, 0, 0))
+        for h in header:
+            t.add_column(h, overflow="fold")
+        for row in rows:
+            t.add_row(*(escape(c) for c in row))
+        if not rows and empty:
+            t.add_row(empty, *[""] * (len(header) - 1))
+        console.print(t)
+        if caption:  # words wrapped at the terminal's width, not cut
+            console.print(caption, markup=False, soft_wrap=False, style="dim")
+        console.print()
+
+
+def _wide(console) -> bool:
+    from gstc.render import WIDE
+
+    return console.width >= WIDE
+
+
+class Correction(str, Enum):
+    holm = "holm"
+    bh = "bh"
+    none = "none"
+
+
+def _metrics(names: Optional[List[str]], also: Optional[str] = None) -> tuple[str, ...]:
+    """The metrics to test: --metric values (default: the outcomes), plus --fail-if-worse's."""
+    from gstc.manifest import OUTCOMES, SUMMARY_FIELDS
+
+    chosen = list(names or OUTCOMES)
+    for name in chosen:
+        if name not in SUMMARY_FIELDS:
+            _fail([SpecError("<command line>", 1, 1, "--metric", f"unknown metric {name!r}: choose from {', '.join(SUMMARY_FIELDS)}")])
+    if also and also not in chosen:
+        chosen.append(also)
+    return tuple(chosen)
+
+
 def _fail(errors: list[SpecError]) -> None:
     err = _console(stderr=True)
     for e in errors:
@@ -559,43 +605,48 @@ class DiffFormat(str, Enum):
     json = "json"
 
 
+class ReportFormat(str, Enum):
+    text = "text"
+    md = "md"
+    json = "json"
+    html = "html"
+
+
 @app.command()
 def report(
     spec: Path = typer.Argument(..., help="Spec file.", show_default=False),
     out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: $GSTC_RESULTS or ./results)."),
-    plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for the PNGs (default: next to the manifest)."),
-    format: DiffFormat = typer.Option(DiffFormat.text, "--format", help="text, md or json."),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for the PNGs and report.html (default: next to the manifest)."),
+    format: ReportFormat = typer.Option(ReportFormat.text, "--format", help="text, md, json, or html (one self-contained file)."),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Override PATH=VALUE (repeatable)."),
+    metrics: Optional[List[str]] = typer.Option(None, "--metric", help="Metric to compare with the baseline (repeatable; default: best_test_acc, gen_gap, mean_stability)."),
+    correction: Correction = typer.Option(Correction.holm, "--correction", help="Multiple-comparison correction over the report's comparisons: holm, bh (Benjamini-Hochberg) or none."),
 ) -> None:
-    """Tables (metrics with CIs, rates, parameters removed, correlations) and PNG plots."""
+    """Tables (metrics with CIs, comparisons with the baseline, correlations), PNG plots and an HTML report."""
     from gstc import report as r
     from gstc.manifest import ResultsDir
 
     plan_ = _compile(spec, sets)
     results = ResultsDir(out)
-    rep = r.build(plan_, results)
+    rep = r.build(plan_, results, _metrics(metrics), correction.value)
     if rep["done"] == 0:
         _fail([SpecError(str(spec), 1, 1, "", f"no finished runs in {results.root} yet: run `gstc run {spec}` first")])
-    written = r.plot(plan_, results, rep, plots or results.spec_dir(plan_.spec))
-    if format is DiffFormat.json:
+    folder = plots or results.spec_dir(plan_.spec)
+    written = r.plot(plan_, results, rep, folder)
+    if format is ReportFormat.json:
         typer.echo(json.dumps({k: v for k, v in rep.items() if k != "manifest"} | {"plots": [str(p) for p in written]}, indent=2))
         return
-    if format is DiffFormat.md:
+    if format is ReportFormat.html:
+        from gstc import report_html
+
+        written = [report_html.write(plan_, rep, folder, written)]
+    elif format is ReportFormat.md:
         typer.echo(r.markdown(rep))
     else:
-        from rich.markup import escape
-        from rich.table import Table
-
         console = _console()
         if rep["partial"]:
-            console.print(f"partial results: {rep['done']} of {rep['runs']} runs done")
-        for title, header, rows in r.tables(rep):
-            t = Table(title=title, title_justify="left")
-            for h in header:
-                t.add_column(h, overflow="fold")
-            for row in rows:
-                t.add_row(*(escape(c) for c in row))
-            console.print(t)
+            console.print(f"partial results: {rep['done']} of {rep['runs']} runs done", markup=False)
+        _print_tables(console, r.tables(rep, wide=_wide(console)))
     err = _console(stderr=True)
     for d in rep["damaged"]:
         err.print(f"run {d['id']} ({d['config']}, seed {d['seed']}) is damaged, left out: {d.get('file')} "
@@ -612,9 +663,11 @@ def diff_cmd(
     show_all: bool = typer.Option(False, "--all", help="Show unchanged configuration paths too."),
     precision: int = typer.Option(5, "--precision", min=1, max=17, help="Significant digits."),
     format: DiffFormat = typer.Option(DiffFormat.text, "--format", help="text, md (for pull requests) or json."),
-    fail_if_worse: Optional[str] = typer.Option(None, "--fail-if-worse", help="Exit 1 when B is significantly worse on this metric."),
+    fail_if_worse: Optional[str] = typer.Option(None, "--fail-if-worse", help="Exit 1 when B is significantly worse on this metric (after the correction)."),
+    metrics: Optional[List[str]] = typer.Option(None, "--metric", help="Metric to compare (repeatable; default: best_test_acc, gen_gap, mean_stability)."),
+    correction: Correction = typer.Option(Correction.holm, "--correction", help="Multiple-comparison correction over the diff's comparisons: holm, bh (Benjamini-Hochberg) or none."),
 ) -> None:
-    """Compare two specs: resolved configurations, plans, and results with CIs."""
+    """Compare two specs: resolved configurations, plans, and results paired by seed, with CIs."""
     from gstc import diff as d
     from gstc.manifest import ResultsDir
 
@@ -624,8 +677,9 @@ def diff_cmd(
     if fail_if_worse is not None and fail_if_worse not in d.BETTER:
         _fail([SpecError("<command line>", 1, 1, "--fail-if-worse", f"{fail_if_worse!r} has no better direction; "
                          f"choose from {', '.join(d.BETTER)}")])
+    tested = _metrics(metrics, fail_if_worse)
     try:
-        report = d.diff(str(a), str(b), ResultsDir(out), show_all)
+        report = d.diff(str(a), str(b), ResultsDir(out), show_all, tested, correction.value)
     except SpecErrors as exc:
         _fail(exc.errors)
     except (ValueError, KeyError) as exc:  # a manifest that is not one
@@ -635,27 +689,17 @@ def diff_cmd(
     elif format is DiffFormat.md:
         typer.echo(d.markdown(report, precision))
     else:
-        from rich.markup import escape
-        from rich.table import Table
-
         console = _console()
-        console.print(f"A: {a}   B: {b}", markup=False)
-        for title, header, rows in d.tables(report, precision):
-            t = Table(title=title, title_justify="left")
-            for h in header:
-                t.add_column(h, overflow="fold")
-            for row in rows:
-                t.add_row(*(escape(c) for c in row))
-            if not rows:
-                t.add_row("(no differences)", *[""] * (len(header) - 1))
-            console.print(t)
+        console.print(f"A: {a}", markup=False, soft_wrap=False)
+        console.print(f"B: {b}", markup=False, soft_wrap=False)
+        _print_tables(console, d.tables(report, precision, wide=_wide(console)), empty="(no differences)")
     if fail_if_worse:
         bad = d.worse(report, fail_if_worse)
         if bad:
             err = _console(stderr=True)
             for r in bad:
-                err.print(f"{r['config']}: {fail_if_worse} is significantly worse in B ({r['diff']:+.4g}, p = {r['p']:.2g})",
-                          markup=False)
+                err.print(f"{r['config']}: {fail_if_worse} is significantly worse in B ({r['diff']:+.4g}, p = {r['p']:.2g}, "
+                          f"adjusted {r['p_adj']:.2g})", markup=False)
             raise typer.Exit(1)
 
 

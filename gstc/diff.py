@@ -6,10 +6,12 @@ Four parts, computed from plans and run folders only:
    flattened to dotted paths (`train.optimizer.lr: 0.001 -> 0.0003`);
 2. plan differences: configurations and runs only on one side, per-layer event
    schedules that differ;
-3. metrics, where both sides have finished runs: per matched configuration and summary
-   metric, A's and B's mean with a 95% bootstrap CI, the difference B - A with a
-   bootstrap CI, and a two-sided permutation-test p-value (scipy.stats, fixed seeds,
-   so the same inputs give the same numbers);
+3. metrics, where both sides have finished runs: per matched configuration and tested
+   metric (`OUTCOMES` unless chosen), A's and B's mean with a 95% bootstrap CI and
+   `gstc.stats.compare`: runs paired by seed where both sides ran the same seeds (else
+   unpaired, saying why), the difference B - A with a bootstrap CI, a permutation test
+   and a rank test, an effect size with its CI; the p-values of all rows corrected
+   together (`gstc.stats.family`: Holm by default), `*` on the adjusted p;
 4. provenance, where both sides have runs: which code (gstc version, source commit and
    whether it had uncommitted changes) and which environment (Python, torch, CUDA,
    cuDNN, device, host, threads) computed them, each value with its number of runs,
@@ -22,22 +24,17 @@ configuration, those two are compared.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from scipy import stats as st
-
-from gstc.manifest import SUMMARY_FIELDS, ResultsDir, build_manifest, read_json
+from gstc import render
+from gstc.manifest import OUTCOMES, SUMMARY_FIELDS, ResultsDir, build_manifest, metric_values, read_json
 from gstc.plan import Plan, PlanConfig
-from gstc.provenance import describe_source
-from gstc.stats import _RNG_KEYWORD, summarize
+from gstc.provenance import PROVENANCE, tally
+from gstc.stats import ALPHA, compare, family, summarize
 
 SEED = 0  # resampling seed of the difference CI and the permutation test
-RESAMPLES = 10_000
-ALPHA = 0.05  # a difference with p < ALPHA is marked significant
 # Which direction is better, for --fail-if-worse (best_epoch has none).
 BETTER = {"best_test_acc": "higher", "gen_gap": "lower", "mean_stability": "higher", "final_params": "lower"}
 
@@ -123,83 +120,36 @@ def plan_diff(a: Plan, b: Plan, pairs: list[tuple[PlanConfig, PlanConfig]]) -> d
     }
 
 
-def _values(manifest: dict, config_id: str, metric: str) -> list[float]:
-    return [float(r["summary"][metric]) for r in manifest["runs"]
-            if r["config"] == config_id and r["status"] == "done" and r.get("summary")
-            and isinstance(r["summary"].get(metric), (int, float)) and math.isfinite(r["summary"][metric])]
-
-
-def compare(a: list[float], b: list[float]) -> dict:
-    """B - A: the difference of means, its bootstrap CI, and a permutation-test p-value."""
-    out: dict[str, Any] = {"diff": None, "diff_ci_low": None, "diff_ci_high": None, "p": None}
-    if not a or not b:
-        return out
-    xa, xb = np.asarray(a), np.asarray(b)
-    out["diff"] = float(xb.mean() - xa.mean())
-    if len(a) < 2 or len(b) < 2:
-        return out  # one run on a side: no spread to resample
-    if np.ptp(np.concatenate([xa, xb])) == 0:
-        out.update(diff_ci_low=0.0, diff_ci_high=0.0, p=1.0)
-        return out
-
-    def diff(x, y, axis=-1):
-        return np.mean(y, axis=axis) - np.mean(x, axis=axis)
-
-    ci = st.bootstrap((xa, xb), diff, n_resamples=RESAMPLES, method="percentile", vectorized=True,
-                      **{_RNG_KEYWORD: np.random.default_rng(SEED)}).confidence_interval
-    test = st.permutation_test((xa, xb), diff, permutation_type="independent", alternative="two-sided",
-                               n_resamples=RESAMPLES, vectorized=True, **{_RNG_KEYWORD: np.random.default_rng(SEED)})
-    out.update(diff_ci_low=float(ci.low), diff_ci_high=float(ci.high), p=float(test.pvalue))
-    return out
-
-
-def metric_rows(side_a: Side, side_b: Side, pairs: list[tuple[PlanConfig, PlanConfig]]) -> list[dict]:
+def metric_rows(side_a: Side, side_b: Side, pairs: list[tuple[PlanConfig, PlanConfig]],
+                metrics: tuple[str, ...] = OUTCOMES) -> list[dict]:
     if side_a.manifest is None or side_b.manifest is None:
         return []
     rows = []
     for ca, cb in pairs:
-        for metric in SUMMARY_FIELDS:
-            a, b = _values(side_a.manifest, ca.id, metric), _values(side_b.manifest, cb.id, metric)
+        for metric in metrics:
+            (a, sa), (b, sb) = metric_values(side_a.manifest, ca.id, metric), metric_values(side_b.manifest, cb.id, metric)
             if not a and not b:
                 continue
-            row = {"config": ca.id if ca.id == cb.id else f"{ca.id} / {cb.id}", "metric": metric,
-                   "a": summarize(a, seed=SEED) if a else None, "b": summarize(b, seed=SEED) if b else None,
-                   **compare(a, b)}
-            row["significant"] = row["p"] is not None and row["p"] < ALPHA
-            rows.append(row)
+            rows.append({"config": ca.id if ca.id == cb.id else f"{ca.id} / {cb.id}", "metric": metric,
+                         "a": summarize(a, seed=SEED) if a else None, "b": summarize(b, seed=SEED) if b else None,
+                         **compare(a, b, sa, sb, seed=SEED)})
     return rows
-
-
-# run.json's environment fields, in the order the provenance table shows them.
-PROVENANCE = ("gstc", "source", "python", "torch", "cuda", "cudnn", "device", "host", "threads")
-
-
-def _provenance(manifest: dict | None) -> dict[str, dict[str, int]]:
-    """Per field, each value among the side's finished runs, with how many runs had it."""
-    out: dict[str, dict[str, int]] = {f: {} for f in PROVENANCE}
-    for run in (manifest or {}).get("runs", []):
-        if run.get("status") not in ("done", "failed"):
-            continue
-        env = run.get("environment") or {}
-        for f in PROVENANCE:
-            value = describe_source(env.get(f)) if f == "source" else env.get(f)
-            text = "unknown" if value is None else str(value)
-            out[f][text] = out[f].get(text, 0) + 1
-    return out
 
 
 def provenance_rows(side_a: Side, side_b: Side, show_all: bool) -> list[dict]:
     """Fields whose values differ between the runs of A and those of B (all fields with --all)."""
     if side_a.manifest is None or side_b.manifest is None:
         return []
-    pa, pb = _provenance(side_a.manifest), _provenance(side_b.manifest)
+    pa, pb = tally(side_a.manifest), tally(side_b.manifest)
     return [{"field": f, "a": pa[f], "b": pb[f], "changed": pa[f].keys() != pb[f].keys()}
             for f in PROVENANCE if show_all or pa[f].keys() != pb[f].keys()]
 
 
-def diff(path_a: str, path_b: str, results: ResultsDir, show_all: bool = False) -> dict:
+def diff(path_a: str, path_b: str, results: ResultsDir, show_all: bool = False,
+         metrics: tuple[str, ...] = OUTCOMES, correction: str = "holm") -> dict:
     side_a, side_b = load_side(path_a, results), load_side(path_b, results)
     pairs = match(side_a.plan, side_b.plan)
+    rows = metric_rows(side_a, side_b, pairs, metrics)
     seeds_a, seeds_b = sorted({r.seed for r in side_a.plan.runs}), sorted({r.seed for r in side_b.plan.runs})
     return {
         "a": {"label": side_a.label, "spec": side_a.plan.spec, "results": side_a.manifest is not None},
@@ -208,7 +158,8 @@ def diff(path_a: str, path_b: str, results: ResultsDir, show_all: bool = False) 
         "matched": [[ca.id, cb.id] for ca, cb in pairs],
         "config": config_rows(pairs, show_all),
         "plan": plan_diff(side_a.plan, side_b.plan, pairs),
-        "metrics": metric_rows(side_a, side_b, pairs),
+        "metrics": rows,
+        "family": family(rows, correction),
         "provenance": provenance_rows(side_a, side_b, show_all),
     }
 
@@ -225,19 +176,11 @@ def worse(report: dict, metric: str) -> list[dict]:
 
 
 def fmt(value: Any, precision: int) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        if value.is_integer() and abs(value) < 1e15:
-            return str(int(value))  # counts (parameters, epochs) read as counts, not 5.791e+05
-        return f"{value:.{precision}g}"
     if isinstance(value, (dict, list)):
         import json
 
         return json.dumps(value, separators=(",", ":"))
-    return str(value)
+    return render.number(value, precision)
 
 
 def _epochs(s: dict | None, precision: int) -> str:
@@ -248,46 +191,42 @@ def _epochs(s: dict | None, precision: int) -> str:
     return f"{s['target']} {s['scoring']} at {when}; pruned {sum(s['pruned'])}"
 
 
-def tables(report: dict, precision: int) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, header, rows) of every table, shared by the terminal and markdown formats."""
+def tables(report: dict, precision: int, wide: bool = True) -> list[render.Table]:
+    """(title, header, rows, caption) of every table, shared by the terminal and markdown formats."""
     p = precision
     out = []
     cfg = [[r["config"], r["path"], fmt(r["a"], p), fmt(r["b"], p), fmt(r["change"], p)] for r in report["config"]]
     if report["seeds"]["changed"]:
         cfg.insert(0, ["(spec)", "seeds", fmt(report["seeds"]["a"], p), fmt(report["seeds"]["b"], p), "-"])
-    out.append(("Configuration", ["config", "path", "A", "B", "change"], cfg))
+    out.append(("Configuration", ["config", "path", "A", "B", "change"], cfg, ""))
     plan = report["plan"]
     rows = [[f"only in A: {c}", "", ""] for c in plan["configs_only_a"]] + [[f"only in B: {c}", "", ""] for c in plan["configs_only_b"]]
     rows += [[f"{s['config']}: {s['layer']}", _epochs(s["a"], p), _epochs(s["b"], p)] for s in plan["schedules"]]
     rows.append([f"runs: {plan['runs_shared']} shared, {len(plan['runs_only_a'])} only in A, "
                  f"{len(plan['runs_only_b'])} only in B", "", ""])
-    out.append(("Plan", ["what", "A", "B"], rows))
+    out.append(("Plan", ["what", "A", "B"], rows, ""))
     if report["metrics"]:
-        m = []
-        for r in report["metrics"]:
-            a, b = r["a"] or {}, r["b"] or {}
-            side = lambda s: "-" if not s else f"{fmt(s['mean'], p)} [{fmt(s['ci_low'], p)}, {fmt(s['ci_high'], p)}] n={s['n']}"  # noqa: E731
-            d = "-" if r["diff"] is None else f"{r['diff']:+.{p}g}" + (
-                f" [{fmt(r['diff_ci_low'], p)}, {fmt(r['diff_ci_high'], p)}]" if r["diff_ci_low"] is not None else "")
-            m.append([r["config"], r["metric"], side(a), side(b), d, fmt(r["p"], 2), "*" if r["significant"] else ""])
-        out.append((f"Metrics (mean [95% CI]; * p < {ALPHA})", ["config", "metric", "A", "B", "B - A", "p", ""], m))
+        out.append(render.comparisons(report["metrics"], report["family"], wide, lambda m: render.significant(p), "A", "B",
+                                      "Metrics (mean with 95% bootstrap CI; B - A by seed where seeds match)"))
     if report.get("provenance"):
         values = lambda counts: "; ".join(f"{v} ({n} run{'s' * (n != 1)})" for v, n in counts.items()) or "-"  # noqa: E731
         rows = [[r["field"], values(r["a"]), values(r["b"]), "differs" if r["changed"] else ""]
                 for r in report["provenance"]]
-        out.append(("Provenance (the code and environment that computed the runs)", ["field", "A", "B", ""], rows))
+        out.append(("Provenance (the code and environment that computed the runs)", ["field", "A", "B", ""], rows, ""))
     return out
 
 
 def markdown(report: dict, precision: int) -> str:
     lines = [f"**A**: `{report['a']['label']}`  **B**: `{report['b']['label']}`", ""]
-    for title, header, rows in tables(report, precision):
+    for title, header, rows, caption in tables(report, precision):
         lines += [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows] or []
         if not rows:
             lines.append("| " + " | ".join(["(no differences)"] + [""] * (len(header) - 1)) + " |")
         lines.append("")
+        if caption:
+            lines += [line + "  " for line in caption.splitlines()] + [""]
     return "\n".join(lines)
 
 
-__all__ = ["diff", "worse", "tables", "markdown", "compare", "flatten", "Path"]
+__all__ = ["diff", "worse", "tables", "markdown", "flatten", "Path", "SUMMARY_FIELDS", "ALPHA"]

@@ -69,6 +69,10 @@ DEFAULT_ROOT = "results"
 STATUSES = ("pending", "running", "done", "failed", "damaged")
 # The per-run summary's fields, in this order everywhere (run.json, manifest, reports).
 SUMMARY_FIELDS = ("best_test_acc", "best_epoch", "gen_gap", "mean_stability", "final_params")
+# The summary metrics `gstc diff` and `gstc report` test by default: the paper's outcomes. The
+# parameter count is fixed by the plan and the best epoch is not an outcome; each test they
+# would add makes Holm's correction stricter for the others (`--metric` adds them).
+OUTCOMES = ("best_test_acc", "gen_gap", "mean_stability")
 # (x, y) metric pairs correlated over runs.
 CORRELATIONS = (("mean_stability", "best_test_acc"), ("mean_stability", "gen_gap"))
 BOOTSTRAP_SEED = 0
@@ -412,9 +416,38 @@ def _correlations(runs: Iterable[dict], point: dict | None) -> list[dict]:
     for x, y in CORRELATIONS:
         pairs = [(r["summary"][x], r["summary"][y]) for r in runs
                  if _finite(r["summary"].get(x)) and _finite(r["summary"].get(y))]
-        stats = correlate([p[0] for p in pairs], [p[1] for p in pairs])
+        stats = correlate([p[0] for p in pairs], [p[1] for p in pairs], seed=BOOTSTRAP_SEED)
         out.append({"x": x, "y": y, "point": point, **stats})
     return out
+
+
+def metric_values(manifest: dict, config_id: str, metric: str) -> tuple[list[float], list[int]]:
+    """A configuration's done runs' finite values of `metric` and their seeds, in plan order."""
+    runs = [r for r in manifest["runs"] if r["config"] == config_id and r["status"] == "done" and r.get("summary")
+            and _finite(r["summary"].get(metric))]
+    return [float(r["summary"][metric]) for r in runs], [int(r["seed"]) for r in runs]
+
+
+def correlation_groups(plan: Plan) -> list[dict]:
+    """The groups of configurations correlated apart from the overall one, as partial sweep points.
+
+    Every sweep point, in plan order; then, when the sweep has more than one axis, every
+    value of each axis (`{"prune.schedule.every": 40}`: the configurations of every
+    target at that cadence, as the paper's Figure 3 correlates them at each rate).
+    """
+    points: list[dict] = []
+    for config in plan.configs:
+        if config.point and config.point not in points:
+            points.append(dict(config.point))
+    axes = list(dict.fromkeys(k for p in points for k in p))
+    if len(axes) > 1:
+        for axis in axes:
+            values: list = []  # a swept value may be a list (milestones): not hashable
+            for p in points:
+                if axis in p and p[axis] not in values:
+                    values.append(p[axis])
+            points.extend({axis: value} for value in values)
+    return points
 
 
 def build_manifest(plan: Plan, results: ResultsDir, environment: dict | None = None) -> dict:
@@ -424,10 +457,10 @@ def build_manifest(plan: Plan, results: ResultsDir, environment: dict | None = N
     (failed: {"epoch", "reason"}; damaged: {"file", "reason"}) and environment (its
     run.json's: the code and machine that trained it). configs: per configuration, n
     done runs and summarize() of every summary metric over them (bootstrap seed
-    BOOTSTRAP_SEED). correlations: over all
-    done runs ("point": null), then, when the plan has a sweep, over the done runs of
-    each sweep point (configurations whose `point` is exactly that dict, in plan order;
-    configurations with an empty point only enter the overall entries).
+    BOOTSTRAP_SEED). correlations (with p-values and CIs, `correlate`): over all done
+    runs ("point": null), then over the done runs of each group of `correlation_groups`
+    (configurations whose `point` holds every entry of that group's; configurations with
+    an empty point only enter the overall entries).
     """
     runs = [_run_entry(r, results) for r in plan.runs]
     done = [r for r in runs if r["status"] == "done"]
@@ -439,12 +472,8 @@ def build_manifest(plan: Plan, results: ResultsDir, environment: dict | None = N
                    for name in SUMMARY_FIELDS}
         configs.append({"id": config.id, "n": len(mine), "metrics": metrics})
     correlations = _correlations(done, None)
-    points: list[dict] = []
-    for config in plan.configs:
-        if config.point and config.point not in points:
-            points.append(dict(config.point))
-    for point in points:
-        ids = {c.id for c in plan.configs if c.point == point}
+    for point in correlation_groups(plan):
+        ids = {c.id for c in plan.configs if c.point and all(c.point.get(k) == v for k, v in point.items())}
         correlations.extend(_correlations((r for r in done if r["config"] in ids), point))
     return {
         "spec": plan.spec,

@@ -71,3 +71,21 @@ def describe_source(value: Any) -> str:
     if not isinstance(value, dict) or not value.get("commit"):
         return "unknown"
     return str(value["commit"])[:12] + (" (uncommitted changes)" if value.get("dirty") else "")
+
+
+# run.json's environment fields, in the order the provenance table shows them.
+PROVENANCE = ("gstc", "source", "python", "torch", "cuda", "cudnn", "device", "host", "threads")
+
+
+def tally(manifest: dict | None) -> dict[str, dict[str, int]]:
+    """Per field, each value among the side's finished runs, with how many runs had it."""
+    out: dict[str, dict[str, int]] = {f: {} for f in PROVENANCE}
+    for run in (manifest or {}).get("runs", []):
+        if run.get("status") not in ("done", "failed"):
+            continue
+        env = run.get("environment") or {}
+        for f in PROVENANCE:
+            value = describe_source(env.get(f)) if f == "source" else env.get(f)
+            text = "unknown" if value is None else str(value)
+            out[f][text] = out[f].get(text, 0) + 1
+    return out

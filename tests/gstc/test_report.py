@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 
 from typer.testing import CliRunner
 
 from gstc.cli import app
 from gstc.compile import compile_file
-from gstc.manifest import ResultsDir, append_jsonl, write_json
-from gstc.stats import summarize
+from gstc.manifest import ResultsDir, append_jsonl, build_manifest, metric_values, write_json
+from gstc.report import sweep_axes
+from gstc.stats import adjust, compare, summarize
 from tests.conftest import SMALL_SPEC, write
 
 runner = CliRunner()
@@ -55,7 +58,97 @@ def test_report_tables_plots_and_partial_results(tmp_path):
     assert md1 == md2 and "Partial results: 4 of 6 runs done." in md1
     assert [p.read_bytes() for p in pngs] == first  # byte-identical when run again
     text = runner.invoke(app, ["report", str(spec), "--out", str(results.root)], env={"COLUMNS": "250"})
-    assert "partial results: 4 of 6 runs done" in text.stdout and "69.50" in text.stdout
+    assert "partial results: 4 of 6 runs done" in text.stdout and "69.50 [69.00, 70.00]" in text.stdout
+    # `large` has no done run: it is in the table, and not among the comparisons with the baseline
+    assert {c["config"] for c in rep["comparisons"]} == {"small"}
+
+
+def test_comparisons_with_the_baseline_are_paired_and_corrected(tmp_path):
+    """Every configuration is compared with the baseline seed by seed, on the outcomes, the p-values
+    corrected together; the numbers are gstc.stats.compare's on the runs' summaries."""
+    spec = write(tmp_path, SMALL_SPEC.replace("seeds: 2", "seeds: 8"), "s.yaml")
+    plan = compile_file(str(spec))
+    results = ResultsDir(tmp_path / "r")
+    offset = {"baseline": 0.0, "small": 0.5, "large": -0.2}
+    for run in plan.runs:
+        spread = [3.0, -1.0, 2.0, 0.0, -2.5, 1.5, -0.5, 4.0][run.seed]  # seed-to-seed spread, shared by all configs
+        fake_run(results, run, [50.0 + i + spread + offset[run.config] + 0.01 * run.seed * (run.config == "small")
+                                for i in range(10)], 1000, [90.0 + run.seed] * 4)
+    out = runner.invoke(app, ["report", str(spec), "--out", str(results.root), "--format", "json"])
+    rep = json.loads(out.stdout)
+    assert rep["baseline"] == "baseline" and rep["family"]["comparisons"] == 6 and rep["family"]["correction"] == "holm"
+    rows = {(r["config"], r["metric"]): r for r in rep["comparisons"]}
+    assert set(rows) == {(c, m) for c in ("small", "large") for m in ("best_test_acc", "gen_gap", "mean_stability")}
+    manifest = build_manifest(plan, results)
+    a, sa = metric_values(manifest, "baseline", "best_test_acc")
+    b, sb = metric_values(manifest, "small", "best_test_acc")
+    expected = compare(a, b, sa, sb, seed=0)
+    assert {k: rows["small", "best_test_acc"][k] for k in expected} == expected
+    assert rows["small", "best_test_acc"]["paired"] and rows["small", "best_test_acc"]["p"] == 2 / 2 ** 8
+    assert [r["p_adj"] for r in rep["comparisons"]] == adjust([r["p"] for r in rep["comparisons"]], "holm")
+    assert rows["small", "best_test_acc"]["significant"] and not rows["small", "gen_gap"]["significant"]
+    bh = json.loads(runner.invoke(app, ["report", str(spec), "--out", str(results.root), "--format", "json",
+                                        "--correction", "bh"]).stdout)
+    assert [r["p_adj"] for r in bh["comparisons"]] == adjust([r["p"] for r in bh["comparisons"]], "bh")
+
+
+def test_report_fits_80_columns_one_line_per_row(tmp_path):
+    spec = write(tmp_path, SMALL_SPEC.replace("seeds: 2", "seeds: 3"), "s.yaml")
+    plan = compile_file(str(spec))
+    results = ResultsDir(tmp_path / "r")
+    for run in plan.runs:
+        fake_run(results, run, [50.0 + i + 0.7 * run.seed for i in range(10)], 1000, [90.0 + run.seed] * 4)
+    out = runner.invoke(app, ["report", str(spec), "--out", str(results.root)], env={"COLUMNS": "80"})
+    lines = out.stdout.splitlines()
+    assert out.exit_code == 0 and max(map(len, lines)) <= 80
+    # every configuration row, comparison row and correlation row is one line: no cell wraps
+    for config in ("baseline", "small", "large"):
+        assert sum(line.startswith(config + " ") for line in lines) == (1 if config == "baseline" else 4)
+    assert sum(line.startswith("stab~") for line in lines) == 2
+    wide = runner.invoke(app, ["report", str(spec), "--out", str(results.root)], env={"COLUMNS": "200"}).stdout
+    assert "best_test_acc (%)" in wide and "[" in wide.split("best_test_acc (%)")[1].splitlines()[2]
+
+
+def test_html_report_is_one_self_contained_file(tmp_path):
+    spec = write(tmp_path, SMALL_SPEC, "s.yaml")
+    plan = compile_file(str(spec))
+    results = ResultsDir(tmp_path / "r")
+    for run in plan.runs:
+        fake_run(results, run, [50.0 + i + run.seed for i in range(10)], 1000, [90.0 + run.seed] * 4)
+    out = runner.invoke(app, ["report", str(spec), "--out", str(results.root), "--format", "html"])
+    assert out.exit_code == 0, out.stderr
+    path = tmp_path / "r" / "specs" / "small" / "report.html"
+    assert f"wrote {path}" in out.stderr
+    text = path.read_text()
+    # no resource from elsewhere: every src and href is inline data
+    assert re.findall(r'(?:src|href)="(?!data:)', text) == []
+    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', text)
+    assert len(images) == 3 and all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
+    for heading in ("Configurations", "Compared with baseline", "Correlations over runs", "Flatness", "Runs",
+                    "Environment and code version of the runs"):
+        assert f"<h2>{heading}" in text
+    again = runner.invoke(app, ["report", str(spec), "--out", str(results.root), "--format", "html"])
+    assert again.exit_code == 0 and path.read_text() == text  # deterministic
+
+
+def test_sweep_over_a_rate_axis_gets_a_figure_3_plot_and_per_value_correlations(tmp_path):
+    spec = write(tmp_path, SMALL_SPEC.replace("  large: {prune.target: largest}\n", "")
+                 + "sweep:\n  prune.target: [smallest, largest]\n  prune.layers[0].amount: [0.25, 0.5, 0.75]\n", "s.yaml")
+    plan = compile_file(str(spec))
+    assert sweep_axes(plan) == ["prune.layers[0].amount"]
+    results = ResultsDir(tmp_path / "r")
+    for run in plan.runs:
+        amount = run.config.count("0.75") * 3 + run.config.count("0.5") * 2 + run.config.count("0.25")
+        fake_run(results, run, [50.0 + i - amount + run.seed for i in range(10)], 1000, [90.0 - amount + run.seed] * 4)
+    out = runner.invoke(app, ["report", str(spec), "--out", str(results.root), "--format", "json"])
+    rep = json.loads(out.stdout)
+    assert str(tmp_path / "r" / "specs" / "small" / "sweep_prune_layers_0_amount.png") in rep["plots"]
+    groups = [c["point"] for c in rep["correlations"] if c["x"] == "mean_stability" and c["y"] == "best_test_acc"]
+    # overall, the 6 sweep points, then each value of each axis (the paper's Figure 3 correlates at each rate)
+    assert groups[0] is None and len(groups) == 1 + 6 + 2 + 3
+    assert {"prune.layers[0].amount": 0.5} in groups and {"prune.target": "largest"} in groups
+    at = next(c for c in rep["correlations"] if c["point"] == {"prune.layers[0].amount": 0.5} and c["y"] == "best_test_acc")
+    assert at["n"] == 4  # two targets x two seeds
 
 
 def test_report_without_results_says_so(tmp_path):

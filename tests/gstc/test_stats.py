@@ -8,8 +8,12 @@ import warnings
 import numpy as np
 import pytest
 from scipy import stats as st
+from scipy.special import gamma
 
-from gstc.stats import correlate, summarize
+from hypothesis import given, settings
+from hypothesis import strategies as st_h
+
+from gstc.stats import _tau_b, adjust, compare, correlate, effect_paired, effect_unpaired, family, seeds_needed, summarize
 
 VALUES = [85.2, 84.9, 85.7, 86.1, 84.4, 85.0, 85.9, 84.8, 85.5, 86.0]
 
@@ -74,10 +78,49 @@ def test_correlate_matches_scipy():
     y = [86.0, 85.7, 85.1, 85.4, 84.6, 84.2]
     c = correlate(x, y)
     p, k = st.pearsonr(x, y), st.kendalltau(x, y)
-    assert c == {"n": 6, "pearson_r": float(p.statistic), "pearson_p": float(p.pvalue),
-                 "kendall_tau": float(k.statistic), "kendall_p": float(k.pvalue)}
-    assert c["pearson_r"] < 0 and c["kendall_tau"] < 0
+    ci = p.confidence_interval(confidence_level=0.95)
+    assert (c["n"], c["pearson_r"], c["pearson_p"], c["kendall_tau"], c["kendall_p"]) == (
+        6, float(p.statistic), float(p.pvalue), float(k.statistic), float(k.pvalue))
+    assert (c["pearson_ci_low"], c["pearson_ci_high"]) == (float(ci.low), float(ci.high))
+    assert c["pearson_r"] < 0 and c["kendall_tau"] < 0 and c["pearson_ci_low"] < c["pearson_r"] < c["pearson_ci_high"]
     assert correlate(x, y) == c
+
+
+def test_kendall_interval_is_scipys_bootstrap_of_scipys_tau():
+    """Kendall's CI is scipy's percentile bootstrap over the pairs, with scipy's own kendalltau as the
+    statistic (the slow loop gstc's vectorized statistic replaces), seed 0: the same bounds."""
+    x = [90.1, 93.4, 95.0, 97.2, 98.8, 99.5, 96.0, 91.0]
+    y = [86.0, 85.7, 85.1, 85.4, 84.6, 84.2, 85.9, 85.0]
+    c = correlate(x, y, resamples=2000)
+    ref = st.bootstrap((np.array(x), np.array(y)), lambda a, b: st.kendalltau(a, b).statistic, paired=True,
+                       vectorized=False, n_resamples=2000, method="percentile", rng=np.random.default_rng(0))
+    dist = ref.bootstrap_distribution
+    defined = dist[np.isfinite(dist)]  # resamples with a constant x or y have no tau
+    assert c["kendall_ci_low"] == pytest.approx(np.percentile(defined, 2.5), abs=1e-12)
+    assert c["kendall_ci_high"] == pytest.approx(np.percentile(defined, 97.5), abs=1e-12)
+    assert c["kendall_ci_undefined"] == pytest.approx(1 - defined.size / dist.size)
+    if defined.size == dist.size:  # nothing left out: scipy's own interval
+        assert (c["kendall_ci_low"], c["kendall_ci_high"]) == pytest.approx(
+            (ref.confidence_interval.low, ref.confidence_interval.high), abs=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st_h.lists(st_h.tuples(st_h.integers(0, 4), st_h.integers(0, 4)), min_size=2, max_size=12))
+def test_vectorized_tau_b_is_scipys_with_ties(pairs):
+    """The bootstrap's vectorized tau-b equals scipy.stats.kendalltau (variant b), ties included."""
+    x, y = np.array(pairs, dtype=float).T
+    ours = float(_tau_b(x[None, :], y[None, :])[0])
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        assert np.isnan(ours)
+    else:
+        assert ours == pytest.approx(st.kendalltau(x, y).statistic, abs=1e-12)
+
+
+def test_kendall_interval_with_few_pairs_leaves_out_constant_resamples():
+    # 3 pairs: 3 of the 27 equally likely resamples are constant, about 11% of them
+    c = correlate([1.0, 2.0, 3.0], [2.0, 1.0, 4.0])
+    assert 0.08 < c["kendall_ci_undefined"] < 0.14
+    assert (c["pearson_ci_low"], c["pearson_ci_high"]) == (-1.0, 1.0)  # Fisher's z has no spread left at n = 3
 
 
 @pytest.mark.parametrize("x, y", [
@@ -91,7 +134,9 @@ def test_correlate_undefined_is_none(x, y):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no ConstantInputWarning: never reaches scipy
         c = correlate(x, y)
-    assert c == {"n": len(x), "pearson_r": None, "pearson_p": None, "kendall_tau": None, "kendall_p": None}
+    assert c["n"] == len(x) and {k: v for k, v in c.items() if k != "n"} == dict.fromkeys(
+        ["pearson_r", "pearson_p", "pearson_ci_low", "pearson_ci_high", "kendall_tau", "kendall_p", "kendall_ci_low",
+         "kendall_ci_high", "kendall_ci_undefined"])
 
 
 def test_correlate_length_mismatch():
@@ -105,3 +150,149 @@ def test_results_serialize_as_strict_json():
         text = json.dumps(obj, allow_nan=False)
         assert json.loads(text) == obj
         assert all(v is None or isinstance(v, (int, float)) for v in obj.values())
+
+
+# --- comparisons ------------------------------------------------------------------------
+
+# Ten seeds' accuracies of two configurations: the seeds spread over 20 points, and B is
+# 0.3 points better than A in every seed (plus a little noise). An unpaired test sees two
+# overlapping clouds; the paired one sees ten positive differences.
+A10 = np.linspace(70.0, 90.0, 10)
+B10 = A10 + 0.3 + np.random.default_rng(1).normal(0, 0.1, 10)
+SEEDS = list(range(10))
+
+
+def diff(x, y, axis=-1):
+    return np.mean(y, axis=axis) - np.mean(x, axis=axis)
+
+
+def test_paired_comparison_is_scipys_and_finds_what_the_unpaired_one_misses():
+    paired, unpaired = compare(A10, B10, SEEDS, SEEDS), compare(A10, B10)
+    assert paired["paired"] and paired["pairs"] == 10 and not unpaired["paired"]
+    perm = st.permutation_test((A10, B10), diff, permutation_type="samples", vectorized=True, n_resamples=10_000,
+                               rng=np.random.default_rng(0))
+    assert perm.null_distribution.size == 2 ** 10  # exact: every sign flip
+    assert paired["p"] == perm.pvalue == 2 / 2 ** 10
+    assert paired["p_rank"] == st.wilcoxon(B10, A10).pvalue
+    boot = st.bootstrap((B10 - A10,), np.mean, n_resamples=10_000, method="percentile", rng=np.random.default_rng(0))
+    assert (paired["diff_ci_low"], paired["diff_ci_high"]) == (boot.confidence_interval.low, boot.confidence_interval.high)
+    assert paired["diff"] == pytest.approx(np.mean(B10 - A10))
+    indep = st.permutation_test((A10, B10), diff, permutation_type="independent", vectorized=True, n_resamples=10_000,
+                                rng=np.random.default_rng(0))
+    assert unpaired["p"] == indep.pvalue and unpaired["p"] > 0.5
+    assert unpaired["p_rank"] == st.mannwhitneyu(B10, A10, alternative="two-sided").pvalue
+    assert paired["p"] < 0.05 < unpaired["p"]
+
+
+def test_pairing_follows_seeds_not_order():
+    shuffled = [9, 3, 0, 5, 1, 8, 2, 7, 6, 4]
+    b = [B10[s] for s in shuffled]
+    assert compare(A10, b, SEEDS, shuffled) == compare(A10, B10, SEEDS, SEEDS)
+
+
+@pytest.mark.parametrize("seeds_b, why", [
+    ([0, 1, 2, 3, 4, 5, 6, 7, 8, 10], "seeds differ: only A has seed 9; only B has seed 10"),
+    ([0, 0, 1, 2, 3, 4, 5, 6, 7, 8], "a seed appears twice on one side"),
+])
+def test_unmatched_seeds_fall_back_to_unpaired_and_say_why(seeds_b, why):
+    c = compare(A10, B10, SEEDS, seeds_b)
+    assert not c["paired"] and c["pairing"] == why and c["test"] == "permutation" and c["effect"] == "g"
+    assert c["p"] == compare(A10, B10)["p"]
+
+
+def test_effect_sizes_and_their_noncentral_t_intervals():
+    dz, low, high = effect_paired(B10 - A10)
+    d = B10 - A10
+    assert dz == pytest.approx(d.mean() / d.std(ddof=1))
+    n = d.size
+    # The interval's ends put the observed t at the 97.5% and 2.5% points of the noncentral t.
+    t = dz * np.sqrt(n)
+    assert st.nct.cdf(t, n - 1, low * np.sqrt(n)) == pytest.approx(0.975, abs=1e-9)
+    assert st.nct.cdf(t, n - 1, high * np.sqrt(n)) == pytest.approx(0.025, abs=1e-9)
+    a, b = A10, A10 + 8.0
+    g, glow, ghigh = effect_unpaired(a, b)
+    na = nb = 10
+    pooled = np.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2)
+    j = gamma(9) / (np.sqrt(9) * gamma(8.5))  # Hedges' exact factor at df = 18
+    assert g == pytest.approx(j * 8.0 / pooled, rel=1e-12)
+    assert j == pytest.approx(1 - 3 / (4 * (na + nb) - 9), rel=2e-4)  # his approximation
+    scale, jx = np.sqrt(1 / na + 1 / nb), g / (8.0 / pooled)
+    assert st.nct.cdf(8.0 / pooled / scale, 18, glow / jx / scale) == pytest.approx(0.975, abs=1e-9)
+    assert st.nct.cdf(8.0 / pooled / scale, 18, ghigh / jx / scale) == pytest.approx(0.025, abs=1e-9)
+    assert glow < g < ghigh
+    c = compare(a, b, SEEDS, SEEDS)
+    assert c["effect"] == "dz" and c["effect_size"] is None  # every seed +8: no spread, d_z undefined
+    assert compare(a, b)["effect_size"] == pytest.approx(g)
+
+
+def test_large_effects_keep_finite_intervals():
+    # t of about 100: scipy's noncentral t gives NaN far from it; the search must still bracket the root
+    d = np.array([3.0, 3.1, 2.9, 3.05, 2.95, 3.02, 2.98, 3.01, 2.99, 3.0])
+    dz, low, high = effect_paired(d)
+    assert np.isfinite([dz, low, high]).all() and low < dz < high
+
+
+def test_min_p_is_the_floor_of_the_exact_tests():
+    five = compare(A10[:5], B10[:5], SEEDS[:5], SEEDS[:5])
+    assert five["min_p"] == 2 / 2 ** 5 == five["p"]  # all five differences positive: the floor itself
+    assert compare(A10[:5], A10[:5] + 5)["min_p"] == pytest.approx(2 / 252)  # unpaired 5 + 5: C(10, 5) splits
+
+
+def test_compare_edge_cases():
+    assert compare([], [1.0])["diff"] is None
+    one = compare([1.0], [2.0])
+    assert one["diff"] == 1.0 and one["p"] is None and one["diff_ci_low"] is None
+    same = compare([1.0, 1.0], [1.0, 1.0], [0, 1], [0, 1])
+    assert same["p"] == 1.0 and same["p_rank"] == 1.0 and same["effect_size"] is None
+    shifted = compare([1.0, 2.0, 3.0], [2.0, 3.0, 4.0], [0, 1, 2], [0, 1, 2])
+    assert (shifted["diff_ci_low"], shifted["diff_ci_high"]) == (1.0, 1.0)
+    assert shifted["p"] == st.permutation_test(([1.0, 2.0, 3.0], [2.0, 3.0, 4.0]), diff, permutation_type="samples",
+                                               vectorized=True).pvalue
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        json.dumps([compare([5.0] * 4, [5.0] * 4, SEEDS[:4], SEEDS[:4]), compare([1.0, 2.0], [3.0, 3.0])], allow_nan=False)
+
+
+def holm_step_down(ps, alpha):
+    """Holm's procedure as he stated it: reject the smallest p while p_(k) <= alpha / (m - k + 1)."""
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    rejected = set()
+    for k, i in enumerate(order):
+        if ps[i] >= alpha / (len(ps) - k):
+            break
+        rejected.add(i)
+    return rejected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st_h.lists(st_h.floats(1e-6, 1.0), min_size=1, max_size=20), st_h.sampled_from([0.01, 0.05, 0.1]))
+def test_holm_adjusted_p_values_reject_what_holms_procedure_rejects(ps, alpha):
+    adjusted = adjust(ps, "holm")
+    assert {i for i, q in enumerate(adjusted) if q < alpha} == holm_step_down(ps, alpha)
+    assert all(p <= q <= 1 for p, q in zip(ps, adjusted))
+
+
+def test_benjamini_hochberg_is_scipys_and_none_passes_through():
+    ps = [0.001, 0.04, None, 0.03, 0.5, 0.012]
+    given_ = [p for p in ps if p is not None]
+    bh = adjust(ps, "bh")
+    assert [q for q in bh if q is not None] == list(st.false_discovery_control(given_, method="bh"))
+    assert bh[2] is None and adjust(ps, "none") == ps
+    assert adjust(ps, "holm") == [0.005, 0.09, None, 0.09, 0.5, 0.048]
+    with pytest.raises(ValueError, match="holm, bh, none"):
+        adjust(ps, "bonferroni")
+
+
+def test_family_marks_on_the_adjusted_p_and_says_when_nothing_can_be_marked():
+    rows = [compare(A10, B10, SEEDS, SEEDS) for _ in range(3)] + [compare(A10, A10 + 0.01 * np.arange(10), SEEDS, SEEDS)]
+    fam = family(rows)
+    assert fam["comparisons"] == 4 and fam["note"] is None
+    assert [r["p_adj"] for r in rows] == adjust([r["p"] for r in rows], "holm")
+    assert [r["significant"] for r in rows] == [r["p_adj"] < 0.05 for r in rows]
+    five = [compare(A10[:5], B10[:5], SEEDS[:5], SEEDS[:5]) for _ in range(9)]
+    fam = family(five)
+    assert not any(r["significant"] for r in five)
+    assert fam["note"] == ("no difference can reach p < 0.05: with 5 pairs an exact paired test cannot give p below "
+                           "0.0625, and Holm over 9 comparisons multiplies the smallest p by 9; 9 seeds would allow it")
+    assert seeds_needed(9) == 9 and 9 * 2 / 2 ** 9 < 0.05 <= 9 * 2 / 2 ** 8
+    assert seeds_needed(1) == 6 and seeds_needed(9, method="bh") == 6
