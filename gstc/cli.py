@@ -621,6 +621,7 @@ def report(
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Override PATH=VALUE (repeatable)."),
     metrics: Optional[List[str]] = typer.Option(None, "--metric", help="Metric to compare with the baseline (repeatable; default: best_test_acc, gen_gap, mean_stability)."),
     correction: Correction = typer.Option(Correction.holm, "--correction", help="Multiple-comparison correction over the report's comparisons: holm, bh (Benjamini-Hochberg) or none."),
+    unpaired: bool = typer.Option(False, "--unpaired", help="Compare as unpaired samples even where the seeds match (to see what pairing adds)."),
 ) -> None:
     """Tables (metrics with CIs, comparisons with the baseline, correlations), PNG plots and an HTML report."""
     from gstc import report as r
@@ -628,7 +629,7 @@ def report(
 
     plan_ = _compile(spec, sets)
     results = ResultsDir(out)
-    rep = r.build(plan_, results, _metrics(metrics), correction.value)
+    rep = r.build(plan_, results, _metrics(metrics), correction.value, not unpaired)
     if rep["done"] == 0:
         _fail([SpecError(str(spec), 1, 1, "", f"no finished runs in {results.root} yet: run `gstc run {spec}` first")])
     folder = plots or results.spec_dir(plan_.spec)
@@ -666,6 +667,7 @@ def diff_cmd(
     fail_if_worse: Optional[str] = typer.Option(None, "--fail-if-worse", help="Exit 1 when B is significantly worse on this metric (after the correction)."),
     metrics: Optional[List[str]] = typer.Option(None, "--metric", help="Metric to compare (repeatable; default: best_test_acc, gen_gap, mean_stability)."),
     correction: Correction = typer.Option(Correction.holm, "--correction", help="Multiple-comparison correction over the diff's comparisons: holm, bh (Benjamini-Hochberg) or none."),
+    unpaired: bool = typer.Option(False, "--unpaired", help="Compare as unpaired samples even where the seeds match (to see what pairing adds)."),
 ) -> None:
     """Compare two specs: resolved configurations, plans, and results paired by seed, with CIs."""
     from gstc import diff as d
@@ -679,7 +681,7 @@ def diff_cmd(
                          f"choose from {', '.join(d.BETTER)}")])
     tested = _metrics(metrics, fail_if_worse)
     try:
-        report = d.diff(str(a), str(b), ResultsDir(out), show_all, tested, correction.value)
+        report = d.diff(str(a), str(b), ResultsDir(out), show_all, tested, correction.value, not unpaired)
     except SpecErrors as exc:
         _fail(exc.errors)
     except (ValueError, KeyError) as exc:  # a manifest that is not one

@@ -120,8 +120,18 @@ def plan_diff(a: Plan, b: Plan, pairs: list[tuple[PlanConfig, PlanConfig]]) -> d
     }
 
 
+UNPAIRED = "--unpaired given"
+
+
+def compare_runs(a: list[float], b: list[float], seeds_a: list[int], seeds_b: list[int], paired: bool = True) -> dict:
+    """`gstc.stats.compare` of two configurations' runs, by seed unless `paired` is False."""
+    if paired:
+        return compare(a, b, seeds_a, seeds_b, seed=SEED)
+    return compare(a, b, seed=SEED) | {"pairing": UNPAIRED}
+
+
 def metric_rows(side_a: Side, side_b: Side, pairs: list[tuple[PlanConfig, PlanConfig]],
-                metrics: tuple[str, ...] = OUTCOMES) -> list[dict]:
+                metrics: tuple[str, ...] = OUTCOMES, paired: bool = True) -> list[dict]:
     if side_a.manifest is None or side_b.manifest is None:
         return []
     rows = []
@@ -132,7 +142,7 @@ def metric_rows(side_a: Side, side_b: Side, pairs: list[tuple[PlanConfig, PlanCo
                 continue
             rows.append({"config": ca.id if ca.id == cb.id else f"{ca.id} / {cb.id}", "metric": metric,
                          "a": summarize(a, seed=SEED) if a else None, "b": summarize(b, seed=SEED) if b else None,
-                         **compare(a, b, sa, sb, seed=SEED)})
+                         **compare_runs(a, b, sa, sb, paired)})
     return rows
 
 
@@ -146,10 +156,10 @@ def provenance_rows(side_a: Side, side_b: Side, show_all: bool) -> list[dict]:
 
 
 def diff(path_a: str, path_b: str, results: ResultsDir, show_all: bool = False,
-         metrics: tuple[str, ...] = OUTCOMES, correction: str = "holm") -> dict:
+         metrics: tuple[str, ...] = OUTCOMES, correction: str = "holm", paired: bool = True) -> dict:
     side_a, side_b = load_side(path_a, results), load_side(path_b, results)
     pairs = match(side_a.plan, side_b.plan)
-    rows = metric_rows(side_a, side_b, pairs, metrics)
+    rows = metric_rows(side_a, side_b, pairs, metrics, paired)
     seeds_a, seeds_b = sorted({r.seed for r in side_a.plan.runs}), sorted({r.seed for r in side_b.plan.runs})
     return {
         "a": {"label": side_a.label, "spec": side_a.plan.spec, "results": side_a.manifest is not None},
@@ -202,11 +212,11 @@ def tables(report: dict, precision: int, wide: bool = True) -> list[render.Table
     plan = report["plan"]
     rows = [[f"only in A: {c}", "", ""] for c in plan["configs_only_a"]] + [[f"only in B: {c}", "", ""] for c in plan["configs_only_b"]]
     rows += [[f"{s['config']}: {s['layer']}", _epochs(s["a"], p), _epochs(s["b"], p)] for s in plan["schedules"]]
-    rows.append([f"runs: {plan['runs_shared']} shared, {len(plan['runs_only_a'])} only in A, "
-                 f"{len(plan['runs_only_b'])} only in B", "", ""])
-    out.append(("Plan", ["what", "A", "B"], rows, ""))
+    out.append(("Plan", ["what", "A", "B"], rows, f"runs: {plan['runs_shared']} shared, {len(plan['runs_only_a'])} "
+                f"only in A, {len(plan['runs_only_b'])} only in B"))
     if report["metrics"]:
-        out.append(render.comparisons(report["metrics"], report["family"], wide, lambda m: render.significant(p), "A", "B",
+        out.append(render.comparisons(report["metrics"], report["family"], wide,
+                                      lambda m: render.significant(p) if wide else None, "A", "B",
                                       "Metrics (mean with 95% bootstrap CI; B - A by seed where seeds match)"))
     if report.get("provenance"):
         values = lambda counts: "; ".join(f"{v} ({n} run{'s' * (n != 1)})" for v, n in counts.items()) or "-"  # noqa: E731

@@ -9,6 +9,7 @@ names, and the intervals of effect sizes left out (the caption says where to fin
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 WIDE = 120  # terminal columns from which the terminal shows the wide tables
@@ -48,11 +49,27 @@ def decimals(digits: int) -> Format:
     return lambda v: str(int(v)) if float(v).is_integer() and abs(v) >= 1000 else f"{v:.{digits}f}"
 
 
-def estimate(mean: float | None, low: float | None, high: float | None, wide: bool, fmt: Format,
+def matched(mean: float, h: float) -> tuple[str, str]:
+    """`mean` and `h` to the decimal of h's second significant digit (96.7 and 2.4; 99.694 and 0.083):
+    no digit of the mean finer than its uncertainty, as measurements are written."""
+    if h == 0 or not math.isfinite(h):
+        return number(mean, 5), "0"
+    places = max(0, 1 - math.floor(math.log10(abs(h))))
+    return f"{mean:.{places}f}", f"{h:.{places}f}"
+
+
+def estimate(mean: float | None, low: float | None, high: float | None, wide: bool, fmt: Format | None,
              sign: bool = False) -> str:
-    """`mean [low, high]` (wide) or `mean ±h` (narrow), h half the interval's width; '-' without a mean."""
+    """`mean [low, high]` (wide) or `mean ±h` (narrow), h half the interval's width; '-' without a mean.
+
+    `fmt` None: the narrow form rounds both to h's second significant digit (`matched`), and
+    the wide form writes 5 significant digits."""
     if mean is None:
         return "-"
+    if fmt is None and not wide and low is not None and high is not None:
+        m, h = matched(mean, (high - low) / 2)
+        return ("+" + m if sign and not m.startswith("-") else m) + f" ±{h}"
+    fmt = fmt or significant(5)
     m = fmt(mean)
     if sign and not m.startswith("-"):
         m = "+" + m
@@ -70,7 +87,7 @@ def pvalue(p: float | None) -> str:
     return f"{p:.1e}" if 0 < p < 1e-4 else f"{p:.2g}"
 
 
-def comparisons(rows: list[dict], fam: dict, wide: bool, fmt: Callable[[str], Format], a_label: str, b_label: str,
+def comparisons(rows: list[dict], fam: dict, wide: bool, fmt: Callable[[str], Format | None], a_label: str, b_label: str,
                 title: str) -> Table:
     """The table of a family of comparisons (`gstc.stats.compare` rows with `config`, `metric`, `a`, `b`);
     `fmt(metric)` formats that metric's numbers."""

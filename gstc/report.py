@@ -18,14 +18,14 @@ import numpy as np
 from scipy import stats as st
 
 from gstc import render
-from gstc.manifest import (OUTCOMES, SUMMARY_FIELDS, DamagedFile, ResultsDir, build_manifest, metric_values, read_json,
+from gstc.manifest import (BOOTSTRAP_SEED, OUTCOMES, SUMMARY_FIELDS, DamagedFile, ResultsDir, build_manifest, metric_values, read_json,
                            read_jsonl)
 from gstc.plan import Plan, PlanConfig
 from gstc.render import estimate, number, pvalue, short_id
-from gstc.stats import compare, family, summarize
+from gstc.diff import compare_runs
+from gstc.stats import family, summarize
 
 UNITS = {"best_test_acc": "%", "best_epoch": "epoch", "gen_gap": "points", "mean_stability": "%", "final_params": ""}
-SEED = 0  # resampling seed of the comparisons' bootstrap CIs and permutation tests
 # Decimals of each metric in the tables: accuracies and gaps to 0.01 points, as the paper reports them.
 DECIMALS = {"best_test_acc": 2, "best_epoch": 1, "gen_gap": 2, "mean_stability": 2, "final_params": 0}
 
@@ -39,7 +39,8 @@ def baseline(plan: Plan) -> PlanConfig | None:
     return next((c for c in plan.configs if not c.schedules), None)
 
 
-def build(plan: Plan, results: ResultsDir, metrics: tuple[str, ...] = OUTCOMES, correction: str = "holm") -> dict:
+def build(plan: Plan, results: ResultsDir, metrics: tuple[str, ...] = OUTCOMES, correction: str = "holm",
+          paired: bool = True) -> dict:
     """The report's numbers: per configuration metrics, rates, removed parameters; comparisons
     with the baseline (paired by seed where the seeds match), corrected together; correlations."""
     manifest = build_manifest(plan, results)
@@ -70,8 +71,8 @@ def build(plan: Plan, results: ResultsDir, metrics: tuple[str, ...] = OUTCOMES, 
         for metric in metrics:
             (a, sa), (b, sb) = metric_values(manifest, base.id, metric), metric_values(manifest, c.id, metric)
             if a and b:
-                comparisons.append({"config": c.id, "metric": metric, "a": summarize(a, seed=SEED),
-                                    "b": summarize(b, seed=SEED), **compare(a, b, sa, sb, seed=SEED)})
+                comparisons.append({"config": c.id, "metric": metric, "a": summarize(a, seed=BOOTSTRAP_SEED),
+                                    "b": summarize(b, seed=BOOTSTRAP_SEED), **compare_runs(a, b, sa, sb, paired)})
     done = sum(c["done"] for c in configs)
     damaged = [{"id": r["id"], "config": r["config"], "seed": r["seed"], **(r.get("error") or {})}
                for r in manifest["runs"] if r["status"] == "damaged"]
@@ -272,8 +273,10 @@ def _sweep(plan: Plan, report: dict, axis: str, colors: list[str]):
     lines: dict[str, list] = {}
     for c in plan.configs:
         if axis in c.point:
-            rest = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in c.point.items() if k != axis) or "all"
-            lines.setdefault(rest, []).append((c.point[axis], configs[c.id]))
+            # one line per variant and value of the other axes
+            label = ", ".join([c.id.partition("[")[0]] + [f"{k.rsplit('.', 1)[-1]}={v}" for k, v in c.point.items()
+                                                          if k != axis])
+            lines.setdefault(label, []).append((c.point[axis], configs[c.id]))
     values = sorted({v for pts in lines.values() for v, _ in pts})
     rates: dict = {}
     for pts in lines.values():
@@ -283,7 +286,8 @@ def _sweep(plan: Plan, report: dict, axis: str, colors: list[str]):
     base = configs.get(report["baseline"]) if report["baseline"] else None
     for ax, metric in zip(axes[:2], ("best_test_acc", "mean_stability")):
         for i, (label, pts) in enumerate(lines.items()):
-            pts = sorted((v, c["metrics"][metric]) for v, c in pts if c["metrics"][metric]["mean"] is not None)
+            pts = sorted(((v, c["metrics"][metric]) for v, c in pts if c["metrics"][metric]["mean"] is not None),
+                         key=lambda vs: vs[0])
             if not pts:
                 continue
             x = [v for v, _ in pts]
@@ -306,7 +310,7 @@ def _sweep(plan: Plan, report: dict, axis: str, colors: list[str]):
     axes[2].axhline(0, color="0.6", linewidth=0.8)
     axes[2].set_ylim(-1.05, 1.05)
     axes[2].set_ylabel("Pearson r, stability vs best test accuracy (95% CI)")
-    ticks = [f"{number(v)}\n({100 * max(rates[v]):.1g}%)" if v in rates else number(v) for v in values]
+    ticks = [f"{number(v)}\n({100 * max(rates[v]):.3g}%)" if v in rates else number(v) for v in values]
     for ax in axes:
         if values and min(values) > 0 and max(values) / min(values) >= 10:
             ax.set_xscale("log")

@@ -71,3 +71,19 @@ def test_gstc_modules_do_not_import_torch(poisoned_env):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=poisoned_env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("fmt", ["text", "html"])
+def test_report_does_not_import_torch(fmt, small_spec, poisoned_env, tmp_path):
+    # A report is read from run folders: tables, comparisons, plots and the HTML page need no torch.
+    from gstc.compile import compile_file
+    from gstc.manifest import ResultsDir
+    from tests.gstc.test_report import fake_run
+
+    results = ResultsDir(tmp_path / "r")
+    for run in compile_file(str(small_spec)).runs:
+        fake_run(results, run, [50.0 + i + run.seed for i in range(10)], 1000, [90.0 + run.seed] * 4)
+    proc = subprocess.run([sys.executable, "-m", "gstc", "report", str(small_spec), "--out", str(results.root),
+                           "--format", fmt], capture_output=True, text=True, env=poisoned_env)
+    assert proc.returncode == 0, proc.stderr
+    assert "gstc imported torch" not in proc.stderr and "wrote" in proc.stderr

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import re
 
 from typer.testing import CliRunner
 
@@ -107,28 +105,6 @@ def test_report_fits_80_columns_one_line_per_row(tmp_path):
     assert sum(line.startswith("stab~") for line in lines) == 2
     wide = runner.invoke(app, ["report", str(spec), "--out", str(results.root)], env={"COLUMNS": "200"}).stdout
     assert "best_test_acc (%)" in wide and "[" in wide.split("best_test_acc (%)")[1].splitlines()[2]
-
-
-def test_html_report_is_one_self_contained_file(tmp_path):
-    spec = write(tmp_path, SMALL_SPEC, "s.yaml")
-    plan = compile_file(str(spec))
-    results = ResultsDir(tmp_path / "r")
-    for run in plan.runs:
-        fake_run(results, run, [50.0 + i + run.seed for i in range(10)], 1000, [90.0 + run.seed] * 4)
-    out = runner.invoke(app, ["report", str(spec), "--out", str(results.root), "--format", "html"])
-    assert out.exit_code == 0, out.stderr
-    path = tmp_path / "r" / "specs" / "small" / "report.html"
-    assert f"wrote {path}" in out.stderr
-    text = path.read_text()
-    # no resource from elsewhere: every src and href is inline data
-    assert re.findall(r'(?:src|href)="(?!data:)', text) == []
-    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', text)
-    assert len(images) == 3 and all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
-    for heading in ("Configurations", "Compared with baseline", "Correlations over runs", "Flatness", "Runs",
-                    "Environment and code version of the runs"):
-        assert f"<h2>{heading}" in text
-    again = runner.invoke(app, ["report", str(spec), "--out", str(results.root), "--format", "html"])
-    assert again.exit_code == 0 and path.read_text() == text  # deterministic
 
 
 def test_sweep_over_a_rate_axis_gets_a_figure_3_plot_and_per_value_correlations(tmp_path):
