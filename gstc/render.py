@@ -99,7 +99,8 @@ def comparisons(rows: list[dict], fam: dict, wide: bool, fmt: Callable[[str], Fo
         effect = "-" if r["effect_size"] is None else f"{r['effect_size']:+.2f}"
         if wide and r["effect_size"] is not None:
             effect = f"{EFFECT[r['effect']]} {effect} [{r['effect_ci_low']:+.2f}, {r['effect_ci_high']:+.2f}]"
-        cells = [r["config"] if wide else short_id(r["config"]), r["metric"] if wide else SHORT.get(r["metric"], r["metric"]), side(r["a"], f), side(r["b"], f),
+        cells = [r["config"] if wide else short_id(r["config"]),
+                 r["metric"] if wide else SHORT.get(r["metric"], r["metric"]), side(r["a"], f), side(r["b"], f),
                  d, effect, pvalue(r["p"]), pvalue(r["p_adj"])]
         if wide:
             cells += [pvalue(r["p_rank"]), f"paired, {r['pairs']}" if r["paired"] else "unpaired"]

@@ -18,8 +18,8 @@ import numpy as np
 from scipy import stats as st
 
 from gstc import render
-from gstc.manifest import (BOOTSTRAP_SEED, OUTCOMES, SUMMARY_FIELDS, DamagedFile, ResultsDir, build_manifest, metric_values, read_json,
-                           read_jsonl)
+from gstc.manifest import (BOOTSTRAP_SEED, OUTCOMES, SUMMARY_FIELDS, DamagedFile, ResultsDir, build_manifest,
+                           metric_values, read_json, read_jsonl)
 from gstc.plan import Plan, PlanConfig
 from gstc.render import estimate, number, pvalue, short_id
 from gstc.diff import compare_runs

@@ -46,7 +46,8 @@ def _table(title: str, header: list[str], rows: list[list[str]], caption: str) -
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
     note = f'<p class="caption">{escape(caption)}</p>' if caption else ""
-    return f'<h2>{escape(title)}</h2>\n<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>{note}\n'
+    return (f'<h2>{escape(title)}</h2>\n<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>{note}\n")
 
 
 def _figure(path: Path) -> str:

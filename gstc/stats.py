@@ -62,6 +62,8 @@ RESAMPLES = 10_000  # bootstrap resamples; permutation tests are exact when they
 CONFIDENCE = 0.95
 ALPHA = 0.05  # a comparison whose adjusted p is below ALPHA is marked significant (*)
 CORRECTIONS = ("holm", "bh", "none")
+# A spread below this share of the values' size is rounding error (float64 carries about 16 digits).
+SPREAD_RTOL = 1e-9
 
 
 def _sample(values: Sequence[float], name: str) -> np.ndarray:
@@ -210,10 +212,19 @@ def hedges_correction(df: float) -> float:
     return float(np.exp(_sp.gammaln(df / 2) - _sp.gammaln((df - 1) / 2)) / math.sqrt(df / 2))
 
 
+def _no_spread(sd: float, values: np.ndarray) -> bool:
+    """A standard deviation that is rounding error: 100 - 99.72 and 99.72 - 99.44 differ in the 14th digit."""
+    return sd <= SPREAD_RTOL * max(1.0, float(np.max(np.abs(values))))
+
+
 def effect_paired(d: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float] | None:
-    """d_z = mean(d) / sd(d) of paired differences, with its noncentral-t CI; None when sd(d) = 0."""
-    n, sd = d.size, float(np.std(d, ddof=1))
-    if n < 2 or sd == 0:
+    """d_z = mean(d) / sd(d) of paired differences, with its noncentral-t CI; None when sd(d) is 0
+    (to rounding: every seed moved by the same amount, and d_z would be a ratio of rounding errors)."""
+    n = d.size
+    if n < 2:
+        return None
+    sd = float(np.std(d, ddof=1))
+    if _no_spread(sd, d):
         return None
     dz = float(np.mean(d)) / sd
     low, high = _ncp_interval(dz * math.sqrt(n), n - 1, confidence)
@@ -221,13 +232,14 @@ def effect_paired(d: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float,
 
 
 def effect_unpaired(a: np.ndarray, b: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float] | None:
-    """Hedges' g = J (mean(b) - mean(a)) / pooled sd, with its noncentral-t CI; None when the pooled sd is 0."""
+    """Hedges' g = J (mean(b) - mean(a)) / pooled sd, with its noncentral-t CI; None when the pooled sd is 0
+    (to rounding)."""
     na, nb = a.size, b.size
     df = na + nb - 2
     if na < 2 or nb < 2:
         return None
     pooled = math.sqrt(((na - 1) * np.var(a, ddof=1) + (nb - 1) * np.var(b, ddof=1)) / df)
-    if pooled == 0:
+    if _no_spread(pooled, np.concatenate([a, b])):
         return None
     scale = math.sqrt(1 / na + 1 / nb)
     d = (float(np.mean(b)) - float(np.mean(a))) / pooled
@@ -301,8 +313,8 @@ def compare(a: Sequence[float], b: Sequence[float], seeds_a: Sequence[int] | Non
         return out
     if paired:
         d = xb - xa
-        if np.ptp(d) == 0:
-            low = high = float(d[0])  # every seed moved by the same amount: the bootstrap has one point
+        if _no_spread(float(np.ptp(d)), d):
+            low = high = float(np.mean(d))  # every seed moved by the same amount: the bootstrap has one point
         else:
             ci = _st.bootstrap((d,), np.mean, n_resamples=resamples, confidence_level=confidence,
                                method="percentile", vectorized=True, **_rng(seed)).confidence_interval

@@ -296,3 +296,13 @@ def test_family_marks_on_the_adjusted_p_and_says_when_nothing_can_be_marked():
                            "0.0625, and Holm over 9 comparisons multiplies the smallest p by 9; 9 seeds would allow it")
     assert seeds_needed(9) == 9 and 9 * 2 / 2 ** 9 < 0.05 <= 9 * 2 / 2 ** 8
     assert seeds_needed(1) == 6 and seeds_needed(9, method="bh") == 6
+
+
+def test_differences_equal_up_to_rounding_have_no_effect_size():
+    # 99.72 - 99.44 and 100.00 - 99.72 (accuracies out of 360 test images) differ in the 14th digit:
+    # d_z would be 0.28 divided by a rounding error, about 1e13
+    a, b = [99.44444444444444, 99.72222222222223], [99.72222222222223, 100.0]
+    assert np.std(np.subtract(b, a), ddof=1) > 0
+    c = compare(a, b, [0, 1], [0, 1])
+    assert c["effect_size"] is None and c["diff_ci_low"] == c["diff_ci_high"] == pytest.approx(0.2777777777777)
+    assert effect_unpaired(np.array([1.0, 1.0 + 1e-13]), np.array([2.0, 2.0])) is None
