@@ -153,7 +153,8 @@ def _png(fig: Any, path: Path) -> Path:
 
     from gstc.atomic import write_bytes
 
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, metadata={"Software": None})  # no version: byte-identical reruns
     plt.close(fig)
@@ -183,7 +184,8 @@ def _accuracy_curves(plan: Plan, results: ResultsDir, report: dict, colors: list
     shown = [c for c in plan.configs if curves[c.id]]
     cols = min(4, max(1, len(shown)))
     rows = max(1, math.ceil(len(shown) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.7 * rows + 0.6), sharex=True, sharey=True, squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.7 * rows + 0.6), sharex=True, sharey=True, squeeze=False,
+                             layout="constrained")  # room for the suptitle, which tight_layout ignores
     base = baseline(plan)
 
     def mean_curve(config_id: str) -> tuple[list[int], np.ndarray]:
@@ -206,8 +208,9 @@ def _accuracy_curves(plan: Plan, results: ResultsDir, report: dict, colors: list
         ax.xaxis.get_major_locator().set_params(integer=True)
         if i % cols == 0:
             ax.set_ylabel("test accuracy (%)")
-        if i >= len(shown) - cols:
+        if i >= len(shown) - cols:  # the lowest panel of its column: sharex hid its ticks if a row is short
             ax.set_xlabel("epoch")
+            ax.tick_params(labelbottom=True)
         ax.legend(fontsize="x-small", loc="lower right")
     fig.suptitle(f"{plan.spec}: test accuracy per epoch (thin: runs; dotted red: pruning epochs)", fontsize="medium")
     return fig
@@ -268,7 +271,7 @@ def _sweep(plan: Plan, report: dict, axis: str, colors: list[str]):
     their correlation against the axis, one line per value of the other axes (the baseline dashed)."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), layout="constrained")
     configs = {c["id"]: c for c in report["configs"]}
     lines: dict[str, list] = {}
     for c in plan.configs:
@@ -356,7 +359,7 @@ def plot(plan: Plan, results: ResultsDir, report: dict, out: Path) -> list[Path]
                 last = epochs[max(epochs, key=int)]
                 points.setdefault(r["config"], []).append((r["summary"]["mean_stability"], last))
     if points:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
         for ax, (key, label) in zip(axes, panels):
             for i, c in enumerate(plan.configs):
                 pts = [(x, m[key]) for x, m in points.get(c.id, []) if m.get(key) is not None]

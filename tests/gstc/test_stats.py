@@ -181,6 +181,10 @@ def test_paired_comparison_is_scipys_and_finds_what_the_unpaired_one_misses():
                                 rng=np.random.default_rng(0))
     assert unpaired["p"] == indep.pvalue and unpaired["p"] > 0.5
     assert unpaired["p_rank"] == st.mannwhitneyu(B10, A10, alternative="two-sided").pvalue
+    both = st.bootstrap((A10, B10), diff, n_resamples=10_000, method="percentile", vectorized=True,
+                        rng=np.random.default_rng(0))
+    assert (unpaired["diff_ci_low"], unpaired["diff_ci_high"]) == (both.confidence_interval.low,
+                                                                   both.confidence_interval.high)
     assert paired["p"] < 0.05 < unpaired["p"]
 
 

@@ -1,5 +1,5 @@
-"""Two runs with the same seed share their randomness: the same initial weights, data order, augmentation
-and random targets, so they differ only where their configurations do (what paired comparisons rely on)."""
+"""Two runs with the same seed share their randomness: the same initial weights, data order, augmentation,
+random targets and noise, so they differ only where their configurations do (what paired comparisons rely on)."""
 
 from __future__ import annotations
 
@@ -24,11 +24,12 @@ variants:
   random: {}
   random-zero: {prune.mode: {kind: zero, duration: {epochs: 1}}}
   noise: {prune.mode: {kind: gaussian, duration: {epochs: 1}}}
+  noise-2: {prune.mode: {kind: gaussian, duration: {epochs: 2}}}   # a window past the run's end: epoch 2 as noise's
 """
 KEYS = ("train_loss", "train_acc", "test_loss", "test_acc")
 
 
-@pytest.mark.slow  # 12 s: eight runs
+@pytest.mark.slow  # 15 s: ten runs
 def test_same_seed_runs_share_everything_until_their_configurations_differ(tmp_path):
     plan = compile_text(SPEC)
     results = ResultsDir(tmp_path / "r")
@@ -46,5 +47,10 @@ def test_same_seed_runs_share_everything_until_their_configurations_differ(tmp_p
     # Different seeds differ from the first epoch on.
     assert epochs["baseline", 0][0]["train_loss"] != epochs["baseline", 1][0]["train_loss"]
     # After the event the configurations differ: pruned, zeroed and noised runs leave the baseline in epoch 2.
-    after = {c.id: epochs[c.id, 0][1]["train_loss"] for c in plan.configs}
+    after = {c.id: epochs[c.id, 0][1]["train_loss"] for c in plan.configs if c.id != "noise-2"}
     assert len(set(after.values())) == len(after), after
+    # The noise is drawn from (seed, epoch), not from the configuration: two noise configurations whose
+    # windows both cover epoch 2 add the same noise to the same weights there, to the last bit.
+    for seed in (0, 1):
+        assert epochs["noise-2", seed] == [dict(e, seconds=n["seconds"]) for e, n in
+                                           zip(epochs["noise", seed], epochs["noise-2", seed])]
