@@ -423,13 +423,14 @@ def _gpu_list(text: str) -> list[int]:
 
 def _check_executor_options(executor: ExecutorKind, given: dict[str, Any]) -> None:
     """Options that only one executor reads are errors with the others (they would be silently ignored)."""
-    owners = {"--gpus": ExecutorKind.local, "--address": ExecutorKind.ray, "--gpus-per-task": ExecutorKind.ray,
-              "--slurm-partition": ExecutorKind.slurm, "--slurm-time": ExecutorKind.slurm,
-              "--slurm-gpus": ExecutorKind.slurm, "--slurm-cluster": ExecutorKind.slurm}
+    ray, slurm = (ExecutorKind.ray,), (ExecutorKind.slurm,)
+    owners = {"--gpus": (ExecutorKind.local,), "--address": ray, "--gpus-per-task": ray,
+              "--cpus-per-task": (ExecutorKind.ray, ExecutorKind.slurm)}
+    owners |= {f"--slurm-{o}": slurm for o in ("partition", "time", "gpus", "cluster", "mem", "account", "qos", "option")}
     for option, value in given.items():
-        if value is not None and owners[option] is not executor:
-            _fail([SpecError("<command line>", 1, 1, option, f"{option} goes with --executor {owners[option].value}, "
-                             f"not --executor {executor.value}")])
+        if value is not None and value != [] and executor not in owners[option]:
+            with_ = " or ".join(f"--executor {o.value}" for o in owners[option])
+            _fail([SpecError("<command line>", 1, 1, option, f"{option} goes with {with_}, not --executor {executor.value}")])
 
 
 @app.command()
@@ -454,6 +455,13 @@ def run(
     slurm_gpus: Optional[int] = typer.Option(None, "--slurm-gpus", help="slurm: GPUs per job (default 1; 0 with --device cpu)."),
     slurm_cluster: Optional[str] = typer.Option(None, "--slurm-cluster", help="slurm: 'local' runs the job array "
                                                 "with submitit's local mode on this machine (no Slurm needed)."),
+    cpus_per_task: Optional[int] = typer.Option(None, "--cpus-per-task", help="ray, slurm: CPUs per task or job "
+                                                "(default 1), and the torch threads it computes with."),
+    slurm_mem: Optional[str] = typer.Option(None, "--slurm-mem", help="slurm: memory per job, e.g. 16G (sbatch --mem)."),
+    slurm_account: Optional[str] = typer.Option(None, "--slurm-account", help="slurm: the account to charge."),
+    slurm_qos: Optional[str] = typer.Option(None, "--slurm-qos", help="slurm: the quality of service."),
+    slurm_option: Optional[List[str]] = typer.Option(None, "--slurm-option", help="slurm: any other sbatch option, "
+                                                     "KEY=VALUE or a flag, e.g. constraint=a100 (repeatable)."),
     restart: Optional[List[str]] = typer.Option(None, "--restart", help="Train this run again from scratch "
                                                 "(repeatable): its files are moved to <out>/restarted/ first."),
 ) -> None:
@@ -469,7 +477,10 @@ def run(
         _fail([SpecError("<command line>", 1, 1, "--pack", str(exc))])
     _check_executor_options(executor, {"--gpus": gpus, "--address": address, "--gpus-per-task": gpus_per_task,
                                        "--slurm-partition": slurm_partition, "--slurm-time": slurm_time,
-                                       "--slurm-gpus": slurm_gpus, "--slurm-cluster": slurm_cluster})
+                                       "--slurm-gpus": slurm_gpus, "--slurm-cluster": slurm_cluster,
+                                       "--cpus-per-task": cpus_per_task, "--slurm-mem": slurm_mem,
+                                       "--slurm-account": slurm_account, "--slurm-qos": slurm_qos,
+                                       "--slurm-option": slurm_option})
     gpu_ids = _gpu_list(gpus) if gpus is not None else None
     import importlib.util
 
@@ -484,12 +495,15 @@ def run(
     _check_restart(spec, runs, restart or [])
     try:
         ex = make_executor(executor.value, device, gpu_ids, address, gpus_per_task, slurm_partition, slurm_time,
-                           slurm_gpus, slurm_cluster)
+                           slurm_gpus, slurm_cluster, cpus=cpus_per_task,
+                           slurm={"mem": slurm_mem, "account": slurm_account, "qos": slurm_qos,
+                                  "options": slurm_option or []})
         if restart:
             _restart(results, restart, ex)
         report = run_with_progress(plan_, runs, results, ex, pack_size)
-    except ExecutorError as exc:  # each message names the option it is about
-        _fail([SpecError("<command line>", 1, 1, "", str(exc))])
+    except ExecutorError as exc:  # each message names the option or the cluster it is about
+        _console(stderr=True).print(f"error: {exc}", markup=False)
+        raise typer.Exit(1)
     except (DataError, ValueError) as exc:  # a missing archive, a device this machine lacks
         _fail([SpecError(str(spec), 1, 1, "", str(exc))])
     err = _console(stderr=True)

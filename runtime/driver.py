@@ -53,7 +53,8 @@ def execute(plan: Plan, runs: list[PlanRun], results: ResultsDir, executor: Exec
 def make_executor(kind: str, device: str = "auto", gpus: list[int] | None = None, address: str | None = None,
                   gpus_per_task: float | None = None, slurm_partition: str | None = None,
                   slurm_time: str | None = None, slurm_gpus: int | None = None,
-                  slurm_cluster: str | None = None, dtype: torch.dtype = torch.float32) -> Executor:
+                  slurm_cluster: str | None = None, dtype: torch.dtype = torch.float32, cpus: int | None = None,
+                  slurm: dict | None = None) -> Executor:
     """The executor `gstc run --executor KIND` asks for, checked up front (ExecutorError)."""
     executor: Executor
     if kind == "local":
@@ -73,11 +74,12 @@ def make_executor(kind: str, device: str = "auto", gpus: list[int] | None = None
     elif kind == "ray":
         from gstc.runtime.executors.ray import RayExecutor
 
-        executor = RayExecutor(device, address, gpus_per_task)
+        executor = RayExecutor(device, address, gpus_per_task, cpus=cpus)
     elif kind == "slurm":
         from gstc.runtime.executors.slurm import SlurmExecutor
 
-        executor = SlurmExecutor(device, slurm_partition, slurm_time, slurm_gpus, slurm_cluster)
+        executor = SlurmExecutor(device, slurm_partition, slurm_time, slurm_gpus, slurm_cluster, cpus=cpus,
+                                 **(slurm or {}))
     else:
         raise ExecutorError(f"--executor: expected local, ray or slurm, found {kind!r}")
     executor.check()

@@ -256,10 +256,14 @@ def summary(outcomes: list[Outcome]) -> dict:
 
 def work(plan_json: str, job: dict) -> dict:
     """Carry out one job in a worker: {"runs": [ids], "results": folder, "device": name, "pack": K | "auto",
-    "dtype": "float32"}. Returns {"host", "pid", "device", "lost"} (see `summary`); raises on failure (the
+    "dtype": "float32", "threads": N or None}. Returns {"host", "pid", "device", "lost"} (see `summary`); raises on failure (the
     executor reports it, Ray retries it)."""
     plan = Plan.model_validate_json(plan_json)
     results = ResultsDir(job["results"])
+    if job.get("threads"):
+        # The executor decides, from the CPUs the task or job was given: Ray sets OMP_NUM_THREADS=1 in its
+        # workers and Slurm may bind fewer CPUs than the node has; the count is recorded in each run.json.
+        torch.set_num_threads(int(job["threads"]))
     device = resolve_device(job["device"])
     dtype = getattr(torch, job.get("dtype", "float32"))
     by_id = {r.id: r for r in plan.runs}

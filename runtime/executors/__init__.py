@@ -82,6 +82,7 @@ class Remote:
 
     name = "remote"
     device = "cpu"
+    threads: int | None = None  # torch threads per worker: the CPUs a task or job is given (None: torch's default)
 
     def check(self) -> None:
         pass
@@ -96,7 +97,7 @@ class Remote:
         else:
             ids = [p.runs for p in make_packs(plan, todo, int(pack))]
         return [{"index": i, "runs": r, "results": str(results.root), "device": self.device, "pack": pack,
-                 "dtype": "float32"} for i, r in enumerate(ids)]
+                 "dtype": "float32", "threads": self.threads} for i, r in enumerate(ids)]
 
     def environment(self) -> dict:
         """The driver's; each run.json has its worker's."""

@@ -26,9 +26,13 @@ class RayExecutor(Remote):
     name = "ray"
 
     def __init__(self, device: str = "auto", address: str | None = None, gpus_per_task: float | None = None,
-                 retries: int = RETRIES, init: dict | None = None) -> None:
+                 retries: int = RETRIES, init: dict | None = None, cpus: int | None = None) -> None:
         self.ray = _import_ray()
         self.requested, self.address, self.gpus_per_task = device, address, gpus_per_task
+        self.cpus = 1 if cpus is None else cpus
+        if self.cpus < 1:
+            raise ExecutorError(f"--cpus-per-task: expected 1 or more, found {self.cpus}")
+        self.threads = self.cpus  # Ray sets OMP_NUM_THREADS=1 in its workers; a task computes with its CPUs
         self.retries, self.init_kwargs = retries, dict(init or {})
         self.started = False
         self.device = "cpu"
@@ -68,7 +72,8 @@ class RayExecutor(Remote):
         ray = self.ray
         report = Report()
         task = ray.remote(work)
-        options = {"num_cpus": 1, "num_gpus": self.num_gpus, "max_retries": self.retries, "retry_exceptions": True}
+        options = {"num_cpus": self.cpus, "num_gpus": self.num_gpus, "max_retries": self.retries,
+                   "retry_exceptions": True}
         plan_ref = ray.put(plan.model_dump_json())
         pending = {task.options(name=f"gstc {plan.spec} pack {job['index']}", **options).remote(plan_ref, job): job
                    for job in jobs}

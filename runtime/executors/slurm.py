@@ -68,7 +68,8 @@ class SlurmExecutor(Remote):
     name = "slurm"
 
     def __init__(self, device: str = "auto", partition: str | None = None, time: str | None = None,
-                 gpus: int | None = None, cluster: str | None = None) -> None:
+                 gpus: int | None = None, cluster: str | None = None, cpus: int | None = None, mem: str | None = None,
+                 account: str | None = None, qos: str | None = None, options: list[str] | None = None) -> None:
         self.submitit = _import_submitit()
         if cluster not in (None, "slurm", "local"):
             raise ExecutorError(f"--slurm-cluster: expected 'local' (submitit's local mode) or 'slurm', found {cluster!r}")
@@ -83,8 +84,22 @@ class SlurmExecutor(Remote):
         self.timeout_min = parse_slurm_time(time) if time is not None else LOCAL_SLURM_TIME
         if device.startswith("cuda:"):
             raise ExecutorError(f"--device {device}: Slurm assigns each job its GPUs; use --device cuda (or auto)")
-        if gpus is None:  # one GPU per job, unless the runs are meant for the CPU
-            gpus = 0 if device == "cpu" or (self.cluster == "local" and not torch.cuda.is_available()) else 1
+        self.cpus = 1 if cpus is None else cpus
+        if self.cpus < 1:
+            raise ExecutorError(f"--cpus-per-task: expected 1 or more, found {self.cpus}")
+        self.threads = self.cpus  # a job computes with the CPUs Slurm gives it, whatever OMP_NUM_THREADS says
+        self.mem, self.account, self.qos = mem, account, qos
+        self.extra = _sbatch_options(options or [])
+        if gpus is None:  # one GPU per job, unless the runs are meant for the CPU or the partition has none
+            if device == "cpu" or (self.cluster == "local" and not torch.cuda.is_available()):
+                gpus = 0
+            elif self.cluster == "slurm" and not partition_gpus(partition):
+                if device == "cuda":
+                    raise ExecutorError(f"--device cuda: {_partition_text(partition)} has no GPUs (sinfo lists no "
+                                        "gres); use --device cpu, or a partition with GPUs (--slurm-partition)")
+                gpus = 0  # --device auto on a CPU-only partition: the jobs train on the CPU
+            else:
+                gpus = 1
         if gpus < 0:
             raise ExecutorError(f"--slurm-gpus: expected 0 or more, found {gpus}")
         if device == "cpu" and gpus > 0:
@@ -101,15 +116,20 @@ class SlurmExecutor(Remote):
         folder = results.slurm_dir(plan.spec)
         executor = self.submitit.AutoExecutor(folder=folder / "%j", cluster=self.cluster)
         params: dict[str, Any] = {"name": f"gstc-{plan.spec}", "timeout_min": self.timeout_min,
-                                  "gpus_per_node": self.gpus, "nodes": 1, "tasks_per_node": 1}
+                                  "gpus_per_node": self.gpus, "nodes": 1, "tasks_per_node": 1,
+                                  "cpus_per_task": self.cpus}
         if self.cluster == "slurm":
-            params["slurm_partition"] = self.partition
+            params.update(slurm_partition=self.partition, slurm_mem=self.mem, slurm_account=self.account,
+                          slurm_qos=self.qos, slurm_additional_parameters=self.extra or None)
         executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
         plan_json = plan.model_dump_json()
         try:
             submitted = executor.map_array(PackJob(), [plan_json] * len(jobs), jobs)
         except Exception as exc:  # sbatch refused (a partition that does not exist, a time over its limit)
-            raise ExecutorError(f"Slurm refused the job array: {last_line(exc)}") from None
+            why = last_line(exc)
+            hint = (f" ({_partition_text(self.partition)} has no GPUs for --slurm-gpus {self.gpus}: use --device cpu "
+                    "or --slurm-gpus 0)" if "gres" in why.lower() and self.gpus else "")
+            raise ExecutorError(f"Slurm refused the job array: {why}{hint}") from None
         pending = dict(zip(submitted, jobs))
         while pending:
             time.sleep(POLL_SECONDS)
@@ -125,6 +145,33 @@ class SlurmExecutor(Remote):
         if self.cluster == "local" and stray.is_dir() and not any(stray.iterdir()):
             stray.rmdir()
         return report
+
+
+def _partition_text(partition: str | None) -> str:
+    return f"partition {partition}" if partition else "the default partition"
+
+
+def partition_gpus(partition: str | None) -> bool:
+    """Whether a node of the partition (default: the default one) has a GPU, from `sinfo`'s gres column."""
+    import subprocess
+
+    cmd = ["sinfo", "-h", "-o", "%G"] + (["-p", partition] if partition else [])
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return True  # cannot tell: ask for the GPU, and sbatch says if there is none
+    return any("gpu" in line for line in out.splitlines())
+
+
+def _sbatch_options(options: list[str]) -> dict[str, str]:
+    """`--slurm-option KEY=VALUE` (or a bare flag KEY) -> submitit's slurm_additional_parameters."""
+    extra = {}
+    for option in options:
+        key, eq, value = option.lstrip("-").partition("=")
+        if not key:
+            raise ExecutorError(f"--slurm-option: expected an sbatch option such as constraint=a100, found {option!r}")
+        extra[key.replace("-", "_")] = value if eq else ""
+    return extra
 
 
 def _slurm_reason(job: Any, exc: BaseException) -> str:
