@@ -49,6 +49,11 @@ def make_optimizer(params: Any, spec: AdamSpec | SGDSpec, fused: bool = False) -
     raise ValueError(f"unknown optimizer {spec!r}; known: adam, sgd")
 
 
+# RuntimeErrors that stop a pack from outside rather than fail its runs: an executor registers its own
+# (submitit raises UncompletedJobError, a RuntimeError, in a job it does not requeue).
+INTERRUPTIONS: list[type[BaseException]] = []
+
+
 @dataclass
 class Member:
     """One run of a pack: its plan entries, pruner and bookkeeping."""
@@ -183,6 +188,8 @@ class Trainer:
                     break
                 self.end_epoch(epoch, self.run_epoch(epoch))
         except RuntimeError as exc:  # torch's (overflow, out of memory, ...): every member still training fails
+            if isinstance(exc, tuple(INTERRUPTIONS)):
+                raise  # the job is being stopped from outside (a time limit): its runs resume, they did not fail
             for m in self.alive:
                 self.fail(m, epoch, f"{type(exc).__name__}: {exc}")
         for cb in self.callbacks:

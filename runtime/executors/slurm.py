@@ -23,9 +23,14 @@ from gstc.runtime.executors import POLL_SECONDS, ExecutorError, Remote, Report, 
 from gstc.runtime.worker import Progress, work
 
 try:
+    from submitit.core.utils import UncompletedJobError
     from submitit.helpers import Checkpointable
 except ImportError:  # without submitit, SlurmExecutor refuses up front and says how to install it
     Checkpointable = object
+else:
+    from gstc.runtime.train import INTERRUPTIONS
+
+    INTERRUPTIONS.append(UncompletedJobError)  # raised in a job stopped at its time limit and not requeued
 
 LOCAL_SLURM_TIME = 7 * 24 * 60  # minutes: --slurm-cluster local without --slurm-time
 
@@ -57,11 +62,43 @@ def parse_slurm_time(text: str) -> int:
     return math.ceil(seconds / 60)
 
 
+# submitit requeues a job stopped at its time limit at most this many times; gstc requeues it for as long
+# as it progresses (PackJob.checkpoint), so the count is only a backstop.
+MAX_REQUEUES = 10_000
+
+
+def epochs_done(job: dict) -> int:
+    """Epochs recorded by the job's runs, summed: what a job attempt adds to it is its progress."""
+    results = ResultsDir(job["results"])
+    total = 0
+    for rid in job["runs"]:
+        path = results.epochs_jsonl(rid)
+        if path.exists():
+            with open(path, "rb") as f:
+                total += sum(1 for line in f if line.strip())
+    return total
+
+
 class PackJob(Checkpointable):
-    """The callable a job runs: `work(plan_json, job)` in the job's process."""
+    """The callable a job runs: `work(plan_json, job)` in the job's process.
+
+    At its time limit (or a preemption) Slurm signals the job and submitit calls `checkpoint`:
+    the job is requeued when its runs recorded an epoch since it started (it resumes from
+    the checkpoints), and not when they did not (a time limit shorter than one epoch would
+    requeue forever); its runs are then unfinished, not failed, and resume on the next
+    `gstc run`.
+    """
+
+    start: int | None = None
 
     def __call__(self, plan_json: str, job: dict) -> dict:
+        self.start = epochs_done(job)
         return work(plan_json, job)
+
+    def checkpoint(self, plan_json: str, job: dict):  # -> DelayedSubmission | None
+        if self.start is not None and epochs_done(job) <= self.start:
+            return None  # no epoch since the job started: requeuing would not help
+        return super().checkpoint(plan_json, job)
 
 
 class SlurmExecutor(Remote):
@@ -113,8 +150,12 @@ class SlurmExecutor(Remote):
         report = Report()
         if not jobs:
             return report
+        import logging
+
+        logging.getLogger("submitit").addFilter(_NoSacctNoise())
         folder = results.slurm_dir(plan.spec)
-        executor = self.submitit.AutoExecutor(folder=folder / "%j", cluster=self.cluster)
+        executor = self.submitit.AutoExecutor(folder=folder / "%j", cluster=self.cluster,
+                                              slurm_max_num_timeout=MAX_REQUEUES, local_max_num_timeout=MAX_REQUEUES)
         params: dict[str, Any] = {"name": f"gstc-{plan.spec}", "timeout_min": self.timeout_min,
                                   "gpus_per_node": self.gpus, "nodes": 1, "tasks_per_node": 1,
                                   "cpus_per_task": self.cpus}
@@ -131,20 +172,78 @@ class SlurmExecutor(Remote):
                     "or --slurm-gpus 0)" if "gres" in why.lower() and self.gpus else "")
             raise ExecutorError(f"Slurm refused the job array: {why}{hint}") from None
         pending = dict(zip(submitted, jobs))
+        gone: dict[Any, float] = {}  # job -> when it was first seen out of the queue without a result
+        polls = 0
         while pending:
             time.sleep(POLL_SECONDS)
             tick()
+            polls += 1
             for sj in [j for j in pending if j.done()]:
                 job = pending.pop(sj)
+                gone.pop(sj, None)
                 try:
                     report.merge(sj.result())
                 except Exception as exc:  # FailedJobError, UncompletedJobError (killed, out of time, ...)
                     report.errors.append(f"{job_text(job)}: Slurm job {sj.job_id} {_slurm_reason(sj, exc)}; "
                                          f"log: {sj.paths.stderr}")
+            if self.cluster == "slurm" and pending and polls % QUEUE_POLLS == 0:
+                # Without accounting (sacct) submitit never learns that a job ended without a result (cancelled,
+                # out of memory, its node lost): a job out of squeue with no result file for GONE_SECONDS has.
+                queued = slurm_queue([sj.job_id for sj in pending])
+                now = time.monotonic()
+                for sj in list(pending):
+                    if queued is None or sj.job_id in queued or sj.paths.result_pickle.exists():
+                        gone.pop(sj, None)
+                    elif now - gone.setdefault(sj, now) >= GONE_SECONDS:
+                        job = pending.pop(sj)
+                        report.errors.append(f"{job_text(job)}: Slurm job {sj.job_id} left the queue without a result "
+                                             f"(state {slurm_state(sj.job_id)}: cancelled, out of time or out of memory?); "
+                                             f"log: {sj.paths.stderr}")
         stray = folder / "%j"  # submitit's local mode makes this empty folder
         if self.cluster == "local" and stray.is_dir() and not any(stray.iterdir()):
             stray.rmdir()
         return report
+
+
+QUEUE_POLLS = 5  # the driver asks squeue every this many polls
+GONE_SECONDS = 20.0  # a job out of squeue this long without a result file ended without one (shared storage lags)
+
+
+def slurm_queue(job_ids: list[str]) -> set[str] | None:
+    """The ids (`ARRAY_TASK`) of these jobs that squeue still lists (pending, running, completing);
+    None when squeue cannot be asked (then nothing is judged gone)."""
+    import subprocess
+
+    arrays = sorted({j.split("_")[0] for j in job_ids})
+    try:
+        proc = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i"], capture_output=True,
+                              text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if proc.returncode != 0:
+        # squeue refuses ids it no longer knows ("Invalid job id specified") when none is left
+        return set() if "invalid job id" in proc.stderr.lower() else None
+    return {line.strip() for line in proc.stdout.splitlines() if line.strip()}
+
+
+def slurm_state(job_id: str) -> str:
+    """A finished job's state from `scontrol show job` (kept for MinJobAge after the end), else 'unknown'."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True,
+                             timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    m = re.search(r"JobState=(\S+)", out)
+    return m.group(1) if m else "unknown"
+
+
+class _NoSacctNoise:
+    """Drops submitit's "Bypassing sacct error" warning, logged twice per poll on a cluster without accounting."""
+
+    def filter(self, record) -> bool:
+        return "Bypassing sacct error" not in record.getMessage()
 
 
 def _partition_text(partition: str | None) -> str:
@@ -177,6 +276,10 @@ def _sbatch_options(options: list[str]) -> dict[str, str]:
 def _slurm_reason(job: Any, exc: BaseException) -> str:
     """Why a submitit job has no result: the exception it raised, or its state (killed, out of time, ...)."""
     text = str(exc)
+    if "checkpoint function returned None" in text:
+        return ("stopped at its time limit with no epoch finished since it started, so it was not requeued: its runs "
+                "are unfinished and resume from their checkpoints on the next `gstc run` (give a --slurm-time longer "
+                "than an epoch)")
     if "failed during processing" in text:  # FailedJobError: the job's traceback between two rules
         parts = [p for p in text.split("-" * 22) if p.strip()]
         trace = parts[1] if len(parts) > 1 else text
