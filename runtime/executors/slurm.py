@@ -159,6 +159,9 @@ class SlurmExecutor(Remote):
         params: dict[str, Any] = {"name": f"gstc-{plan.spec}", "timeout_min": self.timeout_min,
                                   "gpus_per_node": self.gpus, "nodes": 1, "tasks_per_node": 1,
                                   "cpus_per_task": self.cpus}
+        # submitit signals a job 90 s before its time limit by default, which is the whole of a short limit: a
+        # quarter of the limit, at most 90 s, leaves an epoch time to end and write its checkpoint.
+        params["slurm_signal_delay_s"] = min(90, self.timeout_min * 60 // 4) if self.cluster == "slurm" else None
         if self.cluster == "slurm":
             params.update(slurm_partition=self.partition, slurm_mem=self.mem, slurm_account=self.account,
                           slurm_qos=self.qos, slurm_additional_parameters=self.extra or None)
@@ -171,6 +174,10 @@ class SlurmExecutor(Remote):
             hint = (f" ({_partition_text(self.partition)} has no GPUs for --slurm-gpus {self.gpus}: use --device cpu "
                     "or --slurm-gpus 0)" if "gres" in why.lower() and self.gpus else "")
             raise ExecutorError(f"Slurm refused the job array: {why}{hint}") from None
+        if self.cluster == "slurm" and submitted and not accounting():
+            # Without accounting every sacct call fails and prints "Slurm accounting storage is disabled": stop
+            # submitit's calls (its jobs are then done when their result file is there; squeue tells the rest).
+            type(submitted[0]).watcher._make_command = lambda: None
         pending = dict(zip(submitted, jobs))
         gone: dict[Any, float] = {}  # job -> when it was first seen out of the queue without a result
         polls = 0
@@ -224,6 +231,18 @@ def slurm_queue(job_ids: list[str]) -> set[str] | None:
         # squeue refuses ids it no longer knows ("Invalid job id specified") when none is left
         return set() if "invalid job id" in proc.stderr.lower() else None
     return {line.strip() for line in proc.stdout.splitlines() if line.strip()}
+
+
+def accounting() -> bool:
+    """Whether this Slurm keeps accounting (`sacct` answers): many clusters lack or restrict it."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(["sacct", "-n", "-X", "-o", "JobID", "-S", "now"], capture_output=True, text=True,
+                              timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return proc.returncode == 0
 
 
 def slurm_state(job_id: str) -> str:
