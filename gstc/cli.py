@@ -525,8 +525,12 @@ def run(
         err.print(f"run {rid} ({r.config}, seed {r.seed}): another worker took over its lock ({lost.get('holder')}); "
                   f"this one stopped training it after epoch {lost.get('epoch')}", markup=False)
     for r in report.unfinished:
-        err.print(f"run {r.id} ({r.config}, seed {r.seed}) did not finish; `gstc run` again resumes it from its "
-                  f"last checkpoint", markup=False)
+        if r.id in report.stopped:
+            err.print(f"run {r.id} ({r.config}, seed {r.seed}) was not trained: {report.stopped[r.id]}; fix that, "
+                      f"then `gstc run` again trains it", markup=False)
+        else:
+            err.print(f"run {r.id} ({r.config}, seed {r.seed}) did not finish; `gstc run` again resumes it from its "
+                      f"last checkpoint", markup=False)
     for rid, holder in report.busy.items():
         r = by_id[rid]
         err.print(f"run {rid} ({r.config}, seed {r.seed}) is being trained by another worker, {holder}: "

@@ -254,6 +254,20 @@ def summary(outcomes: list[Outcome]) -> dict:
     return {"lost": {o.run.id: o.info for o in outcomes if o.status == "stopped"}}
 
 
+# Failures that would fail again: bad input (a dataset that is not there, a model that does not match its
+# layer table, a module that does not import), not the machine. Everything else (I/O, a lost device, a
+# killed process) is worth another attempt, which resumes from the checkpoints.
+PERMANENT = (ValueError, TypeError, KeyError, AttributeError, ImportError, NotImplementedError, FileNotFoundError,
+             PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def permanent(exc: BaseException) -> bool:
+    """Whether another attempt of the job would fail the same way (then it is not retried)."""
+    from gstc.runtime.data import DataError
+
+    return isinstance(exc, PERMANENT + (DataError,))
+
+
 def work(plan_json: str, job: dict) -> dict:
     """Carry out one job in a worker: {"runs": [ids], "results": folder, "device": name, "pack": K | "auto",
     "dtype": "float32", "threads": N or None}. Returns {"host", "pid", "device", "lost"} (see `summary`); raises on failure (the

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Protocol
 
 import torch
@@ -47,6 +48,7 @@ class Report:
     lost: dict[str, dict] = field(default_factory=dict)  # run id -> {"epoch", "holder"}: stopped, its lock taken over
     failed: list[PlanRun] = field(default_factory=list)  # run.json says failed
     unfinished: list[PlanRun] = field(default_factory=list)  # neither done nor failed nor damaged nor held elsewhere
+    stopped: dict[str, str] = field(default_factory=dict)  # run id -> the error that a rerun would meet again
 
     def merge(self, result: dict) -> None:
         """A worker's summary (gstc.runtime.worker.summary)."""
@@ -109,6 +111,21 @@ class Remote:
 
     def close(self) -> None:
         pass
+
+
+def plan_for_workers(plan: Plan, base: Path | None = None) -> str:
+    """The plan's JSON as workers get it: every relative `data.root` made absolute against the driver's
+    folder (`base`, default the current one), where `gstc run` found it; a Ray worker's folder is where
+    `ray start` ran and a Slurm job's where it was submitted, and neither need be the driver's."""
+    base = Path.cwd() if base is None else base
+    configs = []
+    for c in plan.configs:
+        data = c.resolved.data
+        if not Path(data.root).is_absolute():
+            data = data.model_copy(update={"root": str((base / data.root).resolve())})
+            c = c.model_copy(update={"resolved": c.resolved.model_copy(update={"data": data})})
+        configs.append(c)
+    return plan.model_copy(update={"configs": configs}).model_dump_json()
 
 
 def job_text(job: dict) -> str:

@@ -8,8 +8,43 @@ from __future__ import annotations
 
 from gstc.manifest import ResultsDir
 from gstc.plan import Plan
-from gstc.runtime.executors import POLL_SECONDS, RETRIES, ExecutorError, Remote, Report, Tick, job_text, last_line
-from gstc.runtime.worker import Progress, work
+from gstc.runtime.executors import (ExecutorError, POLL_SECONDS, RETRIES, Remote, Report, Tick, job_text,
+                                      last_line, plan_for_workers)
+from gstc.runtime.worker import Progress, permanent, work
+
+
+ADDRESS_TIMEOUT = 10.0  # seconds to reach a Ray head given by --address before giving up
+
+
+class Retryable(Exception):
+    """A task's failure that another attempt may not meet (I/O, a lost device): the only kind Ray retries."""
+
+
+def ray_work(plan_json: str, job: dict) -> dict:
+    """The task: `work`, with its failures sorted into those worth a retry and those that would fail again."""
+    try:
+        return work(plan_json, job)
+    except Exception as exc:
+        if permanent(exc):
+            raise  # not in retry_exceptions: Ray reports it at once
+        raise Retryable(f"{type(exc).__name__}: {exc}") from exc
+
+
+def probe(address: str, timeout: float = ADDRESS_TIMEOUT) -> None:
+    """Refuse a HOST:PORT where nothing answers within `timeout` s: ray.init would retry it forever."""
+    import socket
+
+    target = address.split("://", 1)[-1]
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ExecutorError(f"--address: expected auto or HOST:PORT (the head's GCS port, 6379 unless `ray start "
+                            f"--port` said otherwise), found {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise ExecutorError(f"--address {address}: no Ray cluster answers there ({reason} within {timeout:g} s); "
+                            "check the head's address and port (`ray status` on the head prints it)") from None
 
 
 def _import_ray():
@@ -45,6 +80,8 @@ class RayExecutor(Remote):
     def check(self) -> None:
         ray = self.ray
         if not ray.is_initialized():
+            if self.address not in (None, "auto"):
+                probe(self.address)
             where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
             try:
                 ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
@@ -71,10 +108,11 @@ class RayExecutor(Remote):
     def run(self, plan: Plan, jobs: list[dict], results: ResultsDir, progress: Progress, tick: Tick) -> Report:
         ray = self.ray
         report = Report()
-        task = ray.remote(work)
+        task = ray.remote(ray_work)
+        # max_retries also covers a dead worker process or node; exceptions are retried only when Retryable
         options = {"num_cpus": self.cpus, "num_gpus": self.num_gpus, "max_retries": self.retries,
-                   "retry_exceptions": True}
-        plan_ref = ray.put(plan.model_dump_json())
+                   "retry_exceptions": [Retryable]}
+        plan_ref = ray.put(plan_for_workers(plan))
         pending = {task.options(name=f"gstc {plan.spec} pack {job['index']}", **options).remote(plan_ref, job): job
                    for job in jobs}
         while pending:
@@ -86,8 +124,16 @@ class RayExecutor(Remote):
                     report.merge(ray.get(ref))
                 except ray.exceptions.RayError as exc:
                     cause = getattr(exc, "cause", None) or exc
-                    report.errors.append(f"{job_text(job)}: its Ray task failed {self.retries + 1} times; last: "
-                                         f"{type(cause).__name__}: {last_line(cause)}")
+                    if isinstance(cause, Retryable) or not isinstance(exc, ray.exceptions.RayTaskError):
+                        # Retryable's text names the original exception; a dead worker's is Ray's own error
+                        last = last_line(cause) if isinstance(cause, Retryable) else f"{type(cause).__name__}: {last_line(cause)}"
+                        report.errors.append(f"{job_text(job)}: its Ray task failed {self.retries + 1} times; last: "
+                                             f"{last}")
+                    else:
+                        why = f"{type(cause).__name__}: {last_line(cause)}"
+                        report.errors.append(f"{job_text(job)}: its Ray task failed with {why} (not retried: another "
+                                             "attempt would fail the same way)")
+                        report.stopped.update({rid: f"pack {job['index']} failed (above)" for rid in job["runs"]})
         return report
 
     def close(self) -> None:

@@ -19,7 +19,8 @@ import torch
 
 from gstc.manifest import ResultsDir
 from gstc.plan import Plan
-from gstc.runtime.executors import POLL_SECONDS, ExecutorError, Remote, Report, Tick, job_text, last_line
+from gstc.runtime.executors import (ExecutorError, POLL_SECONDS, Remote, Report, Tick, job_text, last_line,
+                                      plan_for_workers)
 from gstc.runtime.worker import Progress, work
 
 try:
@@ -166,7 +167,7 @@ class SlurmExecutor(Remote):
             params.update(slurm_partition=self.partition, slurm_mem=self.mem, slurm_account=self.account,
                           slurm_qos=self.qos, slurm_additional_parameters=self.extra or None)
         executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
-        plan_json = plan.model_dump_json()
+        plan_json = plan_for_workers(plan)
         try:
             submitted = executor.map_array(PackJob(), [plan_json] * len(jobs), jobs)
         except Exception as exc:  # sbatch refused (a partition that does not exist, a time over its limit)

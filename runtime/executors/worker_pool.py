@@ -12,7 +12,8 @@ import torch
 
 from gstc.manifest import ResultsDir
 from gstc.plan import Plan
-from gstc.runtime.executors import POLL_SECONDS, RETRIES, ExecutorError, Remote, Report, Tick, job_text, last_line
+from gstc.runtime.executors import (ExecutorError, POLL_SECONDS, RETRIES, Remote, Report, Tick, job_text,
+                                      last_line, plan_for_workers)
 from gstc.runtime.worker import Progress, work
 
 
@@ -55,7 +56,7 @@ class WorkerPool(Remote):
             return report
         ctx = multiprocessing.get_context("spawn")
         outbox = ctx.Queue()
-        plan_json = plan.model_dump_json()
+        plan_json = plan_for_workers(plan)
         workers: dict[int, tuple[str, Any, Any]] = {}  # pid -> (device, process, inbox)
         idle: list[int] = []
         assigned: dict[int, int] = {}  # worker pid -> index of the job it carries out
