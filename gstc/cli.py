@@ -488,7 +488,7 @@ def run(
         _fail([SpecError(str(spec), 1, 1, "", "gstc run needs PyTorch, which is not installed: pip install torch torchvision")])
     from gstc.manifest import ResultsDir, read_run
     from gstc.runtime.data import DataError
-    from gstc.runtime.driver import ExecutorError, make_executor
+    from gstc.runtime.driver import ExecutorError, Interrupted, make_executor
     from gstc.runtime.progress import run_with_progress
 
     results = ResultsDir(out)
@@ -504,6 +504,9 @@ def run(
     except ExecutorError as exc:  # each message names the option or the cluster it is about
         _console(stderr=True).print(f"error: {exc}", markup=False)
         raise typer.Exit(1)
+    except Interrupted as exc:
+        _console(stderr=True).print(f"interrupted: {exc}", markup=False)
+        raise typer.Exit(130)
     except (DataError, ValueError) as exc:  # a missing archive, a device this machine lacks
         _fail([SpecError(str(spec), 1, 1, "", str(exc))])
     err = _console(stderr=True)
@@ -586,6 +589,10 @@ def status(
 
     plan_ = _compile(spec, sets)
     results = ResultsDir(out)
+    from gstc.runtime.locks import worker_text
+    from gstc.runtime.slurm_queue import live_runs
+
+    queued = live_runs(results.slurm_submitted(plan_.spec))  # {} without Slurm or submitted jobs
     t = Table(title=f"{plan_.spec}: runs", title_justify="left")
     for col in ("configuration", "seed", "run", "status", "epoch", "best test acc", "worker"):
         t.add_column(col)
@@ -597,6 +604,9 @@ def status(
         live = holder is not None and Lock(results.lock(r.id)).judge(holder) != STALE
         if st == "running" and not live:
             st = "interrupted"  # no live worker holds it: `gstc run` resumes it
+        job = queued.get(r.id)
+        if st in ("pending", "interrupted") and not live and job is not None and job[1] == "PENDING":
+            st = "queued"  # in a Slurm job that waits for its turn
         counts[st] = counts.get(st, 0) + 1
         if st == "damaged":
             damaged.append((r, found))
@@ -607,7 +617,8 @@ def status(
             last = "?"
         best = (info or {}).get("summary", {}).get("best_test_acc")
         t.add_row(escape(r.config), str(r.seed), r.id, st, f"{last}/{r.epochs}", f"{best:.2f}" if best is not None else "-",
-                  escape(holder["owner"]) if live and holder else "")
+                  escape(worker_text(holder)) if live and holder else
+                  escape(f"slurm job {job[0]} ({job[1].lower()})") if job is not None else "")
     out_ = _console()
     out_.print(t)
     out_.print(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + f" of {len(plan_.runs)} runs")

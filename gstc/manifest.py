@@ -159,6 +159,10 @@ class ResultsDir:
         """`--executor slurm`: submitit's folder (pickled jobs, stdout and stderr logs), one subfolder per job."""
         return self.root / "slurm" / _component(spec_name, "spec name")
 
+    def slurm_submitted(self, spec_name: str) -> Path:
+        """`--executor slurm`: the spec's submitted jobs and their runs ({"jobs": {job id: [run ids]}})."""
+        return self.slurm_dir(spec_name) / "submitted.json"
+
 
 # --- JSON and JSONL --------------------------------------------------------------------
 

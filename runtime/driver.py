@@ -14,7 +14,7 @@ import torch
 from gstc.manifest import ResultsDir, run_state, write_manifest
 from gstc.plan import Plan, PlanRun
 from gstc.runtime import locks
-from gstc.runtime.executors import Executor, ExecutorError, Report, Tick
+from gstc.runtime.executors import Executor, ExecutorError, Interrupted, Report, Tick
 from gstc.runtime.worker import Progress, Quiet
 
 
@@ -32,6 +32,8 @@ def execute(plan: Plan, runs: list[PlanRun], results: ResultsDir, executor: Exec
     try:
         jobs = executor.jobs(plan, runs, results, pack)
         report = executor.run(plan, jobs, results, progress, tick)
+    except KeyboardInterrupt:
+        raise Interrupted(executor.on_interrupt()) from None
     finally:
         executor.close()
     rebuild_manifest(plan, results, executor.environment())
@@ -41,7 +43,7 @@ def execute(plan: Plan, runs: list[PlanRun], results: ResultsDir, executor: Exec
             report.failed.append(run)
         elif status == "damaged":
             report.damaged[run.id] = found
-        elif status != "done":
+        elif status != "done" and run.id not in report.busy:  # busy already: left to a live job of an earlier call
             holder = locks.read_lock(results.lock(run.id))
             if holder is not None and locks.Lock(results.lock(run.id)).judge(holder) != locks.STALE:
                 report.busy[run.id] = locks.describe(holder)
@@ -86,4 +88,4 @@ def make_executor(kind: str, device: str = "auto", gpus: list[int] | None = None
     return executor
 
 
-__all__ = ["ExecutorError", "Report", "execute", "make_executor", "rebuild_manifest"]
+__all__ = ["ExecutorError", "Interrupted", "Report", "execute", "make_executor", "rebuild_manifest"]

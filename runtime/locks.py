@@ -112,12 +112,33 @@ def read_lock(path: Path) -> dict | None:
     return value if isinstance(value, dict) else {}
 
 
+JOB_ENV = "GSTC_WORKER_JOB"  # set by an executor in its workers: which task or job this process is
+
+
+def worker_job() -> str | None:
+    """This worker's task or job, for its locks: a Slurm job (array task) or what the executor set."""
+    if os.environ.get(JOB_ENV):
+        return os.environ[JOB_ENV]
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"slurm job {os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    if os.environ.get("SLURM_JOB_ID"):
+        return f"slurm job {os.environ['SLURM_JOB_ID']}"
+    return None
+
+
+def worker_text(info: dict) -> str:
+    """A lock's holder, short enough for a table: host, pid and its Slurm job or Ray task."""
+    text = f"{info.get('host', '?')} pid {info.get('pid', '?')}"
+    return f"{text}, {info['job']}" if info.get("job") else text
+
+
 def describe(info: dict | None) -> str:
     """The holder of a lock, for messages: owner and heartbeat age."""
     if not info:
         return "an unknown worker"
     age = time.time() - float(info.get("heartbeat", 0))
-    return f"{info.get('owner', '?')} (heartbeat {age:.0f} s ago)"
+    job = f", {info['job']}" if info.get("job") else ""
+    return f"{info.get('owner', '?')}{job} (heartbeat {age:.0f} s ago)"
 
 
 def _remove_if(path: Path, content: dict | None, token: str | None = None) -> bool:
@@ -151,6 +172,8 @@ class Lock:
         self.stale = stale_seconds() if stale is None else stale
         self.token = uuid.uuid4().hex[:12]
         self.info = {**machine(), "pid": os.getpid(), "token": self.token}
+        if worker_job():
+            self.info["job"] = worker_job()
         self.info["owner"] = f"{self.info['host']}:{self.info['pid']}:{self.token}"
         self.holder: dict | None = None  # who held it at the last attempt that failed
         self.held = False

@@ -37,6 +37,10 @@ class ExecutorError(Exception):
     """Something an executor cannot do, said up front: the CLI prints it and exits 1."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C while the executor ran: the message says what became of the work under way."""
+
+
 @dataclass
 class Report:
     """What became of the runs: `lost` and `errors` come from the workers, the rest `gstc.runtime.driver.execute`
@@ -77,6 +81,9 @@ class Executor(Protocol):
     def close(self) -> None:
         """Release what `check` or `run` started."""
 
+    def on_interrupt(self) -> str:
+        """What becomes of the work under way when `gstc run` is stopped (Ctrl-C)."""
+
 
 class Remote:
     """What the executors whose workers run elsewhere (processes, Ray, Slurm) share: `gstc.runtime.worker.work`
@@ -111,6 +118,10 @@ class Remote:
 
     def close(self) -> None:
         pass
+
+    def on_interrupt(self) -> str:
+        return (f"its {self.name} workers stop with it; their runs resume from their last checkpoints (at most an "
+                "epoch lost) on the next `gstc run`")
 
 
 def plan_for_workers(plan: Plan, base: Path | None = None) -> str:

@@ -43,3 +43,6 @@ class InProcess:
 
     def close(self) -> None:
         pass
+
+    def on_interrupt(self) -> str:
+        return "training stopped; its runs resume from their last checkpoints (at most an epoch lost) on the next `gstc run`"

@@ -10,6 +10,7 @@ from gstc.manifest import ResultsDir
 from gstc.plan import Plan
 from gstc.runtime.executors import (ExecutorError, POLL_SECONDS, RETRIES, Remote, Report, Tick, job_text,
                                       last_line, plan_for_workers)
+from gstc.runtime.locks import JOB_ENV
 from gstc.runtime.worker import Progress, permanent, work
 
 
@@ -22,6 +23,11 @@ class Retryable(Exception):
 
 def ray_work(plan_json: str, job: dict) -> dict:
     """The task: `work`, with its failures sorted into those worth a retry and those that would fail again."""
+    import os
+
+    import ray
+
+    os.environ[JOB_ENV] = f"ray task {ray.get_runtime_context().get_task_id()}"  # in its locks: `gstc status`
     try:
         return work(plan_json, job)
     except Exception as exc:
@@ -70,6 +76,7 @@ class RayExecutor(Remote):
         self.threads = self.cpus  # Ray sets OMP_NUM_THREADS=1 in its workers; a task computes with its CPUs
         self.retries, self.init_kwargs = retries, dict(init or {})
         self.started = False
+        self.logs: str | None = None
         self.device = "cpu"
         if device.startswith("cuda:"):
             raise ExecutorError(f"--device {device}: Ray assigns each task its GPU; use --device cuda (or auto)")
@@ -90,6 +97,10 @@ class RayExecutor(Remote):
                 hint = " (start one with `ray start --head`, or leave out --address for a local Ray)" if self.address else ""
                 raise ExecutorError(f"cannot start or reach {where}: {last_line(exc)}{hint}") from None
             self.started = True
+        try:  # where Ray keeps this session's worker logs, for the messages about failed tasks
+            self.logs = f"{ray._private.worker.global_worker.node.get_session_dir_path()}/logs"
+        except Exception:  # a Ray without that internal: the messages say less
+            self.logs = None
         resources = ray.cluster_resources()
         gpus = resources.get("GPU", 0)
         wants_gpu = self.requested == "cuda" or (self.requested == "auto" and gpus > 0)
@@ -128,7 +139,7 @@ class RayExecutor(Remote):
                         # Retryable's text names the original exception; a dead worker's is Ray's own error
                         last = last_line(cause) if isinstance(cause, Retryable) else f"{type(cause).__name__}: {last_line(cause)}"
                         report.errors.append(f"{job_text(job)}: its Ray task failed {self.retries + 1} times; last: "
-                                             f"{last}")
+                                             f"{last}" + (f"; Ray's worker logs: {self.logs}" if self.logs else ""))
                     else:
                         why = f"{type(cause).__name__}: {last_line(cause)}"
                         report.errors.append(f"{job_text(job)}: its Ray task failed with {why} (not retried: another "

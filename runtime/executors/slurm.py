@@ -21,6 +21,7 @@ from gstc.manifest import ResultsDir
 from gstc.plan import Plan
 from gstc.runtime.executors import (ExecutorError, POLL_SECONDS, Remote, Report, Tick, job_text, last_line,
                                       plan_for_workers)
+from gstc.runtime.slurm_queue import end_state, live_runs, queue_states, record_submitted
 from gstc.runtime.worker import Progress, work
 
 try:
@@ -146,9 +147,26 @@ class SlurmExecutor(Remote):
             raise ExecutorError("--device cuda with --slurm-gpus 0: the jobs would have no GPU")
         self.gpus = gpus
         self.device = "cuda" if gpus > 0 else "cpu"
+        self.held: dict[str, tuple[str, str]] = {}  # run id -> (job id, state) of a live job from an earlier call
+        self.arrays: list[str] = []  # the job arrays this call submitted
+
+    def jobs(self, plan: Plan, runs: list, results: ResultsDir, pack: int | str) -> list[dict]:
+        """As Remote.jobs, without the runs that live jobs of an earlier `gstc run` hold, queued or running:
+        they are left to those jobs (and reported), not submitted twice."""
+        self.held = live_runs(results.slurm_submitted(plan.spec)) if self.cluster == "slurm" else {}
+        return super().jobs(plan, [r for r in runs if r.id not in self.held], results, pack)
+
+    def on_interrupt(self) -> str:
+        if not self.arrays:
+            return "no Slurm job had been submitted"
+        ids = ",".join(self.arrays)
+        return (f"the Slurm jobs go on (job array {ids}: `squeue -j {ids}`; `scancel {ids}` stops them); `gstc run` "
+                "again leaves their runs to them and trains the rest")
 
     def run(self, plan: Plan, jobs: list[dict], results: ResultsDir, progress: Progress, tick: Tick) -> Report:
         report = Report()
+        report.busy.update({rid: f"Slurm job {job} ({state.lower()}), submitted by an earlier gstc run"
+                            for rid, (job, state) in self.held.items()})
         if not jobs:
             return report
         import logging
@@ -170,6 +188,9 @@ class SlurmExecutor(Remote):
         plan_json = plan_for_workers(plan)
         try:
             submitted = executor.map_array(PackJob(), [plan_json] * len(jobs), jobs)
+            if self.cluster == "slurm":
+                record_submitted(results.slurm_submitted(plan.spec), {sj.job_id: job["runs"] for sj, job in zip(submitted, jobs)})
+                self.arrays = sorted({sj.job_id.split("_")[0] for sj in submitted})
         except Exception as exc:  # sbatch refused (a partition that does not exist, a time over its limit)
             why = last_line(exc)
             hint = (f" ({_partition_text(self.partition)} has no GPUs for --slurm-gpus {self.gpus}: use --device cpu "
@@ -197,7 +218,7 @@ class SlurmExecutor(Remote):
             if self.cluster == "slurm" and pending and polls % QUEUE_POLLS == 0:
                 # Without accounting (sacct) submitit never learns that a job ended without a result (cancelled,
                 # out of memory, its node lost): a job out of squeue with no result file for GONE_SECONDS has.
-                queued = slurm_queue([sj.job_id for sj in pending])
+                queued = queue_states([sj.job_id for sj in pending])
                 now = time.monotonic()
                 for sj in list(pending):
                     if queued is None or sj.job_id in queued or sj.paths.result_pickle.exists():
@@ -205,7 +226,7 @@ class SlurmExecutor(Remote):
                     elif now - gone.setdefault(sj, now) >= GONE_SECONDS:
                         job = pending.pop(sj)
                         report.errors.append(f"{job_text(job)}: Slurm job {sj.job_id} left the queue without a result "
-                                             f"(state {slurm_state(sj.job_id)}: cancelled, out of time or out of memory?); "
+                                             f"(state {end_state(sj.job_id)}: cancelled, out of time or out of memory?); "
                                              f"log: {sj.paths.stderr}")
         stray = folder / "%j"  # submitit's local mode makes this empty folder
         if self.cluster == "local" and stray.is_dir() and not any(stray.iterdir()):
@@ -215,23 +236,6 @@ class SlurmExecutor(Remote):
 
 QUEUE_POLLS = 5  # the driver asks squeue every this many polls
 GONE_SECONDS = 20.0  # a job out of squeue this long without a result file ended without one (shared storage lags)
-
-
-def slurm_queue(job_ids: list[str]) -> set[str] | None:
-    """The ids (`ARRAY_TASK`) of these jobs that squeue still lists (pending, running, completing);
-    None when squeue cannot be asked (then nothing is judged gone)."""
-    import subprocess
-
-    arrays = sorted({j.split("_")[0] for j in job_ids})
-    try:
-        proc = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i"], capture_output=True,
-                              text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if proc.returncode != 0:
-        # squeue refuses ids it no longer knows ("Invalid job id specified") when none is left
-        return set() if "invalid job id" in proc.stderr.lower() else None
-    return {line.strip() for line in proc.stdout.splitlines() if line.strip()}
 
 
 def accounting() -> bool:
@@ -244,19 +248,6 @@ def accounting() -> bool:
     except (OSError, subprocess.SubprocessError):
         return False
     return proc.returncode == 0
-
-
-def slurm_state(job_id: str) -> str:
-    """A finished job's state from `scontrol show job` (kept for MinJobAge after the end), else 'unknown'."""
-    import subprocess
-
-    try:
-        out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True,
-                             timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    m = re.search(r"JobState=(\S+)", out)
-    return m.group(1) if m else "unknown"
 
 
 class _NoSacctNoise:
