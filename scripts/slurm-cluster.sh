@@ -44,8 +44,12 @@ install_packages() {
   for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   if ((${#missing[@]})); then
     log "installing ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >"$STATE/apt.log" 2>&1 ||
-      { log "apt-get install failed: $STATE/apt.log"; tail -n 20 "$STATE/apt.log" >&2; exit 1; }
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >"$STATE/apt.log" 2>&1; then
+      log "apt-get install failed; updating the package lists and trying again"
+      apt-get update -qq >>"$STATE/apt.log" 2>&1 || true
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >>"$STATE/apt.log" 2>&1 ||
+        { log "apt-get install failed: $STATE/apt.log"; tail -n 20 "$STATE/apt.log" >&2; exit 1; }
+    fi
   fi
 }
 
@@ -60,6 +64,8 @@ ClusterName=$CLUSTER
 SlurmctldHost=$(hostname -s)
 SlurmUser=slurm
 AuthType=auth/munge
+# A requeued job waits cred_expire seconds before it starts again (default 120): short, for the requeue tests.
+AuthInfo=cred_expire=10
 StateSaveLocation=/var/lib/slurm/slurmctld
 SlurmdSpoolDir=/var/lib/slurm/slurmd
 SlurmctldPidFile=$STATE/slurmctld.pidfile
@@ -70,6 +76,8 @@ JobAcctGatherType=jobacct_gather/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
+# scancel's SIGTERM, which submitit ignores in a job, is followed by SIGKILL after this many seconds (default 30).
+KillWait=5
 # Finished jobs stay visible to scontrol for this long (s): gstc reads their end state there without sacct.
 MinJobAge=120
 SchedulerType=sched/backfill
@@ -140,7 +148,11 @@ EOF
 up() {
   local accounting=yes
   [[ ${1:-} == --no-accounting ]] && accounting=no
-  if [[ -e $STATE/up ]]; then log "already up ($(cat "$STATE/up")); run '$0 down' first"; exit 1; fi
+  if [[ -e $STATE/up ]]; then
+    if sinfo -h >/dev/null 2>&1; then log "already up ($(cat "$STATE/up"))"; return 0; fi
+    log "a previous cluster left its state but does not answer: stopping what is left of it"
+    down
+  fi
   mkdir -p "$STATE"
   local t0=$SECONDS
   install_packages $accounting
