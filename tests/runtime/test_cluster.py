@@ -321,7 +321,8 @@ def test_status_names_the_worker_of_a_running_run_and_spots_interrupted_ones(spe
         result = cli_status(str(spec), "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     rows = {line.split("│")[3].strip(): line for line in result.output.splitlines() if line.count("│") > 5}
-    assert "running" in rows[held.id] and claims.locks[held.id].owner in rows[held.id]
+    info = claims.locks[held.id].info
+    assert "running" in rows[held.id] and f"{info['host']} pid {info['pid']}" in rows[held.id]
     assert "interrupted" in rows[dead.id] and "pending" in rows[plan.runs[2].id]
     assert "1 interrupted, 2 pending, 1 running of 4 runs" in result.output
 
@@ -390,3 +391,86 @@ def test_optional_packages_are_imported_only_when_chosen():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env(), cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+# --- what the executors decide before and after a worker runs (no cluster needed) -------------
+
+
+def test_workers_get_absolute_data_roots_and_the_same_run_ids(tmp_path):
+    """A relative data.root is resolved where `gstc run` runs: a Ray worker starts where `ray start` ran."""
+    from gstc.plan import Plan
+    from gstc.runtime.executors import plan_for_workers
+
+    path = tmp_path / "s.yaml"
+    path.write_text(SPEC.replace("data: {dataset: digits}", "data: {dataset: cifar10, root: some/data}"))
+    plan = compile_file(str(path))
+    sent = Plan.model_validate_json(plan_for_workers(plan, base=tmp_path))
+    assert [r.id for r in sent.runs] == [r.id for r in plan.runs]
+    assert {c.resolved.data.root for c in sent.configs} == {str((tmp_path / "some" / "data").resolve())}
+    absolute = str(tmp_path / "elsewhere")
+    path.write_text(SPEC.replace("data: {dataset: digits}", f"data: {{dataset: cifar10, root: {absolute}}}"))
+    sent = Plan.model_validate_json(plan_for_workers(compile_file(str(path)), base=tmp_path / "x"))
+    assert {c.resolved.data.root for c in sent.configs} == {absolute}  # an absolute root stays as it is
+
+
+def test_only_failures_another_attempt_may_not_meet_are_retried():
+    from gstc.runtime.data import DataError
+    from gstc.runtime.models import LayerMismatch
+    from gstc.runtime.worker import permanent
+
+    for exc in (DataError("no archive"), LayerMismatch("m", [("a", 1)], [("b", 1)]), FileNotFoundError("x"), ImportError("m"), ValueError()):
+        assert permanent(exc), exc
+    for exc in (OSError("stale file handle"), RuntimeError("CUDA error: unspecified launch failure"), ConnectionError()):
+        assert not permanent(exc), exc
+
+
+def test_a_job_at_its_time_limit_is_requeued_only_when_it_progressed(tmp_path):
+    pytest.importorskip("submitit")
+    from gstc.manifest import append_jsonl
+    from gstc.runtime.executors.slurm import PackJob
+
+    results = ResultsDir(tmp_path / "r")
+    job = {"runs": ["aaaaaaaaaaaa"], "results": str(results.root)}
+    pack = PackJob()
+    pack.start = 0
+    assert pack.checkpoint("{}", job) is None  # no epoch since the start: not requeued, its runs unfinished
+    append_jsonl(results.epochs_jsonl("aaaaaaaaaaaa"), {"epoch": 1})
+    assert pack.checkpoint("{}", job) is not None  # an epoch more: requeued with the same arguments
+
+
+def test_sbatch_options_and_the_worker_named_in_locks(monkeypatch):
+    pytest.importorskip("submitit")
+    from gstc.runtime.executors.slurm import _sbatch_options
+    from gstc.runtime.locks import worker_job, worker_text
+
+    assert _sbatch_options(["constraint=a100", "--exclusive", "mail-type=END"]) == {
+        "constraint": "a100", "exclusive": "", "mail_type": "END"}
+    with pytest.raises(ExecutorError, match="--slurm-option"):
+        _sbatch_options(["=x"])
+    for var in ("GSTC_WORKER_JOB", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_ID"):
+        monkeypatch.delenv(var, raising=False)
+    assert worker_job() is None
+    monkeypatch.setenv("SLURM_JOB_ID", "43")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "42")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    assert worker_job() == "slurm job 42_3"
+    assert worker_text({"host": "node7", "pid": 12, "job": "slurm job 42_3"}) == "node7 pid 12, slurm job 42_3"
+
+
+def test_squeue_answers_are_read_as_the_live_jobs(tmp_path, monkeypatch):
+    """A fake squeue on PATH: its answers, an unknown job id, and no squeue at all."""
+    from gstc.runtime.slurm_queue import live_runs, queue_states, record_submitted
+
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "squeue").write_text("#!/bin/sh\nprintf '42_0 RUNNING\\n42_1 PENDING\\n'\n")
+    (bin_ / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_}{os.pathsep}{os.environ['PATH']}")
+    assert queue_states(["42_0", "42_1", "42_2"]) == {"42_0": "RUNNING", "42_1": "PENDING"}
+    path = tmp_path / "submitted.json"
+    record_submitted(path, {"42_0": ["a"], "42_1": ["b"], "42_2": ["c"]})
+    assert live_runs(path) == {"a": ("42_0", "RUNNING"), "b": ("42_1", "PENDING")}  # 42_2 ended: not held
+    (bin_ / "squeue").write_text("#!/bin/sh\necho 'slurm_load_jobs error: Invalid job id specified' >&2\nexit 1\n")
+    assert queue_states(["42_0"]) == {}
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    assert queue_states(["42_0"]) is None and live_runs(path) == {}
