@@ -37,8 +37,9 @@ class ExecutorError(Exception):
     """Something an executor cannot do, said up front: the CLI prints it and exits 1."""
 
 
-class Interrupted(Exception):
-    """Ctrl-C while the executor ran: the message says what became of the work under way."""
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C while the executor ran: the message says what became of the work under way (still a
+    KeyboardInterrupt, for whatever catches one)."""
 
 
 @dataclass
