@@ -191,6 +191,38 @@ def test_a_preempted_job_is_requeued_and_finishes_with_the_local_numbers(slurm, 
     assert epochs_of(results, path)[run.id] == epochs_of(ResultsDir(tmp_path / "local"), path)[run.id]
 
 
+def test_a_second_run_leaves_live_jobs_their_runs_status_names_the_jobs_and_ctrl_c_says_they_go_on(slurm, tmp_path):
+    path = spec(tmp_path, "twice", epochs=30)
+    results = ResultsDir(tmp_path / "r")
+    plan = compile_file(str(path))
+    first = start("run", str(path), "--executor", "slurm", "--slurm-time", "10", "--out", str(results.root))
+    wait_until("a run records an epoch", lambda: any(results.epochs_jsonl(r.id).exists() for r in plan.runs), 120)
+    status = gstc("status", str(path), "--out", str(results.root), env={"COLUMNS": "200"})
+    assert "slurm job " in status.stdout and "running" in status.stdout, status.stdout
+    arrays = {line.split("_")[0] for line in subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True,
+                                                             text=True).stdout.split()}
+    second = gstc("run", str(path), "--executor", "slurm", "--slurm-time", "10", "--out", str(results.root))
+    assert second.returncode == 0 and second.stderr.count("submitted by an earlier gstc run: left to it") == 4, second.stderr
+    assert {line.split("_")[0] for line in subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True,
+                                                          text=True).stdout.split()} <= arrays  # nothing new
+    first.send_signal(2)  # Ctrl-C
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 130 and "interrupted: the Slurm jobs go on (job array" in err, err
+    assert subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip()  # they do
+
+
+def test_slurm_options_reach_sbatch(slurm, tmp_path):
+    path = spec(tmp_path, "options")
+    out = gstc("run", str(path), "--variant", "baseline", "--seeds", "0", "--executor", "slurm", "--slurm-time", "10",
+               "--cpus-per-task", "2", "--slurm-mem", "1G", "--slurm-option", "comment=gstc-test",
+               "--out", str(tmp_path / "r"))
+    assert out.returncode == 0, out.stderr
+    script = next((tmp_path / "r" / "slurm" / "options").rglob("*_submission.sh")).read_text()
+    assert "--cpus-per-task=2" in script and "--mem=1G" in script and "--comment=gstc-test" in script
+    run = next(r for r in compile_file(str(path)).runs if r.config == "baseline" and r.seed == 0)
+    assert json.loads(ResultsDir(tmp_path / "r").run_json(run.id).read_text())["environment"]["threads"] == 2
+
+
 def test_slurm_refuses_cuda_on_a_cpu_only_partition_and_unknown_options(slurm, tmp_path):
     path = spec(tmp_path)
     out = gstc("run", str(path), "--executor", "slurm", "--slurm-time", "10", "--device", "cuda",
