@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
-from gstc.schema import json_schema, schema_text
+from gstc.schema import UNIQUE_ITEMS, json_schema, schema_text
 from gstc.spec import Spec
 from tests.conftest import REPO, SMALL_SPEC
 
@@ -79,3 +79,57 @@ def test_schema_knows_the_short_forms(target):
 def test_schema_file_is_valid_json():
     assert re.match(r"\{", (REPO / "schema" / "gstc.schema.json").read_text())
     json.loads((REPO / "schema" / "gstc.schema.json").read_text())
+
+
+def reasons(errors) -> set[str]:
+    """The keywords behind schema errors, inside anyOf branches too (`prune` is a PruneSpec or null)."""
+    out = set()
+    for e in errors:
+        out.add(e.validator)
+        out |= reasons(e.context or [])
+    return out
+
+
+@pytest.mark.parametrize("model, field", UNIQUE_ITEMS)
+def test_unique_items_are_lists_whose_duplicates_the_validators_reject(model, field, tmp_path):
+    """The schema marks a list uniqueItems only where the models refuse duplicates, so the editor flags what
+    `gstc validate` would, and nothing more."""
+    from gstc.compile import check
+    from gstc.load import load_text
+
+    spec = yaml.safe_load(SMALL_SPEC)
+    where = {"Spec": (spec, "seeds", [0, 1, 1]),
+             "ScheduleSpec": (spec["prune"]["layers"][0], "schedule", {"epochs": [2, 4, 4]}),
+             "LRScheduleSpec": (spec["train"], "lr_schedule", {"milestones": [3, 8, 8]})}[model]
+    where[0][where[1]] = where[2]
+    text = yaml.safe_dump(spec, sort_keys=False)
+    _, errors = check(load_text(text, "t.yaml"))
+    assert errors, f"the models accept duplicate {model}.{field}"
+    schema_errors = list(jsonschema.Draft7Validator(json_schema()).iter_errors(yaml.safe_load(text)))
+    assert "uniqueItems" in reasons(schema_errors), schema_errors
+
+
+def test_optional_fields_read_well_in_an_editor():
+    """No `default: null` (completion inserted it), no title repeating the key (hover showed it twice), and an
+    optional scalar is one `type: [T, "null"]` whose constraints still hold."""
+    schema = json_schema()
+    for name, definition in [("Spec", schema), *schema["definitions"].items()]:
+        for prop, body in definition.get("properties", {}).items():
+            assert body.get("default", 0) is not None, f"{name}.{prop}"
+            assert body.get("title") != prop.replace("_", " ").title(), f"{name}.{prop}"
+    amount = schema["definitions"]["LayerEntry"]["properties"]["amount"]
+    assert amount["type"] == ["number", "null"] and amount["exclusiveMaximum"] == 1
+    validator = jsonschema.Draft7Validator(json_schema())
+    spec = yaml.safe_load(SMALL_SPEC)
+    spec["prune"]["layers"][0]["amount"] = 1.5
+    assert "exclusiveMaximum" in reasons(validator.iter_errors(spec))
+
+
+def test_every_shipped_spec_validates_against_the_committed_schema():
+    schema = json.loads((REPO / "schema" / "gstc.schema.json").read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    shipped = sorted([*REPO.joinpath("specs").rglob("*.yaml"), *REPO.joinpath("examples").glob("*.yaml")])
+    assert len(shipped) >= 20
+    for path in shipped:
+        errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(yaml.safe_load(path.read_text()))]
+        assert not errors, (path, errors)
