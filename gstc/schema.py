@@ -67,8 +67,44 @@ def _for_editors(properties: dict[str, Any]) -> None:
                 body.update({**merged, "type": [other["type"], "null"]})
 
 
+MODES = {"prune": "PruneMode", "zero": "ZeroMode", "gaussian": "GaussianMode"}
+
+
+def _mode_definition(definitions: dict[str, Any]) -> dict[str, Any]:
+    """One `Mode` object: `kind` first (all three kinds, described), then the kind's own keys through
+    draft-07 `if`/`then`. An `anyOf` of the three made the server pick the closest branch and ask for
+    another kind (`mode: {kind: zero, std: matched}` read as "Value must be gaussian"); now `std` itself is
+    the key that is not allowed, and `kind: zeroo` lists every kind."""
+    kinds = {kind: definitions[name]["properties"]["kind"].get("description", "") for kind, name in MODES.items()}
+    return {
+        "type": "object",
+        "description": "How targeted filters are handled: " + "; ".join(f"{k}: {d}" for k, d in kinds.items()),
+        "properties": {"kind": {"enum": list(MODES), "description": "prune, zero or gaussian."}},
+        "required": ["kind"],
+        "allOf": [{"if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]},
+                   "then": {"$ref": f"#/definitions/{name}"}} for kind, name in MODES.items()],
+    }
+
+
+def _one_mode(node: Any) -> Any:
+    """Replace every anyOf listing the three mode objects with a reference to the one `Mode`."""
+    if isinstance(node, list):
+        return [_one_mode(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _one_mode(v) for k, v in node.items()}
+    options = out.get("anyOf")
+    refs = {f"#/definitions/{name}" for name in MODES.values()}
+    if isinstance(options, list) and refs <= {o.get("$ref") for o in options if isinstance(o, dict)}:
+        rest = [o for o in options if o.get("$ref") not in refs]
+        out["anyOf"] = rest[:1] + [{"$ref": "#/definitions/Mode"}] + rest[1:]
+    return out
+
+
 def json_schema() -> dict[str, Any]:
     schema = _draft07(Spec.model_json_schema(mode="validation", ref_template="#/definitions/{model}"))
+    schema = _one_mode(schema)
+    schema["definitions"]["Mode"] = _mode_definition(schema["definitions"])
     for definition in [schema, *schema.get("definitions", {}).values()]:
         _for_editors(definition.get("properties", {}))
     for model, field in UNIQUE_ITEMS:

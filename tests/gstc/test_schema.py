@@ -18,7 +18,7 @@ DRAFT07 = {
     "$schema", "$id", "$ref", "definitions", "title", "description", "default", "type", "enum", "const",
     "properties", "additionalProperties", "patternProperties", "propertyNames", "required", "items",
     "additionalItems", "minItems", "maxItems", "uniqueItems", "minimum", "maximum", "exclusiveMinimum",
-    "exclusiveMaximum", "minLength", "maxLength", "pattern", "anyOf", "oneOf", "allOf", "not",
+    "exclusiveMaximum", "minLength", "maxLength", "pattern", "anyOf", "oneOf", "allOf", "not", "if", "then", "else",
 }
 
 
@@ -133,3 +133,39 @@ def test_every_shipped_spec_validates_against_the_committed_schema():
     for path in shipped:
         errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(yaml.safe_load(path.read_text()))]
         assert not errors, (path, errors)
+
+
+def messages(errors) -> list[str]:
+    out = []
+    for e in errors:
+        out.append(e.message)
+        out += messages(e.context or [])
+    return out
+
+
+@pytest.mark.parametrize("mode, expected", [
+    ({"kind": "zero", "std": "matched", "duration": {"epochs": 1}}, "Additional properties are not allowed ('std' was unexpected)"),
+    ({"kind": "zeroo"}, "'zeroo' is not one of ['prune', 'zero', 'gaussian']"),
+    ({"kind": "gaussian"}, "'duration' is a required property"),
+])
+def test_a_wrong_mode_key_is_reported_as_that_key(mode, expected):
+    """One Mode object, `kind` then the kind's own keys: no branch that asks for another kind."""
+    spec = yaml.safe_load(SMALL_SPEC)
+    spec["prune"]["mode"] = mode
+    found = messages(jsonschema.Draft7Validator(json_schema()).iter_errors(spec))
+    assert expected in found, found
+    assert not any("'gaussian' was expected" in m for m in found)
+
+
+@pytest.mark.parametrize("mode", ["prune", {"kind": "prune", "include_bn": False},
+                                  {"kind": "zero", "duration": {"epochs": 2}, "restore": "trained"},
+                                  {"kind": "gaussian", "duration": {"batches": 10}, "std": "matched"}])
+def test_every_mode_form_the_models_accept_the_schema_accepts(mode):
+    from gstc.compile import check
+    from gstc.load import load_text
+
+    spec = yaml.safe_load(SMALL_SPEC)
+    spec["prune"]["mode"] = mode
+    _, errors = check(load_text(yaml.safe_dump(spec, sort_keys=False), "t.yaml"))
+    assert not errors, [e.format() for e in errors]
+    assert not list(jsonschema.Draft7Validator(json_schema()).iter_errors(spec))

@@ -34,7 +34,7 @@ def test_a_run_whose_lock_is_taken_over_stops_at_the_next_epoch_boundary(tmp_pat
         def epoch(self, r, record):
             if record["epoch"] == 1:
                 lock_content(results.lock(r.id), pid=os.getppid(), owner="thief")
-                time.sleep(0.5)
+                time.sleep(2.0)  # s: room for the heartbeat thread to notice, even on a loaded machine
 
     report, (info,) = run_plan(plan, results, progress=Thief())
     assert list(report.lost) == [run.id] and report.lost[run.id]["epoch"] == 1
