@@ -169,9 +169,6 @@ class SlurmExecutor(Remote):
                             for rid, (job, state) in self.held.items()})
         if not jobs:
             return report
-        import logging
-
-        logging.getLogger("submitit").addFilter(_NoSacctNoise())
         folder = results.slurm_dir(plan.spec)
         executor = self.submitit.AutoExecutor(folder=folder / "%j", cluster=self.cluster,
                                               slurm_max_num_timeout=MAX_REQUEUES, local_max_num_timeout=MAX_REQUEUES)
@@ -197,8 +194,9 @@ class SlurmExecutor(Remote):
                     "or --slurm-gpus 0)" if "gres" in why.lower() and self.gpus else "")
             raise ExecutorError(f"Slurm refused the job array: {why}{hint}") from None
         if self.cluster == "slurm" and submitted and not accounting():
-            # Without accounting every sacct call fails and prints "Slurm accounting storage is disabled": stop
-            # submitit's calls (its jobs are then done when their result file is there; squeue tells the rest).
+            # Without accounting every sacct call fails, printing "Slurm accounting storage is disabled" and
+            # submitit's "Bypassing sacct error" twice a poll: stop its calls (its jobs are then done when their
+            # result file is there; squeue tells the rest).
             type(submitted[0]).watcher._make_command = lambda: None
         pending = dict(zip(submitted, jobs))
         gone: dict[Any, float] = {}  # job -> when it was first seen out of the queue without a result
@@ -248,13 +246,6 @@ def accounting() -> bool:
     except (OSError, subprocess.SubprocessError):
         return False
     return proc.returncode == 0
-
-
-class _NoSacctNoise:
-    """Drops submitit's "Bypassing sacct error" warning, logged twice per poll on a cluster without accounting."""
-
-    def filter(self, record) -> bool:
-        return "Bypassing sacct error" not in record.getMessage()
 
 
 def _partition_text(partition: str | None) -> str:

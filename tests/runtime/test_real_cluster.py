@@ -138,35 +138,35 @@ def test_slurm_gives_the_local_numbers(slurm, reference, tmp_path):
     assert run["environment"]["threads"] == 1 and run["environment"]["host"] == socket.gethostname()
 
 
-def test_scancel_mid_run_is_reported_and_the_next_run_resumes(slurm, reference, tmp_path):
-    path = spec(tmp_path, "cancel", epochs=30)
+def cancel_mid_run(tmp_path: Path, name: str) -> tuple[Path, ResultsDir, list, str, float]:
+    """Start a 30-epoch spec on Slurm, `scancel` every job once a run has recorded an epoch, and wait for
+    `gstc run` to end: (spec, results, runs, its stderr, seconds from the cancel to its end)."""
+    path = spec(tmp_path, name, epochs=30)
     results = ResultsDir(tmp_path / "r")
-    plan = compile_file(str(path))
+    runs = compile_file(str(path)).runs
     proc = start("run", str(path), "--executor", "slurm", "--slurm-time", "10", "--out", str(results.root))
-    wait_until("a run records an epoch", lambda: any(results.epochs_jsonl(r.id).exists() for r in plan.runs), 120)
+    wait_until("a run records an epoch", lambda: any(results.epochs_jsonl(r.id).exists() for r in runs), 120)
     subprocess.run(["scancel", "-u", os.environ.get("USER", "root")], check=True)
     t0 = time.monotonic()
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 1 and time.monotonic() - t0 < 90, err
+    assert proc.returncode == 1, err
+    return path, results, runs, err, time.monotonic() - t0
+
+
+def test_scancel_mid_run_is_reported_and_the_next_run_resumes(slurm, tmp_path):
+    path, results, runs, err, waited = cancel_mid_run(tmp_path, "cancel")
+    assert waited < 90, err
     assert "ended without a result" in err or "left the queue without a result" in err, err
     assert "`gstc run` again resumes it" in err
     again = gstc("run", str(path), "--executor", "slurm", "--slurm-time", "10", "--out", str(results.root))
     assert again.returncode == 0, again.stderr
-    assert any(len(claims(results, r.id)) == 2 and claims(results, r.id)[1]["from_epoch"] > 0 for r in plan.runs)
+    assert any(len(claims(results, r.id)) == 2 and claims(results, r.id)[1]["from_epoch"] > 0 for r in runs)
 
 
 def test_without_accounting_a_killed_job_is_reported_in_bounded_time(slurm_without_accounting, tmp_path):
     """sacct fails ("accounting storage is disabled"): gstc sees the job leave squeue without a result."""
-    path = spec(tmp_path, "noacct", epochs=30)
-    results = ResultsDir(tmp_path / "r")
-    plan = compile_file(str(path))
-    proc = start("run", str(path), "--executor", "slurm", "--slurm-time", "10", "--out", str(results.root))
-    wait_until("a run records an epoch", lambda: any(results.epochs_jsonl(r.id).exists() for r in plan.runs), 120)
-    subprocess.run(["scancel", "-u", os.environ.get("USER", "root")], check=True)
-    t0 = time.monotonic()
-    _, err = proc.communicate(timeout=120)
-    waited = time.monotonic() - t0
-    assert proc.returncode == 1 and waited < 60, (waited, err)
+    _, _, _, err, waited = cancel_mid_run(tmp_path, "noacct")
+    assert waited < 60, (waited, err)
     assert "left the queue without a result (state CANCELLED" in err and "log: " in err, err
     assert "Bypassing sacct error" not in err and "accounting storage is disabled" not in err
 
