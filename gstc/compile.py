@@ -75,32 +75,62 @@ def _is_model(tp: Any) -> bool:
     return isinstance(tp, type) and issubclass(tp, BaseModel)
 
 
+def _step(current: list[Any], part: str | int) -> list[Any]:
+    """The types that one path part (a key or a list index) leads to from `current`; empty if it does not apply."""
+    if isinstance(part, int):
+        found = [get_args(t)[0] for t in current if get_origin(t) is list]
+        found += [get_args(t)[part] for t in current if get_origin(t) is tuple and part < len(get_args(t))]
+    else:
+        found = [m.model_fields[part].annotation for m in current if _is_model(m) and part in m.model_fields]
+    return [t for f in found for t in _unwrap(f)]
+
+
 def _types_at(parts: Path, root: Any = BaseConfig) -> tuple[list[Any], str | None]:
     """Walk schema types along `parts`: (types found there, or an error message)."""
     current = [root]
     for i, part in enumerate(parts):
         here = dotted(parts[:i]) or "the spec"
-        found: list[Any] = []
-        if isinstance(part, int):
-            found = [get_args(t)[0] for t in current if get_origin(t) is list]
-            found += [get_args(t)[part] for t in current if get_origin(t) is tuple and part < len(get_args(t))]
-            if not found:
+        found = _step(current, part)
+        if not found:
+            if isinstance(part, int):
                 pairs = [len(get_args(t)) for t in current if get_origin(t) is tuple]
                 if pairs:
                     return [], f"{here} has {pairs[0]} entries, so index {part} does not exist"
                 return [], f"{here} is not a list, so [{part}] does not apply"
-        else:
             models = [t for t in current if _is_model(t)]
             names = [n for m in models for n in m.model_fields]
-            found = [m.model_fields[part].annotation for m in models if part in m.model_fields]
-            if not found:
-                if not models:
-                    if any(get_origin(t) is list for t in current):
-                        return [], f"{here} is a list: index it, as in {here}[0].{part}"
-                    return [], f"{here} is a single value with no key {part!r}"
-                return [], f"unknown key {part!r} in {here}{did_you_mean(part, names)}; expected one of: {', '.join(dict.fromkeys(names))}"
-        current = [t for f in found for t in _unwrap(f)]
+            if not models:
+                if any(get_origin(t) is list for t in current):
+                    return [], f"{here} is a list: index it, as in {here}[0].{part}"
+                return [], f"{here} is a single value with no key {part!r}"
+            return [], f"unknown key {part!r} in {here}{did_you_mean(part, names)}; expected one of: {', '.join(dict.fromkeys(names))}"
+        current = found
     return current, None
+
+
+ANY_INDEX = "[N]"  # in an override path template: any index of a list
+
+
+def override_paths() -> list[Path]:
+    """Every path an override may set, as templates (ANY_INDEX for a list's index, a tuple's indices
+    spelled out), in the models' field order: the walk `check_override_path` checks a path along, run
+    over every step. The JSON Schema types variants and sweep axes from this list."""
+    out: list[Path] = []
+
+    def walk(prefix: Path, current: list[Any]) -> None:
+        models = [t for t in current if _is_model(t)]
+        steps: list[tuple[Any, Any]] = [(name, name) for name in dict.fromkeys(n for m in models for n in m.model_fields)]
+        if any(get_origin(t) is list for t in current):
+            steps.append((ANY_INDEX, 0))
+        for t in current:
+            if get_origin(t) is tuple:
+                steps += [(i, i) for i in range(len(get_args(t)))]
+        for shown, part in steps:
+            out.append(prefix + (shown,))
+            walk(prefix + (shown,), _step(current, part))
+
+    walk((), [BaseConfig])
+    return out
 
 
 def check_override_path(text: Any) -> tuple[Path | None, str | None]:

@@ -8,9 +8,11 @@ The committed copy lives at schema/gstc.schema.json (a test keeps it current).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
-from gstc.spec import Spec
+from gstc.compile import ANY_INDEX, override_paths
+from gstc.spec import VARIANT_PATTERN, Spec
 
 SCHEMA_ID = "https://gstc.dev/schema/gstc.schema.json"
 
@@ -101,6 +103,218 @@ def _one_mode(node: Any) -> Any:
     return out
 
 
+# --- rules across fields ----------------------------------------------------------------
+# What the models' validators check across fields and JSON Schema can state, as draft-07 if/then, each
+# with gstc's own wording in `errorMessage` (yaml-language-server shows it in place of its generic message;
+# other validators ignore the keyword). Orderings (start <= end) and anything that needs the architecture
+# stay with `gstc validate`.
+
+def _given(kind: str, *names: str) -> dict[str, Any]:
+    """The condition: every one of `names` is present with a value of `kind` (not null)."""
+    return {"properties": {n: {"type": kind} for n in names}, "required": list(names)}
+
+
+NOT_BOTH = "give `amount` or `rate`, not both"
+DEFAULT_NOT_BOTH = "give a default `amount` or a default `rate`, not both"
+NESTEROV = "nesterov: true needs momentum > 0"
+ONE_FORM = "give either `epochs: [...]` or start/end/every, not both"
+ONE_DURATION = "give exactly one of `batches` or `epochs`"
+WITH_DEFAULT_RATE = "both this amount and the default prune.rate apply to this entry; give one"
+WITH_DEFAULT_AMOUNT = "both this rate and the default prune.amount apply to this entry; give one"
+NEITHER = "give `amount` (total fraction removed) or `rate` (fraction per event), here or in prune"
+
+
+def _entries(rule: dict[str, Any]) -> dict[str, Any]:
+    """A rule for every layer entry of prune.layers."""
+    return {"properties": {"layers": {"items": rule}}}
+
+
+RULES: dict[str, list[dict[str, Any]]] = {
+    "LayerEntry": [{"if": _given("number", "amount", "rate"), "then": {"properties": {"rate": False}, "errorMessage": NOT_BOTH}}],
+    "PruneSpec": [
+        {"if": _given("number", "amount", "rate"), "then": {"properties": {"rate": False}, "errorMessage": DEFAULT_NOT_BOTH}},
+        # A default fills in only an entry that gives neither; an entry's own amount or rate beside the other default is an error.
+        {"if": _given("number", "rate"),
+         "then": _entries({"properties": {"amount": {"type": "null", "errorMessage": WITH_DEFAULT_RATE}}})},
+        {"if": _given("number", "amount"),
+         "then": _entries({"properties": {"rate": {"type": "null", "errorMessage": WITH_DEFAULT_AMOUNT}}})},
+        {"if": {"not": {"anyOf": [_given("number", "amount"), _given("number", "rate")]}},
+         "then": _entries({"if": {"not": {"anyOf": [_given("number", "amount"), _given("number", "rate")]}},
+                           "then": {"required": ["amount"], "errorMessage": NEITHER}})},
+    ],
+    "SGDSpec": [{"if": {"properties": {"nesterov": {"const": True}}, "required": ["nesterov"]},
+                 "then": {"required": ["momentum"], "properties": {"momentum": {"exclusiveMinimum": 0, "errorMessage": NESTEROV}},
+                          "errorMessage": NESTEROV}}],
+    "ScheduleSpec": [{"if": _given("array", "epochs"),
+                      "then": {"properties": {k: {"type": "null", "errorMessage": ONE_FORM} for k in ("start", "end", "every")}}}],
+    "Duration": [
+        {"if": _given("integer", "batches", "epochs"), "then": {"properties": {"epochs": False}, "errorMessage": ONE_DURATION}},
+        {"if": {"not": {"anyOf": [_given("integer", "batches"), _given("integer", "epochs")]}},
+         "then": {"required": ["batches"], "properties": {"batches": {"type": "integer", "errorMessage": ONE_DURATION}},
+                  "errorMessage": ONE_DURATION}},
+    ],
+}
+
+
+# --- override paths ------------------------------------------------------------------
+# Variants and sweep axes are keyed by dotted paths (`prune.target`, `prune.layers.1.amount`). The paths
+# come from the compiler's own walk over the spec models (`override_paths`); each path's value schema is
+# found in the generated schema by following that path through properties, $ref, anyOf/oneOf, the mode's
+# if/then dispatch and items, and is referenced by JSON pointer, so hover shows the field's description.
+
+
+def _node(schema: dict[str, Any], pointer: str) -> Any:
+    node: Any = schema
+    for part in pointer.removeprefix("#").split("/")[1:]:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node
+
+
+def _alternatives(schema: dict[str, Any], pointer: str, depth: int = 0) -> list[tuple[int, str]]:
+    """A node and what it may stand for, with how many steps away: its $ref target, the members of its
+    anyOf/oneOf, and the mode's `then: {$ref}` branches (not the cross-field rules' branches)."""
+    node = _node(schema, pointer)
+    out = [(depth, pointer)]
+    if not isinstance(node, dict):
+        return out
+    if "$ref" in node:
+        out += _alternatives(schema, node["$ref"], depth + 1)
+    for key in ("anyOf", "oneOf"):
+        for i in range(len(node.get(key, []))):
+            out += _alternatives(schema, f"{pointer}/{key}/{i}", depth + 1)
+    for i, member in enumerate(node.get("allOf", [])):
+        if set(member.get("then", {})) == {"$ref"}:
+            out += _alternatives(schema, f"{pointer}/allOf/{i}/then", depth + 1)
+    return out
+
+
+def _children(schema: dict[str, Any], pointers: list[str], part: Any) -> list[str]:
+    """The value schemas one path part leads to (for a key, those nearest the field: the Mode's own `kind`,
+    not its branches')."""
+    found: list[tuple[int, str]] = []
+    for pointer in pointers:
+        for depth, alt in _alternatives(schema, pointer):
+            node = _node(schema, alt)
+            if isinstance(part, str) and part != ANY_INDEX:
+                if part in node.get("properties", {}):
+                    found.append((depth, f"{alt}/properties/{part}"))
+            elif isinstance(node.get("items"), dict) and (part == ANY_INDEX or isinstance(part, int)):
+                found.append((depth, f"{alt}/items"))
+            elif isinstance(node.get("items"), list) and isinstance(part, int) and part < len(node["items"]):
+                found.append((depth, f"{alt}/items/{part}"))
+    nearest = min((d for d, _ in found), default=0)
+    return list(dict.fromkeys(p for d, p in found if d == nearest))
+
+
+ANNOTATIONS = ("title", "description", "default")
+
+
+def _owner(schema: dict[str, Any], pointer: str) -> str:
+    """Whose field a pointer names: the model's tag (`adam`, `zero`) where it has one, else its name."""
+    owner = pointer.rsplit("/properties/", 1)[0]
+    name = owner.rsplit("/", 1)[-1]
+    return next((p["const"] for p in _node(schema, owner).get("properties", {}).values() if "const" in p), name)
+
+
+def _value_schema(schema: dict[str, Any], template: tuple) -> dict[str, Any]:
+    """The schema of an override's value: titled with its path (hover shows that one title), described by
+    the field (or, where the path reaches the same field of several models, by each: `adam: ... sgd: ...`)."""
+    pointers = ["#"]
+    for part in template:
+        pointers = _children(schema, pointers, part)
+        if not pointers:
+            raise LookupError(f"the schema has no node for the override path {_shown(template)}")
+    distinct: dict[str, str] = {}
+    for pointer in pointers:
+        distinct.setdefault(json.dumps(_node(schema, pointer), sort_keys=True), pointer)
+    nodes = [_node(schema, p) for p in distinct.values()]
+    title = {"title": _shown(template)}
+    if len(nodes) > 1 and all("const" in n for n in nodes):  # a tag (optimizer name, mode kind): one enum
+        return {**title, "enum": [n["const"] for n in nodes],
+                "description": " ".join(f"{n['const']}: {n.get('description', '')}" for n in nodes)}
+    constraints = {json.dumps({k: v for k, v in n.items() if k not in ANNOTATIONS}, sort_keys=True) for n in nodes}
+    if len(constraints) > 1:
+        return {**title, "anyOf": [{"$ref": p} for p in distinct.values()]}
+    first = next(iter(distinct.values()))
+    if len(nodes) > 1:  # one type, described differently by each model
+        described = " ".join(f"{_owner(schema, p)}: {_node(schema, p).get('description', '')}" for p in distinct.values())
+    elif "description" in nodes[0] or not _is_index(template[-1]):
+        described = nodes[0].get("description", "")
+    else:  # a list's entry: described by its list
+        described = f"An entry of {_shown(template[:-1])}: {_description(_value_schema(schema, template[:-1]))}"
+    # Beside a $ref, draft-07 validators ignore title and description; yaml-language-server keeps them (they
+    # are annotations) and merges in the target, so completion still knows the type and hover shows the path.
+    return {**title, "description": described, "$ref": first}
+
+
+def _is_index(part: Any) -> bool:
+    return part == ANY_INDEX or isinstance(part, int)
+
+
+def _shown(template: tuple) -> str:
+    text = ""
+    for part in template:
+        text += f"[{part}]" if isinstance(part, int) else part if part == ANY_INDEX else f".{part}"
+    return text.lstrip(".")
+
+
+def _key_pattern(template: tuple) -> str:
+    """The keys a template stands for: `prune.layers[0].amount` and `prune.layers.0.amount` alike."""
+    out = []
+    for i, part in enumerate(template):
+        if part == ANY_INDEX:
+            out.append(r"(?:\[\d+\]|\.\d+)")
+        elif isinstance(part, int):
+            out.append(rf"(?:\[{part}\]|\.{part})")
+        else:
+            out.append(("" if i == 0 else r"\.") + re.escape(part))
+    return "^" + "".join(out) + "$"
+
+
+def _description(value: dict[str, Any]) -> str:
+    return value.get("description", "")
+
+
+def _keyed(schema: dict[str, Any], body) -> dict[str, Any]:
+    """`properties` (plain paths, which the editor completes) and `patternProperties` (paths with an index)
+    mapping each override path to `body(path, value schema)`, unknown paths not allowed."""
+    properties, patterns = {}, {}
+    for template in override_paths():
+        entry = body(_shown(template), _value_schema(schema, template))
+        if any(_is_index(p) for p in template):
+            patterns[_key_pattern(template)] = entry
+        else:
+            properties[".".join(template)] = entry
+    return {"properties": properties, "patternProperties": patterns, "additionalProperties": False}
+
+
+def _overrides(schema: dict[str, Any]) -> None:
+    definitions = schema["definitions"]
+    definitions["Overrides"] = {
+        "type": ["object", "null"],
+        "description": "This variant's overrides of the base: dotted paths (`prune.target: largest`, "
+        "`prune.layers.1.amount: 0.8`, `prune: null` for no pruning); null or {} for the base as it is.",
+        **_keyed(schema, lambda path, value: value),
+    }
+    variants = schema["properties"]["variants"]
+    variants.pop("patternProperties", None)
+    variants["propertyNames"] = {"pattern": VARIANT_PATTERN, "maxLength": 100, "patternErrorMessage":
+                                 "a variant's name is letters, digits, '.', '_' or '-', starting with a letter or digit"}
+    variants["additionalProperties"] = {"$ref": "#/definitions/Overrides"}
+
+    def axis(path: str, value: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "array", "minItems": 1, "items": value,
+                "description": f"The values of {path}, one per sweep point: {_description(value)}"}
+
+    sweep = definitions["SweepSpec"]
+    zip_axis = sweep["properties"]["zip"]
+    lists = _keyed(schema, axis)
+    sweep.pop("additionalProperties")
+    sweep.update(lists)
+    sweep["properties"] = {**lists["properties"], "zip": {
+        "type": ["object", "null"], "description": zip_axis["description"], **_keyed(schema, axis)}}
+
+
 def json_schema() -> dict[str, Any]:
     schema = _draft07(Spec.model_json_schema(mode="validation", ref_template="#/definitions/{model}"))
     schema = _one_mode(schema)
@@ -110,6 +324,12 @@ def json_schema() -> dict[str, Any]:
     for model, field in UNIQUE_ITEMS:
         target = schema if model == "Spec" else schema["definitions"][model]
         target["properties"][field]["uniqueItems"] = True
+    for name, rules in RULES.items():
+        schema["definitions"][name].setdefault("allOf", []).extend(rules)
+    _overrides(schema)
+    # A complex key (`? [a, b]`) gets the server's own "Property {0} is not allowed." (it formats only string
+    # names); this puts gstc's message beside it.
+    schema["propertyNames"] = {"type": ["string", "number", "boolean", "null"], "errorMessage": "mapping keys must be plain strings"}
     schema = {"$schema": "http://json-schema.org/draft-07/schema#", "$id": SCHEMA_ID,
               "title": "gstc experiment spec (format 1)", **{k: v for k, v in schema.items() if k != "title"}}
     return schema
