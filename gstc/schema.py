@@ -114,7 +114,7 @@ def _given(kind: str, *names: str) -> dict[str, Any]:
     return {"properties": {n: {"type": kind} for n in names}, "required": list(names)}
 
 
-NOT_BOTH = "give `amount` or `rate`, not both"
+NOT_BOTH = "both amount and rate apply to this entry; give one"
 DEFAULT_NOT_BOTH = "give a default `amount` or a default `rate`, not both"
 NESTEROV = "nesterov: true needs momentum > 0"
 ONE_FORM = "give either `epochs: [...]` or start/end/every, not both"
@@ -303,7 +303,7 @@ def _overrides(schema: dict[str, Any]) -> None:
     variants["additionalProperties"] = {"$ref": "#/definitions/Overrides"}
 
     def axis(path: str, value: dict[str, Any]) -> dict[str, Any]:
-        return {"type": "array", "minItems": 1, "items": value,
+        return {"title": path, "type": "array", "minItems": 1, "items": value,
                 "description": f"The values of {path}, one per sweep point: {_description(value)}"}
 
     sweep = definitions["SweepSpec"]

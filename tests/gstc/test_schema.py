@@ -189,3 +189,123 @@ def test_every_mode_form_the_models_accept_the_schema_accepts(mode):
     _, errors = check(load_text(yaml.safe_dump(spec, sort_keys=False), "t.yaml"))
     assert not errors, [e.format() for e in errors]
     assert not list(jsonschema.Draft7Validator(json_schema()).iter_errors(spec))
+
+
+# --- override paths and rules across fields: the schema flags what gstc flags ----------------------------
+
+
+def test_override_paths_are_the_paths_the_compiler_accepts():
+    """Variants and sweep axes are keyed by exactly the compiler's override paths: every path the schema
+    lists passes `check_override_path` (with an index in either spelling), and the schema lists them all."""
+    from gstc.compile import ANY_INDEX, check_override_path, override_paths
+
+    schema = json_schema()
+    overrides = schema["definitions"]["Overrides"]
+    assert overrides["additionalProperties"] is False
+    keyed = [*overrides["properties"], *overrides["patternProperties"]]
+    assert len(keyed) == len(override_paths()) > 50
+    for template in override_paths():
+        for spelling in ("[{}]", ".{}"):
+            text = "".join(spelling.format(0) if p == ANY_INDEX else spelling.format(p) if isinstance(p, int) else f".{p}"
+                           for p in template).lstrip(".")
+            parts, problem = check_override_path(text)
+            assert problem is None, (text, problem)
+            assert text in overrides["properties"] or any(re.match(p, text) for p in overrides["patternProperties"]), text
+    sweep = schema["definitions"]["SweepSpec"]
+    assert set(sweep["properties"]) == {*overrides["properties"], "zip"}
+    assert set(sweep["properties"]["zip"]["properties"]) == set(overrides["properties"])
+
+
+def _edit(**changes):
+    """A change to SMALL_SPEC: top-level keys replaced, `layer0`/`layer1` merged into a layer entry,
+    `prune_keys` merged into prune, `drop` lists dotted keys removed."""
+    def apply(spec):
+        for key, value in changes.items():
+            if key.startswith("layer"):
+                spec["prune"]["layers"][int(key[-1])].update(value)
+            elif key == "prune_keys":
+                spec["prune"].update(value)
+            elif key == "drop":
+                for dotted_key in value:
+                    *head, last = dotted_key.split(".")
+                    node = spec
+                    for part in head:
+                        node = node[int(part)] if isinstance(node, list) else node[part]
+                    node.pop(last)
+            else:
+                spec[key] = value
+        return spec
+    return apply
+
+
+SGD = {"epochs": 10, "batch_size": 64, "optimizer": {"name": "sgd", "lr": 0.1, "nesterov": True}}
+AGREEMENT = {
+    # overrides
+    "override-target-short": (True, _edit(variants={"L": {"prune.target": "L"}})),
+    "override-index-both-spellings": (True, _edit(variants={"A": {"prune.layers.1.amount": 0.4, "prune.layers[0].schedule.start": 2}})),
+    "override-tuple-entry": (True, _edit(variants={"A": {"train.optimizer": {"name": "adam", "lr": 0.01, "betas": [0.9, 0.9]},
+                                                                     "train.optimizer.betas.1": 0.99}})),
+    "override-whole-mode": (True, _edit(variants={"Z": {"prune.mode": {"kind": "zero", "duration": {"epochs": 1}}, "prune.mode.targets": "all"}})),
+    "override-remove-section": (True, _edit(variants={"none": {"prune": None}, "same": None})),
+    "sweep-and-zip": (True, _edit(variants={"one": {}}, sweep={"prune.layers.0.amount": [0.2, 0.4], "zip": {"train.optimizer.lr": [0.01, 0.02], "prune.target": ["S", "L"]}})),
+    "override-key-typo": (False, _edit(variants={"L": {"prune.targt": "largest"}})),
+    "override-bad-value": (False, _edit(variants={"L": {"prune.target": "biggest"}})),
+    "override-header-key": (False, _edit(variants={"L": {"seeds": 3}})),
+    "override-out-of-range": (False, _edit(variants={"L": {"prune.layers.0.amount": 1.5}})),
+    "override-tuple-past-end": (False, _edit(variants={"L": {"train.optimizer.betas.2": 0.5}})),
+    "variant-name-with-space": (False, _edit(variants={"Bad Name": {"prune.target": "largest"}})),
+    "sweep-axis-not-a-path": (False, _edit(sweep={"name": ["a", "b"]})),
+    "sweep-bad-value": (False, _edit(sweep={"prune.target": ["smallest", "huge"]})),
+    "zip-bad-value": (False, _edit(sweep={"zip": {"prune.target": ["huge", "S"], "train.optimizer.lr": [0.1, 0.2]}})),
+    # rules across fields
+    "entry-amount-and-rate": (False, _edit(layer0={"rate": 0.1})),
+    "default-amount-and-rate": (False, _edit(prune_keys={"amount": 0.2, "rate": 0.1})),
+    "default-rate-beside-entry-amount": (False, _edit(prune_keys={"rate": 0.1})),
+    "default-amount-beside-entry-rate": (False, _edit(prune_keys={"amount": 0.2}, layer0={"amount": None, "rate": 0.1})),
+    "default-rate-fills-entries": (True, _edit(prune_keys={"rate": 0.1}, drop=["prune.layers.0.amount", "prune.layers.1.amount"])),
+    "neither-amount-nor-rate": (False, _edit(drop=["prune.layers.0.amount"])),
+    "nesterov-without-momentum": (False, _edit(train=SGD)),
+    "nesterov-with-zero-momentum": (False, _edit(train={**SGD, "optimizer": {**SGD["optimizer"], "momentum": 0.0}})),
+    "nesterov-with-momentum": (True, _edit(train={**SGD, "optimizer": {**SGD["optimizer"], "momentum": 0.9}})),
+    "schedule-epochs-and-start": (False, _edit(layer0={"schedule": {"epochs": [2, 4], "start": 1}})),
+    "schedule-epochs-alone": (True, _edit(layer0={"schedule": {"epochs": [2, 4]}}, layer1={"schedule": {"start": 2, "every": 2}},
+                                           drop=["prune.schedule"])),
+    "duration-both": (False, _edit(prune_keys={"mode": {"kind": "zero", "duration": {"epochs": 1, "batches": 5}}})),
+    "duration-neither": (False, _edit(prune_keys={"mode": {"kind": "zero", "duration": {}}})),
+    "duration-null-beside-one": (True, _edit(prune_keys={"mode": {"kind": "gaussian", "duration": {"epochs": None, "batches": 5}}})),
+}
+
+
+@pytest.mark.parametrize("name", AGREEMENT)
+def test_the_schema_and_gstc_agree(name):
+    """The editor flags what `gstc validate` flags, and accepts what it accepts, on override paths and on
+    the rules across fields the schema states."""
+    from gstc.compile import check
+    from gstc.load import load_text
+
+    valid, change = AGREEMENT[name]
+    spec = change(yaml.safe_load(SMALL_SPEC))
+    _, errors = check(load_text(yaml.safe_dump(spec, sort_keys=False), "t.yaml"))
+    schema_errors = list(jsonschema.Draft7Validator(json_schema()).iter_errors(spec))
+    assert (not errors) == valid, [e.format() for e in errors]
+    assert (not schema_errors) == valid, [e.message for e in schema_errors]
+
+
+def test_check_jsonschema_validates_every_shipped_spec_against_the_committed_schema(tmp_path):
+    """check-jsonschema (the validator pre-commit hooks and CI jobs run) accepts every shipped spec and example
+    and rejects a spec breaking a rule across fields, so the committed schema works outside the editor too."""
+    import shutil
+    import subprocess
+
+    tool = shutil.which("check-jsonschema")
+    assert tool, "check-jsonschema is a dev dependency: pip install -e '.[dev]'"
+    schema = REPO / "schema" / "gstc.schema.json"
+    shipped = sorted([*REPO.joinpath("specs").rglob("*.yaml"), *REPO.joinpath("examples").glob("*.yaml")])
+    ok = subprocess.run([tool, "--schemafile", str(schema), *map(str, shipped)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    bad = tmp_path / "bad.yaml"
+    spec = yaml.safe_load(SMALL_SPEC)
+    spec["variants"]["large"] = {"prune.targt": "largest"}
+    bad.write_text(yaml.safe_dump(spec))
+    refused = subprocess.run([tool, "--schemafile", str(schema), str(bad)], capture_output=True, text=True)
+    assert refused.returncode == 1 and "prune.targt" in refused.stdout, refused.stdout
