@@ -1,8 +1,12 @@
 """The spec's JSON Schema, kept to draft-07 keywords for yaml-language-server.
 
 Pydantic emits draft 2020-12 (`$defs`, `prefixItems`) plus OpenAPI's `discriminator`;
-VS Code's YAML extension understands draft-07, so we rewrite those few constructs.
-The committed copy lives at schema/gstc.schema.json (a test keeps it current).
+VS Code's YAML extension understands draft-07, so we rewrite those few constructs, then
+add what the models check in code: one `Mode` object dispatched on `kind`, the rules
+across fields that JSON Schema can state, and typed override paths for variants, sweep
+axes and `zip` (the compiler's own list of paths). The committed copy lives at
+schema/gstc.schema.json (a test keeps it current; tests/gstc/test_editor.py checks what
+the real server makes of it).
 """
 
 from __future__ import annotations
@@ -241,7 +245,7 @@ def _value_schema(schema: dict[str, Any], template: tuple) -> dict[str, Any]:
     elif "description" in nodes[0] or not _is_index(template[-1]):
         described = nodes[0].get("description", "")
     else:  # a list's entry: described by its list
-        described = f"An entry of {_shown(template[:-1])}: {_description(_value_schema(schema, template[:-1]))}"
+        described = f"An entry of {_shown(template[:-1])}: {_value_schema(schema, template[:-1]).get('description', '')}"
     # Beside a $ref, draft-07 validators ignore title and description; yaml-language-server keeps them (they
     # are annotations) and merges in the target, so completion still knows the type and hover shows the path.
     return {**title, "description": described, "$ref": first}
@@ -269,10 +273,6 @@ def _key_pattern(template: tuple) -> str:
         else:
             out.append(("" if i == 0 else r"\.") + re.escape(part))
     return "^" + "".join(out) + "$"
-
-
-def _description(value: dict[str, Any]) -> str:
-    return value.get("description", "")
 
 
 def _keyed(schema: dict[str, Any], body) -> dict[str, Any]:
@@ -304,7 +304,7 @@ def _overrides(schema: dict[str, Any]) -> None:
 
     def axis(path: str, value: dict[str, Any]) -> dict[str, Any]:
         return {"title": path, "type": "array", "minItems": 1, "items": value,
-                "description": f"The values of {path}, one per sweep point: {_description(value)}"}
+                "description": f"The values of {path}, one per sweep point: {value.get('description', '')}"}
 
     sweep = definitions["SweepSpec"]
     zip_axis = sweep["properties"]["zip"]
