@@ -182,8 +182,20 @@ def step_flop(arch: str, width: float, classes: int, batch: int) -> float:
 
 
 def matrix_rate(device: torch.device, dtype: torch.dtype) -> float:
-    """Measured FLOP/s of a large matmul in `dtype`, the best of 3 rounds (the ceiling the fractions are against)."""
-    n = 8192 if device.type == "cuda" else 2048
+    """Measured FLOP/s of a large matmul in `dtype`, the best of 3 rounds (the ceiling the fractions are against).
+
+    On a CPU the size doubles from 256 until one product takes 0.2 s or the size reaches 2048: a CPU without
+    native bf16 (AVX2 only) multiplies bf16 at about 0.3 GFLOP/s at 2048, so one 2048 product took 59 s there."""
+    n = 8192
+    if device.type != "cuda":
+        n = 256
+        while n < 2048:
+            a = torch.randn(n, n, dtype=dtype)
+            t0 = time.perf_counter()
+            a @ a
+            if time.perf_counter() - t0 > 0.2:
+                break
+            n *= 2
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     for _ in range(3):
         a @ b
@@ -264,8 +276,11 @@ def quickstart(args: argparse.Namespace, device: torch.device) -> None:
     measure(rows, args.repeats, device)
     print(header(device, f"quickstart configuration: digits ({len(ds.train_y)} training images), {arch} width {width}, "
                          f"batch {batch}, median of {args.repeats} epochs after 1 warm-up"))
-    print(f"measured matrix rate: {', '.join(f'{p} {r / 1e9:.0f} GFLOP/s' for p, r in rates.items())}; "
+    print(f"measured matrix rate: {', '.join(f'{p} {r / 1e9:.2f} GFLOP/s' for p, r in rates.items())}; "
           f"{flop / 1e9:.1f} GFLOP per epoch (forward and backward)")
+    if rates.get("bf16", float("inf")) < rates["fp32"]:
+        print("(bf16 matrix products are slower than fp32 here: the device has no native bf16 path, and the bf16 "
+              "row's fraction is not of a ceiling)")
     print(table(rows, rates, len(ds.train_y)))
     target = rows[0].seconds / 2
     print(f"\n2x the reference ({rows[0].name}) is {target:.3f} s/epoch, {flop / target / rates['fp32']:.0%} of the "

@@ -46,7 +46,7 @@ def test_quickstart_benchmark_prints_the_reference_gstc_and_the_convolution_floo
         "reference (DataLoader, 0 workers, fp32)", "gstc, one run", "gstc, one run, bf16 autocast (train.precision", "floor"]
     assert rows[0][3] == "1.00"
     # each row's fraction is of its own precision's matrix rate: the bf16 row's of bf16's (GFLOP/s)
-    fp32, bf16, gflop = map(float, re.search(r"fp32 (\d+) GFLOP/s, bf16 (\d+) GFLOP/s; ([\d.]+) GFLOP per epoch",
+    fp32, bf16, gflop = map(float, re.search(r"fp32 ([\d.]+) GFLOP/s, bf16 ([\d.]+) GFLOP/s; ([\d.]+) GFLOP per epoch",
                                              proc.stdout).groups())
     assert float(rows[1][4]) == pytest.approx(100 * gflop * float(rows[1][2]) / fp32, rel=0.02)
     assert float(rows[2][4]) == pytest.approx(100 * gflop * float(rows[2][2]) / bf16, rel=0.02)
