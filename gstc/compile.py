@@ -118,16 +118,13 @@ def override_paths() -> list[Path]:
     out: list[Path] = []
 
     def walk(prefix: Path, current: list[Any]) -> None:
-        models = [t for t in current if _is_model(t)]
-        steps: list[tuple[Any, Any]] = [(name, name) for name in dict.fromkeys(n for m in models for n in m.model_fields)]
+        steps: list[Any] = list(dict.fromkeys(n for m in current if _is_model(m) for n in m.model_fields))
         if any(get_origin(t) is list for t in current):
-            steps.append((ANY_INDEX, 0))
-        for t in current:
-            if get_origin(t) is tuple:
-                steps += [(i, i) for i in range(len(get_args(t)))]
-        for shown, part in steps:
-            out.append(prefix + (shown,))
-            walk(prefix + (shown,), _step(current, part))
+            steps.append(ANY_INDEX)
+        steps += [i for t in current if get_origin(t) is tuple for i in range(len(get_args(t)))]
+        for part in steps:
+            out.append(prefix + (part,))
+            walk(prefix + (part,), _step(current, 0 if part == ANY_INDEX else part))
 
     walk((), [BaseConfig])
     return out

@@ -118,6 +118,9 @@ def _given(kind: str, *names: str) -> dict[str, Any]:
     return {"properties": {n: {"type": kind} for n in names}, "required": list(names)}
 
 
+NEITHER_GIVEN = {"not": {"anyOf": [_given("number", "amount"), _given("number", "rate")]}}  # no amount, no rate
+
+
 NOT_BOTH = "both amount and rate apply to this entry; give one"
 DEFAULT_NOT_BOTH = "give a default `amount` or a default `rate`, not both"
 NESTEROV = "nesterov: true needs momentum > 0"
@@ -142,9 +145,7 @@ RULES: dict[str, list[dict[str, Any]]] = {
          "then": _entries({"properties": {"amount": {"type": "null", "errorMessage": WITH_DEFAULT_RATE}}})},
         {"if": _given("number", "amount"),
          "then": _entries({"properties": {"rate": {"type": "null", "errorMessage": WITH_DEFAULT_AMOUNT}}})},
-        {"if": {"not": {"anyOf": [_given("number", "amount"), _given("number", "rate")]}},
-         "then": _entries({"if": {"not": {"anyOf": [_given("number", "amount"), _given("number", "rate")]}},
-                           "then": {"required": ["amount"], "errorMessage": NEITHER}})},
+        {"if": NEITHER_GIVEN, "then": _entries({"if": NEITHER_GIVEN, "then": {"required": ["amount"], "errorMessage": NEITHER}})},
     ],
     "SGDSpec": [{"if": {"properties": {"nesterov": {"const": True}}, "required": ["nesterov"]},
                  "then": {"required": ["momentum"], "properties": {"momentum": {"exclusiveMinimum": 0, "errorMessage": NESTEROV}},
@@ -199,10 +200,10 @@ def _children(schema: dict[str, Any], pointers: list[str], part: Any) -> list[st
     for pointer in pointers:
         for depth, alt in _alternatives(schema, pointer):
             node = _node(schema, alt)
-            if isinstance(part, str) and part != ANY_INDEX:
+            if not _is_index(part):
                 if part in node.get("properties", {}):
                     found.append((depth, f"{alt}/properties/{part}"))
-            elif isinstance(node.get("items"), dict) and (part == ANY_INDEX or isinstance(part, int)):
+            elif isinstance(node.get("items"), dict):
                 found.append((depth, f"{alt}/items"))
             elif isinstance(node.get("items"), list) and isinstance(part, int) and part < len(node["items"]):
                 found.append((depth, f"{alt}/items/{part}"))
@@ -275,12 +276,12 @@ def _key_pattern(template: tuple) -> str:
     return "^" + "".join(out) + "$"
 
 
-def _keyed(schema: dict[str, Any], body) -> dict[str, Any]:
+def _keyed(values: dict[tuple, dict[str, Any]], body) -> dict[str, Any]:
     """`properties` (plain paths, which the editor completes) and `patternProperties` (paths with an index)
     mapping each override path to `body(path, value schema)`, unknown paths not allowed."""
     properties, patterns = {}, {}
-    for template in override_paths():
-        entry = body(_shown(template), _value_schema(schema, template))
+    for template, value in values.items():
+        entry = body(_shown(template), value)
         if any(_is_index(p) for p in template):
             patterns[_key_pattern(template)] = entry
         else:
@@ -290,11 +291,12 @@ def _keyed(schema: dict[str, Any], body) -> dict[str, Any]:
 
 def _overrides(schema: dict[str, Any]) -> None:
     definitions = schema["definitions"]
+    values = {template: _value_schema(schema, template) for template in override_paths()}
     definitions["Overrides"] = {
         "type": ["object", "null"],
         "description": "This variant's overrides of the base: dotted paths (`prune.target: largest`, "
         "`prune.layers.1.amount: 0.8`, `prune: null` for no pruning); null or {} for the base as it is.",
-        **_keyed(schema, lambda path, value: value),
+        **_keyed(values, lambda path, value: value),
     }
     variants = schema["properties"]["variants"]
     variants.pop("patternProperties", None)
@@ -307,12 +309,9 @@ def _overrides(schema: dict[str, Any]) -> None:
                 "description": f"The values of {path}, one per sweep point: {value.get('description', '')}"}
 
     sweep = definitions["SweepSpec"]
-    zip_axis = sweep["properties"]["zip"]
-    lists = _keyed(schema, axis)
-    sweep.pop("additionalProperties")
-    sweep.update(lists)
-    sweep["properties"] = {**lists["properties"], "zip": {
-        "type": ["object", "null"], "description": zip_axis["description"], **_keyed(schema, axis)}}
+    axes = _keyed(values, axis)  # grid axes, and the same paths under zip
+    zip_axis = {"type": ["object", "null"], "description": sweep["properties"]["zip"]["description"], **axes}
+    sweep.update(axes, properties={**axes["properties"], "zip": zip_axis})
 
 
 def json_schema() -> dict[str, Any]:

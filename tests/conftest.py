@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Every spec the project ships: the paper's and the examples.
+SHIPPED = sorted([*REPO.joinpath("specs").rglob("*.yaml"), *REPO.joinpath("examples").glob("*.yaml")])
 
 SMALL_SPEC = textwrap.dedent(
     """\

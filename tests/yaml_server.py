@@ -7,13 +7,14 @@ collects the diagnostics it publishes. The server is installed by `npm ci --pref
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import shutil
 import subprocess
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from tests.conftest import REPO
 
@@ -54,6 +55,7 @@ class YamlServer:
         self._answers: dict[int, queue.Queue] = {}
         self._published: dict[str, queue.Queue] = {}
         self._lock = threading.Lock()
+        self._version = 0  # of the documents opened, which the server wants increasing
         threading.Thread(target=self._read, daemon=True).start()
         self.request("initialize", {
             "processId": None, "rootUri": root.as_uri(), "workspaceFolders": [{"uri": root.as_uri(), "name": "specs"}],
@@ -63,7 +65,6 @@ class YamlServer:
                                  "hover": {"contentFormat": ["markdown"]}, "publishDiagnostics": {}}}})
         self.notify("initialized", {})
         self.notify("workspace/didChangeConfiguration", {"settings": self.settings})
-        self._version = 0
 
     # --- JSON-RPC -------------------------------------------------------------------
 
@@ -120,8 +121,10 @@ class YamlServer:
 
     # --- documents ------------------------------------------------------------------
 
-    def open(self, path: Path, text: str | None = None) -> list[dict]:
-        """Open a document and return the diagnostics the server publishes for it."""
+    @contextlib.contextmanager
+    def opened(self, path: Path, text: str | None = None) -> Iterator[tuple[str, list[dict]]]:
+        """Open a document, wait for the diagnostics the server publishes for it (so its schema is loaded),
+        and close it on leaving: (its uri, the diagnostics)."""
         uri = path.resolve().as_uri()
         with self._lock:
             box = self._published.setdefault(uri, queue.Queue())
@@ -129,23 +132,20 @@ class YamlServer:
         self.notify("textDocument/didOpen", {"textDocument": {
             "uri": uri, "languageId": "yaml", "version": self._version,
             "text": path.read_text() if text is None else text}})
-        published = box.get(timeout=TIMEOUT)
-        self.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
-        return published["diagnostics"]
-
-    def at(self, method: str, path: Path, text: str, line: int, character: int) -> Any:
-        """A request at a position of an open document (`textDocument/completion`, `textDocument/hover`)."""
-        uri = path.resolve().as_uri()
-        with self._lock:
-            box = self._published.setdefault(uri, queue.Queue())
-        self._version += 1
-        self.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "yaml",
-                                                               "version": self._version, "text": text}})
-        box.get(timeout=TIMEOUT)  # validated, so the schema is loaded
         try:
-            return self.request(method, {"textDocument": {"uri": uri}, "position": {"line": line, "character": character}})
+            yield uri, box.get(timeout=TIMEOUT)["diagnostics"]
         finally:
             self.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
+
+    def open(self, path: Path, text: str | None = None) -> list[dict]:
+        """The diagnostics the server publishes for a document."""
+        with self.opened(path, text) as (_, diagnostics):
+            return diagnostics
+
+    def at(self, method: str, path: Path, text: str, line: int, character: int) -> Any:
+        """A request at a position of a document (`textDocument/completion`, `textDocument/hover`)."""
+        with self.opened(path, text) as (uri, _):
+            return self.request(method, {"textDocument": {"uri": uri}, "position": {"line": line, "character": character}})
 
     def close(self) -> None:
         try:
@@ -155,3 +155,14 @@ class YamlServer:
         except Exception:
             self.process.kill()
             self.process.wait()
+
+
+def corpus_flags(server: YamlServer, paths: list[Path]) -> dict[str, tuple[bool, bool]]:
+    """For each invalid-corpus spec: (flagged at all, flagged on a line its `# expect:` comments name)."""
+    from tests.gstc.test_invalid_corpus import expectations
+
+    out = {}
+    for path in paths:
+        lines = {d["range"]["start"]["line"] + 1 for d in server.open(path)}
+        out[path.name] = (bool(lines), bool(lines & {line for line, _ in expectations(path)}))
+    return out

@@ -13,14 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-from tests.yaml_server import YamlServer, missing
+from tests.conftest import REPO, SHIPPED
+from tests.gstc.test_invalid_corpus import CORPUS_FILES
+from tests.yaml_server import YamlServer, corpus_flags, missing
 
 pytestmark = pytest.mark.editor
 
 SCHEMA = REPO / "schema" / "gstc.schema.json"
-CORPUS = REPO / "tests" / "gstc" / "invalid"
-SHIPPED = sorted([*REPO.joinpath("specs").rglob("*.yaml"), *REPO.joinpath("examples").glob("*.yaml")])
 BASE = textwrap.dedent("""\
     gstc: 1
     name: t
@@ -37,12 +36,16 @@ BASE = textwrap.dedent("""\
     """)  # after the schema comment, so its line n is the document's line n + 1
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def start(root: Path, schemas: dict[Path, list[str]] | None = None) -> YamlServer:
     problem = missing()
     if problem:
         pytest.fail(problem)
-    started = YamlServer(tmp_path_factory.mktemp("workspace"))
+    return YamlServer(root, schemas)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    started = start(tmp_path_factory.mktemp("workspace"))
     yield started
     started.close()
 
@@ -199,18 +202,10 @@ ONLY_GSTC = {
 
 
 def test_the_invalid_corpus_is_flagged_where_the_schema_can_say_it():
-    corpus = sorted(CORPUS.glob("*.yaml"))
-    problem = missing()
-    if problem:
-        pytest.fail(problem)
-    association = YamlServer(CORPUS, {SCHEMA: ["*.yaml"]})  # the corpus files carry no schema comment
+    association = start(CORPUS_FILES[0].parent, {SCHEMA: ["*.yaml"]})  # the corpus files carry no schema comment
     try:
-        at_expected = set()
-        for path in corpus:
-            expected = {int(n) for n in re.findall(r"^# expect: (\d+):", path.read_text(), re.M)}
-            if expected & {line for line, _ in shown(association.open(path))}:
-                at_expected.add(path.name)
+        flags = corpus_flags(association, CORPUS_FILES)
     finally:
         association.close()
-    assert set(ONLY_GSTC) <= {p.name for p in corpus}
-    assert at_expected == {p.name for p in corpus} - set(ONLY_GSTC)
+    assert set(ONLY_GSTC) <= set(flags)
+    assert {name for name, (_, on_line) in flags.items() if on_line} == set(flags) - set(ONLY_GSTC)

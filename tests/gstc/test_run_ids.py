@@ -10,9 +10,7 @@ import pytest
 from gstc.archs import ARCHS
 from gstc.compile import check, compile_file
 from gstc.load import load_text
-from tests.conftest import REPO, SMALL_SPEC
-
-SHIPPED = sorted((REPO / "specs").rglob("*.yaml")) + sorted((REPO / "examples").glob("*.yaml"))
+from tests.conftest import REPO, SHIPPED, SMALL_SPEC
 
 
 def ids(text: str) -> dict[tuple[str, int], str]:

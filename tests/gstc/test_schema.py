@@ -9,9 +9,11 @@ import jsonschema
 import pytest
 import yaml
 
-from gstc.schema import UNIQUE_ITEMS, json_schema, schema_text
+from gstc.compile import ANY_INDEX, check, check_override_path, override_paths
+from gstc.load import load_text
+from gstc.schema import UNIQUE_ITEMS, _node, json_schema, schema_text
 from gstc.spec import Spec
-from tests.conftest import REPO, SMALL_SPEC
+from tests.conftest import REPO, SHIPPED, SMALL_SPEC
 
 # Keywords of JSON Schema draft-07 (validation + core + annotations) that we may emit.
 DRAFT07 = {
@@ -53,15 +55,8 @@ def _described(schema, body) -> bool:
     if "description" in body:
         return True
     if "$ref" in body:
-        return _described(schema, _pointer(schema, body["$ref"]))
+        return _described(schema, _node(schema, body["$ref"]))
     return bool(body.get("anyOf")) and all(_described(schema, option) for option in body["anyOf"])
-
-
-def _pointer(schema, ref):
-    node = schema
-    for part in ref.removeprefix("#/").split("/"):
-        node = node[int(part)] if isinstance(node, list) else node[part]
-    return node
 
 
 def test_every_property_has_a_description():
@@ -101,6 +96,12 @@ def test_schema_file_is_valid_json():
     json.loads((REPO / "schema" / "gstc.schema.json").read_text())
 
 
+def gstc_errors(spec: dict) -> list[str]:
+    """What `gstc validate` says of a spec (as data), every error formatted."""
+    _, errors = check(load_text(yaml.safe_dump(spec, sort_keys=False), "t.yaml"))
+    return [e.format() for e in errors]
+
+
 def reasons(errors) -> set[str]:
     """The keywords behind schema errors, inside anyOf branches too (`prune` is a PruneSpec or null)."""
     out = set()
@@ -114,18 +115,13 @@ def reasons(errors) -> set[str]:
 def test_unique_items_are_lists_whose_duplicates_the_validators_reject(model, field, tmp_path):
     """The schema marks a list uniqueItems only where the models refuse duplicates, so the editor flags what
     `gstc validate` would, and nothing more."""
-    from gstc.compile import check
-    from gstc.load import load_text
-
     spec = yaml.safe_load(SMALL_SPEC)
     where = {"Spec": (spec, "seeds", [0, 1, 1]),
              "ScheduleSpec": (spec["prune"]["layers"][0], "schedule", {"epochs": [2, 4, 4]}),
              "LRScheduleSpec": (spec["train"], "lr_schedule", {"milestones": [3, 8, 8]})}[model]
     where[0][where[1]] = where[2]
-    text = yaml.safe_dump(spec, sort_keys=False)
-    _, errors = check(load_text(text, "t.yaml"))
-    assert errors, f"the models accept duplicate {model}.{field}"
-    schema_errors = list(jsonschema.Draft7Validator(json_schema()).iter_errors(yaml.safe_load(text)))
+    assert gstc_errors(spec), f"the models accept duplicate {model}.{field}"
+    schema_errors = list(jsonschema.Draft7Validator(json_schema()).iter_errors(spec))
     assert "uniqueItems" in reasons(schema_errors), schema_errors
 
 
@@ -143,16 +139,6 @@ def test_optional_fields_read_well_in_an_editor():
     spec = yaml.safe_load(SMALL_SPEC)
     spec["prune"]["layers"][0]["amount"] = 1.5
     assert "exclusiveMaximum" in reasons(validator.iter_errors(spec))
-
-
-def test_every_shipped_spec_validates_against_the_committed_schema():
-    schema = json.loads((REPO / "schema" / "gstc.schema.json").read_text())
-    validator = jsonschema.Draft7Validator(schema)
-    shipped = sorted([*REPO.joinpath("specs").rglob("*.yaml"), *REPO.joinpath("examples").glob("*.yaml")])
-    assert len(shipped) >= 20
-    for path in shipped:
-        errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(yaml.safe_load(path.read_text()))]
-        assert not errors, (path, errors)
 
 
 def messages(errors) -> list[str]:
@@ -181,13 +167,9 @@ def test_a_wrong_mode_key_is_reported_as_that_key(mode, expected):
                                   {"kind": "zero", "duration": {"epochs": 2}, "restore": "trained"},
                                   {"kind": "gaussian", "duration": {"batches": 10}, "std": "matched"}])
 def test_every_mode_form_the_models_accept_the_schema_accepts(mode):
-    from gstc.compile import check
-    from gstc.load import load_text
-
     spec = yaml.safe_load(SMALL_SPEC)
     spec["prune"]["mode"] = mode
-    _, errors = check(load_text(yaml.safe_dump(spec, sort_keys=False), "t.yaml"))
-    assert not errors, [e.format() for e in errors]
+    assert not gstc_errors(spec)
     assert not list(jsonschema.Draft7Validator(json_schema()).iter_errors(spec))
 
 
@@ -197,8 +179,6 @@ def test_every_mode_form_the_models_accept_the_schema_accepts(mode):
 def test_override_paths_are_the_paths_the_compiler_accepts():
     """Variants and sweep axes are keyed by exactly the compiler's override paths: every path the schema
     lists passes `check_override_path` (with an index in either spelling), and the schema lists them all."""
-    from gstc.compile import ANY_INDEX, check_override_path, override_paths
-
     schema = json_schema()
     overrides = schema["definitions"]["Overrides"]
     assert overrides["additionalProperties"] is False
@@ -280,14 +260,11 @@ AGREEMENT = {
 def test_the_schema_and_gstc_agree(name):
     """The editor flags what `gstc validate` flags, and accepts what it accepts, on override paths and on
     the rules across fields the schema states."""
-    from gstc.compile import check
-    from gstc.load import load_text
-
     valid, change = AGREEMENT[name]
     spec = change(yaml.safe_load(SMALL_SPEC))
-    _, errors = check(load_text(yaml.safe_dump(spec, sort_keys=False), "t.yaml"))
+    errors = gstc_errors(spec)
     schema_errors = list(jsonschema.Draft7Validator(json_schema()).iter_errors(spec))
-    assert (not errors) == valid, [e.format() for e in errors]
+    assert (not errors) == valid, errors
     assert (not schema_errors) == valid, [e.message for e in schema_errors]
 
 
@@ -300,8 +277,7 @@ def test_check_jsonschema_validates_every_shipped_spec_against_the_committed_sch
     tool = shutil.which("check-jsonschema")
     assert tool, "check-jsonschema is a dev dependency: pip install -e '.[dev]'"
     schema = REPO / "schema" / "gstc.schema.json"
-    shipped = sorted([*REPO.joinpath("specs").rglob("*.yaml"), *REPO.joinpath("examples").glob("*.yaml")])
-    ok = subprocess.run([tool, "--schemafile", str(schema), *map(str, shipped)], capture_output=True, text=True)
+    ok = subprocess.run([tool, "--schemafile", str(schema), *map(str, SHIPPED)], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     bad = tmp_path / "bad.yaml"
     spec = yaml.safe_load(SMALL_SPEC)

@@ -15,10 +15,9 @@ import pytest
 
 from gstc.compile import compile_file
 from gstc.load import load_file
+from tests.conftest import REPO, SHIPPED
 
-REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "schema" / "gstc.schema.json"
-SHIPPED = sorted([*REPO.joinpath("specs").rglob("*.yaml"), *REPO.joinpath("examples").glob("*.yaml")])
 MODELINE = re.compile(r"^# yaml-language-server: \$schema=(\S+)\s*$")
 
 
