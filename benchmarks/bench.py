@@ -352,7 +352,7 @@ def member_by_member(pruners: list[Pruner]) -> Callable[[], None]:
     for pruner in pruners:
         for layer in pruner.layers.values():
             p = layer.p
-            for param, kind in p.packed():
+            for param, kind, _ in p.packed():  # built-in layers: every row at its filter's index
                 hold = layer.holds(kind)
                 if hold.any():
                     mask = hold.to(layer.device).view(-1, *[1] * (param.dim() - 1))

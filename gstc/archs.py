@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from gstc.costs import Cost
+
 # VGG11 with batch norm: eight 3x3 convs, BN after each, five max-pools, one dense layer.
 _VGG11 = (64, 128, 256, 256, 512, 512, 512, 512)
 
@@ -29,6 +31,9 @@ class Layer:
     filters: int
     after: Literal["bn", "conv"] = "bn"  # where the mask sits: after the conv's BN, or after the conv itself
     groups: int = 1  # the conv's groups (depthwise: as many as its input channels)
+    coupled: tuple[str, ...] = ()  # other layers writing the same channels (a residual sum): pruned together
+    followers: tuple[str, ...] = ()  # other modules holding its channels, zeroed with it (depthwise convs, gates, norms)
+    refused: str | None = None  # why it cannot be pruned; None: prunable
 
 
 def _scaled(filters: int, width: float) -> int:
@@ -56,6 +61,17 @@ ARCHS = {
     "resnet20": lambda: _resnet((16, 32, 64), 3),  # option-A shortcuts
     "resnet56": lambda: _resnet((16, 32, 64), 9),
 }
+
+
+STEMS = {"resnet18": 64, "resnet20": 16, "resnet56": 16}  # a ResNet's first conv (never pruned), before the width
+
+
+def builtin_cost(arch: str, width: float, channels: int, size: tuple[int, int], classes: int) -> Cost:
+    """Parameters and MACs of a built-in architecture on `channels` x `size` images (gstc.costs)."""
+    from gstc.costs import builtin
+
+    table = [(layer.name, layer.filters) for layer in layers(arch, width)]
+    return builtin(arch, table, channels, size, classes, _scaled(STEMS.get(arch, 0), width))
 
 
 def layers(arch: str, width: float = 1.0) -> list[Layer]:
@@ -116,11 +132,21 @@ def check_arch(arch: str) -> str | None:
     return None
 
 
-LAYER_FILE_FORMAT = 1
+LAYER_FILE_FORMAT = 2  # 2: coupled layers, followers, refusals and the cost; format 1 did not follow channels
 
 
 class LayerFileError(ValueError):
     """A layer file that is missing, unreadable, or lacks the model asked for."""
+
+
+@dataclass(frozen=True)
+class ModelTable:
+    """One model of a layer file: its prunable layers and its cost (gstc.costs)."""
+
+    layers: list[Layer]
+    cost: Cost
+    input: tuple[int, ...]  # channels, height, width of the images it was built for
+    classes: int
 
 
 def model_key(arch: str, args: dict[str, Any]) -> str:
@@ -128,7 +154,7 @@ def model_key(arch: str, args: dict[str, Any]) -> str:
     return json.dumps({"arch": arch, "args": args}, sort_keys=True, separators=(",", ":"))
 
 
-def read_layer_file(path: Path) -> dict[str, list[Layer]]:
+def read_layer_file(path: Path) -> dict[str, ModelTable]:
     """A layer file's tables, by `model_key`."""
     try:
         data = json.loads(path.read_text())
@@ -137,18 +163,24 @@ def read_layer_file(path: Path) -> dict[str, list[Layer]]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise LayerFileError(f"layer file {path} is not readable JSON: {exc}") from None
     version = data.get("gstc_layers") if isinstance(data, dict) else None
+    if version == 1:
+        raise LayerFileError(f"layer file {path} was written by an older gstc (format 1), which did not follow a "
+                             "conv's channels to every layer that reads them")
     if version != LAYER_FILE_FORMAT:
         raise LayerFileError(f"layer file {path} is not format {LAYER_FILE_FORMAT} (found {version!r})")
     try:
-        return {model_key(m["arch"], m["args"]): [Layer(l["name"], int(l["filters"]), l["after"], int(l["groups"]))
-                                                   for l in m["layers"]]
+        return {model_key(m["arch"], m["args"]): ModelTable(
+                    [Layer(l["name"], int(l["filters"]), l["after"], int(l["groups"]), tuple(l.get("coupled", ())),
+                           tuple(l.get("followers", ())), l.get("refused")) for l in m["layers"]],
+                    Cost.from_json(m["cost"]), tuple(m["input"]), int(m["classes"]))
                 for m in data["models"]}
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise LayerFileError(f"layer file {path} is malformed ({type(exc).__name__}: {exc})") from None
 
 
 def layer_file_text(models: list[dict[str, Any]]) -> str:
-    """A layer file's text: models as dicts with arch, args, input, classes and layers (dicts of Layer's fields)."""
+    """A layer file's text: models as dicts with arch, args, input, classes, layers (dicts of Layer's fields, the
+    empty ones left out) and cost (`Cost.to_json`)."""
     note = ("Written by `gstc layers SPEC --write`; part of every run id of the models it lists. "
             "Rewrite it with that command when a model changes.")
     compact = lambda v: json.dumps(v, sort_keys=True)  # noqa: E731
@@ -156,6 +188,8 @@ def layer_file_text(models: list[dict[str, Any]]) -> str:
     for m in models:  # one line per layer: a diff of two files reads layer by layer
         layers = ",\n".join(f"    {compact(l)}" for l in m["layers"])
         head = ", ".join(f"{json.dumps(k)}: {compact(m[k])}" for k in ("arch", "args", "input", "classes"))
-        entries.append(f"  {{{head},\n   \"layers\": [\n{layers}\n   ]}}")
+        cost = ",\n".join(f"    {json.dumps(part)}: [\n" + ",\n".join(f"     {compact(t)}" for t in m["cost"][part]) + "]"
+                          for part in ("params", "macs"))
+        entries.append(f"  {{{head},\n   \"layers\": [\n{layers}\n   ],\n   \"cost\": {{\n{cost}}}}}")
     return (f'{{"gstc_layers": {LAYER_FILE_FORMAT},\n "note": {json.dumps(note)},\n "models": [\n'
             + ",\n".join(entries) + "\n ]}\n")

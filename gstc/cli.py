@@ -167,6 +167,27 @@ def _epochs_text(epochs: list[int], limit: int = 6) -> str:
     return ", ".join(map(str, epochs[:3])) + ", ..., " + str(epochs[-1])
 
 
+def _plan_counts(p, spec: Path) -> dict[str, tuple[tuple[int, int], tuple[int, int]]]:
+    """Per configuration: (parameters, MACs per image) of its model unpruned and after its last event (gstc.costs);
+    configurations whose image shape is known only by loading the data are left out."""
+    from gstc.compile import LayerTables
+    from gstc.costs import live_after
+
+    tables, out = LayerTables(), {}
+    for c in p.configs:
+        cost = tables.cost(c.resolved, str(spec))
+        if cost is not None:
+            out[c.id] = (cost.count({l.name: l.filters for l in c.layers}), cost.count(live_after(c.layers, c.schedules)))
+    return out
+
+
+def _reduction(before: int, after: int) -> str:
+    """A count in 3 significant digits (exact ones: `gstc plan --json`), with what pruning removed."""
+    unit = next(((d, u) for d, u in ((1e9, "G"), (1e6, "M"), (1e3, "k")) if after >= d), (1, ""))
+    text = f"{after / unit[0]:.3g}{unit[1]}"
+    return text + (f" -{100 * (1 - after / before):.0f}%" if after != before else "")
+
+
 @app.command()
 def plan(
     spec: Path = typer.Argument(..., help="Spec file.", show_default=False),
@@ -182,8 +203,10 @@ def plan(
     pack_size = _pack_size(pack) if pack is not None else None
     # auto sizes packs by the device's memory at run time; the plan shows the largest possible packs.
     packs = make_packs(p, p.runs, len(p.runs) if pack_size == "auto" else pack_size) if pack_size else None
+    counts = _plan_counts(p, spec)
     if json_out:
         doc = p.model_dump(mode="json")
+        doc["counts"] = {cid: {"params": [d[0], f[0]], "macs": [d[1], f[1]]} for cid, (d, f) in counts.items()}
         if packs is not None:
             doc["packs"] = [pk.model_dump(mode="json") for pk in packs]
         typer.echo(json.dumps(doc, indent=2))
@@ -196,14 +219,15 @@ def plan(
     out.print(f"[bold]{p.spec}[/]: {p.description}" if p.description else f"[bold]{p.spec}[/]")
     out.print(f"{len(p.configs)} configurations x {len(seeds)} seeds ({', '.join(map(str, seeds))}) = {len(p.runs)} runs")
     summary = Table(title="Configurations", title_justify="left")
-    for col in ("configuration", "epochs", "pruned layers", "pruning epochs", "max rate", "runs"):
-        summary.add_column(col, overflow="fold")
+    for col in ("configuration", "epochs", "pruned layers", "pruning epochs", "max rate", "runs", "params", "MACs"):
+        summary.add_column(col, overflow="fold", justify="right" if col[0] in "pM" else "left")
     for c in p.configs:
         runs = [r for r in p.runs if r.config == c.id]
         pruning_epochs = len({e.epoch for e in runs[0].events}) if runs else 0
         rate = max((s.rate for s in c.schedules), default=0.0)
         summary.add_row(escape(c.id), str(c.resolved.train.epochs), str(len(c.schedules)), str(pruning_epochs),
-                        f"{100 * rate:.1f}%" if c.schedules else "-", str(len(runs)))
+                        f"{100 * rate:.1f}%" if c.schedules else "-", str(len(runs)),
+                        *(_reduction(*pair) for pair in zip(*counts[c.id])) if c.id in counts else ("-", "-"))
     out.print(summary)
     for c in p.configs:
         if config is not None and c.id != config or not c.schedules:
@@ -308,13 +332,19 @@ def _print_layers(title: str, rows: list[dict], json_out: bool) -> None:
         return
     from rich.table import Table
 
-    t = Table(title=f"{title}: {len(rows)} prunable layers", title_justify="left")
-    t.add_column("layer")
+    refused = sum(1 for row in rows if row.get("refused"))
+    t = Table(title=f"{title}: {len(rows) - refused} prunable layers" + (f", {refused} refused" if refused else ""),
+              title_justify="left")
+    t.add_column("layer", overflow="fold")
     t.add_column("filters", justify="right")
     t.add_column("mask after")
     t.add_column("groups", justify="right")
+    t.add_column("pruned with (coupled layers; followers) or why it cannot be pruned", overflow="fold")
     for row in rows:
-        t.add_row(row["name"], str(row["filters"]), row["after"], str(row["groups"]))
+        notes = "; ".join(part for part in (", ".join(row.get("coupled", [])), ", ".join(row.get("followers", [])))
+                          if part)
+        t.add_row(row["name"], str(row["filters"]), row["after"], str(row["groups"]),
+                  f"refused: {row['refused']}" if row.get("refused") else notes, style="dim" if row.get("refused") else None)
     _console().print(t)
 
 
@@ -572,6 +602,40 @@ def _restart(results, ids: list[str], executor) -> None:
             aside.parent.mkdir(parents=True, exist_ok=True)
             results.run_dir(rid).rename(aside)
         err.print(f"run {rid}: its files are now in {aside}; training it from scratch", markup=False)
+
+
+@app.command("export-model")
+def export_model(
+    run_id: str = typer.Argument(..., help="The run's id (`gstc status SPEC` lists them).", show_default=False),
+    out: Path = typer.Option(Path("results"), "--out", help="Results folder."),
+    batch: int = typer.Option(32, "--batch", min=1, help="Images per forward pass when timing."),
+) -> None:
+    """Write a run's model physically pruned (channels removed, not masked) as RUN/export/model.pt2, with its
+    parameters, MACs and CPU latency against the unpruned model."""
+    _need_torch("gstc export-model")
+    from gstc.manifest import ResultsDir
+    from gstc.runtime.export_run import ExportError, export_run
+
+    try:
+        r = export_run(ResultsDir(out), run_id, batch=batch)
+    except (ExportError, ValueError) as exc:
+        _fail([SpecError("<command line>", 1, 1, "", str(exc))])
+    from rich.table import Table
+
+    t = Table(title=f"run {r['run']} ({r['config']}, seed {r['seed']}), epoch {r['epoch']} of {r['epochs']}",
+              title_justify="left")
+    for col in ("", "unpruned", "exported", "ratio"):
+        t.add_column(col, justify="right" if col else "left")
+    lat = r["latency_s"]
+    for label, a, b in (("parameters", r["params"]["unpruned"], r["params"]["exported"]),
+                        ("MACs per image", r["macs"]["unpruned"], r["macs"]["exported"])):
+        t.add_row(label, f"{a:,}", f"{b:,}", f"{b / a:.3f}")
+    t.add_row(f"CPU ms per batch of {lat['batch']}", f"{1e3 * lat['unpruned']:.2f}", f"{1e3 * lat['exported']:.2f}",
+              f"{lat['exported'] / lat['unpruned']:.3f}")
+    console = _console()
+    console.print(t)
+    console.print(f"largest output difference from the masked model (float64): {r['max_output_difference']:.1e}")
+    console.print(f"wrote {r['file']} (torch.export.load(path).module() runs it) and export.json beside it")
 
 
 @app.command()

@@ -25,7 +25,9 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from gstc import FORMAT, archs
+from gstc import FORMAT, archs, selection
+from gstc.costs import Cost
+from gstc.datasets import known_shape
 from gstc.errors import SpecError, SpecErrors, did_you_mean, dotted, show
 from gstc.ids import LOCATION_FIELDS, canonical, digest, run_id
 from gstc.load import Document, load_file
@@ -364,6 +366,7 @@ def _compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document) -> 
     if prune is None:
         return [], errors
     names = [layer.name for layer in table]
+    by_name = {layer.name: layer for layer in table}
     filters = {layer.name: layer.filters for layer in table}
     after = {layer.name: layer.after for layer in table}
     chosen: dict[str, int] = {}
@@ -382,6 +385,10 @@ def _compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document) -> 
                                       "a layer may be selected once")
         matched = [n for n in matched if n not in chosen]
         chosen.update({n: i for n in matched})
+        problem = selection.refused(matched, by_name)
+        if problem:
+            err(at + ("select",), problem)
+            continue
 
         epochs, problem, blame = _event_epochs(entry, prune.schedule)
         sched_path = at + ("schedule",) if blame == "own" else ("prune", "schedule") if prune.schedule else at
@@ -438,6 +445,8 @@ def _compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document) -> 
             ))
     order = {name: k for k, name in enumerate(names)}
     out.sort(key=lambda s: order[s.layer])
+    if not errors:
+        errors += [doc.error(("prune", "layers", i, "select"), msg) for i, msg in selection.coupling(out, by_name)]
     return out, errors
 
 
@@ -451,12 +460,26 @@ class LayerTables:
     collecting = False
 
     def __init__(self) -> None:
-        self._files: dict[str, dict[str, list[archs.Layer]] | archs.LayerFileError] = {}
+        self._files: dict[str, dict[str, archs.ModelTable] | archs.LayerFileError] = {}
 
     def table(self, cfg: BaseConfig, doc: Document) -> tuple[list[archs.Layer] | None, list[SpecError]]:
         model = cfg.model
         if model.arch in archs.ARCHS:
             return archs.layers(model.arch, model.width), []
+        entry, errors = self._entry(cfg, doc)
+        return (entry.layers if entry else None), errors
+
+    def cost(self, cfg: BaseConfig, spec_file: str) -> Cost | None:
+        """The configuration's model cost (gstc.costs): from its layer file, or for a built-in architecture on a
+        dataset whose shape is known without loading it; None otherwise."""
+        if cfg.model.arch in archs.ARCHS:
+            shape = known_shape(cfg.data)
+            return None if shape is None else archs.builtin_cost(cfg.model.arch, cfg.model.width, *shape)
+        entry, _ = self._entry(cfg, Document(spec_file, {}, {}, {}))
+        return entry.cost if entry else None
+
+    def _entry(self, cfg: BaseConfig, doc: Document) -> tuple[archs.ModelTable | None, list[SpecError]]:
+        model = cfg.model
         path = layer_file_path(doc.file, model.layers)
         where = ("model", "layers") if isinstance(doc.data.get("model"), dict) else ("model",)
         fix = f"write it with `gstc layers {doc.file} --write`"
@@ -506,9 +529,12 @@ def _semantic(cfg: BaseConfig, schedules: list[LayerSchedule], table: list[archs
     compiled per-layer events (so a glob and the names it matches hash alike) and
     without where the data lies (gstc.ids: fields added later hash only when set)."""
     data = {k: v for k, v in canonical(cfg.data).items() if k not in LOCATION_FIELDS}
+    # A layer pruned with others (coupled layers, followers) prunes more than its own filters: that is part of
+    # what it does, named only where there is any, so that a layer pruned alone keeps the id it always had.
+    joint = {l.name: sorted([*l.coupled, *l.followers]) for l in table if l.coupled or l.followers}
     prune = [
         {"layer": s.layer, "scoring": s.scoring, "target": s.target, "mode": canonical(s.mode),
-         "events": [[e, p] for e, p in zip(s.epochs, s.pruned) if p > 0]}
+         "events": [[e, p] for e, p in zip(s.epochs, s.pruned) if p > 0], **({"with": joint[s.layer]} if s.layer in joint else {})}
         for s in schedules
     ]
     model = {k: v for k, v in canonical(cfg.model).items() if k != "layers"}  # where the table lies: not hashed
@@ -587,7 +613,8 @@ class _Collected:
 
 
 def _plan_layers(table: list[archs.Layer]) -> list[PlanLayer]:
-    return [PlanLayer(name=l.name, filters=l.filters, after=l.after, groups=l.groups) for l in table]
+    return [PlanLayer(name=l.name, filters=l.filters, after=l.after, groups=l.groups, coupled=list(l.coupled),
+                      followers=list(l.followers), refused=l.refused) for l in table]
 
 
 def check(doc: Document, sets: list[tuple[str, Any]] | None = None,

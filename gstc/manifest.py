@@ -4,6 +4,7 @@
 <root>/runs/<run-id>/{run.json, epochs.jsonl, events.jsonl, flatness.json, checkpoint.pt}
 <root>/runs/<run-id>/{lock.json, claims.jsonl}   # who trains the run now (gstc.runtime.locks); every claim of it
 <root>/runs/<run-id>/damaged.json                # which of its files `gstc run` found unreadable, and why
+<root>/runs/<run-id>/export/{model.pt2, export.json}   # `gstc export-model`: the pruned model, physically smaller
 <root>/restarted/<run-id>.<UTC time>/            # a run's files before `gstc run --restart RUN_ID`
 <root>/specs/<name>/manifest.json
 <root>/specs/<name>/manifest.lock                # serializes rebuilding the manifest
@@ -125,6 +126,10 @@ class ResultsDir:
 
     def flatness_json(self, run_id: str) -> Path:
         return self.run_dir(run_id) / "flatness.json"
+
+    def export_dir(self, run_id: str) -> Path:
+        """`gstc export-model`: the run's model physically pruned (model.pt2) and its measurements (export.json)."""
+        return self.run_dir(run_id) / "export"
 
     def checkpoint(self, run_id: str) -> Path:
         return self.run_dir(run_id) / "checkpoint.pt"

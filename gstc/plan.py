@@ -9,7 +9,7 @@ runtime reads typed fields; they are re-exported here for the runtime.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +26,11 @@ class PlanLayer(Frozen):
     filters: int = Field(description="Original filter count (after the width multiplier).")
     after: Literal["bn", "conv"] = Field(default="bn", description="Where the mask sits: after the conv's BN, or after the conv.")
     groups: int = Field(default=1, description="The conv's groups (depthwise: its input channels).")
+    coupled: list[str] = Field(default_factory=list, description="Other layers writing the same channels (the convs a "
+                               "residual sum adds): pruned together, with one schedule.")
+    followers: list[str] = Field(default_factory=list, description="Other modules holding this layer's channels, "
+                                 "zeroed with it: depthwise convs, gates, norms that read them after a concatenation.")
+    refused: Optional[str] = Field(default=None, description="Why this layer cannot be pruned; null: it can.")
 
 
 class LayerSchedule(Frozen):

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from gstc.archs import ARCHS, IMPORT_PATTERN, PLUGIN_PATTERN, TORCHVISION_PATTERN, check_arch
+from gstc.datasets import DATASETS
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"  # a spec's name names its results folder: portable, lowercase
 # Variant names only name configurations (never files): capitals are fine (S, L, Prune_L, as the paper writes).
@@ -108,7 +109,6 @@ class ModelSpec(Strict):
         return self
 
 
-DATASETS = ("cifar10", "cifar100", "digits", "synthetic", "mnist", "fashion_mnist", "kmnist", "svhn", "imagefolder")
 
 
 def _dataset_schema(schema: dict) -> None:

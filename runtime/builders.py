@@ -131,10 +131,10 @@ def build_external(arch: str, args: dict, classes: int, channels: int, size: tup
     net = _call(resolve(arch), arch, args, classes, channels, size)
     example = torch.zeros(2, channels, *size)
     try:
-        found, first = find(net, example)
+        found, first, cost = find(net, example)
         if _fit_input(net, arch, channels, found, first):
-            found, _ = find(net, example)  # the replaced conv is a new module
-        return Discovered(net, found)
+            found, _, cost = find(net, example)  # the replaced conv is a new module
+        return Discovered(net, found, cost)
     except DiscoveryError as exc:
         raise ValueError(f"{arch}: {exc}") from None
 

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gstc.datasets import CLASSES, SHAPES, known_shape  # noqa: F401 (SHAPES: for importers)
 from gstc.plan import DataSpec
 
 # Per-channel mean and std of the training images, in [0, 1] units.
@@ -336,11 +337,6 @@ LOADERS: dict[str, Callable[[DataSpec], tuple[np.ndarray, ...]]] = {
     "svhn": _svhn,
     "imagefolder": _imagefolder,
 }
-CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10, "synthetic": 10, "mnist": 10, "fashion_mnist": 10,
-           "kmnist": 10, "svhn": 10}
-# (channels, height, width) of the datasets whose shape is fixed
-SHAPES = {"cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "digits": (3, 32, 32), "synthetic": (3, 32, 32),
-          "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "kmnist": (1, 28, 28), "svhn": (3, 32, 32)}
 STATS = {"cifar10": CIFAR10_STATS, "cifar100": CIFAR100_STATS}
 
 
@@ -388,9 +384,9 @@ def load(data: DataSpec, device: torch.device | str = "cpu") -> Dataset:
 
 def describe(data: DataSpec) -> tuple[int, tuple[int, int], int]:
     """(channels, (height, width), classes) of a dataset, loading it only where they are not known beforehand."""
-    if data.dataset in SHAPES:
-        c, h, w = SHAPES[data.dataset]
-        return c, (h, w), CLASSES[data.dataset]
+    known = known_shape(data)
+    if known is not None:
+        return known
     if data.dataset == "imagefolder":
         return data.channels or 3, (data.image_size, data.image_size), len(folder_classes(Path(data.root)))
     ds = load(data)

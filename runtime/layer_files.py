@@ -8,8 +8,15 @@ from gstc.runtime.models import build_model
 
 
 def layer_table(arch: str, args: dict, width: float, channels: int, size: tuple[int, int], classes: int) -> list[dict]:
-    """The prunable layers of a non-built-in architecture as `gstc layers` lists them: name, filters, after, groups."""
+    """The layers of a non-built-in architecture as `gstc layers` lists them: name, filters, after, groups, and
+    where there are any, coupled layers, followers and why it is refused."""
     return build_model(arch, width, classes, channels=channels, size=size, args=args).table()
+
+
+def layer_model(arch: str, args: dict, channels: int, size: tuple[int, int], classes: int) -> tuple[list[dict], dict]:
+    """The layer table and the cost (`Cost.to_json`) of a non-built-in architecture."""
+    model = build_model(arch, 1.0, classes, channels=channels, size=size, args=args)
+    return model.table(), model.cost.to_json()
 
 
 def layer_files(models: list[tuple[Any, str]]) -> dict[str, list[dict]]:
@@ -32,12 +39,12 @@ def layer_files(models: list[tuple[Any, str]]) -> dict[str, list[dict]]:
         entry = files.setdefault(file, {}).get(key)
         if entry is not None and (entry["input"], entry["classes"]) == ([channels, *size], classes):
             continue
-        table = layer_table(cfg.model.arch, cfg.model.args, 1.0, channels, tuple(size), classes)
+        table, cost = layer_model(cfg.model.arch, cfg.model.args, channels, tuple(size), classes)
         if entry is not None and entry["layers"] != table:
             raise ValueError(f"{cfg.model.arch} with args {cfg.model.args} has other prunable layers on "
                              f"{channels}x{size[0]}x{size[1]} images with {classes} classes than on "
                              f"{'x'.join(map(str, entry['input']))} images with {entry['classes']}: give the two "
                              "datasets' configurations separate layer files")
         files[file][key] = {"arch": cfg.model.arch, "args": cfg.model.args, "input": [channels, *size],
-                            "classes": classes, "layers": table}
+                            "classes": classes, "layers": table, "cost": cost}
     return {file: list(entries.values()) for file, entries in files.items()}

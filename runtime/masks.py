@@ -9,7 +9,7 @@ activations for `activation_l1`. A `Prunable` is one conv with its BN and mask; 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -44,7 +44,11 @@ class Prunable:
 
     The properties are views: writing into them writes into the (packed) model. A
     filter owns its conv weight row and bias (the built-in convs have none) and, where a
-    BN follows, that channel's BN scale, shift and running statistics.
+    BN follows, that channel's BN scale, shift and running statistics. A discovered
+    layer's filters also live in its `followers` (modules holding its channels at their
+    own positions: depthwise convs, gates, norms that read them elsewhere) and in its
+    `coupled` layers (convs writing the same channels, at the same positions), whose
+    tensors are held, saved and restored with its own.
     """
 
     conv: nn.Conv2d
@@ -52,6 +56,8 @@ class Prunable:
     mask: ChannelMask
     member: int = 0
     pack: int = 1
+    followers: tuple[Any, ...] = ()  # gstc.runtime.graph.Site: name, module, positions
+    coupled: tuple["Prunable", ...] = ()
 
     def part(self, t: torch.Tensor) -> torch.Tensor:
         return member(t, self.member, self.pack)
@@ -85,8 +91,11 @@ class Prunable:
     def mask_values(self) -> torch.Tensor:
         return self.part(self.mask.mask)
 
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """Everything one filter owns: conv weight row (and bias), BN scale and shift, BN running statistics."""
+    def writers(self) -> tuple["Prunable", ...]:
+        """This conv and the coupled ones: every conv whose filters these channels are."""
+        return (self, *self.coupled)
+
+    def _own(self) -> dict[str, torch.Tensor]:
         out = {"weight": self.weight}
         if self.conv.bias is not None:
             out["bias"] = self.part(self.conv.bias)
@@ -96,14 +105,36 @@ class Prunable:
             out.update(running_mean=self.part(self.bn.running_mean), running_var=self.part(self.bn.running_var))
         return out
 
-    def packed(self) -> list[tuple[nn.Parameter, str]]:
-        """The whole pack's trained parameters of this layer, each with the hold that applies: 'w' or 'bn'.
+    def slots(self) -> list[tuple[str, torch.Tensor, torch.Tensor | None]]:
+        """Everything the filters own, as (key, tensor, positions): filter i is row i of the tensor (positions
+        None) or row positions[i]. Conv weight rows (and biases), BN scales, shifts and running statistics."""
+        out = [(key, t, None) for key, t in self._own().items()]
+        for i, c in enumerate(self.coupled):
+            out += [(f"c{i}.{key}", t, None) for key, t in c._own().items()]
+        for i, site in enumerate(self.followers):
+            m = site.module
+            names = (("bn_weight", "weight"), ("bn_bias", "bias"), ("running_mean", "running_mean"),
+                     ("running_var", "running_var")) if isinstance(m, nn.modules.batchnorm._BatchNorm) else \
+                (("weight", "weight"), ("bias", "bias"))
+            out += [(f"f{i}.{key}", getattr(m, attr), site.positions) for key, attr in names
+                    if isinstance(getattr(m, attr, None), torch.Tensor)]
+        return out
+
+    def packed(self) -> list[tuple[nn.Parameter, str, torch.Tensor | None]]:
+        """The whole pack's trained parameters of this layer, each with the hold that applies ('w' or 'bn') and the
+        positions of the filters' rows (None: member k's filter i is row i of its part).
 
         A conv's bias belongs to its filter ('w'): a held filter of a conv without BN then outputs exactly zero.
         """
-        out = [(self.conv.weight, "w")]
-        if self.conv.bias is not None:
-            out.append((self.conv.bias, "w"))
-        if self.affine:
-            out += [(self.bn.weight, "bn"), (self.bn.bias, "bn")]
+        out: list[tuple[nn.Parameter, str, torch.Tensor | None]] = []
+        for w in self.writers():
+            out.append((w.conv.weight, "w", None))
+            if w.conv.bias is not None:
+                out.append((w.conv.bias, "w", None))
+            if w.affine:
+                out += [(w.bn.weight, "bn", None), (w.bn.bias, "bn", None)]
+        for site in self.followers:
+            m = site.module
+            kind = "bn" if isinstance(m, nn.modules.batchnorm._BatchNorm) else "w"
+            out += [(p, kind, site.positions) for p in (m.weight, getattr(m, "bias", None)) if isinstance(p, nn.Parameter)]
         return out

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gstc.archs import builtin_cost
 from gstc.plan import PlanLayer
 from gstc.runtime.masks import ChannelMask, Prunable, member
 
@@ -102,16 +103,6 @@ class VGG11(nn.Module):
         return {f"conv{i}": Prunable(getattr(self, f"conv{i}"), getattr(self, f"bn{i}"), getattr(self, f"mask{i}"),
                                      member, self.pack) for i in range(1, self.n + 1)}
 
-    def live_params(self, removed: dict[str, int] | None = None) -> int:
-        """Parameters left when `removed` filters per layer are gone, inputs of the next layer included."""
-        removed = removed or {}
-        live_in, total = self.channels, 0
-        for i in range(1, self.n + 1):
-            out = getattr(self, f"conv{i}").out_channels // self.pack - removed.get(f"conv{i}", 0)
-            total += out * live_in * 9 + 2 * out  # conv weights + BN scale and shift
-            live_in = out
-        return total + live_in * self.fc.out_features + self.fc.out_features
-
 
 class _ShortcutA(nn.Module):
     """Option A: subsample by 2 and zero-pad the new channels (no parameters)."""
@@ -183,25 +174,6 @@ class ResNet(nn.Module):
             out[f"{name}.conv2"] = Prunable(block.conv2, block.bn2, block.mask2, member, self.pack)
         return out
 
-    def live_params(self, removed: dict[str, int] | None = None) -> int:
-        """Parameters left when `removed` filters per layer are gone, inputs of the next layer included.
-
-        A block's output channel is dead exactly when its conv2 is pruned there (the mask
-        sits after the shortcut add); the next block's convs lose that input channel.
-        """
-        removed = removed or {}
-        k = self.pack
-        live = self.conv1.out_channels // k
-        total = self.channels * live * 9 + 2 * live
-        for name, block in self.blocks():
-            mid = block.conv1.out_channels // k - removed.get(f"{name}.conv1", 0)
-            out = block.conv2.out_channels // k - removed.get(f"{name}.conv2", 0)
-            total += mid * live * 9 + 2 * mid + out * mid * 9 + 2 * out
-            if isinstance(block.shortcut, nn.Sequential):
-                total += block.conv2.out_channels // k * live + 2 * block.conv2.out_channels // k
-            live = out
-        return total + live * self.fc.out_features + self.fc.out_features
-
 
 def scaled(filters: int, width: float) -> int:
     """A conv's filter count under a width multiplier: rounded half up, at least 1."""
@@ -244,6 +216,7 @@ def build_model(arch: str, width: float, classes: int, layers: list[PlanLayer] |
     """
     if arch in MODELS:
         model = MODELS[arch](width, classes, pack, channels, tuple(size))
+        model.cost = builtin_cost(arch, width, channels, tuple(size), classes)  # one member's, as the plan counts it
     else:
         from gstc.runtime.builders import build_external
 

@@ -41,12 +41,21 @@ EMA_EVERY = 10  # activation_l1: update every 10th training batch
 # --- scorings ------------------------------------------------------------------------
 
 
+def _summed(per_writer: Callable[[Prunable], torch.Tensor], p: Prunable) -> torch.Tensor:
+    """A score summed over the convs writing the channels (one, except for coupled layers)."""
+    writers = p.writers()
+    total = per_writer(writers[0])
+    for w in writers[1:]:
+        total = total + per_writer(w)
+    return total
+
+
 def _weight_l1(p: Prunable, layer: "LayerState") -> torch.Tensor:
-    return p.weight.detach().abs().sum(dim=(1, 2, 3))
+    return _summed(lambda w: w.weight.detach().abs().sum(dim=(1, 2, 3)), p)
 
 
 def _weight_l2(p: Prunable, layer: "LayerState") -> torch.Tensor:
-    return p.weight.detach().pow(2).sum(dim=(1, 2, 3)).sqrt()
+    return _summed(lambda w: w.weight.detach().pow(2).sum(dim=(1, 2, 3)), p).sqrt()  # coupled: one norm of all rows
 
 
 def _activation_l1(p: Prunable, layer: "LayerState") -> torch.Tensor:
@@ -65,11 +74,11 @@ def _expected_relu_bn(gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
 
 
 def _ebn(p: Prunable, layer: "LayerState") -> torch.Tensor:
-    return _expected_relu_bn(p.bn_weight.detach().abs(), p.bn_bias.detach())
+    return _summed(lambda w: _expected_relu_bn(w.bn_weight.detach().abs(), w.bn_bias.detach()), p)
 
 
 def _ebn_alt(p: Prunable, layer: "LayerState") -> torch.Tensor:
-    return _expected_relu_bn(p.bn_weight.detach(), p.bn_bias.detach())  # signed gamma (Figure B2, ResNet)
+    return _summed(lambda w: _expected_relu_bn(w.bn_weight.detach(), w.bn_bias.detach()), p)  # signed gamma (Figure B2)
 
 
 SCORINGS: dict[str, Callable[[Prunable, "LayerState"], torch.Tensor]] = {
@@ -124,8 +133,9 @@ def _start_prune(pruner: "Pruner", layer: "LayerState", sel: torch.Tensor, batch
     layer.release_at[sel] = NEVER
     if mode.include_bn:
         layer.hold_bn |= sel
-        layer.p.mask_values[sel] = 0
-        layer.p.mask.active = True
+        for w in layer.p.writers():
+            w.mask_values[sel] = 0
+            w.mask.active = True
 
 
 def _start_zero(pruner: "Pruner", layer: "LayerState", sel: torch.Tensor, batches_per_epoch: int,
@@ -135,9 +145,10 @@ def _start_zero(pruner: "Pruner", layer: "LayerState", sel: torch.Tensor, batche
         sel = layer.targeted.clone()
     fresh = sel & ~(layer.hold_w | layer.hold_bn)  # a filter already held keeps its first saved values
     if mode.restore == "trained" and fresh.any():
-        for key, tensor in layer.p.tensors().items():
-            store = layer.saved.setdefault(key, torch.zeros_like(tensor))
-            store[fresh] = tensor.detach()[fresh]
+        for key, tensor, positions in layer.p.slots():
+            rows = tensor.detach() if positions is None else tensor.detach()[positions.to(tensor.device)]
+            store = layer.saved.setdefault(key, torch.zeros_like(rows))
+            store[fresh] = rows[fresh]
     # A filter already in a window keeps the later of its two release times.
     until = torch.full_like(layer.release_at, pruner.batch + _window(mode, batches_per_epoch))
     held = layer.hold_w | layer.hold_bn
@@ -218,10 +229,14 @@ class LayerState:
     def zero_held(self) -> None:
         """This member's held values to zero now (after an event; each batch, StepHooks does the pack's at once)."""
         with torch.no_grad():
-            for param, kind in self.p.packed():
+            for param, kind, positions in self.p.packed():
                 hold = self.holds(kind)
-                if hold.any():
+                if not hold.any():
+                    continue
+                if positions is None:
                     self.p.part(param).masked_fill_(hold.to(self.device).view(-1, *[1] * (param.dim() - 1)), 0)
+                else:
+                    param.index_fill_(0, positions[hold].to(param.device), 0)
 
     def holds(self, kind: str) -> torch.Tensor:
         """The filters held at zero for a kind of `Prunable.packed`: 'w' (conv weight rows) or 'bn'."""
@@ -234,7 +249,13 @@ class Pruner:
     def __init__(self, model: torch.nn.Module, config: PlanConfig, seed: int, member: int = 0):
         prunable = model.prunable(member)
         self.model, self.seed = model, seed
-        self.layers = {s.layer: LayerState(s.layer, prunable[s.layer], s) for s in config.schedules}
+        # Coupled layers (convs writing the same channels) share one state, the first one's in table order;
+        # the compiler gave them one schedule.
+        order = {layer.name: k for k, layer in enumerate(config.layers)}
+        self.alias = {layer.name: min([layer.name, *layer.coupled], key=order.__getitem__)
+                      for layer in config.layers if layer.coupled}
+        self.layers = {s.layer: LayerState(s.layer, prunable[s.layer], s) for s in config.schedules
+                       if self.alias.get(s.layer, s.layer) == s.layer}
         self.batch = 0  # training batches done so far in this run
         for layer in self.layers.values():
             if layer.schedule.scoring == "activation_l1":
@@ -276,8 +297,13 @@ class Pruner:
     def apply(self, epoch: int, events: list[PlanEvent], batches_per_epoch: int, generator: torch.Generator) -> list[dict]:
         """Target the planned number of filters of each layer; returns per-layer records."""
         records = []
+        done: dict[str, dict] = {}  # a coupled group's record, for its other layers' events
         for ev in events:
-            layer = self.layers[ev.layer]
+            first = self.alias.get(ev.layer, ev.layer)
+            if first in done:
+                records.append({**done[first], "layer": ev.layer})
+                continue
+            layer = self.layers[first]
             scores = layer.score(layer.p, layer)
             chosen = choose(scores, ~layer.targeted, ev.prune, layer.schedule.target, generator)
             mean_score = float(scores.detach().double().cpu()[chosen].mean()) if len(chosen) else None
@@ -288,7 +314,8 @@ class Pruner:
             kept = int((~layer.targeted).sum())
             if kept != ev.kept:
                 raise RuntimeError(f"{ev.layer} at epoch {epoch}: {kept} filters left, the plan says {ev.kept}")
-            records.append({"layer": ev.layer, "prune": ev.prune, "kept": kept, "mean_score": mean_score})
+            records.append(done.setdefault(first, {"layer": ev.layer, "prune": ev.prune, "kept": kept,
+                                                   "mean_score": mean_score}))
         return records
 
     def _start_mode(self, layer: LayerState, chosen: torch.Tensor, batches_per_epoch: int, generator: torch.Generator) -> None:
@@ -314,8 +341,11 @@ class Pruner:
     def _release(self, layer: LayerState, done: torch.Tensor) -> None:
         if isinstance(layer.mode, ZeroMode) and layer.mode.restore == "trained" and layer.saved:
             with torch.no_grad():
-                for key, tensor in layer.p.tensors().items():
-                    tensor[done] = layer.saved[key][done]
+                for key, tensor, positions in layer.p.slots():
+                    if positions is None:
+                        tensor[done] = layer.saved[key][done]
+                    else:
+                        tensor[positions[done].to(tensor.device)] = layer.saved[key][done]
         layer.hold_w &= ~done
         layer.hold_bn &= ~done
         layer.release_at[done] = NEVER
@@ -325,11 +355,16 @@ class Pruner:
 
     def kept(self, table: list[tuple[str, int]]) -> dict[str, int]:
         """Untargeted filters per pruned layer (equal to the plan's kept after each event)."""
-        return {name: int((~self.layers[name].targeted).sum()) for name, _ in table if name in self.layers}
+        return {name: int((~self.layers[self.alias.get(name, name)].targeted).sum()) for name, _ in table
+                if self.alias.get(name, name) in self.layers}
 
     def removed(self) -> dict[str, int]:
-        """Permanently pruned filters per layer (for the parameter count)."""
-        return {name: int(layer.targeted.sum()) for name, layer in self.layers.items() if layer.mode.kind == "prune"}
+        """Removed filters per pruned layer: those whose channel is masked to exactly zero (pruned with its BN).
+
+        A filter pruned with `include_bn: false` is not removed: its BN's shift still reaches the readers.
+        """
+        out = {name: int((layer.p.mask_values == 0).sum()) for name, layer in self.layers.items()}
+        return {**out, **{name: out[first] for name, first in self.alias.items() if first in out}}
 
     def state_dict(self) -> dict[str, Any]:
         return {"batch": self.batch, "layers": {name: layer.tensors() for name, layer in self.layers.items()}}
@@ -340,7 +375,8 @@ class Pruner:
             self.layers[name].load(tensors)
             layer = self.layers[name]
             # The mask is shared by a pack's members: any member's pruned filter turns it on.
-            layer.p.mask.active = layer.p.mask.active or bool((layer.p.mask_values == 0).any())
+            for w in layer.p.writers():
+                w.mask.active = w.mask.active or bool((w.mask_values == 0).any())
 
 
 class StepHooks:
@@ -379,7 +415,9 @@ class StepHooks:
                     mask[layer.p.member] = layer.holds(kind)
                 layer.changed = False
             rows = {kind: m.flatten().nonzero().flatten().to(layers[0].device) for kind, m in masks.items() if m.any()}
-            self.held[i] = [(param, rows[kind]) for param, kind in p.packed() if kind in rows]
+            # a follower's rows are the held filters' positions there (discovered models: packs of one)
+            self.held[i] = [(param, rows[kind] if positions is None else positions[masks[kind][0]].to(param.device))
+                            for param, kind, positions in p.packed() if kind in rows]
 
     def before_batch(self, noise: list[torch.Generator]) -> None:
         for pruner, g in zip(self.pruners, noise):

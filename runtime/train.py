@@ -150,6 +150,11 @@ class Trainer:
         self.table = [(l.name, l.filters) for l in self.configs[0].layers]
         self.epoch = 0  # the last epoch completed
 
+    def count(self, m: Member) -> tuple[int, int]:
+        """Member m's parameters and MACs per image, with its removed filters gone (and their readers' inputs)."""
+        removed = m.pruner.removed()
+        return self.model.cost.count({name: f - removed.get(name, 0) for name, f in self.table})
+
     @property
     def alive(self) -> list[Member]:
         return [m for m in self.members if m.failure is None]
@@ -209,10 +214,10 @@ class Trainer:
         seconds = time.perf_counter() - t0
         records = {}
         for m in self.alive:
+            params, macs = self.count(m)
             records[m.k] = {"epoch": epoch, "train_loss": train_loss[m.k], "train_acc": train_acc[m.k],
                             "test_loss": test_loss[m.k], "test_acc": test_acc[m.k], "lr": lr,
-                            "kept": m.pruner.kept(self.table), "params": self.model.live_params(m.pruner.removed()),
-                            "seconds": seconds}
+                            "kept": m.pruner.kept(self.table), "params": params, "macs": macs, "seconds": seconds}
             m.seconds += seconds
         return records
 

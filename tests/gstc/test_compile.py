@@ -314,8 +314,10 @@ def own_layers(folder, filters=(32, 64)):
     from gstc.archs import layer_file_text
 
     rows = [{"name": f"features.{3 * i}", "filters": f, "after": "bn", "groups": 1} for i, f in enumerate(filters)]
+    cost = {"params": [[9, [0, {"features.0": 1}], [3, {}]]], "macs": []}  # what the compiler reads of it, not checked
     (folder / "own.layers.json").write_text(layer_file_text(
-        [{"arch": "mylab.nets:WideVGG", "args": {"depth": 16}, "input": [3, 32, 32], "classes": 10, "layers": rows}]))
+        [{"arch": "mylab.nets:WideVGG", "args": {"depth": 16}, "input": [3, 32, 32], "classes": 10, "layers": rows,
+          "cost": cost}]))
 
 
 def test_an_import_path_architecture_plans_from_its_layer_file(tmp_path):

@@ -43,7 +43,7 @@ SPEC = textwrap.dedent("""\
         prune.mode: {kind: zero, duration: {batches: 5}, restore: trained}
     """)
 
-EPOCH_FIELDS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "kept", "params", "seconds"}
+EPOCH_FIELDS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "kept", "params", "macs", "seconds"}
 EVENT_FIELDS = {"epoch", "pre_acc", "post_acc", "instability", "stability", "layers"}
 
 
