@@ -13,6 +13,7 @@ builds the models (with torch) and writes it, the compiler reads it without torc
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ ARCHS = {
 STEMS = {"resnet18": 64, "resnet20": 16, "resnet56": 16}  # a ResNet's first conv (never pruned), before the width
 
 
+@functools.lru_cache(maxsize=64)  # a sweep's configurations share a few models
 def builtin_cost(arch: str, width: float, channels: int, size: tuple[int, int], classes: int) -> Cost:
     """Parameters and MACs of a built-in architecture on `channels` x `size` images (gstc.costs)."""
     from gstc.costs import builtin

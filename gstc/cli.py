@@ -167,20 +167,6 @@ def _epochs_text(epochs: list[int], limit: int = 6) -> str:
     return ", ".join(map(str, epochs[:3])) + ", ..., " + str(epochs[-1])
 
 
-def _plan_counts(p, spec: Path) -> dict[str, tuple[tuple[int, int], tuple[int, int]]]:
-    """Per configuration: (parameters, MACs per image) of its model unpruned and after its last event (gstc.costs);
-    configurations whose image shape is known only by loading the data are left out."""
-    from gstc.compile import LayerTables
-    from gstc.costs import live_after
-
-    tables, out = LayerTables(), {}
-    for c in p.configs:
-        cost = tables.cost(c.resolved, str(spec))
-        if cost is not None:
-            out[c.id] = (cost.count({l.name: l.filters for l in c.layers}), cost.count(live_after(c.layers, c.schedules)))
-    return out
-
-
 def _reduction(before: int, after: int) -> str:
     """A count in 3 significant digits (exact ones: `gstc plan --json`), with what pruning removed."""
     unit = next(((d, u) for d, u in ((1e9, "G"), (1e6, "M"), (1e3, "k")) if after >= d), (1, ""))
@@ -203,10 +189,8 @@ def plan(
     pack_size = _pack_size(pack) if pack is not None else None
     # auto sizes packs by the device's memory at run time; the plan shows the largest possible packs.
     packs = make_packs(p, p.runs, len(p.runs) if pack_size == "auto" else pack_size) if pack_size else None
-    counts = _plan_counts(p, spec)
     if json_out:
         doc = p.model_dump(mode="json")
-        doc["counts"] = {cid: {"params": [d[0], f[0]], "macs": [d[1], f[1]]} for cid, (d, f) in counts.items()}
         if packs is not None:
             doc["packs"] = [pk.model_dump(mode="json") for pk in packs]
         typer.echo(json.dumps(doc, indent=2))
@@ -227,7 +211,7 @@ def plan(
         rate = max((s.rate for s in c.schedules), default=0.0)
         summary.add_row(escape(c.id), str(c.resolved.train.epochs), str(len(c.schedules)), str(pruning_epochs),
                         f"{100 * rate:.1f}%" if c.schedules else "-", str(len(runs)),
-                        *(_reduction(*pair) for pair in zip(*counts[c.id])) if c.id in counts else ("-", "-"))
+                        *((_reduction(*c.counts.params), _reduction(*c.counts.macs)) if c.counts else ("-", "-")))
     out.print(summary)
     for c in p.configs:
         if config is not None and c.id != config or not c.schedules:

@@ -26,12 +26,12 @@ from typing import Any, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from gstc import FORMAT, archs, selection
-from gstc.costs import Cost
+from gstc.costs import Cost, live_after
 from gstc.datasets import known_shape
 from gstc.errors import SpecError, SpecErrors, did_you_mean, dotted, show
 from gstc.ids import LOCATION_FIELDS, canonical, digest, run_id
 from gstc.load import Document, load_file
-from gstc.plan import LayerSchedule, Plan, PlanConfig, PlanEvent, PlanLayer, PlanRun
+from gstc.plan import Counts, LayerSchedule, Plan, PlanConfig, PlanEvent, PlanLayer, PlanRun
 from gstc.spec import (CONFIG_FIELDS, VARIANT_PATTERN, BaseConfig, LayerEntry, PruneSpec, ScheduleSpec,
                        Spec, SpecHeader)
 
@@ -617,6 +617,14 @@ def _plan_layers(table: list[archs.Layer]) -> list[PlanLayer]:
                       followers=list(l.followers), refused=l.refused) for l in table]
 
 
+def _counts(cost: Cost | None, layers: list[PlanLayer], schedules: list[LayerSchedule]) -> Counts | None:
+    if cost is None:
+        return None
+    before = cost.count({layer.name: layer.filters for layer in layers})
+    after = cost.count(live_after(layers, schedules))
+    return Counts(params=[before[0], after[0]], macs=[before[1], after[1]])
+
+
 def check(doc: Document, sets: list[tuple[str, Any]] | None = None,
           tables: LayerTables | None = None) -> tuple[Plan | None, list[SpecError]]:
     """Validate and compile a loaded spec; (plan, []) or (None, every error).
@@ -739,9 +747,10 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None,
                                          "remove one")], config=cid)
                 continue
             by_hash[chash] = cid
+            layers = _plan_layers(table)
             configs.append(PlanConfig(
                 id=cid, variant=variant, point=applied, hash=chash, resolved=cfg,
-                layers=_plan_layers(table), schedules=schedules,
+                layers=layers, schedules=schedules, counts=_counts(tables.cost(cfg, doc.file), layers, schedules),
             ))
     for path, ok in applies.items():
         if not ok:

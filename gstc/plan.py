@@ -47,6 +47,12 @@ class LayerSchedule(Frozen):
     kept: list[int] = Field(description="Filters kept after each scheduled epoch.")
 
 
+class Counts(Frozen):
+    params: list[int] = Field(description="Parameters of the model: [unpruned, after the last event].")
+    macs: list[int] = Field(description="Multiply-accumulates of one image (convolutions and dense layers): "
+                            "[unpruned, after the last event].")
+
+
 class PlanConfig(Frozen):
     id: str = Field(description="Variant name, then [path=value,...] for a sweep point.")
     variant: str = Field(description="Variant name ('default' without variants).")
@@ -55,6 +61,9 @@ class PlanConfig(Frozen):
     resolved: BaseConfig = Field(description="The fully resolved configuration: model, data, train, prune, measure.")
     layers: list[PlanLayer] = Field(description="The architecture's prunable layers under this configuration's width.")
     schedules: list[LayerSchedule] = Field(description="Per pruned layer, in forward order; empty for a baseline.")
+    counts: Optional[Counts] = Field(default=None, description="Parameters and MACs before pruning and after the last "
+                                     "event (removed filters with their readers' inputs); null where the images' shape "
+                                     "is known only by loading the data.")
 
 
 class PlanEvent(Frozen):

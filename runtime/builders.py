@@ -29,7 +29,7 @@ from torch import nn
 
 from gstc.archs import TORCHVISION_PREFIX, check_arch, classify, plugin_targets
 from gstc.errors import did_you_mean
-from gstc.runtime.discover import Discovered, DiscoveryError, Found, find
+from gstc.runtime.discover import Discovered, DiscoveryError, find
 
 SEARCH_PATH: list[str] = []  # folders searched first for import paths (the plan's spec folder), set by the worker
 
@@ -109,31 +109,55 @@ def _set(model: nn.Module, path: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, name, module)
 
 
-def _fit_input(model: nn.Module, arch: str, channels: int, found: list[Found], first: list[str]) -> bool:
-    """Replace the convs that read the images where they expect another channel count; whether any was."""
-    by_name = {f.name: f.conv for f in found}
-    replaced = False
-    for name in first:
-        conv = by_name[name]
-        if conv.in_channels == channels:
-            continue
+class _Mismatch(Exception):
+    def __init__(self, name: str):
+        self.name = name
+
+
+def _input_mismatch(model: nn.Module, example: torch.Tensor) -> str | None:
+    """The first conv that reads the images expecting another channel count (one pass, stopped there), or None."""
+    def check(name: str):
+        def hook(module: nn.Module, args: tuple) -> None:
+            if args and args[0] is example and module.in_channels != example.shape[1]:
+                raise _Mismatch(name)
+        return hook
+
+    handles = [m.register_forward_pre_hook(check(n)) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example)
+    except _Mismatch as exc:
+        return exc.name
+    except Exception:  # noqa: BLE001 - another failure of the forward pass: finding the layers reports it
+        return None
+    finally:
+        model.train(was)
+        for h in handles:
+            h.remove()
+    return None
+
+
+def _fit_input(model: nn.Module, arch: str, example: torch.Tensor) -> None:
+    """Replace the convs that read the images where they expect another channel count, one at a time."""
+    channels = example.shape[1]
+    while (name := _input_mismatch(model, example)) is not None:
+        conv = model.get_submodule(name)
         if conv.groups != 1:
             raise ValueError(f"{arch}: {name} reads the images with groups={conv.groups}; gstc replaces only an "
                              f"ungrouped input conv to read {channels} channels")
         _set(model, name, nn.Conv2d(channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                                     conv.dilation, 1, conv.bias is not None, conv.padding_mode))
-        replaced = True
-    return replaced
 
 
 def build_external(arch: str, args: dict, classes: int, channels: int, size: tuple[int, int]) -> Discovered:
     """Build a non-built-in architecture for `channels` x `size` images and wrap it for pruning."""
     net = _call(resolve(arch), arch, args, classes, channels, size)
     example = torch.zeros(2, channels, *size)
+    _fit_input(net, arch, example)
     try:
-        found, first, cost = find(net, example)
-        if _fit_input(net, arch, channels, found, first):
-            found, _, cost = find(net, example)  # the replaced conv is a new module
+        found, cost = find(net, example)
         return Discovered(net, found, cost)
     except DiscoveryError as exc:
         raise ValueError(f"{arch}: {exc}") from None

@@ -27,12 +27,10 @@ import torch
 from torch import nn
 
 from gstc.costs import Cost
-from gstc.runtime.graph import Graph, Site, analyze
+from gstc.runtime.graph import DiscoveryError, Graph, Site, analyze
+
+__all__ = ["DiscoveryError", "Discovered", "Found", "find"]
 from gstc.runtime.masks import ChannelMask, Prunable
-
-
-class DiscoveryError(Exception):
-    """A model whose prunable layers cannot be found; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -50,8 +48,8 @@ class Found:
         return "bn" if self.bn is not None else "conv"
 
 
-def find(model: nn.Module, example: torch.Tensor) -> tuple[list[Found], list[str], Cost]:
-    """The model's convs in module order (prunable or refused), the convs that read the input, and its cost."""
+def find(model: nn.Module, example: torch.Tensor) -> tuple[list[Found], Cost]:
+    """The model's convs in module order (prunable or refused), and its cost."""
     graph: Graph = analyze(model, example)
     modules = dict(model.named_modules())
     found = []
@@ -69,7 +67,7 @@ def find(model: nn.Module, example: torch.Tensor) -> tuple[list[Found], list[str
     if not found:
         raise DiscoveryError(f"{type(model).__name__} has no Conv2d that its forward pass calls: nothing to prune")
     assert graph.cost is not None
-    return found, graph.first, graph.cost
+    return found, graph.cost
 
 
 def _key(name: str) -> str:

@@ -42,6 +42,10 @@ from torch import nn
 from gstc.costs import Cost, Dim, Term, merged
 
 NORMS_OVER_CHANNELS = (nn.LayerNorm, nn.GroupNorm)
+
+
+class DiscoveryError(Exception):
+    """A model whose prunable layers cannot be found; the message says why."""
 BATCH_NORMS = (nn.modules.batchnorm._BatchNorm,)
 
 
@@ -81,19 +85,17 @@ class Graph:
 
     groups: dict[str, Group]  # conv name -> its group (writers share one Group object)
     refused: dict[str, str]  # conv name -> why it cannot be pruned on its own (followers and failures)
-    first: list[str]  # convs that read the model's input
     norms: dict[str, str | None] = field(default_factory=dict)  # conv name -> the BN its output goes straight into
     cost: Cost | None = None
 
 
 class Trace:
-    """Forward hooks over one pass: each conv's and dense layer's calls, output size, and whether it read the input."""
+    """Forward hooks over one pass: each conv's and dense layer's calls and output size."""
 
     def __init__(self, model: nn.Module, example: torch.Tensor):
         self.names = {m: n for n, m in model.named_modules()}
         self.calls: dict[str, int] = {}
         self.pixels: dict[str, int] = {}  # per image: output positions (conv: H x W; dense: leading dims)
-        self.first: list[str] = []
         self.example = example
         self.handles = [m.register_forward_hook(self._hook) for m in model.modules()
                         if isinstance(m, (nn.Conv2d, nn.Linear))]
@@ -104,8 +106,6 @@ class Trace:
         if isinstance(out, torch.Tensor):
             channels = module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
             self.pixels[name] = self.pixels.get(name, 0) + out.numel() // (len(self.example) * channels)
-        if isinstance(module, nn.Conv2d) and args and args[0] is self.example:
-            self.first.append(name)
 
     def close(self) -> None:
         for h in self.handles:
@@ -129,8 +129,15 @@ def _gate(node: Any) -> bool:
 
 
 def _norm_after(node: Any) -> nn.Module | None:
-    outs = node.outputs
-    return outs[0].module if len(outs) == 1 and isinstance(outs[0].module, BATCH_NORMS) else None
+    """The BN a conv's output goes straight into (through one-input ops only: a norm-plus-activation module such as
+    timm's BatchNormAct2d shows as its own batch_norm call, then the module), or None."""
+    while len(node.outputs) == 1:
+        node = node.outputs[0]
+        if isinstance(node.module, BATCH_NORMS):
+            return node.module
+        if len(node.inputs) != 1 or isinstance(node.module, (nn.Conv2d, nn.Linear)) or node.outputs == []:
+            return None
+    return None
 
 
 def _refusal(module: nn.Module, name: str) -> str | None:
@@ -148,15 +155,18 @@ def _refusal(module: nn.Module, name: str) -> str | None:
         return None
     if isinstance(module, nn.Module) and not list(module.parameters(recurse=False)) and not list(module.buffers(recurse=False)):
         return None  # Torch-Pruning's own placeholders for additions, concatenations, reshapes
-    kind = "parameter" if isinstance(module, nn.Parameter) else type(module).__name__
-    return f"these channels reach {name} ({kind}), which gstc cannot zero"
+    if isinstance(module, nn.Parameter):
+        return (f"these channels reach {name}, a parameter used outside a module gstc knows (a functional call), which "
+                "gstc cannot zero and cut with the buffers used with it; make it a module (a BatchNorm2d, say)")
+    return f"these channels reach {name} ({type(module).__name__}), which gstc cannot zero"
 
 
 def analyze(model: nn.Module, example: torch.Tensor) -> Graph:
     """Every conv's group in `model` (called on `example`), and the model's parameter and MAC terms."""
     import torch_pruning as tp
 
-    names = {m: n for n, m in model.named_modules()}
+    names: dict[Any, str] = {m: n for n, m in model.named_modules()}
+    names.update({p: n for n, p in model.named_parameters()})  # parameters used by functional calls
     was = model.training
     model.eval()  # no BN statistic moves while tracing
     trace = Trace(model, example)
@@ -167,14 +177,18 @@ def analyze(model: nn.Module, example: torch.Tensor) -> Graph:
         problem = None
     except Exception as exc:  # noqa: BLE001 - any failure of the library: every conv refused, with its words
         dg, problem = None, f"Torch-Pruning cannot follow this model's channels ({type(exc).__name__}: {exc})"
-        with torch.no_grad():
-            trace.calls.clear(), trace.pixels.clear(), trace.first.clear()
-            model(example)
+        trace.calls.clear(), trace.pixels.clear()
+        try:
+            with torch.no_grad():
+                model(example)
+        except Exception as failed:  # noqa: BLE001 - the model's own failure, said as such
+            raise DiscoveryError(f"a forward pass of {type(model).__name__} on a batch of shape {tuple(example.shape)} "
+                                 f"failed: {type(failed).__name__}: {failed}") from None
     finally:
         trace.close()
         model.train(was)
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and n in trace.calls]
-    graph = Graph(groups={}, refused={}, first=trace.first)
+    graph = Graph(groups={}, refused={})
     if dg is None:
         graph.refused = {n: problem for n in convs}
         graph.cost = _cost(model, trace, {})

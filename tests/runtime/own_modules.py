@@ -3,8 +3,10 @@
 - `tiny`: a few learnable images (class-dependent brightness plus noise), any channels and size.
 - `GroupedNet`: a conv with BN, a grouped conv (groups=4) with BN, a depthwise conv with BN, and a
   conv with a bias and no BN (masked after the conv).
-- `Untraceable`: the same kind of net with control flow on a tensor's value, which torch.fx cannot
-  trace (its layers are found by a forward pass with hooks).
+- `BlockNet`: an inverted residual block: followers (a depthwise conv, a gate) and coupled layers.
+- `FunctionalNorm`: a norm called as a function on parameters of the model's own.
+- `Untraceable`: a net with control flow on a tensor's value, which torch.fx cannot trace (Torch-Pruning
+  follows one real forward pass, so it finds its layers).
 - `widevgg`: a builder function, registered as a plugin by a test.
 """
 
@@ -42,6 +44,48 @@ class GroupedNet(nn.Module):
         x = torch.relu(self.depthwise_bn(self.depthwise(x)))
         x = torch.relu(self.plain(x))
         return self.fc(x.mean((2, 3)))
+
+
+class BlockNet(nn.Module):
+    """A stem, then an inverted residual block: a 1x1 expansion conv, a depthwise conv (its channels are the
+    expansion's), a squeeze-excitation gate (its output multiplies them), a 1x1 projection added to the stem's
+    output (the two write the same channels: coupled); then a conv with a bias and no BN."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3):
+        super().__init__()
+        self.stem, self.stem_bn = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16)
+        self.expand, self.expand_bn = nn.Conv2d(16, 32, 1, bias=False), nn.BatchNorm2d(32)
+        self.dw, self.dw_bn = nn.Conv2d(32, 32, 3, padding=1, groups=32, bias=False), nn.BatchNorm2d(32)
+        self.se_reduce, self.se_expand = nn.Conv2d(32, 8, 1), nn.Conv2d(8, 32, 1)
+        self.project, self.project_bn = nn.Conv2d(32, 16, 1, bias=False), nn.BatchNorm2d(16)
+        self.plain = nn.Conv2d(16, 12, 1)
+        self.fc = nn.Linear(12, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem_bn(self.stem(x)))
+        h = torch.relu(self.expand_bn(self.expand(x)))
+        h = torch.relu(self.dw_bn(self.dw(h)))
+        h = h * torch.sigmoid(self.se_expand(torch.relu(self.se_reduce(h.mean((2, 3), keepdim=True)))))
+        x = x + self.project_bn(self.project(h))
+        x = torch.relu(self.plain(x))
+        return self.fc(x.mean((2, 3)))
+
+
+class FunctionalNorm(nn.Module):
+    """A conv whose output a norm reads through a functional call with parameters of its own (no BN module)."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 8, 3, padding=1, bias=False)
+        self.scale, self.shift = nn.Parameter(torch.ones(8)), nn.Parameter(torch.zeros(8))
+        self.register_buffer("mean", torch.zeros(8))
+        self.register_buffer("var", torch.ones(8))
+        self.head = nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.batch_norm(self.conv(x), self.mean, self.var, self.scale, self.shift, self.training)
+        return self.fc(torch.relu(self.head(torch.relu(x))).mean((2, 3)))
 
 
 class Untraceable(nn.Module):

@@ -27,7 +27,6 @@ torch = pytest.importorskip("torch")
 
 from gstc.runtime.builders import build_external  # noqa: E402
 from gstc.runtime.data import load  # noqa: E402
-from gstc.runtime.discover import _by_fx, _by_hooks  # noqa: E402
 from gstc.runtime.layer_files import layer_table  # noqa: E402
 from gstc.runtime.train import Trainer  # noqa: E402
 
@@ -50,7 +49,8 @@ def cli(*args: str):
 
 
 def spec_for(tmp_path: Path, arch: str, select: str, args: str = "{}", epochs: int = 3, extra: str = "") -> Path:
-    """A spec next to a copy of own_modules.py, training `arch` on its `tiny` data, pruning `select` at epoch 1."""
+    """A spec next to a copy of own_modules.py, training `arch` on its `tiny` data, pruning `select` (a glob, or
+    several separated by spaces, each an entry of its own) at epoch 1."""
     shutil.copy(OWN, tmp_path / "own_modules.py")
     shutil.copy(EXAMPLE, tmp_path / "own_model.py")
     spec = tmp_path / "own.yaml"
@@ -64,7 +64,7 @@ def spec_for(tmp_path: Path, arch: str, select: str, args: str = "{}", epochs: i
         prune:
           scoring: l1
           schedule: {{start: 1}}
-          layers: [{{select: "{select}", amount: 0.5}}]
+          layers: [{", ".join(f'{{select: "{one}", amount: 0.5}}' for one in select.split())}]
         """) + textwrap.dedent(extra))
     return spec
 
@@ -82,18 +82,35 @@ def numbers(results: ResultsDir, run_id: str) -> list:
 # --- which layers, and where their masks sit ---------------------------------------------
 
 
-@pytest.mark.parametrize("arch, name, filters, after, groups", [
-    ("torchvision.resnet18", "layer4.1.conv2", 512, "bn", 1),
-    ("torchvision.resnet18", "layer2.0.downsample.0", 128, "bn", 1),
-    ("torchvision.mobilenet_v3_small", "features.1.block.0.0", 16, "bn", 16),  # depthwise
-    ("torchvision.mobilenet_v3_small", "features.1.block.1.fc2", 16, "conv", 1),  # squeeze-excitation: no BN
-    pytest.param("torchvision.vgg11_bn", "features.25", 512, "bn", 1, marks=SLOW),
+@pytest.mark.parametrize("arch, name, want", [
+    ("torchvision.resnet18", "layer4.1.conv1", {"filters": 512, "after": "bn", "groups": 1}),
+    # a residual sum: the convs that add into a stage's channels are one group, pruned together
+    ("torchvision.resnet18", "layer4.1.conv2", {"filters": 512, "after": "bn", "groups": 1,
+                                               "coupled": ["layer4.0.conv2", "layer4.0.downsample.0"]}),
+    ("torchvision.mobilenet_v3_small", "features.1.block.0.0", {"filters": 16, "after": "bn", "groups": 16,
+                                                                "refused": "a depthwise conv: its channels are features.0.0's"}),
+    ("torchvision.mobilenet_v3_small", "features.1.block.1.fc2", {"filters": 16, "after": "conv", "groups": 1,
+                                                                  "refused": "a gate (its output multiplies them)"}),
+    pytest.param("torchvision.vgg11_bn", "features.25", {"filters": 512, "after": "bn", "groups": 1}, marks=SLOW),
 ])
-def test_torchvision_models_list_every_conv_with_its_mask_point(arch, name, filters, after, groups):
+def test_torchvision_models_list_every_conv_with_its_mask_point(arch, name, want):
     table = {row["name"]: row for row in layer_table(arch, {}, 1.0, 3, (32, 32), 10)}
-    assert table[name] == {"name": name, "filters": filters, "after": after, "groups": groups}
+    row = table[name]
+    refused = want.pop("refused", None)
+    assert {k: v for k, v in row.items() if k in ("filters", "after", "groups", "coupled")} == want
+    assert (refused is None and "refused" not in row) or refused in row["refused"]
     model = build_external(arch, {}, 10, 3, (32, 32))
     assert len(table) == sum(isinstance(m, torch.nn.Conv2d) for m in model.net.modules())
+
+
+def test_a_norm_with_an_activation_is_found_and_takes_its_conv_s_followers_along():
+    """The issue of timm's BatchNormAct2d (a BN subclass whose forward calls batch_norm as a function): the mask sits
+    after it, and the depthwise conv, its norm and the squeeze-excitation gate reading the channels go along."""
+    pytest.importorskip("timm")
+    model = build_external("timm:create_model", {"model_name": "efficientnet_b0"}, 10, 3, (32, 32))
+    row = {r["name"]: r for r in model.table()}["blocks.1.0.conv_pw"]
+    assert row["after"] == "bn" and type(model.net.get_submodule("blocks.1.0.bn1")).__name__ == "BatchNormAct2d"
+    assert row["followers"] == ["blocks.1.0.conv_dw", "blocks.1.0.bn2", "blocks.1.0.se.conv_expand"]
 
 
 def test_gstc_layers_prints_any_architecture():
@@ -101,6 +118,9 @@ def test_gstc_layers_prints_any_architecture():
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     assert len(rows) == 52 and any(r["groups"] > 1 for r in rows) and any(r["after"] == "conv" for r in rows)
+    assert sum(1 for r in rows if "refused" in r) == 20  # 11 depthwise convs, 9 gates
+    text = cli("layers", "torchvision.mobilenet_v3_small")
+    assert "32 prunable layers, 20 refused" in text.stdout and text.stdout.count("refused: ") == 20
     bad = cli("layers", "torchvision.resnet19")
     assert bad.returncode == 1 and 'did you mean "resnet18"' in bad.stderr and "Traceback" not in bad.stderr
 
@@ -113,19 +133,31 @@ def test_gstc_layers_finds_an_own_module_in_the_current_folder(monkeypatch):
         ("features.0", 8, "bn"), ("features.3", 8, "bn"), ("features.7", 16, "bn"), ("features.10", 16, "bn")]
 
 
-def test_fx_and_hooks_find_the_same_layers_and_untraceable_models_use_hooks():
-    sys.path.insert(0, str(OWN.parent))
-    import own_modules
+def test_followers_coupled_layers_and_refusals_of_an_own_module():
+    rows = {r["name"]: r for r in build_external("own_modules:BlockNet", {}, 4, 3, (8, 8)).table()}
+    assert rows["stem"]["coupled"] == ["project"] and rows["project"]["coupled"] == ["stem"]  # the residual sum
+    assert rows["expand"]["followers"] == ["dw", "dw_bn", "se_expand"]
+    assert "a depthwise conv: its channels are expand's" in rows["dw"]["refused"]
+    assert "a gate" in rows["se_expand"]["refused"]
+    assert [n for n, r in rows.items() if "refused" not in r] == ["stem", "expand", "se_reduce", "project", "plain"]
+    grouped = {r["name"]: r for r in build_external("own_modules:GroupedNet", {}, 4, 3, (8, 8)).table()}
+    assert all("grouped is a grouped conv (groups=4)" in grouped[n]["refused"] for n in ("stem", "grouped", "depthwise"))
+    functional = build_external("own_modules:FunctionalNorm", {}, 4, 3, (8, 8)).table()
+    assert "these channels reach scale, a parameter used outside a module" in functional[0]["refused"]
 
-    net = own_modules.GroupedNet(4)
-    example = torch.zeros(2, 3, 8, 8)
-    assert _by_fx(net) == _by_hooks(net, example)
-    assert _by_fx(net)[0] == {"stem": "stem_bn", "grouped": "grouped_bn", "depthwise": "depthwise_bn", "plain": None}
-    untraceable = own_modules.Untraceable(4)
-    with pytest.raises(Exception):
-        _by_fx(untraceable)
+
+def test_a_model_torch_fx_cannot_trace_is_followed_through_a_real_forward_pass():
     model = build_external("own_modules:Untraceable", {}, 4, 3, (8, 8))
-    assert [(r["name"], r["after"]) for r in model.table()] == [("a", "bn"), ("b", "conv")]
+    assert [(r["name"], r["after"], r.get("refused")) for r in model.table()] == [("a", "bn", None), ("b", "conv", None)]
+
+
+def test_finding_the_layers_moves_no_number_of_the_model():
+    torch.manual_seed(0)
+    net = __import__("own_modules").BlockNet(4)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    torch.manual_seed(0)
+    model = build_external("own_modules:BlockNet", {}, 4, 3, (8, 8))
+    assert model.net.training and all(torch.equal(before[k], v) for k, v in model.net.state_dict().items())
 
 
 def test_a_grayscale_dataset_replaces_a_torchvision_models_input_conv():
@@ -158,52 +190,109 @@ def _train_and_capture(spec: Path, scoring: str = "l1", mode: str | None = None)
     return trainer, seen
 
 
+BLOCKNET = "expand stem project plain"  # an expansion with followers, a coupled pair, a conv without BN
+
+
 @pytest.mark.parametrize("arch, select", [
-    ("torchvision.resnet18", "layer[34].*.conv*"),
-    ("torchvision.mobilenet_v3_small", "features.[1-4].*"),  # depthwise, SE (no BN) and 1x1 convs
+    ("torchvision.resnet18", "layer[34].*.conv1"),
+    ("torchvision.resnet18", "layer4.*.conv2 layer4.0.downsample.0"),  # a residual sum's convs, as one group
+    ("torchvision.mobilenet_v3_small", "features.[2-4].block.0.0"),  # expansions: depthwise convs, gates follow
     pytest.param("torchvision.vgg11_bn", "features.2[25]", marks=SLOW),
-    ("own_modules:GroupedNet", "*"),
+    ("own_modules:BlockNet", BLOCKNET),
     ("own_model:SmallVGG", "*"),
 ])
-def test_pruned_channels_are_exactly_zero_after_their_mask_point(tmp_path, arch, select):
+def test_pruned_channels_are_exactly_zero_everywhere_they_are_read(tmp_path, arch, select):
+    """Rule: after training on (so that every norm's shift has moved), a pruned channel is exactly zero after its
+    mask, after every follower (depthwise conv, its norm, a gate) and after every coupled conv's norm."""
     spec = spec_for(tmp_path, arch, select, epochs=2)
     write_layers(spec)
     trainer, seen = _train_and_capture(spec)
     pruner = trainer.members[0].pruner
-    assert pruner.layers, "the glob selected no layer"
+    assert pruner.layers, "the selection matched no layer"
+    checked = 0
     for name, layer in pruner.layers.items():
-        out = seen[name]
         targeted = layer.targeted
         assert int(targeted.sum()) == layer.schedule.pruned[0] > 0
-        assert (out[:, targeted] == 0).all(), f"{name}: a pruned channel is not zero after its {'BN' if layer.p.bn is not None else 'conv'}"
-        assert out[:, ~targeted].abs().sum() > 0, f"{name}: the kept channels went dead too"
-        assert (layer.p.weight.detach()[targeted] == 0).all()
+        for w in layer.p.writers():
+            out = seen[next(f.name for f in trainer.model.found if f.conv is w.conv)]
+            assert (out[:, targeted] == 0).all(), f"{name}: a pruned channel is not zero after its mask"
+            assert out[:, ~targeted].abs().sum() > 0, f"{name}: the kept channels went dead too"
+            assert (w.weight.detach()[targeted] == 0).all()
+            checked += 1
+        for site in layer.p.followers:
+            out = seen[site.name]
+            assert (out[:, site.positions[targeted]] == 0).all(), f"{name}: not zero after its follower {site.name}"
+            checked += 1
+    assert checked >= len(select.split())
 
 
-def test_grouped_and_depthwise_filters_are_masked_one_channel_at_a_time(tmp_path):
-    spec = spec_for(tmp_path, "own_modules:GroupedNet", "*", epochs=2)
-    write_layers(spec)
-    trainer, seen = _train_and_capture(spec)
-    for name in ("grouped", "depthwise"):
-        layer = trainer.members[0].pruner.layers[name]
-        assert layer.p.conv.groups > 1
-        assert int(layer.targeted.sum()) == 8  # half of 16 filters, whatever groups they are in
-        out = seen[name]
-        assert (out[:, layer.targeted] == 0).all() and (out[:, ~layer.targeted] != 0).any(dim=(0, 2, 3)).all()
+def _train_and_capture(spec: Path):
+    """Train the spec's one pruned run; return the trainer and the output (on a few test images) of every module
+    where a layer's channels come out: each listed conv's mask point, and every follower."""
+    plan = compile_file(str(spec))
+    sys.path.insert(0, str(spec.parent))
+    run = next(r for r in plan.runs)
+    config = plan.config(run.config)
+    trainer = Trainer([run], [config], load(config.resolved.data), torch.device("cpu"))
+    trainer.execute()
+    seen: dict[str, torch.Tensor] = {}
+    model = trainer.model
+    sites = {f.name: f.bn if f.bn is not None else f.conv for f in model.found}
+    sites.update({s.name: s.module for f in model.found for s in f.followers})
+    for name, module in sites.items():
+        # registered after the mask's hook: sees what flows on from the mask point (cloned: torchvision's
+        # blocks add the shortcut into it in place)
+        module.register_forward_hook(lambda m, i, out, name=name: seen.__setitem__(name, out.detach().clone()))
+    model.eval()
+    with torch.no_grad():
+        model(trainer.data.test_x[:8].float() / 255)
+    return trainer, seen
 
 
-@pytest.mark.parametrize("scoring, mode", [("l2", "prune"), ("ebn", "{kind: zero, duration: {epochs: 1}, restore: trained}"),
-                                           ("activation_l1", "{kind: gaussian, duration: {batches: 2}}")])
-def test_scorings_and_modes_work_on_discovered_layers(tmp_path, scoring, mode):
-    spec = spec_for(tmp_path, "own_modules:GroupedNet", "[sgd]*", epochs=3,
+@pytest.mark.parametrize("scoring, mode, select", [
+    ("l2", "prune", BLOCKNET),
+    ("ebn", "{kind: zero, duration: {epochs: 1}, restore: trained}", "expand stem project"),
+    ("activation_l1", "{kind: gaussian, duration: {batches: 2}}", "expand se_reduce plain")])
+def test_scorings_and_modes_work_on_discovered_layers(tmp_path, scoring, mode, select):
+    spec = spec_for(tmp_path, "own_modules:BlockNet", select, epochs=3,
                     extra=f"variants: {{v: {{prune.scoring: {scoring}, prune.mode: {mode}}}}}\n")
     write_layers(spec)
     plan = compile_file(str(spec))
     report, infos = run_plan(plan, ResultsDir(tmp_path / "results"))
     assert [i["status"] for i in infos] == ["done"], infos
     events = read_jsonl(ResultsDir(tmp_path / "results").events_jsonl(plan.runs[0].id))
-    assert {l["layer"] for l in events[0]["layers"]} == {"stem", "grouped", "depthwise"}
+    assert {l["layer"] for l in events[0]["layers"]} == set(select.split())
     assert all(l["mean_score"] is not None for l in events[0]["layers"])
+    layers = {l["layer"]: l for l in events[0]["layers"]}
+    if "stem" in layers:  # coupled: one choice of channels, one record each
+        assert layers["stem"]["mean_score"] == layers["project"]["mean_score"]
+
+
+def test_a_zero_window_restores_a_followers_trained_values(tmp_path):
+    """Zero mode (restore: trained) holds the depthwise conv and the gate with the expansion, and gives them back."""
+    spec = spec_for(tmp_path, "own_modules:BlockNet", "expand", epochs=3,
+                    extra="variants: {v: {prune.mode: {kind: zero, duration: {batches: 0}, restore: trained, include_bn: true}}}\n")
+    write_layers(spec)
+    plan = compile_file(str(spec))
+    sys.path.insert(0, str(tmp_path))
+    run, config = plan.runs[0], plan.configs[0]
+    trainer = Trainer([run], [config], load(config.resolved.data), torch.device("cpu"))
+    trainer.train_epoch(1)
+    net = trainer.model.net
+    before = {n: t.detach().clone() for n, t in net.state_dict().items()}
+    seen: dict[str, torch.Tensor] = {}  # the model as the post-pruning evaluation sees it
+
+    def evaluate():
+        seen.update({n: t.detach().clone() for n, t in net.state_dict().items()})
+        return [0.0], [0.0]
+
+    trainer.evaluate = evaluate
+    trainer.prune_epoch(1)
+    layer = trainer.members[0].pruner.layers["expand"]
+    rows = layer.targeted.nonzero().flatten()
+    for key in ("dw.weight", "dw_bn.weight", "dw_bn.bias", "se_expand.weight", "se_expand.bias", "expand_bn.bias"):
+        assert (seen[key][rows] == 0).all(), key  # held during the evaluation
+        assert torch.equal(net.state_dict()[key], before[key]), key  # and back afterwards
 
 
 def test_ebn_on_a_layer_without_bn_is_a_spec_error(tmp_path):
@@ -218,7 +307,7 @@ def test_ebn_on_a_layer_without_bn_is_a_spec_error(tmp_path):
 
 
 def test_validate_needs_the_layer_file_and_run_refuses_a_stale_one(tmp_path):
-    spec = spec_for(tmp_path, "own_modules:GroupedNet", "grouped")
+    spec = spec_for(tmp_path, "own_modules:GroupedNet", "plain")
     missing = cli("validate", str(spec))
     assert missing.returncode == 1
     assert "own.layers.json does not exist" in missing.stderr and "gstc layers" in missing.stderr and "--write" in missing.stderr
@@ -236,7 +325,7 @@ def test_validate_needs_the_layer_file_and_run_refuses_a_stale_one(tmp_path):
 
 
 def test_the_layer_files_content_is_in_the_run_id_and_its_name_is_not(tmp_path):
-    spec = spec_for(tmp_path, "own_modules:GroupedNet", "grouped")
+    spec = spec_for(tmp_path, "own_modules:GroupedNet", "plain")
     write_layers(spec)
     ids = [r.id for r in compile_file(str(spec)).runs]
     (tmp_path / "renamed.json").write_text((tmp_path / "own.layers.json").read_text())
@@ -248,7 +337,7 @@ def test_the_layer_files_content_is_in_the_run_id_and_its_name_is_not(tmp_path):
 
 
 def test_pack_refuses_non_built_in_architectures(tmp_path):
-    spec = spec_for(tmp_path, "own_modules:GroupedNet", "grouped")
+    spec = spec_for(tmp_path, "own_modules:GroupedNet", "plain")
     write_layers(spec)
     out = cli("run", str(spec), "--out", str(tmp_path / "r"), "--pack", "2")
     assert out.returncode == 1 and "packs are built for the built-in architectures" in out.stderr
@@ -278,7 +367,7 @@ def test_an_interrupted_run_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_p
     # wrapped net and masks) and its pruner state restore exactly.
     import gstc.runtime.train as train
 
-    spec = spec_for(tmp_path, "own_modules:GroupedNet", "*", epochs=4)
+    spec = spec_for(tmp_path, "own_modules:BlockNet", BLOCKNET, epochs=4)
     spec.write_text(spec.read_text().replace("start: 1", "start: 2"))
     write_layers(spec)
     plan = compile_file(str(spec))
@@ -302,10 +391,10 @@ def test_an_interrupted_run_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_p
 
 
 @pytest.mark.parametrize("arch, select", [
-    pytest.param("own_modules:GroupedNet", "*", marks=SLOW),
+    pytest.param("own_modules:BlockNet", BLOCKNET, marks=SLOW),
     pytest.param("own_model:SmallVGG", "features.[37]", marks=SLOW),
-    pytest.param("torchvision.resnet18", "layer4.*.conv*", marks=SLOW),
-    pytest.param("torchvision.mobilenet_v3_small", "features.[1-4].*", marks=SLOW),
+    pytest.param("torchvision.resnet18", "layer4.*.conv1 layer4.*.conv2 layer4.0.downsample.0", marks=SLOW),
+    pytest.param("torchvision.mobilenet_v3_small", "features.[2-4].block.0.0", marks=SLOW),
     pytest.param("torchvision.vgg11_bn", "features.2[25]", marks=SLOW),
 ])
 def test_kill_9_then_resume_gives_the_numbers_of_an_uninterrupted_run(tmp_path, arch, select):
