@@ -50,6 +50,8 @@ MODELS = {**{f"timm.{m}": ("timm:create_model", {"model_name": m}) for m in TIMM
           **{f"tv.{m}": (f"torchvision.{m}", {}) for m in TORCHVISION},
           **{f"gstc.{m}": (m, {}) for m in archs.ARCHS}}
 SHAPE, CLASSES = (3, 32, 32), 10  # the `synthetic` dataset's
+KINDS = ("a depthwise conv", "a gate", "normalizes over channels", "grouped conv", "the model's output",
+         "Torch-Pruning cannot follow", "a parameter used outside")  # how refusals are summed up
 
 
 @dataclass
@@ -137,13 +139,13 @@ def markdown(results: list[Result]) -> str:
         lat = f"{1e3 * r.latency[1]:.1f} / {1e3 * r.latency[0]:.1f} ms ({r.latency[1] / r.latency[0]:.2f}x)" if r.latency else "-"
         lines.append(f"| {r.name} | {r.accepted} / {len(r.refused)} | {r.difference:.1e} | {short(r.params[0])} -> "
                      f"{short(r.params[2])} | {short(r.macs[0])} -> {short(r.macs[2])} | {lat} |")
-    reasons: dict[str, list[str]] = {}
+    lines += ["", "Refused layers, by kind of reason (one reason in full):", ""]
     for r in results:
+        kinds: dict[str, list[str]] = {}
         for layer, why in r.refused.items():
-            reasons.setdefault(f"{r.name}: {why}", []).append(layer)
-    lines += ["", "Refused layers, by reason:", ""]
-    lines += [f"- {why} ({len(layers)}: {', '.join(layers[:3])}{', ...' if len(layers) > 3 else ''})"
-              for why, layers in reasons.items()]
+            kinds.setdefault(next((k for k in KINDS if k in why), why), []).append(why)
+        for kind, whys in kinds.items():
+            lines.append(f"- {r.name}, {len(whys)} x {kind}: \"{whys[0]}\"")
     return "\n".join(lines)
 
 

@@ -135,7 +135,7 @@ def _norm_after(node: Any) -> nn.Module | None:
         node = node.outputs[0]
         if isinstance(node.module, BATCH_NORMS):
             return node.module
-        if len(node.inputs) != 1 or isinstance(node.module, (nn.Conv2d, nn.Linear)) or node.outputs == []:
+        if len(node.inputs) != 1 or isinstance(node.module, (nn.Conv2d, nn.Linear)):
             return None
     return None
 

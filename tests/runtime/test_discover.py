@@ -169,27 +169,6 @@ def test_a_grayscale_dataset_replaces_a_torchvision_models_input_conv():
 # --- pruning discovered layers --------------------------------------------------------------
 
 
-def _train_and_capture(spec: Path, scoring: str = "l1", mode: str | None = None):
-    """Train the spec's one pruned run; return the trainer and, per pruned layer, its output at the mask point."""
-    plan = compile_file(str(spec))
-    sys.path.insert(0, str(spec.parent))
-    run = next(r for r in plan.runs)
-    config = plan.config(run.config)
-    trainer = Trainer([run], [config], load(config.resolved.data), torch.device("cpu"))
-    trainer.execute()
-    seen: dict[str, torch.Tensor] = {}
-    model = trainer.model
-    for f in model.found:
-        site = f.bn if f.bn is not None else f.conv
-        # registered after the mask's hook: sees what flows on from the mask point (cloned: torchvision's
-        # blocks add the shortcut into it in place)
-        site.register_forward_hook(lambda m, i, out, name=f.name: seen.__setitem__(name, out.detach().clone()))
-    model.eval()
-    with torch.no_grad():
-        model(trainer.data.test_x[:8].float() / 255)
-    return trainer, seen
-
-
 BLOCKNET = "expand stem project plain"  # an expansion with followers, a coupled pair, a conv without BN
 
 
