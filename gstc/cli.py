@@ -363,7 +363,9 @@ def _spec_layers(spec: Path, write: bool, json_out: bool) -> None:
     for file, models in files.items():
         if write:
             write_text(Path(file), archs.layer_file_text(models))
-            typer.echo(f"wrote {file}: " + "; ".join(f"{m['arch']} ({len(m['layers'])} prunable layers)" for m in models))
+            typer.echo(f"wrote {file}: " + "; ".join(
+                f"{m['arch']} ({len(m['layers'])} convs, {sum(1 for l in m['layers'] if not l.get('refused'))} prunable)"
+                for m in models))
         else:
             for m in models:
                 _print_layers(f"{m['arch']} {json.dumps(m['args'])}", m["layers"], json_out)

@@ -225,6 +225,66 @@ def _resnet(model: ResNet, removed: dict[str, list[int]]) -> nn.Module:
     return PrunedResNet(model, removed).eval()
 
 
+# --- checking a model's layers ----------------------------------------------------------
+
+
+def inexact_layers(model: Discovered, example: torch.Tensor, tolerance: float = 1e-6) -> dict[str, str]:
+    """The prunable layers of `model` whose removal is not what their masks compute: {layer: why}.
+
+    Half of every prunable layer's channels are zeroed as the pruner zeroes them (weights, norms, followers,
+    coupled layers, masks), the norms' scales, shifts and statistics randomized first, and the output compared with
+    the model with those channels cut out, in float64; where they differ, each layer alone. This consumes `model`
+    (its weights are changed): give it one built for the purpose. It catches what no rule of gstc.runtime.graph
+    names, such as a channel that an activation not zero at zero (a sigmoid) turns into a constant.
+    """
+    order = {f.name: i for i, f in enumerate(model.found)}
+    layers = [f.name for f in model.found if f.refused is None and all(order[c] > order[f.name] for c in f.coupled)]
+    if not layers:
+        return {}
+    model.double().eval()
+    example = example.double()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+                for t, low, high in ((m.weight, 0.5, 1.5), (m.bias, -1, 1), (m.running_mean, -1, 1), (m.running_var, 0.5, 2)):
+                    t.copy_(torch.empty_like(t).uniform_(low, high, generator=generator))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def difference(names: list[str]) -> float:
+        model.load_state_dict(state)
+        with torch.no_grad():
+            for name in names:
+                p = model.prunable()[name]
+                half = torch.zeros(p.channels, dtype=torch.bool)
+                half[torch.randperm(p.channels, generator=generator)[: p.channels // 2]] = True
+                for param, _, positions in p.packed():
+                    param[half if positions is None else positions[half]] = 0
+                for w in p.writers():
+                    w.mask.mask[half] = 0
+                    w.mask.active = True
+        try:
+            cut = physical(model, example)  # Torch-Pruning traces through autograd: not under no_grad
+            with torch.no_grad():
+                return float((model(example) - cut(example)).abs().max())
+        except RuntimeError:  # the cut model does not run: as bad as any difference
+            return float("inf")
+        finally:
+            for p in model.prunable().values():
+                p.mask.active = False
+
+    if difference(layers) <= tolerance:
+        return {}
+    out = {}
+    for name in layers:
+        d = difference([name])
+        if not d <= tolerance:
+            out[name] = (f"removing its channels changes the model's output by {d:.1e} (with them zeroed as pruning "
+                         "zeroes them): a pruned channel would not be zero everywhere it is read (an activation that "
+                         "is not zero at zero, say)")
+    return out
+
+
 # --- measurements ---------------------------------------------------------------------
 
 

@@ -4,19 +4,31 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from gstc.runtime.models import build_model
 
 
 def layer_table(arch: str, args: dict, width: float, channels: int, size: tuple[int, int], classes: int) -> list[dict]:
     """The layers of a non-built-in architecture as `gstc layers` lists them: name, filters, after, groups, and
     where there are any, coupled layers, followers and why it is refused."""
-    return build_model(arch, width, classes, channels=channels, size=size, args=args).table()
+    return layer_model(arch, args, channels, size, classes)[0]
 
 
 def layer_model(arch: str, args: dict, channels: int, size: tuple[int, int], classes: int) -> tuple[list[dict], dict]:
-    """The layer table and the cost (`Cost.to_json`) of a non-built-in architecture."""
+    """The layer table and the cost (`Cost.to_json`) of a non-built-in architecture; a layer whose removal the
+    model's own output shows not to be what its masks compute is refused too (`export.inexact_layers`)."""
+    from gstc.runtime.export import inexact_layers
+
     model = build_model(arch, 1.0, classes, channels=channels, size=size, args=args)
-    return model.table(), model.cost.to_json()
+    rows, cost = model.table(), model.cost.to_json()
+    inexact = inexact_layers(model, torch.randn(2, channels, *size, generator=torch.Generator().manual_seed(0)))
+    for row in rows:
+        why = inexact.get(row["name"]) or next((inexact[c] for c in row.get("coupled", ()) if c in inexact), None)
+        if why:
+            row.update(refused=why)
+            row.pop("followers", None)
+    return rows, cost
 
 
 def layer_files(models: list[tuple[Any, str]]) -> dict[str, list[dict]]:

@@ -5,6 +5,7 @@
   conv with a bias and no BN (masked after the conv).
 - `BlockNet`: an inverted residual block: followers (a depthwise conv, a gate) and coupled layers.
 - `FunctionalNorm`: a norm called as a function on parameters of the model's own.
+- `SigmoidNet`: a sigmoid after a conv's BN (a zeroed channel becomes 0.5).
 - `Untraceable`: a net with control flow on a tensor's value, which torch.fx cannot trace (Torch-Pruning
   follows one real forward pass, so it finds its layers).
 - `widevgg`: a builder function, registered as a plugin by a test.
@@ -86,6 +87,20 @@ class FunctionalNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = nn.functional.batch_norm(self.conv(x), self.mean, self.var, self.scale, self.shift, self.training)
         return self.fc(torch.relu(self.head(torch.relu(x))).mean((2, 3)))
+
+
+class SigmoidNet(nn.Module):
+    """A conv whose BN output goes through a sigmoid: a zeroed channel reaches the next conv as 0.5."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3):
+        super().__init__()
+        self.a, self.a_bn = nn.Conv2d(in_channels, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.b = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.sigmoid(self.a_bn(self.a(x)))
+        return self.fc(torch.relu(self.b(x)).mean((2, 3)))
 
 
 class Untraceable(nn.Module):

@@ -146,6 +146,13 @@ def test_followers_coupled_layers_and_refusals_of_an_own_module():
     assert "these channels reach scale, a parameter used outside a module" in functional[0]["refused"]
 
 
+def test_a_layer_whose_removal_would_change_the_output_is_refused():
+    """No rule names a sigmoid after a BN; the model's own output does: a zeroed channel comes out as 0.5."""
+    rows = {r["name"]: r for r in layer_table("own_modules:SigmoidNet", {}, 1.0, 3, (8, 8), 4)}
+    assert "removing its channels changes the model's output by" in rows["a"]["refused"]
+    assert "refused" not in rows["b"]
+
+
 def test_a_model_torch_fx_cannot_trace_is_followed_through_a_real_forward_pass():
     model = build_external("own_modules:Untraceable", {}, 4, 3, (8, 8))
     assert [(r["name"], r["after"], r.get("refused")) for r in model.table()] == [("a", "bn", None), ("b", "conv", None)]
