@@ -295,6 +295,25 @@ def test_ebn_on_a_layer_without_bn_is_a_spec_error(tmp_path):
 def test_validate_needs_the_layer_file_and_run_refuses_a_stale_one(tmp_path):
     spec = spec_for(tmp_path, "own_modules:GroupedNet", "plain")
     missing = cli("validate", str(spec))
+    assert missing.returncode == 1 and "own.layers.json does not exist" in missing.stderr and "--write" in missing.stderr
+    write_layers(spec)
+    ids = [r.id for r in compile_file(str(spec)).runs]
+    # The file no longer says what the model is (12 -> 10 filters in `plain`): other ids, and refused at run time.
+    table = tmp_path / "own.layers.json"
+    table.write_text(table.read_text().replace('"filters": 12', '"filters": 10'))
+    assert [r.id for r in compile_file(str(spec)).runs] != ids
+    stale = cli("run", str(spec), "--out", str(tmp_path / "r"), "--device", "cpu")
+    assert stale.returncode == 1 and "Traceback" not in stale.output
+    assert "plain (10)" in stale.stderr and "gstc layers SPEC --write" in stale.stderr
+    write_layers(spec)  # rewritten from the model: the ids it had
+    assert [r.id for r in compile_file(str(spec)).runs] == ids
+
+
+@SLOW
+def test_a_changed_model_is_refused_until_its_layer_file_is_rewritten(tmp_path):
+    # In processes of their own: the edited model file is imported afresh there.
+    spec = spec_for(tmp_path, "own_modules:GroupedNet", "plain")
+    missing = cli("validate", str(spec))
     assert missing.returncode == 1
     assert "own.layers.json does not exist" in missing.stderr and "gstc layers" in missing.stderr and "--write" in missing.stderr
     write_layers(spec)
