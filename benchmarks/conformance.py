@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from gstc import archs  # noqa: E402
 from gstc.compile import compile_file  # noqa: E402
-from gstc.runtime.export import dense, latency, macs, physical  # noqa: E402
+from gstc.runtime.export import dense, latency, macs, physical, randomize_norms  # noqa: E402
 from gstc.runtime.layer_files import layer_model  # noqa: E402
 from gstc.runtime.models import build_model  # noqa: E402
 from gstc.runtime.prune import Pruner  # noqa: E402
@@ -82,16 +82,6 @@ def _spec(folder: Path, arch: str, args: dict, accepted: list[str]) -> Path:
     return spec
 
 
-def _randomize(model: nn.Module, generator: torch.Generator) -> None:
-    """Norms as training leaves them: scales, shifts and running statistics away from their initial 1 and 0."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                for t, low, high in ((m.weight, 0.5, 1.5), (m.bias, -1, 1), (m.running_mean, -1, 1), (m.running_var, 0.5, 2)):
-                    if t is not None:
-                        t.copy_(torch.empty_like(t).uniform_(low, high, generator=generator))
-
-
 def half_pruned(name: str, folder: Path, seed: int = 0) -> tuple[nn.Module, list[dict]]:
     """Model `name` with 50% of every accepted layer pruned at initialization; its layer table."""
     arch, args = MODELS[name]
@@ -105,7 +95,7 @@ def half_pruned(name: str, folder: Path, seed: int = 0) -> tuple[nn.Module, list
     config, run = plan.configs[0], plan.runs[0]
     torch.manual_seed(seed)
     model = build_model(arch, 1.0, CLASSES, layers=config.layers, channels=SHAPE[0], size=SHAPE[1:], args=args)
-    _randomize(model, torch.Generator().manual_seed(seed))
+    randomize_norms(model, torch.Generator().manual_seed(seed))
     Pruner(model, config, seed).apply(0, run.events, 1, torch.Generator().manual_seed(seed))
     return model.eval(), rows
 

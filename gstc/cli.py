@@ -600,28 +600,15 @@ def export_model(
     parameters, MACs and CPU latency against the unpruned model."""
     _need_torch("gstc export-model")
     from gstc.manifest import ResultsDir
-    from gstc.runtime.export_run import ExportError, export_run
+    from gstc.runtime.export_run import export_run, summary
 
     try:
-        r = export_run(ResultsDir(out), run_id, batch=batch)
-    except (ExportError, ValueError) as exc:
+        report = export_run(ResultsDir(out), run_id, batch=batch)
+    except ValueError as exc:  # ExportError, and a model or dataset that cannot be built
         _fail([SpecError("<command line>", 1, 1, "", str(exc))])
-    from rich.table import Table
-
-    t = Table(title=f"run {r['run']} ({r['config']}, seed {r['seed']}), epoch {r['epoch']} of {r['epochs']}",
-              title_justify="left")
-    for col in ("", "unpruned", "exported", "ratio"):
-        t.add_column(col, justify="right" if col else "left")
-    lat = r["latency_s"]
-    for label, a, b in (("parameters", r["params"]["unpruned"], r["params"]["exported"]),
-                        ("MACs per image", r["macs"]["unpruned"], r["macs"]["exported"])):
-        t.add_row(label, f"{a:,}", f"{b:,}", f"{b / a:.3f}")
-    t.add_row(f"CPU ms per batch of {lat['batch']}", f"{1e3 * lat['unpruned']:.2f}", f"{1e3 * lat['exported']:.2f}",
-              f"{lat['exported'] / lat['unpruned']:.3f}")
     console = _console()
-    console.print(t)
-    console.print(f"largest output difference from the masked model (float64): {r['max_output_difference']:.1e}")
-    console.print(f"wrote {r['file']} (torch.export.load(path).module() runs it) and export.json beside it")
+    for part in summary(report):
+        console.print(part)
 
 
 @app.command()

@@ -26,7 +26,7 @@ from typing import Any, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from gstc import FORMAT, archs, selection
-from gstc.costs import Cost, live_after
+from gstc.costs import Cost, before_after
 from gstc.datasets import known_shape
 from gstc.errors import SpecError, SpecErrors, did_you_mean, dotted, show
 from gstc.ids import LOCATION_FIELDS, canonical, digest, run_id
@@ -617,14 +617,6 @@ def _plan_layers(table: list[archs.Layer]) -> list[PlanLayer]:
                       followers=list(l.followers), refused=l.refused) for l in table]
 
 
-def _counts(cost: Cost | None, layers: list[PlanLayer], schedules: list[LayerSchedule]) -> Counts | None:
-    if cost is None:
-        return None
-    before = cost.count({layer.name: layer.filters for layer in layers})
-    after = cost.count(live_after(layers, schedules))
-    return Counts(params=[before[0], after[0]], macs=[before[1], after[1]])
-
-
 def check(doc: Document, sets: list[tuple[str, Any]] | None = None,
           tables: LayerTables | None = None) -> tuple[Plan | None, list[SpecError]]:
     """Validate and compile a loaded spec; (plan, []) or (None, every error).
@@ -747,11 +739,12 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None,
                                          "remove one")], config=cid)
                 continue
             by_hash[chash] = cid
-            layers = _plan_layers(table)
-            configs.append(PlanConfig(
-                id=cid, variant=variant, point=applied, hash=chash, resolved=cfg,
-                layers=layers, schedules=schedules, counts=_counts(tables.cost(cfg, doc.file), layers, schedules),
-            ))
+            layers, cost, counts = _plan_layers(table), tables.cost(cfg, doc.file), None
+            if cost is not None:
+                params, macs = before_after(cost, layers, schedules)
+                counts = Counts(params=params, macs=macs)
+            configs.append(PlanConfig(id=cid, variant=variant, point=applied, hash=chash, resolved=cfg, layers=layers,
+                                      schedules=schedules, counts=counts))
     for path, ok in applies.items():
         if not ok:
             zipped = isinstance(sweep.get("zip"), dict) and path in sweep["zip"]

@@ -102,6 +102,13 @@ def live_after(layers: list, schedules: list) -> dict[str, int]:
     return live
 
 
+def before_after(cost: Cost, layers: list, schedules: list) -> tuple[list[int], list[int]]:
+    """([parameters unpruned, after the last event], [MACs unpruned, after]) of a configuration."""
+    before = cost.count({layer.name: layer.filters for layer in layers})
+    after = cost.count(live_after(layers, schedules))
+    return [before[0], after[0]], [before[1], after[1]]
+
+
 # --- the built-in architectures ------------------------------------------------------
 
 

@@ -112,6 +112,16 @@ class Discovered(nn.Module):
             rows.append(row)
         return rows
 
+    def leaders(self) -> list[str]:
+        """The prunable layers that stand for their group: each one not coupled, and the first of coupled ones."""
+        seen: set[str] = set()
+        out = []
+        for f in self.found:
+            if f.refused is None and f.name not in seen:
+                out.append(f.name)
+                seen.update(f.coupled)
+        return out
+
     def prunable(self, member: int = 0) -> dict[str, Prunable]:
         """Every listed conv as the pruner sees it; a prunable one with its followers and coupled layers."""
         own = {f.name: Prunable(f.conv, f.bn, self.masks[_key(f.name)]) for f in self.found}

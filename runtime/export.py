@@ -36,22 +36,14 @@ from gstc.runtime.models import VGG11, BasicBlock, ResNet
 
 def removed_channels(model: nn.Module) -> dict[str, list[int]]:
     """Per prunable layer with removed channels (coupled layers: the first one): their indices, ascending."""
+    prunable = model.prunable()
+    names = model.leaders() if isinstance(model, Discovered) else list(prunable)
     out = {}
-    for name, p in model.prunable().items():
-        idx = (p.mask_values == 0).nonzero().flatten().tolist()
+    for name in names:
+        idx = (prunable[name].mask_values == 0).nonzero().flatten().tolist()
         if idx:
             out[name] = idx
-    return _first_of_coupled(model, out)
-
-
-def _first_of_coupled(model: nn.Module, removed: dict[str, list[int]]) -> dict[str, list[int]]:
-    if not isinstance(model, Discovered):
-        return removed
-    first: dict[str, str] = {}
-    for f in model.found:
-        for name in (f.name, *f.coupled):
-            first.setdefault(name, f.name)
-    return {name: idx for name, idx in removed.items() if first.get(name, name) == name}
+    return out
 
 
 def dense(model: nn.Module) -> nn.Module:
@@ -228,6 +220,17 @@ def _resnet(model: ResNet, removed: dict[str, list[int]]) -> nn.Module:
 # --- checking a model's layers ----------------------------------------------------------
 
 
+def randomize_norms(model: nn.Module, generator: torch.Generator) -> None:
+    """Norms as training leaves them: scales, shifts and running statistics away from their initial 1 and 0, so
+    that a norm a pruned channel reaches cannot hide behind its initial zero shift."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                for t, low, high in ((m.weight, 0.5, 1.5), (m.bias, -1, 1), (m.running_mean, -1, 1), (m.running_var, 0.5, 2)):
+                    if t is not None:
+                        t.copy_(torch.empty_like(t).uniform_(low, high, generator=generator))
+
+
 def inexact_layers(model: Discovered, example: torch.Tensor, tolerance: float = 1e-6) -> dict[str, str]:
     """The prunable layers of `model` whose removal is not what their masks compute: {layer: why}.
 
@@ -237,18 +240,13 @@ def inexact_layers(model: Discovered, example: torch.Tensor, tolerance: float = 
     (its weights are changed): give it one built for the purpose. It catches what no rule of gstc.runtime.graph
     names, such as a channel that an activation not zero at zero (a sigmoid) turns into a constant.
     """
-    order = {f.name: i for i, f in enumerate(model.found)}
-    layers = [f.name for f in model.found if f.refused is None and all(order[c] > order[f.name] for c in f.coupled)]
+    layers = model.leaders()
     if not layers:
         return {}
     model.double().eval()
     example = example.double()
     generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
-                for t, low, high in ((m.weight, 0.5, 1.5), (m.bias, -1, 1), (m.running_mean, -1, 1), (m.running_var, 0.5, 2)):
-                    t.copy_(torch.empty_like(t).uniform_(low, high, generator=generator))
+    randomize_norms(model, generator)
     state = {k: v.clone() for k, v in model.state_dict().items()}
 
     def difference(names: list[str]) -> float:

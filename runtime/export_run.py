@@ -96,3 +96,22 @@ def _save(module: torch.nn.Module, example: torch.Tensor, path: Path) -> Path:
         program = torch.export.export(module.eval(), (example,))
     torch.export.save(program, str(path))
     return path
+
+
+def summary(report: dict[str, Any]) -> list[Any]:
+    """What `gstc export-model` prints of an export: a table of the two models, and two lines."""
+    from rich.table import Table
+
+    r = report
+    t = Table(title=f"run {r['run']} ({r['config']}, seed {r['seed']}), epoch {r['epoch']} of {r['epochs']}",
+              title_justify="left")
+    for col in ("", "unpruned", "exported", "ratio"):
+        t.add_column(col, justify="right" if col else "left")
+    for label, key in (("parameters", "params"), ("MACs per image", "macs")):
+        a, b = r[key]["unpruned"], r[key]["exported"]
+        t.add_row(label, f"{a:,}", f"{b:,}", f"{b / a:.3f}")
+    lat = r["latency_s"]
+    t.add_row(f"CPU ms per batch of {lat['batch']}", f"{1e3 * lat['unpruned']:.2f}", f"{1e3 * lat['exported']:.2f}",
+              f"{lat['exported'] / lat['unpruned']:.3f}")
+    return [t, f"largest output difference from the masked model (float64): {r['max_output_difference']:.1e}",
+            f"wrote {r['file']} (torch.export.load(path).module() runs it) and export.json beside it"]

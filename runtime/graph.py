@@ -72,7 +72,6 @@ class Group:
     """One conv's channels as the graph sees them (see the module docstring)."""
 
     writers: list[str]  # full convs writing the channels, module order: the coupled layers
-    norms: dict[str, str | None]  # writer -> the BN its output goes straight into (the mask site), or None
     followers: list[Site] = field(default_factory=list)
     refused: str | None = None
     out_dims: dict[str, int] = field(default_factory=dict)  # module -> positions of its output dim per channel
@@ -203,7 +202,7 @@ def analyze(model: nn.Module, example: torch.Tensor) -> Graph:
         conv = modules[name]
         pruner = dg.get_pruner_of_module(conv)
         group = dg.get_pruning_group(conv, pruner.prune_out_channels, idxs=list(range(conv.out_channels)))
-        found = _group(dg, group, names, conv.out_channels, trace)
+        found = _group(dg, group, names, conv.out_channels, trace, graph.norms)
         for writer in found.writers:
             graph.groups[writer] = found
         for site in found.followers:
@@ -218,12 +217,11 @@ def analyze(model: nn.Module, example: torch.Tensor) -> Graph:
     return graph
 
 
-def _group(dg: Any, group: Any, names: dict, n: int, trace: Trace) -> Group:
-    """The writers, followers and refusal of one Torch-Pruning group of `n` channels."""
+def _group(dg: Any, group: Any, names: dict, n: int, trace: Trace, norms: dict[str, str | None]) -> Group:
+    """The writers, followers and refusal of one Torch-Pruning group of `n` channels; `norms`: each conv's BN."""
     writers: list[str] = []
-    norms: dict[str, str | None] = {}
     outs: list[tuple[str, nn.Module, list[int]]] = []
-    found = Group(writers=writers, norms=norms)
+    found = Group(writers=writers)
     problems: list[str] = []
     readers = 0
     for item in group.items:
@@ -248,9 +246,7 @@ def _group(dg: Any, group: Any, names: dict, n: int, trace: Trace) -> Group:
     for name, module, idxs in outs:
         if isinstance(module, nn.Conv2d) and module.groups == 1 and not _gate(dg.module2node[module]):
             writers.append(name)
-            bn = _norm_after(dg.module2node[module])
-            norms[name] = names[bn] if bn is not None else None
-    own = set(writers) | {b for b in norms.values() if b}
+    own = set(writers) | {norms[w] for w in writers if norms.get(w)}
     for name, module, idxs in outs:
         if name not in own:
             if len(idxs) != n:
