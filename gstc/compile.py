@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import fnmatch
 import itertools
 import json
 import math
@@ -20,20 +19,20 @@ import pathlib
 import re
 import types
 import typing
-from fractions import Fraction
 from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from gstc import FORMAT, archs, selection
-from gstc.costs import Cost, before_after
+from gstc import FORMAT, archs
+from gstc.costs import Cost, before_after, nonzero_after
 from gstc.datasets import known_shape
 from gstc.errors import SpecError, SpecErrors, did_you_mean, dotted, show
 from gstc.ids import LOCATION_FIELDS, canonical, digest, run_id
 from gstc.load import Document, load_file
+from gstc.plugins import Choice
 from gstc.plan import Counts, LayerSchedule, Plan, PlanConfig, PlanEvent, PlanLayer, PlanRun
-from gstc.spec import (CONFIG_FIELDS, VARIANT_PATTERN, BaseConfig, LayerEntry, PruneSpec, ScheduleSpec,
-                       Spec, SpecHeader)
+from gstc.schedules import compile_prune, kept_counts  # noqa: F401  (kept_counts: the paper's rule, tested here)
+from gstc.spec import CONFIG_FIELDS, VARIANT_PATTERN, BaseConfig, Spec, SpecHeader
 
 MAX_CONFIGS = 10_000
 MAX_RUNS = 100_000
@@ -74,7 +73,8 @@ def _unwrap(tp: Any) -> list[Any]:
 
 
 def _is_model(tp: Any) -> bool:
-    return isinstance(tp, type) and issubclass(tp, BaseModel)
+    """A section with keys of its own; a plugin's choice (gstc.plugins.Choice) is one value, overridden whole."""
+    return isinstance(tp, type) and issubclass(tp, BaseModel) and not issubclass(tp, Choice)
 
 
 def _step(current: list[Any], part: str | int) -> list[Any]:
@@ -310,146 +310,6 @@ def _validate(model: type[BaseModel], doc: Document, messages: type[BaseModel] |
         return None, _convert(exc, doc, messages or model)
 
 
-# --- schedules and filter counts -----------------------------------------------------
-
-
-def _exact(value: float) -> Fraction:
-    """The decimal the user wrote (0.3 -> 3/10), not the binary float's expansion."""
-    return Fraction(repr(value))
-
-
-def kept_counts(filters: int, amount: Fraction, events: int) -> list[int]:
-    """Filters kept after each event: the last keeps ceil((1 - amount) x filters), and event i of n keeps
-    ceil(final + (filters - final) x (n - i) / n), so every event removes about the same number."""
-    final = math.ceil((1 - amount) * filters)
-    span = filters - final  # ceil(final + span * (events - i) / events), in integers: fast for many events
-    return [final - (-span * (events - i) // events) for i in range(1, events + 1)]
-
-
-def _match(select: str, names: list[str]) -> list[str]:
-    if any(ch in select for ch in "*?["):
-        return [n for n in names if fnmatch.fnmatchcase(n, select)]
-    return [select] if select in names else []
-
-
-def _event_epochs(entry: LayerEntry, default: ScheduleSpec | None) -> tuple[list[int] | None, str | None, str]:
-    """(epochs, error, which schedule field to blame) for one layer entry."""
-    own = entry.schedule
-    if own is not None and own.epochs is not None:
-        return sorted(own.epochs), None, "own"
-    if own is None and default is not None and default.epochs is not None:
-        return sorted(default.epochs), None, "default"
-    if own is not None and default is not None and default.epochs is not None:
-        return None, ("prune.schedule lists `epochs`, which cannot merge with this entry's own start/end/every; "
-                      "give this entry `epochs: [...]` too, or use start/end/every in prune.schedule"), "own"
-    pick = lambda f: getattr(own, f) if own is not None and getattr(own, f) is not None else (getattr(default, f) if default else None)  # noqa: E731
-    start, end, every = pick("start"), pick("end"), pick("every")
-    blame = "own" if own is not None else "default"
-    if start is None:
-        return None, "no schedule: give this entry or prune.schedule a `start` (or `epochs: [...]`)", blame
-    end = start if end is None else end
-    if start > end:
-        return None, f"start ({start}) is after end ({end})", blame
-    if every is None and end > start:
-        return None, f"`every` is needed for events from {start} to {end}", blame
-    return range(start, end + 1, every or 1), None, blame  # a range: `end` may be huge (checked by the caller)
-
-
-def _compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document) -> tuple[list[LayerSchedule], list[SpecError]]:
-    """Checks that span sections or need the layer table, then the per-layer schedules."""
-    errors: list[SpecError] = []
-    late = [m for m in cfg.train.lr_schedule.milestones if m >= cfg.train.epochs]
-    if late:
-        errors.append(doc.error(("train", "lr_schedule", "milestones"), f"milestones {late} never take effect: "
-                                f"training has {cfg.train.epochs} epochs (train.epochs); a milestone must be below it"))
-    prune: PruneSpec | None = cfg.prune
-    if prune is None:
-        return [], errors
-    names = [layer.name for layer in table]
-    by_name = {layer.name: layer for layer in table}
-    filters = {layer.name: layer.filters for layer in table}
-    after = {layer.name: layer.after for layer in table}
-    chosen: dict[str, int] = {}
-    out: list[LayerSchedule] = []
-    for i, entry in enumerate(prune.layers):
-        at = ("prune", "layers", i)
-        err = lambda path, msg: errors.append(doc.error(path, msg))  # noqa: E731
-        matched = _match(entry.select, names)
-        if not matched:
-            kind = "glob" if any(ch in entry.select for ch in "*?[") else "name"
-            err(at + ("select",), f"{kind} {entry.select!r} matches no prunable layer of {cfg.model.arch}"
-                f"{did_you_mean(entry.select, names)}; `gstc layers {cfg.model.arch}` lists them")
-        for name in matched:
-            if name in chosen:
-                err(at + ("select",), f"layer {name!r} is already selected by prune.layers[{chosen[name]}]; "
-                                      "a layer may be selected once")
-        matched = [n for n in matched if n not in chosen]
-        chosen.update({n: i for n in matched})
-        problem = selection.refused(matched, by_name)
-        if problem:
-            err(at + ("select",), problem)
-            continue
-
-        epochs, problem, blame = _event_epochs(entry, prune.schedule)
-        sched_path = at + ("schedule",) if blame == "own" else ("prune", "schedule") if prune.schedule else at
-        if problem:
-            err(sched_path, problem)
-            continue
-        inside = list(itertools.takewhile(lambda e: e <= cfg.train.epochs, epochs))  # epochs are sorted
-        outside = list(epochs[len(inside):][:6])
-        epochs = inside
-        if outside:
-            err(sched_path, f"event epochs {outside[:5]}{'...' if len(outside) > 5 else ''} are outside "
-                            f"0..{cfg.train.epochs} (train.epochs, line {doc.where(('train', 'epochs'))[0]})")
-            continue
-
-        amount, rate = entry.amount, entry.rate
-        src_a = at + ("amount",) if amount is not None else ("prune", "amount")
-        src_r = at + ("rate",) if rate is not None else ("prune", "rate")
-        amount = prune.amount if amount is None else amount
-        rate = prune.rate if rate is None else rate
-        if amount is not None and rate is not None:
-            err(src_a if src_a[:3] == at else src_r, f"both amount (at {dotted(src_a)}) and rate (at {dotted(src_r)}) "
-                                                     "apply to this entry; give one")
-            continue
-        if amount is None and rate is None:
-            err(at, "give `amount` (total fraction removed) or `rate` (fraction per event), here or in prune")
-            continue
-        n = len(epochs)
-        total = _exact(amount) if amount is not None else _exact(rate) * n
-        if total >= 1:
-            err(src_r, f"rate {rate} x {n} events = {float(total):g}: that removes every filter; "
-                       "the total must stay below 1")
-            continue
-        if (entry.scoring or prune.scoring) == "activation_l1" and epochs and epochs[0] == 0:
-            err(at + ("scoring",) if entry.scoring else ("prune", "scoring"),
-                "activation_l1 scores come from training batches, so they cannot choose filters at epoch 0 "
-                "(before any training); use a weight scoring such as l1 for scratch pruning")
-            continue
-        score = entry.scoring or prune.scoring
-        no_bn = [name for name in matched if after[name] != "bn"]
-        if score in ("ebn", "ebn_alt") and no_bn:
-            err(at + ("scoring",) if entry.scoring else ("prune", "scoring"),
-                f"{score} scores a filter by its BN's scale and shift, and no BatchNorm2d follows "
-                f"{', '.join(no_bn[:3])}{' ...' if len(no_bn) > 3 else ''}; use a weight scoring such as l1")
-            continue
-        for name in matched:
-            kept = kept_counts(filters[name], total, n)
-            pruned = [a - b for a, b in zip([filters[name]] + kept, kept)]
-            out.append(LayerSchedule(
-                layer=name, filters=filters[name], entry=i,
-                scoring=entry.scoring or prune.scoring,
-                target=entry.target or prune.target,
-                mode=entry.mode or prune.mode,
-                epochs=epochs, amount=float(total), rate=float(total / n), pruned=pruned, kept=kept,
-            ))
-    order = {name: k for k, name in enumerate(names)}
-    out.sort(key=lambda s: order[s.layer])
-    if not errors:
-        errors += [doc.error(("prune", "layers", i, "select"), msg) for i, msg in selection.coupling(out, by_name)]
-    return out, errors
-
-
 # --- layer tables --------------------------------------------------------------------
 
 
@@ -524,7 +384,8 @@ def layer_file_path(spec_file: str, layers: str | None) -> "pathlib.Path":
 # --- hashing -------------------------------------------------------------------------
 
 
-def _semantic(cfg: BaseConfig, schedules: list[LayerSchedule], table: list[archs.Layer] = ()) -> dict:
+def _semantic(cfg: BaseConfig, schedules: list[LayerSchedule], table: list[archs.Layer] = (),
+              scorings: dict[str, Any] | None = None) -> dict:
     """What decides a run's numbers: the resolved configuration, with pruning as the
     compiled per-layer events (so a glob and the names it matches hash alike) and
     without where the data lies (gstc.ids: fields added later hash only when set)."""
@@ -532,9 +393,15 @@ def _semantic(cfg: BaseConfig, schedules: list[LayerSchedule], table: list[archs
     # A layer pruned with others (coupled layers, followers) prunes more than its own filters: that is part of
     # what it does, named only where there is any, so that a layer pruned alone keeps the id it always had.
     joint = {l.name: sorted([*l.coupled, *l.followers]) for l in table if l.coupled or l.followers}
+    # A scoring hashes as its name and the parameters that differ from its defaults (gstc.plugins.Loaded.hash_form);
+    # a new granularity or scope is named only where it is not the filter-by-layer pruning ids always meant.
+    scorings = scorings or {}
     prune = [
-        {"layer": s.layer, "scoring": s.scoring, "target": s.target, "mode": canonical(s.mode),
-         "events": [[e, p] for e, p in zip(s.epochs, s.pruned) if p > 0], **({"with": joint[s.layer]} if s.layer in joint else {})}
+        {"layer": s.layer, "scoring": scorings.get(s.layer, canonical(s.scoring)), "target": s.target,
+         "mode": canonical(s.mode), "events": [[e, p] for e, p in zip(s.epochs, s.pruned) if p > 0],
+         **({"with": joint[s.layer]} if s.layer in joint and s.granularity == "filter" else {}),
+         **({"granularity": s.granularity} if s.granularity != "filter" else {}),
+         **({"scope": s.scope, "group": s.group} if s.scope != "layer" else {})}
         for s in schedules
     ]
     model = {k: v for k, v in canonical(cfg.model).items() if k != "layers"}  # where the table lies: not hashed
@@ -544,8 +411,9 @@ def _semantic(cfg: BaseConfig, schedules: list[LayerSchedule], table: list[archs
             "measure": canonical(cfg.measure), "prune": prune}
 
 
-def config_hash(cfg: BaseConfig, schedules: list[LayerSchedule], table: list[archs.Layer] = ()) -> str:
-    return digest(_semantic(cfg, schedules, table), 16)
+def config_hash(cfg: BaseConfig, schedules: list[LayerSchedule], table: list[archs.Layer] = (),
+                scorings: dict[str, Any] | None = None) -> str:
+    return digest(_semantic(cfg, schedules, table, scorings), 16)
 
 
 # --- the pipeline --------------------------------------------------------------------
@@ -627,6 +495,7 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None,
     """
     collected = _Collected()
     tables = tables or LayerTables()
+    search = [str(pathlib.Path(doc.file).resolve().parent)]  # a module:attribute plugin next to the spec
     base_doc = doc
     if sets:  # --set PATH=VALUE from the command line: applied to the base, validated like overrides
         base_doc = Document(doc.file, copy.deepcopy(doc.data), dict(doc.positions), dict(doc.key_positions))
@@ -728,21 +597,22 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None,
             collected.add(errs, config=cid)
             if table is None:
                 continue
-            schedules, errs = _compile_prune(cfg, table, pdoc)
+            cost = tables.cost(cfg, doc.file)
+            schedules, scorings, errs = compile_prune(cfg, table, pdoc, cost.fanin if cost is not None else None, search)
             collected.add(errs, config=cid)
             if errs:
                 continue
-            chash = config_hash(cfg, schedules, table)
+            chash = config_hash(cfg, schedules, table, scorings)
             if chash in by_hash:
                 collected.add([doc.error(("variants", variant) if variants else ("sweep",) if applied else (),
                                          f"configuration {cid!r} resolves to the same runs as {by_hash[chash]!r}; "
                                          "remove one")], config=cid)
                 continue
             by_hash[chash] = cid
-            layers, cost, counts = _plan_layers(table), tables.cost(cfg, doc.file), None
+            layers, counts = _plan_layers(table), None
             if cost is not None:
                 params, macs = before_after(cost, layers, schedules)
-                counts = Counts(params=params, macs=macs)
+                counts = Counts(params=params, macs=macs, nonzero=nonzero_after(params, schedules))
             configs.append(PlanConfig(id=cid, variant=variant, point=applied, hash=chash, resolved=cfg, layers=layers,
                                       schedules=schedules, counts=counts))
     for path, ok in applies.items():
@@ -765,8 +635,9 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None,
     for c in configs:
         order = {layer.name: k for k, layer in enumerate(c.layers)}
         events = sorted(
-            (PlanEvent(epoch=e, layer=s.layer, prune=p, kept=k, of=s.filters)
-             for s in c.schedules for e, p, k in zip(s.epochs, s.pruned, s.kept) if p > 0),
+            (PlanEvent(epoch=e, layer=s.layer, prune=p, kept=k, of=s.kept[0] + s.pruned[0], group=s.group)
+             for s in c.schedules for e, p, k in zip(s.epochs, s.pruned, s.kept)
+             if p > 0 and (not s.group or s.group[0] == s.layer)),  # a global group's event: once, by its first
             key=lambda ev: (ev.epoch, order[ev.layer]),
         )
         for seed in seeds:
@@ -781,7 +652,8 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None,
         spec_hash = digest({**canonical(base), **canonical(header)}, 16)
         table, _ = tables.table(base, Document(doc.file, config_raw, {}, {}))
         base_layers = _plan_layers(table) if table is not None else configs[0].layers
-    imports = any(":" in c.resolved.model.arch or ":" in c.resolved.data.dataset for c in configs)  # module:attribute
+    imports = any(":" in c.resolved.model.arch or ":" in c.resolved.data.dataset
+                  or any(":" in s.scoring.name for s in c.schedules) for c in configs)  # module:attribute
     paths = [str(pathlib.Path(doc.file).resolve().parent)] if imports else []
     plan = Plan(gstc=FORMAT, spec=header.name, spec_hash=spec_hash, description=header.description,
                 layers=base_layers, configs=configs, runs=runs, paths=paths)

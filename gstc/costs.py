@@ -52,6 +52,8 @@ class Term(Frozen):
 class Cost(Frozen):
     params: list[Term] = Field(description="One term per parameter tensor (terms of one shape merged).")
     macs: list[Term] = Field(description="One term per convolution or dense layer, per image.")
+    fanin: dict[str, int] = Field(default_factory=dict, description="Weights per filter of each conv of the layer "
+                                  "table (input channels / groups x kernel area): a layer's weights are filters x fanin.")
 
     def count(self, live: dict[str, int]) -> tuple[int, int]:
         """(parameters, MACs per image) with `live` filters per prunable layer."""
@@ -62,14 +64,16 @@ class Cost(Frozen):
         def dim(d: Dim | None) -> list | None:
             return None if d is None else [d.fixed, d.per]
         return {"params": [[t.k, dim(t.out), dim(t.inp)] for t in self.params],
-                "macs": [[t.k, dim(t.out), dim(t.inp)] for t in self.macs]}
+                "macs": [[t.k, dim(t.out), dim(t.inp)] for t in self.macs],
+                **({"fanin": self.fanin} if self.fanin else {})}
 
     @classmethod
     def from_json(cls, data: dict) -> "Cost":
         def dim(d: list | None) -> Dim | None:
             return None if d is None else Dim(fixed=int(d[0]), per={str(k): int(v) for k, v in d[1].items()})
         return cls(params=[Term(k=int(k), out=dim(o), inp=dim(i)) for k, o, i in data["params"]],
-                   macs=[Term(k=int(k), out=dim(o), inp=dim(i)) for k, o, i in data["macs"]])
+                   macs=[Term(k=int(k), out=dim(o), inp=dim(i)) for k, o, i in data["macs"]],
+                   fanin={str(k): int(v) for k, v in data.get("fanin", {}).items()})
 
 
 def merged(terms: Iterable[Term]) -> list[Term]:
@@ -97,9 +101,25 @@ def live_after(layers: list, schedules: list) -> dict[str, int]:
     `include_bn: false` (their BN's shift still reaches the readers), stay."""
     live = {layer.name: layer.filters for layer in layers}
     for s in schedules:
-        if s.mode.kind == "prune" and s.mode.include_bn and s.kept:
+        if s.granularity == "filter" and s.mode.kind == "prune" and s.mode.include_bn and s.kept:
             live[s.layer] = s.kept[-1]
     return live
+
+
+def nonzero_after(params: list[int], schedules: list) -> list[int] | None:
+    """Weight granularity: [parameters, parameters not held at zero after the last event]; None where every
+    schedule prunes filters (their count is `params`). A global group's counts are counted once."""
+    weights = [s for s in schedules if s.granularity == "weight" and s.mode.kind == "prune" and s.kept]
+    if not weights:
+        return None
+    seen: set[str] = set()
+    zero = 0
+    for s in weights:
+        key = s.group[0] if s.group else s.layer
+        if key not in seen:
+            seen.add(key)
+            zero += s.kept[0] + s.pruned[0] - s.kept[-1]
+    return [params[0], params[1] - zero]
 
 
 def before_after(cost: Cost, layers: list, schedules: list) -> tuple[list[int], list[int]]:
@@ -136,12 +156,15 @@ def builtin(arch: str, table: list[tuple[str, int]], channels_in: int, size: tup
     """
     params: list[Term] = []
     macs: list[Term] = []
+    fanin: dict[str, int] = {}
     h, w = size
+    filters = dict(table)
     if arch == "vgg11_bn":
         pool_after = (1, 2, 4, 6, 8)
         inp = Dim(fixed=channels_in)
         for i, (name, _) in enumerate(table, start=1):
             out = Dim(per={name: 1})
+            fanin[name] = 9 * inp.size(filters)
             _conv(params, macs, out, inp, h * w)
             inp = out
             if i in pool_after:
@@ -158,6 +181,7 @@ def builtin(arch: str, table: list[tuple[str, int]], channels_in: int, size: tup
             if stride == 2:
                 h, w = _down(h), _down(w)
             mid, out = Dim(per={conv1: 1}), Dim(per={conv2: 1})
+            fanin[conv1], fanin[conv2] = 9 * live.size(filters), 9 * filters[conv1]
             _conv(params, macs, mid, live, h * w)
             _conv(params, macs, out, mid, h * w)
             if stride == 2 and arch == "resnet18":  # option B: a 1x1 conv and BN
@@ -166,4 +190,4 @@ def builtin(arch: str, table: list[tuple[str, int]], channels_in: int, size: tup
         features = live
     params += [Term(k=classes, inp=features), Term(k=classes)]  # the dense layer: weight and bias
     macs.append(Term(k=classes, inp=features))
-    return Cost(params=merged(params), macs=merged(macs))
+    return Cost(params=merged(params), macs=merged(macs), fanin=fanin)

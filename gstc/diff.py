@@ -106,7 +106,7 @@ def plan_diff(a: Plan, b: Plan, pairs: list[tuple[PlanConfig, PlanConfig]]) -> d
         sa, sb = {s.layer: s for s in ca.schedules}, {s.layer: s for s in cb.schedules}
         for layer in list(sa) + [l for l in sb if l not in sa]:
             x, y = sa.get(layer), sb.get(layer)
-            key = lambda s: None if s is None else {"epochs": s.epochs, "pruned": s.pruned, "scoring": s.scoring,  # noqa: E731
+            key = lambda s: None if s is None else {"epochs": s.epochs, "pruned": s.pruned, "scoring": s.scoring.model_dump(mode="json"),  # noqa: E731
                                                     "target": s.target, "mode": s.mode.model_dump(mode="json")}
             if key(x) != key(y):
                 schedules.append({"config": ca.id, "layer": layer, "a": key(x), "b": key(y)})

@@ -25,6 +25,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from gstc.plugins import Choice
+
 # Per spec model class, the fields its format-1 hashes included. Frozen: see the docstring.
 FORMAT_1_FIELDS: dict[str, tuple[str, ...]] = {
     "BaseConfig": ("model", "data", "train", "prune", "measure"),
@@ -65,6 +67,8 @@ def _is_default(field: Any, value: Any) -> bool:
 
 def canonical(value: Any) -> Any:
     """`value` as `model_dump(mode="json")` writes it, without the post-format-1 fields at their defaults."""
+    if isinstance(value, Choice):  # a plugin: written as the spec may write it (a bare name without parameters)
+        return value.model_dump(mode="json")
     if isinstance(value, BaseModel):
         cls = type(value)
         known = format_1_fields(cls)

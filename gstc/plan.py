@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from gstc.spec import (AdamSpec, BaseConfig, DataSpec, Duration, FlatnessSpec, GaussianMode, MeasureSpec, Mode,
                        ModelSpec, PruneMode, Scoring, SGDSpec, Target, TrainSpec, ZeroMode)
@@ -37,20 +37,28 @@ class LayerSchedule(Frozen):
     layer: str = Field(description="Layer name.")
     filters: int = Field(description="Original filter count.")
     entry: int = Field(description="Index of the prune.layers entry that selected this layer.")
-    scoring: Scoring = Field(description="Scoring of filters.")
+    scoring: Scoring = Field(description="The scoring, with every parameter filled in (a bare name where it has none).")
     target: Target = Field(description="smallest, random or largest.")
     mode: Mode = Field(description="The resolved mode, every default filled in, e.g. {kind: prune, include_bn: true}.")
-    epochs: list[int] = Field(description="Scheduled event epochs (including any that prune 0 filters).")
-    amount: float = Field(description="Total fraction of original filters removed by the last event.")
+    epochs: list[int] = Field(description="Scheduled event epochs (including any that prune 0 units).")
+    amount: float = Field(description="Total fraction of the original units removed by the last event.")
     rate: float = Field(description="Iterative pruning rate: amount / number of events.")
-    pruned: list[int] = Field(description="Filters pruned at each scheduled epoch.")
-    kept: list[int] = Field(description="Filters kept after each scheduled epoch.")
+    pruned: list[int] = Field(description="Units pruned at each scheduled epoch (global scope: the group's).")
+    kept: list[int] = Field(description="Units kept after each scheduled epoch (global scope: the group's).")
+    granularity: Literal["filter", "weight"] = Field(default="filter", description="The units: filters or weights.")
+    units: Optional[int] = Field(default=None, description="The layer's units (weights: filters x fan-in); "
+                                 "null: its filters.")
+    scope: Literal["layer", "global"] = Field(default="layer", description="global: ranked with every layer of "
+                                              "`group`, and pruned/kept count the group's units together.")
+    group: list[str] = Field(default_factory=list, description="Global scope: the layers ranked together.")
 
 
 class Counts(Frozen):
     params: list[int] = Field(description="Parameters of the model: [unpruned, after the last event].")
     macs: list[int] = Field(description="Multiply-accumulates of one image (convolutions and dense layers): "
                             "[unpruned, after the last event].")
+    nonzero: Optional[list[int]] = Field(default=None, description="Weight granularity: parameters not held at zero, "
+                                         "[unpruned, after the last event]; null for filters (params says it).")
 
 
 class PlanConfig(Frozen):
@@ -69,9 +77,19 @@ class PlanConfig(Frozen):
 class PlanEvent(Frozen):
     epoch: int = Field(description="After training this epoch (0: at initialization).")
     layer: str = Field(description="Layer name.")
-    prune: int = Field(description="Filters targeted at this event.")
-    kept: int = Field(description="Filters left untargeted after it.")
-    of: int = Field(description="Original filter count.")
+    prune: int = Field(description="Units (filters or weights) targeted at this event.")
+    kept: int = Field(description="Units left untargeted after it.")
+    of: int = Field(description="Original unit count.")
+    group: list[str] = Field(default_factory=list, description="Global scope: every layer ranked in this event "
+                             "(`layer` is the first); the counts are theirs together. Left out of the JSON when empty "
+                             "(a plan repeats its events in every run).")
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        if not self.group:
+            out.pop("group", None)
+        return out
 
 
 class PlanRun(Frozen):

@@ -60,10 +60,7 @@ def coupling(schedules: list[LayerSchedule], table: dict[str, Layer]) -> list[tu
                            f"schedule (events, amounts, scoring, target, mode), but {_names(differ)} differ from "
                            f"{s.layer}"))
             continue
-        if s.scoring == "activation_l1":
-            errors.append((s.entry, f"{what}: activation_l1 reads one conv's output, and these channels are a "
-                                    "sum of several; use a weight scoring (l1, l2) or ebn"))
-        elif s.mode.kind == "gaussian":
+        if s.mode.kind == "gaussian":
             errors.append((s.entry, f"{what}: gaussian noise perturbs one conv's filters, and these channels are "
                                     "written by several; use prune or zero"))
     return errors

@@ -23,13 +23,22 @@ from pydantic import (
 
 from gstc.archs import ARCHS, IMPORT_PATTERN, PLUGIN_PATTERN, TORCHVISION_PATTERN, check_arch
 from gstc.datasets import DATASETS
+from gstc.plugins import Choice, as_choice, choice_schema
+from gstc.scorings import SCORINGS
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"  # a spec's name names its results folder: portable, lowercase
 # Variant names only name configurations (never files): capitals are fine (S, L, Prune_L, as the paper writes).
 VARIANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 ArchName = Literal["vgg11_bn", "resnet18", "resnet20", "resnet56"]
 assert set(ArchName.__args__) == set(ARCHS)  # the schema and the layer tables agree
-Scoring = Literal["l1", "l2", "activation_l1", "ebn", "ebn_alt"]
+SCORING_TEXT = ("How an event ranks the units it may target: a name (l1, l2, activation_l1, ebn, ebn_alt, snip, or one "
+                "an installed package registers in the entry-point group gstc.scorings), `{name: NAME, PARAM: VALUE}` "
+                "with its parameters, or module:attribute for your own (docs/plugins.md).")
+Scoring = Annotated[
+    Choice,
+    BeforeValidator(as_choice, json_schema_input_type=Union[str, dict[str, Any]]),
+    Field(json_schema_extra=choice_schema(SCORINGS, SCORING_TEXT)),
+]
 Epoch = Annotated[StrictInt, Field(ge=0)]
 
 
@@ -229,6 +238,15 @@ class ScheduleSpec(Strict):
     epochs: Optional[list[Epoch]] = Field(
         default=None, min_length=1, description="Explicit event epochs; replaces start/end/every."
     )
+    curve: Literal["equal", "linear", "cubic"] = Field(
+        default="equal",
+        description="How the amount is spread over the events. equal: every event removes about the same count "
+        "(amount/n each). linear and cubic (Zhu & Gupta 2017): the sparsity after the event at epoch t is "
+        "s_f + (s_i - s_f) * (1 - (t - t0) / (t_last - t0))^p, p = 1 or 3, from `initial` (s_i) at the first "
+        "event t0 to the amount (s_f) at the last.",
+    )
+    initial: Optional[Annotated[float, Field(ge=0, lt=1)]] = Field(
+        default=None, description="linear and cubic curves: the sparsity s_i at the first event (default 0).")
 
     @model_validator(mode="after")
     def _one_form(self) -> "ScheduleSpec":
@@ -239,6 +257,9 @@ class ScheduleSpec(Strict):
                 raise ValueError(f"epochs lists an epoch twice: {self.epochs}")
         if self.start is not None and self.end is not None and self.start > self.end:
             raise ValueError(f"start ({self.start}) is after end ({self.end})")
+        if self.initial is not None and self.curve == "equal":
+            raise ValueError("`initial` is the sparsity at the first event of a linear or cubic curve; "
+                             "add `curve: cubic` (or linear), or remove `initial`")
         return self
 
 
@@ -316,9 +337,20 @@ class LayerEntry(Strict):
 
 class PruneSpec(Strict):
     scoring: Scoring = Field(
-        default="l2",
-        description="l1/l2: norm of the filter's weights; activation_l1: moving average of the channel's activation "
-        "L1 norm; ebn: expected post-ReLU BN output (|gamma|); ebn_alt: the same with signed gamma.",
+        default=Choice(name="l2"),
+        description="l1/l2: norm of the unit's weights; activation_l1: moving average of the channel's activation "
+        "L1 norm; ebn: expected post-ReLU BN output (|gamma|); ebn_alt: the same with signed gamma; snip: "
+        "|gradient x weight| on a few batches ({name: snip, batches: N}); or a plugin's name.",
+    )
+    granularity: Literal["filter", "weight"] = Field(
+        default="filter",
+        description="What an event removes: filter (whole conv filters, the default) or weight (single weights, "
+        "unstructured). Amounts and counts are fractions of the layer's filters or of its weights.",
+    )
+    scope: Literal["layer", "global"] = Field(
+        default="layer",
+        description="layer: each selected layer loses its own amount; global: one amount over all selected "
+        "layers together, ranked across them at each event (per-layer amounts and schedules are then not allowed).",
     )
     target: Target = Field(default="smallest", description="Which unpruned filters an event removes: smallest, random or largest score (S, R, L).")
     mode: Mode = Field(default_factory=lambda: PruneMode(kind="prune"), description="prune, or {kind: zero|gaussian, ...}.")

@@ -1,0 +1,250 @@
+"""A configuration's pruning section -> per-layer schedules with exact unit counts.
+
+For each `prune.layers` entry: which layers it selects, its event epochs, how many units
+(filters or weights) each event removes along its curve, and its scoring with the
+scoring plugin's parameters and checks (gstc.scorings). Counts are computed in exact
+rationals from the decimals the spec wrote, so a plan's counts never depend on float
+rounding.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import itertools
+import math
+from fractions import Fraction
+from typing import Any
+
+from pydantic import ValidationError
+
+from gstc import archs, selection
+from gstc.errors import SpecError, did_you_mean, dotted
+from gstc.load import Document
+from gstc.plan import LayerSchedule
+from gstc.plugins import Choice, PluginError
+from gstc.scorings import SCORINGS, Use, UseLayer, checks
+from gstc.spec import BaseConfig, LayerEntry, PruneSpec, ScheduleSpec
+
+
+def _exact(value: float) -> Fraction:
+    """The decimal the user wrote (0.3 -> 3/10), not the binary float's expansion."""
+    return Fraction(repr(value))
+
+
+def kept_counts(filters: int, amount: Fraction, events: int) -> list[int]:
+    """Units kept after each event of the `equal` curve: the last keeps ceil((1 - amount) x units), and event i of n
+    keeps ceil(final + (units - final) x (n - i) / n), so every event removes about the same number."""
+    final = math.ceil((1 - amount) * filters)
+    span = filters - final  # ceil(final + span * (events - i) / events), in integers: fast for many events
+    return [final - (-span * (events - i) // events) for i in range(1, events + 1)]
+
+
+def sparsity(epoch: int, epochs: list[int], initial: Fraction, final: Fraction, power: int) -> Fraction:
+    """The sparsity after the event at `epoch` on a linear (power 1) or cubic (power 3) curve (Zhu & Gupta 2017):
+    s_f + (s_i - s_f) * (1 - (t - t0) / (t_last - t0))^power; a single event reaches s_f."""
+    t0, last = epochs[0], epochs[-1]
+    if last == t0:
+        return final
+    return final + (initial - final) * (1 - Fraction(epoch - t0, last - t0)) ** power
+
+
+def curve_kept(units: int, epochs: list[int], curve: str, amount: Fraction, initial: Fraction) -> list[int]:
+    """Units kept after each event: ceil((1 - s) x units) for each event's sparsity s on the curve."""
+    if curve == "equal":
+        return kept_counts(units, amount, len(epochs))
+    power = {"linear": 1, "cubic": 3}[curve]
+    return [math.ceil((1 - sparsity(e, epochs, initial, amount, power)) * units) for e in epochs]
+
+
+def _match(select: str, names: list[str]) -> list[str]:
+    if any(ch in select for ch in "*?["):
+        return [n for n in names if fnmatch.fnmatchcase(n, select)]
+    return [select] if select in names else []
+
+
+def _event_epochs(entry: LayerEntry, default: ScheduleSpec | None) -> tuple[list[int] | None, str | None, str]:
+    """(epochs, error, which schedule field to blame) for one layer entry."""
+    own = entry.schedule
+    if own is not None and own.epochs is not None:
+        return sorted(own.epochs), None, "own"
+    if own is None and default is not None and default.epochs is not None:
+        return sorted(default.epochs), None, "default"
+    if own is not None and default is not None and default.epochs is not None:
+        return None, ("prune.schedule lists `epochs`, which cannot merge with this entry's own start/end/every; "
+                      "give this entry `epochs: [...]` too, or use start/end/every in prune.schedule"), "own"
+    pick = lambda f: getattr(own, f) if own is not None and getattr(own, f) is not None else (getattr(default, f) if default else None)  # noqa: E731
+    start, end, every = pick("start"), pick("end"), pick("every")
+    blame = "own" if own is not None else "default"
+    if start is None:
+        return None, "no schedule: give this entry or prune.schedule a `start` (or `epochs: [...]`)", blame
+    end = start if end is None else end
+    if start > end:
+        return None, f"start ({start}) is after end ({end})", blame
+    if every is None and end > start:
+        return None, f"`every` is needed for events from {start} to {end}", blame
+    return range(start, end + 1, every or 1), None, blame  # a range: `end` may be huge (checked by the caller)
+
+
+def _curve(entry: LayerEntry, default: ScheduleSpec | None) -> tuple[str, float | None]:
+    """The entry's curve and initial sparsity: its own schedule's where given, else prune.schedule's."""
+    own = entry.schedule
+    fields = own.model_fields_set if own is not None else set()
+    curve = own.curve if "curve" in fields else default.curve if default is not None else "equal"
+    initial = own.initial if own is not None and own.initial is not None else default.initial if default else None
+    return curve, initial
+
+
+def scoring(choice: Choice, path: tuple, doc: Document, search: list[str]) -> tuple[Any, Choice | None, list[SpecError]]:
+    """(the loaded plugin, the choice with every parameter filled in, errors) of a spec's scoring."""
+    try:
+        loaded = SCORINGS.load(choice, search)
+    except PluginError as exc:
+        return None, None, [doc.error(path + ("name",) if choice.params else path, str(exc))]
+    except ValidationError as exc:
+        return None, None, [doc.error(path + tuple(e["loc"]), f"{choice.name}: {e['msg']}") for e in exc.errors()]
+    return loaded, Choice(name=choice.name, params=loaded.params.model_dump(mode="json")), []
+
+
+def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, fanin: dict[str, int] | None,
+                  search: list[str]) -> tuple[list[LayerSchedule], dict[str, Any], list[SpecError]]:
+    """(per-layer schedules in table order, each schedule's scoring as run ids hash it, errors)."""
+    errors: list[SpecError] = []
+    late = [m for m in cfg.train.lr_schedule.milestones if m >= cfg.train.epochs]
+    if late:
+        errors.append(doc.error(("train", "lr_schedule", "milestones"), f"milestones {late} never take effect: "
+                                f"training has {cfg.train.epochs} epochs (train.epochs); a milestone must be below it"))
+    prune: PruneSpec | None = cfg.prune
+    if prune is None:
+        return [], {}, errors
+    names = [layer.name for layer in table]
+    by_name = {layer.name: layer for layer in table}
+    weights = prune.granularity == "weight"
+    glob = prune.scope == "global"
+    err = lambda path, msg: errors.append(doc.error(path, msg))  # noqa: E731
+    if weights and fanin is None:
+        err(("prune", "granularity"), f"weight granularity counts each layer's weights, which depend on the images' "
+            f"channels, and those of dataset {cfg.data.dataset!r} are known only by loading it; use filter granularity")
+        return [], {}, errors
+    if weights and not isinstance(prune.mode, type(None)) and prune.mode.kind != "prune":
+        err(("prune", "mode"), f"{prune.mode.kind} mode holds whole filters for a while; weight granularity "
+            "supports mode prune")
+    chosen: dict[str, int] = {}
+    out: list[LayerSchedule] = []
+    hash_forms: dict[str, Any] = {}
+    shape: tuple[str, Fraction, Fraction] = ("equal", Fraction(0), Fraction(0))
+    for i, entry in enumerate(prune.layers):
+        at = ("prune", "layers", i)
+        matched = _match(entry.select, names)
+        if not matched:
+            kind = "glob" if any(ch in entry.select for ch in "*?[") else "name"
+            err(at + ("select",), f"{kind} {entry.select!r} matches no prunable layer of {cfg.model.arch}"
+                f"{did_you_mean(entry.select, names)}; `gstc layers {cfg.model.arch}` lists them")
+        for name in matched:
+            if name in chosen:
+                err(at + ("select",), f"layer {name!r} is already selected by prune.layers[{chosen[name]}]; "
+                                      "a layer may be selected once")
+        matched = [n for n in matched if n not in chosen]
+        chosen.update({n: i for n in matched})
+        problem = selection.refused(matched, by_name)
+        if problem:
+            err(at + ("select",), problem)
+            continue
+        if glob:
+            own = [f for f in ("amount", "rate", "schedule", "scoring", "target", "mode") if getattr(entry, f) is not None]
+            if own:
+                err(at + (own[0],), f"prune.scope is global: one amount, schedule, scoring, target and mode over all "
+                                    f"selected layers (set them in prune); remove this entry's own {', '.join(own)}")
+                continue
+        if weights and entry.mode is not None and entry.mode.kind != "prune":
+            err(at + ("mode",), f"{entry.mode.kind} mode holds whole filters for a while; weight granularity "
+                "supports mode prune")
+            continue
+        missing = [n for n in matched if weights and n not in fanin]
+        if missing:
+            err(at + ("select",), f"the layer file lacks the weights per filter of {', '.join(missing[:3])}: rewrite it "
+                                  f"with `gstc layers {doc.file} --write` for weight granularity")
+            continue
+
+        epochs, problem, blame = _event_epochs(entry, prune.schedule)
+        sched_path = at + ("schedule",) if blame == "own" else ("prune", "schedule") if prune.schedule else at
+        if problem:
+            err(sched_path, problem)
+            continue
+        inside = list(itertools.takewhile(lambda e: e <= cfg.train.epochs, epochs))  # epochs are sorted
+        outside = list(epochs[len(inside):][:6])
+        epochs = inside
+        if outside:
+            err(sched_path, f"event epochs {outside[:5]}{'...' if len(outside) > 5 else ''} are outside "
+                            f"0..{cfg.train.epochs} (train.epochs, line {doc.where(('train', 'epochs'))[0]})")
+            continue
+        curve, initial = _curve(entry, prune.schedule)
+
+        amount, rate = entry.amount, entry.rate
+        src_a = at + ("amount",) if amount is not None else ("prune", "amount")
+        src_r = at + ("rate",) if rate is not None else ("prune", "rate")
+        amount = prune.amount if amount is None else amount
+        rate = prune.rate if rate is None else rate
+        if amount is not None and rate is not None:
+            err(src_a if src_a[:3] == at else src_r, f"both amount (at {dotted(src_a)}) and rate (at {dotted(src_r)}) "
+                                                     "apply to this entry; give one")
+            continue
+        if curve != "equal" and amount is None:
+            err(sched_path if rate is None else src_r,
+                f"a {curve} curve runs from `initial` to a final sparsity: give `amount` (the final sparsity)"
+                + (", not `rate`" if rate is not None else ""))
+            continue
+        if amount is None and rate is None:
+            err(at, "give `amount` (total fraction removed) or `rate` (fraction per event), here or in prune")
+            continue
+        n = len(epochs)
+        total = _exact(amount) if amount is not None else _exact(rate) * n
+        if total >= 1:
+            err(src_r, f"rate {rate} x {n} events = {float(total):g}: that removes every {'weight' if weights else 'filter'}; "
+                       "the total must stay below 1")
+            continue
+        start = _exact(initial) if initial is not None else Fraction(0)
+        if start >= total:
+            err(sched_path, f"initial sparsity {initial} is not below the final one ({float(total):g}, the amount)")
+            continue
+
+        choice = entry.scoring or prune.scoring
+        score_path = at + ("scoring",) if entry.scoring else ("prune", "scoring")
+        loaded, full, errs = scoring(choice, score_path, doc, search)
+        if errs:
+            errors.extend(errs)
+            continue
+        use = Use(layers=tuple(UseLayer(n, by_name[n].after, () if weights else by_name[n].coupled) for n in matched),
+                  epochs=tuple(epochs), granularity=prune.granularity, scope=prune.scope)
+        problems = checks(loaded.plugin, loaded.params, use)
+        if problems:
+            errors.extend(doc.error(score_path, msg) for msg in problems)
+            continue
+        shape = (curve, total, start)  # under global scope, every entry's (it comes from prune)
+        for name in matched:
+            units = by_name[name].filters * (fanin[name] if weights else 1)
+            kept = curve_kept(units, epochs, curve, total, start)
+            pruned = [a - b for a, b in zip([units] + kept, kept)]
+            hash_forms[name] = loaded.hash_form(choice.name)
+            out.append(LayerSchedule(
+                layer=name, filters=by_name[name].filters, entry=i, scoring=full,
+                target=entry.target or prune.target, mode=entry.mode or prune.mode,
+                epochs=epochs, amount=float(total), rate=float(total / n), pruned=pruned, kept=kept,
+                granularity=prune.granularity, units=units if weights else None,
+            ))
+    order = {name: k for k, name in enumerate(names)}
+    out.sort(key=lambda s: order[s.layer])
+    if glob and out and not errors:
+        out = _global(out, *shape)
+    if not errors and not weights:
+        errors += [doc.error(("prune", "layers", i, "select"), msg) for i, msg in selection.coupling(out, by_name)]
+    return out, hash_forms, errors
+
+
+def _global(schedules: list[LayerSchedule], curve: str, total: Fraction, start: Fraction) -> list[LayerSchedule]:
+    """One ranking across the layers: each event's counts are the group's, computed once from its unit total on
+    the curve (not summed from per-layer counts, which would round layer by layer)."""
+    group = [s.layer for s in schedules]
+    units = sum(s.units if s.units is not None else s.filters for s in schedules)
+    kept = curve_kept(units, schedules[0].epochs, curve, total, start)
+    pruned = [a - b for a, b in zip([units] + kept, kept)]
+    return [s.model_copy(update={"scope": "global", "group": group, "pruned": pruned, "kept": kept}) for s in schedules]

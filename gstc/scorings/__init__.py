@@ -1,0 +1,79 @@
+"""Scorings: how a pruning event ranks the units it may target (filters or weights).
+
+A scoring is a plugin (gstc.plugins): an object with
+
+- `description`: one line, shown by `gstc schema` and editors;
+- `Params`: a Pydantic model of its parameters (`gstc.plugins.NoParams` for none);
+- `granularities`: the units it can score: {"filter"}, {"weight"} or both;
+- `score(units, params) -> torch.Tensor`: one score per unit, at an event (the runtime's
+  `gstc.runtime.units.Units` gives the layer's weights, BN parameters, gradients, ...);
+- optionally `check(params, use) -> list[str]`: compile-time problems with where it is
+  used (`Use`), each a message the compiler reports at the spec's `scoring`;
+- optionally `setup(units, params)`: once per pruned layer when a run starts (to record
+  activations, say).
+
+gstc's own scorings are the modules of this package, registered below exactly as an
+outside package registers its own (entry-point group `gstc.scorings`); a spec may also
+name one as `module:attribute`. Adding a built-in is one module and one line here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+from gstc.plugins import Registry
+
+
+@dataclass(frozen=True)
+class UseLayer:
+    """A selected layer, as a scoring's check sees it."""
+
+    name: str
+    after: str  # "bn": a BatchNorm2d follows the conv (its mask sits after it); "conv": none does
+    coupled: tuple[str, ...] = ()  # other convs writing the same channels (a residual sum)
+
+
+@dataclass(frozen=True)
+class Use:
+    """Where a scoring is used: one prune.layers entry's layers, event epochs and granularity."""
+
+    layers: tuple[UseLayer, ...]
+    epochs: tuple[int, ...]
+    granularity: str  # filter, weight
+    scope: str = "layer"  # layer, global
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Scoring(Protocol):
+    description: str
+    Params: type[BaseModel]
+    granularities: frozenset[str]
+
+    def score(self, units: Any, params: Any) -> Any:
+        """One score per unit of `units` (a torch tensor: filters, or the weight's shape)."""
+
+
+BUILTINS = {
+    "l1": "gstc.scorings.norms:L1",
+    "l2": "gstc.scorings.norms:L2",
+    "activation_l1": "gstc.scorings.activation:ActivationL1",
+    "ebn": "gstc.scorings.ebn:EBN",
+    "ebn_alt": "gstc.scorings.ebn:EBNAlt",
+    "snip": "gstc.scorings.snip:SNIP",
+}
+
+SCORINGS = Registry("scoring", "gstc.scorings", BUILTINS, required=("description", "Params", "score"))
+
+
+def checks(plugin: Any, params: BaseModel, use: Use) -> list[str]:
+    """The problems of using `plugin` so: its granularity, then its own checks."""
+    grains = getattr(plugin, "granularities", frozenset({"filter"}))
+    if use.granularity not in grains:
+        return [f"this scoring ranks {' or '.join(sorted(grains))}s, and this entry prunes {use.granularity}s; "
+                f"use a scoring that ranks {use.granularity}s (l1, l2, snip)"]
+    check = getattr(plugin, "check", None)
+    return list(check(params, use)) if check is not None else []
