@@ -112,16 +112,17 @@ def as_choice(value: Any) -> Any:
 class Loaded:
     """A resolved plugin: the object, its validated parameters, and where it came from."""
 
+    name: str
     plugin: Any
     params: BaseModel
     source: str  # builtin, entry point, import
 
-    def hash_form(self, name: str) -> Any:
+    def hash_form(self) -> Any:
         """What a run id includes: the name, and the parameters that differ from their defaults (so that a parameter
         added to a plugin with a default keeps its ids)."""
         given = {k: v for k, v in self.params.model_dump(mode="json").items()
                  if v != _default(type(self.params), k)}
-        return name if not given else {"name": name, **given}
+        return self.name if not given else {"name": self.name, **given}
 
 
 def _default(model: type[BaseModel], field: str) -> Any:
@@ -187,7 +188,7 @@ class Registry:
     def load(self, choice: Choice, search: Optional[list[str]] = None) -> Loaded:
         """The plugin with its parameters validated; PluginError, or pydantic's ValidationError for the parameters."""
         plugin, source = self.get(choice.name, search)
-        return Loaded(plugin, plugin.Params.model_validate(choice.params), source)
+        return Loaded(choice.name, plugin, plugin.Params.model_validate(choice.params), source)
 
     def each(self) -> Iterator[tuple[str, Any]]:
         """Every plugin that loads (for the JSON Schema and `gstc schema`); those that fail are left out."""

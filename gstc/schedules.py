@@ -215,7 +215,7 @@ def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, fani
             continue
         use = Use(layers=tuple(UseLayer(n, by_name[n].after, () if weights else by_name[n].coupled) for n in matched),
                   epochs=tuple(epochs), granularity=prune.granularity, scope=prune.scope)
-        problems = checks(loaded.plugin, loaded.params, use)
+        problems = checks(choice.name, loaded.plugin, loaded.params, use)
         if problems:
             errors.extend(doc.error(score_path, msg) for msg in problems)
             continue
@@ -224,7 +224,7 @@ def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, fani
             units = by_name[name].filters * (fanin[name] if weights else 1)
             kept = curve_kept(units, epochs, curve, total, start)
             pruned = [a - b for a, b in zip([units] + kept, kept)]
-            hash_forms[name] = loaded.hash_form(choice.name)
+            hash_forms[name] = loaded.hash_form()
             out.append(LayerSchedule(
                 layer=name, filters=by_name[name].filters, entry=i, scoring=full,
                 target=entry.target or prune.target, mode=entry.mode or prune.mode,

@@ -25,76 +25,21 @@ packed tensor, so the kernel launches per batch do not grow with the pack size.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import torch
 
 from gstc.plan import GaussianMode, LayerSchedule, Mode, PlanConfig, PlanEvent, PruneMode, ZeroMode
+from gstc.plugins import Loaded
 from gstc.runtime.models import Prunable
+from gstc.runtime.units import Units, WeightHooks, WeightState, weight_states
+from gstc.scorings import SCORINGS
 
 NEVER = 2**62  # release_at of a permanent hold
-EMA_WEIGHT = 0.1  # activation_l1: weight of the new value in the moving average
-EMA_EVERY = 10  # activation_l1: update every 10th training batch
 
 
-# --- scorings ------------------------------------------------------------------------
-
-
-def _summed(per_writer: Callable[[Prunable], torch.Tensor], p: Prunable) -> torch.Tensor:
-    """A score summed over the convs writing the channels (one, except for coupled layers)."""
-    writers = p.writers()
-    total = per_writer(writers[0])
-    for w in writers[1:]:
-        total = total + per_writer(w)
-    return total
-
-
-def _weight_l1(p: Prunable, layer: "LayerState") -> torch.Tensor:
-    return _summed(lambda w: w.weight.detach().abs().sum(dim=(1, 2, 3)), p)
-
-
-def _weight_l2(p: Prunable, layer: "LayerState") -> torch.Tensor:
-    return _summed(lambda w: w.weight.detach().pow(2).sum(dim=(1, 2, 3)), p).sqrt()  # coupled: one norm of all rows
-
-
-def _activation_l1(p: Prunable, layer: "LayerState") -> torch.Tensor:
-    if layer.ema is None:
-        raise RuntimeError(f"{layer.name}: activation_l1 scoring needs at least one training batch before the event")
-    return layer.ema.clone()
-
-
-def _expected_relu_bn(gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """E[ReLU(y)] for y ~ N(beta, gamma^2): Z * (beta + phi(alpha) / Z * gamma), alpha = -beta/gamma."""
-    gamma = torch.where(gamma.abs() < 1e-12, torch.full_like(gamma, 1e-12), gamma)
-    alpha = -beta / gamma
-    z = 1 - torch.special.ndtr(alpha)
-    phi = torch.exp(-0.5 * alpha**2) / math.sqrt(2 * math.pi)
-    return z * beta + phi * gamma
-
-
-def _ebn(p: Prunable, layer: "LayerState") -> torch.Tensor:
-    return _summed(lambda w: _expected_relu_bn(w.bn_weight.detach().abs(), w.bn_bias.detach()), p)
-
-
-def _ebn_alt(p: Prunable, layer: "LayerState") -> torch.Tensor:
-    return _summed(lambda w: _expected_relu_bn(w.bn_weight.detach(), w.bn_bias.detach()), p)  # signed gamma (Figure B2)
-
-
-SCORINGS: dict[str, Callable[[Prunable, "LayerState"], torch.Tensor]] = {
-    "l1": _weight_l1,
-    "l2": _weight_l2,
-    "activation_l1": _activation_l1,
-    "ebn": _ebn,
-    "ebn_alt": _ebn_alt,
-}
-
-
-def scoring(name: str) -> Callable[[Prunable, "LayerState"], torch.Tensor]:
-    try:
-        return SCORINGS[name]
-    except KeyError:
-        raise ValueError(f"unknown scoring {name!r}; known: {', '.join(SCORINGS)}") from None
+class PluginFailed(RuntimeError):
+    """A plugin raised while a run used it: that run fails (named), and the others of its pack go on."""
 
 
 # --- targets -------------------------------------------------------------------------
@@ -198,22 +143,34 @@ class LayerState:
         self.changed = True  # the holds changed since StepHooks last read them
         self.state_changed()
         self.saved: dict[str, torch.Tensor] = {}  # values to restore (zero mode, restore: trained)
-        self.ema: torch.Tensor | None = None
+        self.state: dict[str, torch.Tensor] = {}  # the scoring's own tensors (activation_l1: "ema")
         self.mode: Mode = schedule.mode
-        self.score = scoring(schedule.scoring)
         self.start_mode = mode(schedule.mode.kind)
 
+    _OWN = ("targeted", "hold_w", "hold_bn", "release_at", "noise_until", "noise_std")
+
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {"targeted": self.targeted, "hold_w": self.hold_w, "hold_bn": self.hold_bn,
-                "release_at": self.release_at, "noise_until": self.noise_until, "noise_std": self.noise_std,
-                **{f"saved.{k}": v for k, v in self.saved.items()}, **({"ema": self.ema} if self.ema is not None else {})}
+        return {**{key: getattr(self, key) for key in self._OWN}, **{f"saved.{k}": v for k, v in self.saved.items()},
+                **self.state}
 
     def load(self, state: dict[str, torch.Tensor]) -> None:
-        for key in ("targeted", "hold_w", "hold_bn", "release_at", "noise_until", "noise_std"):
+        for key in self._OWN:
             getattr(self, key).copy_(state[key])
         self.saved = {k.removeprefix("saved."): v.to(self.device, copy=True) for k, v in state.items() if k.startswith("saved.")}
-        self.ema = state["ema"].to(self.device, copy=True) if "ema" in state else None
+        self.state.clear()
+        self.state.update({k: v.to(self.device, copy=True) for k, v in state.items()
+                           if k not in self._OWN and not k.startswith("saved.")})
         self.state_changed()
+
+    def untargeted(self) -> int:
+        return int((~self.targeted).sum())
+
+    def take(self, pruner: "Pruner", sel: torch.Tensor, batches_per_epoch: int, generator: torch.Generator) -> None:
+        """Target the filters of `sel` (a boolean per filter) and start the mode on them."""
+        self.targeted |= sel
+        self.start_mode(pruner, self, sel, batches_per_epoch, generator)
+        self.state_changed()
+        self.zero_held()
 
     def state_changed(self) -> None:
         """After every change of the state: what the training step reads, as host values.
@@ -246,36 +203,60 @@ class LayerState:
 class Pruner:
     """Carries out a configuration's pruning events and perturbation windows on a model."""
 
-    def __init__(self, model: torch.nn.Module, config: PlanConfig, seed: int, member: int = 0):
+    def __init__(self, model: torch.nn.Module, config: PlanConfig, seed: int, member: int = 0,
+                 probe: Callable[[int], None] | None = None):
         prunable = model.prunable(member)
         self.model, self.seed = model, seed
-        # Coupled layers (convs writing the same channels) share one state, the first one's in table order;
-        # the compiler gave them one schedule.
+        # Coupled layers (convs writing the same channels) share one filter state, the first one's in table order;
+        # the compiler gave them one schedule. A weight belongs to one conv: weight granularity has no groups.
         order = {layer.name: k for k, layer in enumerate(config.layers)}
+        filters = [s for s in config.schedules if s.granularity == "filter"]
+        pruned = {s.layer for s in filters}
         self.alias = {layer.name: min([layer.name, *layer.coupled], key=order.__getitem__)
-                      for layer in config.layers if layer.coupled}
-        self.layers = {s.layer: LayerState(s.layer, prunable[s.layer], s) for s in config.schedules
+                      for layer in config.layers if layer.coupled and layer.name in pruned}
+        self.layers = {s.layer: LayerState(s.layer, prunable[s.layer], s) for s in filters
                        if self.alias.get(s.layer, s.layer) == s.layer}
+        self.weights = {s.layer: WeightState(s.layer, prunable[s.layer], s) for s in config.schedules
+                        if s.granularity == "weight"}
         self.batch = 0  # training batches done so far in this run
-        for layer in self.layers.values():
-            if layer.schedule.scoring == "activation_l1":
-                layer.p.mask.recorders[layer.p.member] = self._recorder(layer)
-        self.recording = False
+        self.in_step = False  # between before_batch and after_step: a training step's forward pass
+        self.probe = probe or self._no_probe  # the training loss's gradients on n batches (Trainer.probe)
+        # Each pruned layer's scoring plugin, its parameters (validated when the plan was compiled) and its view.
+        self.scorings: dict[str, tuple[Loaded, Units]] = {}
+        for name, state in self.states().items():
+            s = state.schedule
+            loaded = SCORINGS.load(s.scoring)
+            self.scorings[name] = (loaded, Units(name, state.p, s.granularity, self, state.state))
+            setup = getattr(loaded.plugin, "setup", None)
+            if setup is not None:
+                setup(self.scorings[name][1], loaded.params)
 
-    def _recorder(self, layer: LayerState) -> Callable[[torch.Tensor], None]:
-        def record(x: torch.Tensor) -> None:
-            if not self.recording:
-                return
-            value = x.detach().abs().float().sum(dim=(0, 2, 3))
-            layer.ema = value if layer.ema is None else (1 - EMA_WEIGHT) * layer.ema + EMA_WEIGHT * value
+    @staticmethod
+    def _no_probe(batches: int) -> None:
+        raise RuntimeError("this scoring needs the training loss's gradients, which only a training run provides")
 
-        return record
+    def states(self) -> dict[str, LayerState | WeightState]:
+        return {**self.layers, **self.weights}
+
+    def score(self, name: str) -> torch.Tensor:
+        """The scores of a pruned layer's units, by its scoring plugin."""
+        loaded, units = self.scorings[name]
+        try:
+            scores = loaded.plugin.score(units, loaded.params)
+        except Exception as exc:
+            raise PluginFailed(f"scoring {units.name!r} failed: the scoring {loaded.name!r} raised "
+                               f"{type(exc).__name__}: {exc}") from exc
+        expected = tuple(self.states()[name].targeted.shape)
+        if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != expected:
+            got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+            raise PluginFailed(f"scoring {units.name!r} failed: the scoring {loaded.name!r} returned {got}, "
+                               f"expected a tensor of shape {expected} (one score per unit)")
+        return scores
 
     # --- hooks of the training step -----------------------------------------------
 
     def before_batch(self, noise: torch.Generator) -> None:
-        # activation_l1: record on every 10th training batch (the 1st, 11th, ...).
-        self.recording = self.batch % EMA_EVERY == 0
+        self.in_step = True
         for layer in self.layers.values():
             if layer.noise_end > self.batch:
                 self._add_noise(layer, layer.noise_until > self.batch, noise)
@@ -283,7 +264,7 @@ class Pruner:
     def after_step(self) -> None:
         """After the optimizer step and StepHooks' re-zeroing: count the batch, end the windows due."""
         self.batch += 1
-        self.recording = False
+        self.in_step = False
         for layer in self.layers.values():
             self._release_due(layer)
 
@@ -295,33 +276,43 @@ class Pruner:
     # --- events ---------------------------------------------------------------------
 
     def apply(self, epoch: int, events: list[PlanEvent], batches_per_epoch: int, generator: torch.Generator) -> list[dict]:
-        """Target the planned number of filters of each layer; returns per-layer records."""
+        """Target the planned number of units of each event's layer (or, in global scope, of its group of layers,
+        ranked together); returns per-layer records."""
         records = []
         done: dict[str, dict] = {}  # a coupled group's record, for its other layers' events
         for ev in events:
             first = self.alias.get(ev.layer, ev.layer)
-            if first in done:
+            if first in done and not ev.group:
                 records.append({**done[first], "layer": ev.layer})
                 continue
-            layer = self.layers[first]
-            scores = layer.score(layer.p, layer)
-            chosen = choose(scores, ~layer.targeted, ev.prune, layer.schedule.target, generator)
-            mean_score = float(scores.detach().double().cpu()[chosen].mean()) if len(chosen) else None
-            layer.targeted[chosen] = True
-            self._start_mode(layer, chosen, batches_per_epoch, generator)
-            layer.state_changed()
-            layer.zero_held()
-            kept = int((~layer.targeted).sum())
+            names = list(dict.fromkeys(self.alias.get(n, n) for n in (ev.group or [ev.layer])))
+            states = [self.states()[n] for n in names]
+            scores = [self.score(n).detach().double().cpu() for n in names]
+            if len(states) == 1:  # one layer: its own units, exactly as always
+                flat, candidates = scores[0].flatten(), ~states[0].targeted.flatten()
+            else:
+                flat = torch.cat([x.flatten() for x in scores])
+                candidates = torch.cat([~st.targeted.flatten() for st in states])
+            chosen = choose(flat, candidates, ev.prune, states[0].schedule.target, generator)
+            offset = 0
+            for name, state, score in zip(names, states, scores):
+                n = state.targeted.numel()
+                mine = chosen[(chosen >= offset) & (chosen < offset + n)] - offset
+                offset += n
+                sel = torch.zeros(n, dtype=torch.bool)
+                sel[mine] = True
+                sel = sel.view(state.targeted.shape)
+                if isinstance(state, WeightState):
+                    state.take(sel)
+                else:
+                    state.take(self, sel, batches_per_epoch, generator)
+                mean = float(score.flatten()[mine].mean()) if len(mine) else None
+                records.append(done.setdefault(name, {"layer": name if ev.group else ev.layer, "prune": len(mine),
+                                                      "kept": state.untargeted(), "mean_score": mean}))
+            kept = sum(st.untargeted() for st in states)
             if kept != ev.kept:
-                raise RuntimeError(f"{ev.layer} at epoch {epoch}: {kept} filters left, the plan says {ev.kept}")
-            records.append(done.setdefault(first, {"layer": ev.layer, "prune": ev.prune, "kept": kept,
-                                                   "mean_score": mean_score}))
+                raise RuntimeError(f"{ev.layer} at epoch {epoch}: {kept} units left, the plan says {ev.kept}")
         return records
-
-    def _start_mode(self, layer: LayerState, chosen: torch.Tensor, batches_per_epoch: int, generator: torch.Generator) -> None:
-        sel = torch.zeros_like(layer.targeted)
-        sel[chosen] = True
-        layer.start_mode(self, layer, sel, batches_per_epoch, generator)
 
     def _add_noise(self, layer: LayerState, sel: torch.Tensor, generator: torch.Generator) -> None:
         w = layer.p.weight
@@ -354,9 +345,14 @@ class Pruner:
     # --- measurements and checkpoints -----------------------------------------------
 
     def kept(self, table: list[tuple[str, int]]) -> dict[str, int]:
-        """Untargeted filters per pruned layer (equal to the plan's kept after each event)."""
-        return {name: int((~self.layers[self.alias.get(name, name)].targeted).sum()) for name, _ in table
-                if self.alias.get(name, name) in self.layers}
+        """Untargeted units (filters or weights) per pruned layer (the plan's kept after each event)."""
+        states = self.states()
+        return {name: states[self.alias.get(name, name)].untargeted() for name, _ in table
+                if self.alias.get(name, name) in states}
+
+    def zeroed(self) -> int:
+        """Weights held at zero by weight-granularity pruning (all of this run's layers)."""
+        return sum(int(st.targeted.sum()) for st in self.weights.values())
 
     def removed(self) -> dict[str, int]:
         """Removed filters per pruned layer: those whose channel is masked to exactly zero (pruned with its BN).
@@ -367,12 +363,15 @@ class Pruner:
         return {**out, **{name: out[first] for name, first in self.alias.items() if first in out}}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"batch": self.batch, "layers": {name: layer.tensors() for name, layer in self.layers.items()}}
+        return {"batch": self.batch, "layers": {name: layer.tensors() for name, layer in self.states().items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.batch = int(state["batch"])
+        states = self.states()
         for name, tensors in state["layers"].items():
-            self.layers[name].load(tensors)
+            states[name].load(tensors)
+            if name in self.weights:
+                continue
             layer = self.layers[name]
             # The mask is shared by a pack's members: any member's pruned filter turns it on.
             for w in layer.p.writers():
@@ -402,6 +401,7 @@ class StepHooks:
         self.groups = list(groups.values())
         # per group: the packed parameters with the indices of their held rows, kept only where something is held
         self.held: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in self.groups]
+        self.weights = WeightHooks(weight_states(pruners))  # weight granularity: a 0/1 multiply per packed weight
         self._refresh(everything=True)  # another StepHooks may have read the changes already
 
     def _refresh(self, everything: bool = False) -> None:
@@ -434,6 +434,7 @@ class StepHooks:
             for param, rows in held:
                 if param.grad is not None:
                     param.grad.index_fill_(0, rows, 0)
+        self.weights.after_backward()
 
     def after_step(self) -> None:
         """Held values back to zero (weight decay and Adam's momentum move them), then each member's releases."""
@@ -441,5 +442,6 @@ class StepHooks:
             for held in self.held:
                 for param, rows in held:
                     param.index_fill_(0, rows, 0)
+        self.weights.after_step()
         for pruner in self.pruners:
             pruner.after_step()

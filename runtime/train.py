@@ -31,11 +31,11 @@ import torch.nn.functional as F
 from gstc.plan import AdamSpec, FlatnessSpec, PlanConfig, PlanEvent, PlanRun, SGDSpec
 from gstc.runtime.data import Dataset, crop_flip, crop_flip_draws, epoch_generator, pack_input
 from gstc.runtime.models import build_model, member_state, pack_states
-from gstc.runtime.prune import Pruner, StepHooks
+from gstc.runtime.prune import PluginFailed, Pruner, StepHooks
 
 EVAL_BATCH = 1000  # test images per evaluation batch (BN in eval mode: the size changes no number)
 # Purposes of derived generators (see gstc.runtime.data.epoch_generator).
-ORDER, AUGMENT, TARGETS, NOISE = 0, 1, 2, 3
+ORDER, AUGMENT, TARGETS, NOISE, PROBE = 0, 1, 2, 3, 4
 
 
 def make_optimizer(params: Any, spec: AdamSpec | SGDSpec, fused: bool = False) -> torch.optim.Optimizer:
@@ -141,7 +141,9 @@ class Trainer:
             events: dict[int, list[PlanEvent]] = {}
             for ev in run.events:
                 events.setdefault(ev.epoch, []).append(ev)
-            self.members.append(Member(i, run, config, Pruner(self.model, config, run.seed, member=i), events))
+            probe = lambda batches, k=i: self.probe(self.members[k], batches)  # noqa: E731
+            self.members.append(Member(i, run, config, Pruner(self.model, config, run.seed, member=i, probe=probe),
+                                       events))
         self.hooks = StepHooks([m.pruner for m in self.members])
         self.batch_size = self.train_cfg.batch_size
         self.batches = math.ceil(len(self.data.train_y) / self.batch_size)
@@ -149,6 +151,7 @@ class Trainer:
                          if self.train_cfg.precision == "bf16" else nullcontext())
         self.table = [(l.name, l.filters) for l in self.configs[0].layers]
         self.epoch = 0  # the last epoch completed
+        self.pruning = 0  # the epoch whose events are being applied (a probe's draws come from it)
 
     def count(self, m: Member) -> tuple[int, int]:
         """Member m's parameters and MACs per image, with its removed filters gone (and their readers' inputs)."""
@@ -218,6 +221,8 @@ class Trainer:
             records[m.k] = {"epoch": epoch, "train_loss": train_loss[m.k], "train_acc": train_acc[m.k],
                             "test_loss": test_loss[m.k], "test_acc": test_acc[m.k], "lr": lr,
                             "kept": m.pruner.kept(self.table), "params": params, "macs": macs, "seconds": seconds}
+            if m.pruner.weights:  # weight granularity: the parameters not held at zero
+                records[m.k]["nonzero"] = params - m.pruner.zeroed()
             m.seconds += seconds
         return records
 
@@ -294,9 +299,16 @@ class Trainer:
         unchanged by the others', so the post-pruning evaluation is its plain one.
         """
         pruning = [m for m in self.alive if epoch in m.events]
+        self.pruning = epoch
         pre = self.evaluate()[1] if any(m.config.resolved.measure.prune_eval for m in pruning) else None
-        layers = {m.k: m.pruner.apply(epoch, m.events[epoch], self.batches, epoch_generator(m.run.seed, epoch, TARGETS))
-                  for m in pruning}
+        layers = {}
+        for m in pruning:
+            try:
+                layers[m.k] = m.pruner.apply(epoch, m.events[epoch], self.batches,
+                                             epoch_generator(m.run.seed, epoch, TARGETS))
+            except PluginFailed as exc:  # this run's plugin raised: it fails alone
+                self.fail(m, epoch, str(exc))
+        pruning = [m for m in pruning if m.k in layers]
         post_loss, post = self.evaluate()
         for m in pruning:
             m.pruner.after_post_eval()
@@ -309,3 +321,24 @@ class Trainer:
             for cb in self.callbacks:
                 cb.event(self, m, record)
         return post_loss, post
+
+    def probe(self, m: Member, batches: int) -> None:
+        """Member m's training-loss gradient, summed over `batches` batches (without augmentation) of a draw of its
+        own for this event (seed, epoch, PROBE), left in the parameters' `.grad`. The forward passes run in training
+        mode (batch statistics, as a training step sees the model); the running statistics are restored after."""
+        model, data, k = self.model, self.data, self.pack
+        saved = {name: b.detach().clone() for name, b in model.named_buffers()}
+        order = torch.randperm(len(data.train_y), generator=epoch_generator(m.run.seed, self.pruning, PROBE))
+        order = order[:batches * self.batch_size].to(self.device)
+        model.train()
+        self.opt.zero_grad(set_to_none=True)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            x, y = data.train_x[idx].permute(0, 2, 3, 1), data.train_y[idx]
+            with self.autocast:
+                out = model(pack_input(x.expand(k, *x.shape), data, self.dtype, self.channels_last)).view(len(y), k, -1)
+                loss = F.cross_entropy(out[:, m.k].float() if self.dtype == torch.float32 else out[:, m.k], y)
+            loss.backward()
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(saved[name])

@@ -69,11 +69,11 @@ BUILTINS = {
 SCORINGS = Registry("scoring", "gstc.scorings", BUILTINS, required=("description", "Params", "score"))
 
 
-def checks(plugin: Any, params: BaseModel, use: Use) -> list[str]:
-    """The problems of using `plugin` so: its granularity, then its own checks."""
+def checks(name: str, plugin: Any, params: BaseModel, use: Use) -> list[str]:
+    """The problems of using `plugin` (named `name`) so: its granularity, then its own checks."""
     grains = getattr(plugin, "granularities", frozenset({"filter"}))
     if use.granularity not in grains:
-        return [f"this scoring ranks {' or '.join(sorted(grains))}s, and this entry prunes {use.granularity}s; "
+        return [f"{name} ranks {' or '.join(sorted(grains))}s, and this entry prunes {use.granularity}s; "
                 f"use a scoring that ranks {use.granularity}s (l1, l2, snip)"]
     check = getattr(plugin, "check", None)
     return list(check(params, use)) if check is not None else []

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from gstc.cli import app
 from gstc.compile import compile_file
 from gstc.manifest import ResultsDir, read_json, read_jsonl
-from gstc.runtime.prune import _expected_relu_bn
+from gstc.scorings.ebn import expected_relu as _expected_relu_bn
 from tests.runtime.conftest import compile_text, run_plan, spec_text
 
 torch = pytest.importorskip("torch")

@@ -196,16 +196,19 @@ def test_activation_l1_scores_are_a_moving_average_of_channel_activations():
     seen, hooks = capture(model, ["layer3.2.conv2"])
     x = torch.randn(4, 3, 32, 32)
     pruner.batch = 0
-    pruner.recording = True  # what before_batch does on every 10th batch
+    pruner.in_step = True  # within a training step, on batch 0 (every 10th batch records)
     model(x)
     first = seen["layer3.2.conv2"].abs().sum(dim=(0, 2, 3))
-    assert torch.allclose(pruner.layers["layer3.2.conv2"].ema, first)
+    assert torch.allclose(pruner.layers["layer3.2.conv2"].state["ema"], first)
     model(x * 2)
     second = seen["layer3.2.conv2"].abs().sum(dim=(0, 2, 3))
-    assert torch.allclose(pruner.layers["layer3.2.conv2"].ema, 0.9 * first + 0.1 * second)
-    pruner.recording = False
+    assert torch.allclose(pruner.layers["layer3.2.conv2"].state["ema"], 0.9 * first + 0.1 * second)
+    pruner.batch = 1  # not a 10th batch: no record
     model(x * 3)
-    assert torch.allclose(pruner.layers["layer3.2.conv2"].ema, 0.9 * first + 0.1 * second)
+    assert torch.allclose(pruner.layers["layer3.2.conv2"].state["ema"], 0.9 * first + 0.1 * second)
+    pruner.batch, pruner.in_step = 0, False  # an evaluation's forward pass: no record
+    model(x * 3)
+    assert torch.allclose(pruner.layers["layer3.2.conv2"].state["ema"], 0.9 * first + 0.1 * second)
     for h in hooks:
         h.remove()
 

@@ -1,0 +1,155 @@
+"""What a scoring plugin sees of a pruned layer (`Units`), and the state of weight-granularity pruning.
+
+`Units` is the runtime side of the scoring contract (gstc.scorings): a scoring returns one
+score per unit, built from the layer's weights, BN parameters, gradients or recorded
+activations that `Units` hands it. The units are the layer's filters (scores of shape
+[filters]) or its single weights (scores of the conv weight's shape).
+
+`WeightState` carries weight-granularity (unstructured) pruning: a boolean per weight,
+`targeted` (host memory: the event's choice is a host-side sort anyway), and its device
+copy `keep` (1 where the weight lives), by which `WeightHooks` multiplies the pack's
+gradients and weights at every step so that a pruned weight stays exactly zero (as
+torch.nn.utils.prune's mask does, without reparametrizing the module).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import torch
+
+from gstc.plan import LayerSchedule
+from gstc.runtime.masks import Prunable, member
+
+if TYPE_CHECKING:
+    from gstc.runtime.prune import Pruner
+
+
+class Units:
+    """One pruned layer of one run, as a scoring plugin works on it."""
+
+    def __init__(self, name: str, p: Prunable, granularity: str, pruner: "Pruner", state: dict[str, torch.Tensor]):
+        self.name, self.p, self.granularity, self._pruner = name, p, granularity, pruner
+        self.state = state  # the plugin's own tensors, checkpointed with the layer
+
+    def _writers(self) -> tuple[Prunable, ...]:
+        # Filters of a coupled group are written by several convs; a weight belongs to one conv.
+        return self.p.writers() if self.granularity == "filter" else (self.p,)
+
+    def weights(self) -> list[torch.Tensor]:
+        """The weights of the convs whose units these are (detached): one tensor, or a coupled group's."""
+        return [w.weight.detach() for w in self._writers()]
+
+    def norms(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(BN scale, BN shift) of each writer (detached)."""
+        return [(w.bn_weight.detach(), w.bn_bias.detach()) for w in self._writers()]
+
+    def summed(self, per_writer: list[torch.Tensor]) -> torch.Tensor:
+        """Per-filter values of each writer, summed over the writers."""
+        total = per_writer[0]
+        for t in per_writer[1:]:
+            total = total + t
+        return total
+
+    def reduce(self, per_weight: list[torch.Tensor]) -> torch.Tensor:
+        """Per-weight values (one tensor per writer, shaped as its weight) -> one value per unit: summed over each
+        filter's weights and over the writers, or the weights' own."""
+        if self.granularity == "weight":
+            return per_weight[0]
+        return self.summed([t.sum(dim=tuple(range(1, t.dim()))) for t in per_weight])
+
+    def gradients(self, batches: int) -> list[torch.Tensor]:
+        """The training loss's gradient with respect to each writer's weight, summed over `batches` training batches
+        drawn for this event (the model's state, running statistics included, is left as it was)."""
+        self._pruner.probe(batches)
+        grads = [w.part(w.conv.weight.grad).detach().clone() for w in self._writers()]
+        for w in self._writers():
+            w.conv.weight.grad = None
+        return grads
+
+    def record_channels(self, record: Callable[[torch.Tensor], None]) -> None:
+        """Call `record` with this layer's channels (after its mask) at every forward pass."""
+        self.p.mask.recorders[self.p.member] = record
+
+    @property
+    def batch(self) -> int:
+        """Training batches done so far in this run."""
+        return self._pruner.batch
+
+    @property
+    def training(self) -> bool:
+        """Whether the forward pass under way is a training step's (not an evaluation or a probe)."""
+        return self._pruner.in_step
+
+
+class WeightState:
+    """Weight-granularity pruning of one conv of one run: which weights are pruned, held at zero for good."""
+
+    def __init__(self, name: str, prunable: Prunable, schedule: LayerSchedule):
+        self.name, self.p, self.schedule = name, prunable, schedule
+        self.device = prunable.conv.weight.device
+        self.targeted = torch.zeros(prunable.weight.shape, dtype=torch.bool)
+        self.state: dict[str, torch.Tensor] = {}
+        self.changed = True
+
+    def take(self, sel: torch.Tensor) -> None:
+        """Prune the weights of `sel` (a boolean of the weight's shape): zero now, and held at zero by the hooks."""
+        self.targeted |= sel
+        with torch.no_grad():
+            self.p.weight.masked_fill_(sel.to(self.device), 0)
+        self.changed = True
+
+    def untargeted(self) -> int:
+        return int((~self.targeted).sum())
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"targeted": self.targeted, **self.state}
+
+    def load(self, state: dict[str, torch.Tensor]) -> None:
+        self.targeted.copy_(state["targeted"])
+        self.state.update({k: v.to(self.device, copy=True) for k, v in state.items() if k != "targeted"})
+        self.changed = True
+
+
+class WeightHooks:
+    """Per training step, the pruned weights of a pack's runs held at zero: one multiply of each packed weight's
+    gradient (so Adam's moments of it stay zero) and one of the weight (weight decay moves it), whatever the pack's
+    size. The 0/1 multiplier is rebuilt on the device only after an event."""
+
+    def __init__(self, states: list[tuple[int, int, WeightState]]):
+        groups: dict[str, list[tuple[int, int, WeightState]]] = {}
+        for k, pack, state in states:
+            groups.setdefault(state.name, []).append((k, pack, state))
+        self.groups = list(groups.values())
+        self.keep: list[tuple[torch.nn.Parameter, torch.Tensor] | None] = [None] * len(self.groups)
+
+    def _refresh(self) -> None:
+        for i, group in enumerate(self.groups):
+            if not any(state.changed for _, _, state in group):
+                continue
+            param = group[0][2].p.conv.weight
+            keep = torch.ones(param.shape, dtype=torch.bool)
+            for k, pack, state in group:
+                member(keep, k, pack).copy_(~state.targeted)
+                state.changed = False
+            self.keep[i] = None if keep.all() else (param, keep.to(param.device, param.dtype))
+
+    def after_backward(self) -> None:
+        self._refresh()
+        for item in self.keep:
+            if item is not None and item[0].grad is not None:
+                item[0].grad.mul_(item[1])
+
+    def after_step(self) -> None:
+        with torch.no_grad():
+            for item in self.keep:
+                if item is not None:
+                    item[0].mul_(item[1])
+
+
+def weight_states(pruners: list["Pruner"]) -> list[tuple[int, int, WeightState]]:
+    """(member, pack size, state) of every weight-granularity layer of a pack's pruners."""
+    return [(st.p.member, st.p.pack, st) for pruner in pruners for st in pruner.weights.values()]
+
+
+__all__ = ["Units", "WeightHooks", "WeightState", "weight_states"]

@@ -1,0 +1,164 @@
+"""Weight-granularity pruning, global scope and SNIP, each checked against an implementation gstc did not write
+(torch.nn.utils.prune) or a computation written here, on the same weights."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from gstc.runtime.models import build_model
+from gstc.runtime.prune import Pruner, StepHooks
+from tests.runtime.conftest import compile_text, spec_text
+
+torch = pytest.importorskip("torch")
+tprune = pytest.importorskip("torch.nn.utils.prune")
+
+
+def pruner_for(prune: str, arch: str = "vgg11_bn", seed: int = 0, probe=None):
+    plan = compile_text(spec_text(arch, 0.25, prune, epochs=4))
+    torch.manual_seed(seed)
+    model = build_model(arch, 0.25, 10)
+    return plan, model, Pruner(model, plan.configs[0], seed, probe=probe)
+
+
+def events_at(plan, epoch):
+    return [e for e in plan.runs[0].events if e.epoch == epoch]
+
+
+def reference(model, name):
+    """A copy of the named conv, for torch.nn.utils.prune to prune on its own."""
+    return copy.deepcopy(dict(model.named_modules())[name])
+
+
+def test_unstructured_masks_equal_torch_l1_unstructured_event_after_event():
+    """Per layer, each event's mask is torch's l1_unstructured with the same count, applied to the weights as
+    they are at the event (torch prunes the k smallest |w| among the weights not pruned yet)."""
+    plan, model, pruner = pruner_for("prune:\n  granularity: weight\n  scoring: l1\n  schedule: {epochs: [1, 2]}\n"
+                                     "  layers:\n    - {select: conv5, amount: 0.6}\n    - {select: conv2, amount: 0.3}\n")
+    refs = {name: reference(model, name) for name in ("conv2", "conv5")}
+    g = torch.Generator().manual_seed(1)
+    for epoch in (1, 2):
+        with torch.no_grad():  # the weights move between events, as training moves them
+            for name, ref in refs.items():
+                conv = dict(model.named_modules())[name]
+                step = torch.randn(conv.weight.shape, generator=g, dtype=conv.weight.dtype) * 0.05
+                conv.weight.add_(step * ~pruner.weights[name].targeted)  # pruned weights stay zero (the hooks' job)
+                if hasattr(ref, "weight_orig"):  # torch ranks `weight`, which its forward pre-hook recomputes
+                    ref.weight_orig.add_(step)
+                    ref.weight = ref.weight_orig * ref.weight_mask
+                else:
+                    ref.weight.add_(step)
+        records = pruner.apply(epoch, events_at(plan, epoch), 10, torch.Generator().manual_seed(0))
+        for rec in records:
+            ref = refs[rec["layer"]]
+            tprune.l1_unstructured(ref, "weight", amount=rec["prune"])
+            state = pruner.weights[rec["layer"]]
+            assert torch.equal(state.targeted, ref.weight_mask == 0), (epoch, rec["layer"])
+            conv = dict(model.named_modules())[rec["layer"]]
+            assert torch.equal(conv.weight.detach() == 0, ref.weight_mask == 0)  # zero exactly where torch masks
+    s = {x.layer: x for x in plan.configs[0].schedules}
+    assert s["conv5"].units == 128 * 64 * 9 and s["conv5"].kept[-1] == 29492  # ceil(0.4 x 73,728)
+
+
+def test_global_masks_equal_torch_global_unstructured():
+    """One ranking across the layers: the masks equal global_unstructured(L1Unstructured) with the plan's count,
+    and how that count fell per layer is the record of each layer."""
+    layers = ["conv5", "conv6", "conv7", "conv8"]
+    plan, model, pruner = pruner_for("prune:\n  granularity: weight\n  scope: global\n  scoring: l1\n  amount: 0.8\n"
+                                     "  schedule: {epochs: [1]}\n  layers:\n    - {select: 'conv[5-8]'}\n")
+    with torch.no_grad():  # layers of different scales, so that the global ranking differs from per-layer ones
+        for i, name in enumerate(layers):
+            dict(model.named_modules())[name].weight.mul_(1 + i)
+    refs = [reference(model, name) for name in layers]
+    (event,) = events_at(plan, 1)
+    assert event.group == layers and event.of == sum(r.weight.numel() for r in refs)
+    records = pruner.apply(1, [event], 10, torch.Generator().manual_seed(0))
+    tprune.global_unstructured([(r, "weight") for r in refs], pruning_method=tprune.L1Unstructured, amount=event.prune)
+    for name, ref, rec in zip(layers, refs, records):
+        assert rec["layer"] == name
+        assert torch.equal(pruner.weights[name].targeted, ref.weight_mask == 0), name
+        assert rec["prune"] == int((ref.weight_mask == 0).sum())
+    counts = [r["prune"] for r in records]
+    assert sum(counts) == event.prune and len(set(counts)) == len(counts)  # uneven: the scales differ
+
+
+def test_pruned_weights_stay_exactly_zero_while_training_with_weight_decay():
+    plan, model, pruner = pruner_for("prune:\n  granularity: weight\n  schedule: {epochs: [1]}\n"
+                                     "  layers:\n    - {select: conv3, amount: 0.5}\n")
+    pruner.apply(1, events_at(plan, 1), 10, torch.Generator().manual_seed(0))
+    conv = dict(model.named_modules())["conv3"]
+    pruned = pruner.weights["conv3"].targeted.clone()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.1)
+    hooks, g = StepHooks([pruner]), torch.Generator().manual_seed(0)
+    before = conv.weight.detach().clone()
+    for _ in range(3):
+        x, y = torch.randn(8, 3, 32, 32, generator=g), torch.randint(0, 10, (8,), generator=g)
+        hooks.before_batch([g])
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        hooks.after_backward()
+        assert torch.count_nonzero(conv.weight.grad[pruned]) == 0  # no gradient: Adam's moments stay zero
+        opt.step()
+        hooks.after_step()
+    assert torch.count_nonzero(conv.weight.detach()[pruned]) == 0
+    assert bool((conv.weight.detach()[~pruned] != before[~pruned]).all())  # the rest trains
+
+
+@pytest.mark.parametrize("granularity", ["weight", "filter"])
+def test_snip_scores_equal_gradient_times_weight_on_the_same_batch(granularity):
+    """SNIP's score is |dL/dw * w| (summed over a filter's weights for filters), the gradient being the one the
+    test computes itself on the batch it hands to the probe."""
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(16, 3, 32, 32, generator=g), torch.randint(0, 10, (16,), generator=g)
+    holder = {}
+
+    def probe(batches):
+        assert batches == 2
+        holder["model"].zero_grad(set_to_none=True)
+        for _ in range(batches):  # summed over the batches (here the same batch twice)
+            torch.nn.functional.cross_entropy(holder["model"](x), y).backward()
+
+    plan, model, pruner = pruner_for(f"prune:\n  granularity: {granularity}\n  scoring: {{name: snip, batches: 2}}\n"
+                                     "  schedule: {epochs: [0]}\n  layers:\n    - {select: conv4, amount: 0.5}\n",
+                                     probe=probe)
+    holder["model"] = model
+    mine = copy.deepcopy(model)
+    loss = 2 * torch.nn.functional.cross_entropy(mine(x), y)
+    (grad,) = torch.autograd.grad(loss, [mine.conv4.weight])
+    expected = (grad * mine.conv4.weight).abs()
+    if granularity == "filter":
+        expected = expected.sum(dim=(1, 2, 3))
+    got = pruner.score("conv4")
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-8)
+
+
+def test_snip_chooses_at_epoch_0_through_the_trainers_probe(tmp_path):
+    """In a run, SNIP's gradients come from the trainer's probe, on batches drawn for the event: the pruned weights
+    are the smallest |g * w| of the gradient the test computes on the same batch from the same initialization."""
+    from gstc.runtime.data import epoch_generator, normalize
+    from gstc.runtime.train import PROBE, Trainer
+    from gstc.runtime.worker import load
+
+    plan = compile_text(spec_text("vgg11_bn", 0.125, "prune:\n  granularity: weight\n  scoring: snip\n"
+                                  "  schedule: {epochs: [0]}\n  layers:\n    - {select: conv6, amount: 0.5}\n", epochs=1))
+    run, config = plan.runs[0], plan.configs[0]
+    data = load(config.resolved.data)
+    trainer = Trainer([run], [config], data, torch.device("cpu"), dtype=torch.float64)
+    mine = copy.deepcopy(trainer.model)
+    buffers = {name: b.clone() for name, b in trainer.model.named_buffers()}
+    trainer.prune_epoch(0)
+    idx = torch.randperm(len(data.train_y), generator=epoch_generator(run.seed, 0, PROBE))[:64]
+    x = normalize(data.train_x[idx], data, torch.float64)
+    loss = torch.nn.functional.cross_entropy(mine(x), data.train_y[idx])
+    (grad,) = torch.autograd.grad(loss, [mine.conv6.weight])
+    score = (grad * mine.conv6.weight).abs().flatten()
+    k = run.events[0].prune
+    expected = torch.zeros_like(score, dtype=torch.bool)
+    expected[torch.argsort(score, stable=True)[:k]] = True
+    assert torch.equal(trainer.members[0].pruner.weights["conv6"].targeted.flatten(), expected)
+    # The probe left the running statistics as they were.
+    for name, b in trainer.model.named_buffers():
+        assert torch.equal(b, buffers[name]), name
