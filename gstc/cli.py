@@ -208,22 +208,32 @@ def plan(
     for c in p.configs:
         runs = [r for r in p.runs if r.config == c.id]
         pruning_epochs = len({e.epoch for e in runs[0].events}) if runs else 0
-        rate = max((s.rate for s in c.schedules), default=0.0)
+        rate = max((s.rate for s in c.schedules if s.curve == "equal"), default=None)
+        curves = sorted({s.curve for s in c.schedules if s.curve != "equal"})
+        rates = ", ".join(([f"{100 * rate:.1f}%"] if rate is not None else []) + curves) or "-"
         summary.add_row(escape(c.id), str(c.resolved.train.epochs), str(len(c.schedules)), str(pruning_epochs),
-                        f"{100 * rate:.1f}%" if c.schedules else "-", str(len(runs)),
-                        *((_reduction(*c.counts.params), _reduction(*c.counts.macs)) if c.counts else ("-", "-")))
+                        rates, str(len(runs)),
+                        *((_reduction(*c.counts.params) if c.counts.nonzero is None else
+                           f"{_reduction(*c.counts.nonzero)} nonzero", _reduction(*c.counts.macs))
+                          if c.counts else ("-", "-")))
     out.print(summary)
     for c in p.configs:
         if config is not None and c.id != config or not c.schedules:
             continue
         t = Table(title=f"{escape(c.id)}: per-layer schedule", title_justify="left")
-        for col in ("layer", "filters", "scoring/target/mode", "event epochs", "pruned per event", "kept", "rate"):
+        for col in ("layer", "units", "scoring/target/mode", "event epochs", "pruned per event", "kept", "rate"):
             t.add_column(col, overflow="fold")
         for s in c.schedules:
+            if s.group and s.group[0] != s.layer:
+                continue  # a global group: one row, its first layer's
             mode = s.mode.kind if s.mode.kind == "prune" else json.dumps(s.mode.model_dump(mode="json"), separators=(",", ":"))
             pruned = _epochs_text(s.pruned, limit=8) if len(set(s.pruned)) > 1 else f"{s.pruned[0]} x {len(s.pruned)}"
-            t.add_row(s.layer, str(s.filters), escape(f"{s.scoring}/{s.target}/{mode}"), _epochs_text(s.epochs),
-                      pruned, f"{s.kept[-1]} ({100 * s.amount:.0f}% off)", f"{100 * s.rate:.2f}%")
+            name = f"{', '.join(s.group)} (one ranking)" if s.group else s.layer
+            units = s.kept[0] + s.pruned[0]
+            kind = "weights" if s.granularity == "weight" else "filters"
+            t.add_row(escape(name), f"{units} {kind}", escape(f"{s.scoring}/{s.target}/{mode}"), _epochs_text(s.epochs),
+                      pruned, f"{s.kept[-1]} ({100 * s.amount:.0f}% off)",
+                      f"{100 * s.rate:.2f}%" if s.curve == "equal" else s.curve)
         out.print(t)
     compatible = groups(p, p.runs)
     out.print(f"{len(p.runs)} runs in {len(compatible)} group(s) of compatible runs (largest: "

@@ -42,7 +42,9 @@ class LayerSchedule(Frozen):
     mode: Mode = Field(description="The resolved mode, every default filled in, e.g. {kind: prune, include_bn: true}.")
     epochs: list[int] = Field(description="Scheduled event epochs (including any that prune 0 units).")
     amount: float = Field(description="Total fraction of the original units removed by the last event.")
-    rate: float = Field(description="Iterative pruning rate: amount / number of events.")
+    rate: float = Field(description="Iterative pruning rate: amount / number of events (the equal curve's step).")
+    curve: Literal["equal", "linear", "cubic"] = Field(default="equal", description="How the amount is spread over "
+                                                       "the events (gstc.spec.ScheduleSpec.curve).")
     pruned: list[int] = Field(description="Units pruned at each scheduled epoch (global scope: the group's).")
     kept: list[int] = Field(description="Units kept after each scheduled epoch (global scope: the group's).")
     granularity: Literal["filter", "weight"] = Field(default="filter", description="The units: filters or weights.")

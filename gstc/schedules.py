@@ -229,7 +229,7 @@ def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, fani
                 layer=name, filters=by_name[name].filters, entry=i, scoring=full,
                 target=entry.target or prune.target, mode=entry.mode or prune.mode,
                 epochs=epochs, amount=float(total), rate=float(total / n), pruned=pruned, kept=kept,
-                granularity=prune.granularity, units=units if weights else None,
+                granularity=prune.granularity, units=units if weights else None, curve=curve,
             ))
     order = {name: k for k, name in enumerate(names)}
     out.sort(key=lambda s: order[s.layer])

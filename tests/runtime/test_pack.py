@@ -91,6 +91,26 @@ RESNET = spec("resnet20", 0.25, """\
     """)
 
 
+# Weight granularity: per-layer and global unstructured pruning beside a baseline (the pruned weights of each
+# member held by one multiply per packed weight), random targets from each member's own generator.
+WEIGHTS = spec("vgg11_bn", 0.125, """\
+    prune:
+      granularity: weight
+      scoring: l1
+      schedule: {start: 1, end: 2, every: 1}
+      layers:
+        - {select: conv6, amount: 0.5}
+        - {select: conv8, amount: 0.75, target: random}
+    variants:
+      baseline: {prune: null}
+      layer: {}
+      global:
+        prune.scope: global
+        prune.amount: 0.6
+        prune.layers: [{select: "conv[68]"}]
+    """)
+
+
 def numbers(results: ResultsDir, run_id: str) -> tuple[list[dict], list[dict]]:
     epochs = [{k: v for k, v in r.items() if k != "seconds"} for r in read_jsonl(results.epochs_jsonl(run_id))]
     return epochs, read_jsonl(results.events_jsonl(run_id))
@@ -113,7 +133,8 @@ def assert_close(a, b, path="") -> None:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("text, pack", [(VGG, 3), (RESNET, 6)], ids=["vgg11-pack3", "resnet20-pack6"])
+@pytest.mark.parametrize("text, pack", [(VGG, 3), (RESNET, 6), (WEIGHTS, 3)],
+                         ids=["vgg11-pack3", "resnet20-pack6", "vgg11-weights-pack3"])
 def test_a_pack_computes_what_separate_runs_compute(text, pack, device, tmp_path):
     plan = compile_text(text)
     alone, packed = ResultsDir(tmp_path / "alone"), ResultsDir(tmp_path / "packed")

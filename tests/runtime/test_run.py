@@ -41,6 +41,8 @@ SPEC = textwrap.dedent("""\
       zeroed:
         prune.target: largest
         prune.mode: {kind: zero, duration: {batches: 5}, restore: trained}
+      unstructured:
+        prune.granularity: weight
     """)
 
 EPOCH_FIELDS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "kept", "params", "macs", "seconds"}
@@ -76,7 +78,8 @@ def test_results_layout_and_fields(finished):
         assert set(info["summary"]) == {"best_test_acc", "best_epoch", "gen_gap", "mean_stability", "final_params"}
         epochs, events = numbers(results, run.id)
         assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
-        assert all(set(e) | {"seconds"} == EPOCH_FIELDS for e in epochs)
+        weights = run.config == "unstructured"  # nonzero: the parameters not held at zero
+        assert all(set(e) | {"seconds"} == EPOCH_FIELDS | ({"nonzero"} if weights else set()) for e in epochs)
         assert [e["lr"] for e in epochs] == pytest.approx([0.002, 0.002, 0.002, 0.0002])  # milestone 3: decays after epoch 3
         assert results.checkpoint(run.id).exists()
         # kept filters after each epoch equal the plan's
@@ -102,6 +105,11 @@ def test_parameters_drop_only_for_permanent_pruning(finished):
     assert len(set(params["baseline"])) == 1
     assert params["small"][0] < params["baseline"][0] and params["small"][2] < params["small"][0]
     assert params["zeroed"] == params["baseline"]  # zeroed filters come back
+    # Weight granularity removes no filter: params stay; nonzero drops by the pruned weights, as the plan counts.
+    assert params["unstructured"] == params["baseline"]
+    run = next(r for r in plan.runs if r.config == "unstructured")
+    nonzero = [e["nonzero"] for e in read_jsonl(results.epochs_jsonl(run.id))]
+    assert nonzero[-1] == plan.config("unstructured").counts.nonzero[1] < nonzero[0] < params["baseline"][0]
 
 
 def cli(*args: str):
@@ -118,16 +126,17 @@ def test_rerunning_a_finished_spec_trains_nothing(finished):
     stamps = {r.id: results.run_json(r.id).stat().st_mtime_ns for r in plan.runs}
     proc = cli("run", str(spec), "--out", str(results.root), "--device", "cpu")
     assert proc.exit_code == 0, proc.stderr
-    assert "3 already done, 0 to train" in proc.stderr
+    assert "4 already done, 0 to train" in proc.stderr
     assert stamps == {r.id: results.run_json(r.id).stat().st_mtime_ns for r in plan.runs}
 
 
-def test_kill_9_mid_run_then_resume_gives_the_same_numbers(finished, tmp_path):
+@pytest.mark.parametrize("variant", ["zeroed", pytest.param("unstructured", marks=pytest.mark.slow)])
+def test_kill_9_mid_run_then_resume_gives_the_same_numbers(finished, tmp_path, variant):
     spec, reference, plan = finished
     results = ResultsDir(tmp_path / "results")
-    run = next(r for r in plan.runs if r.config == "zeroed")
+    run = next(r for r in plan.runs if r.config == variant)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    args = [sys.executable, "-m", "gstc", "run", str(spec), "--out", str(results.root), "--device", "cpu", "--variant", "zeroed"]
+    args = [sys.executable, "-m", "gstc", "run", str(spec), "--out", str(results.root), "--device", "cpu", "--variant", variant]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until epoch 2 is written, then kill during epoch 3
@@ -137,7 +146,7 @@ def test_kill_9_mid_run_then_resume_gives_the_same_numbers(finished, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert read_json(results.run_json(run.id))["status"] == "running"  # killed, not finished
-    done = gstc("run", str(spec), "--out", str(results.root), "--device", "cpu", "--variant", "zeroed")
+    done = gstc("run", str(spec), "--out", str(results.root), "--device", "cpu", "--variant", variant)
     assert done.returncode == 0, done.stderr
     # Killed during epoch 3: resumed after epoch 2, or after 1 if the kill fell between
     # epoch 2's line and its checkpoint; either way at most the current epoch is lost.
@@ -180,7 +189,8 @@ def test_a_diverging_run_fails_and_the_rest_go_on(tmp_path, monkeypatch, pack):
     spec = tmp_path / "nan.yaml"
     # Two epochs are enough: the loss turns NaN in the second (and events at epoch 1 only).
     spec.write_text(SPEC.replace("epochs: 4", "epochs: 2").replace("  lr_schedule: {milestones: [3]}\n", "")
-                    .replace("schedule: {start: 1, end: 3, every: 2}", "schedule: {start: 1}"))
+                    .replace("schedule: {start: 1, end: 3, every: 2}", "schedule: {start: 1}")
+                    .replace("  unstructured:\n    prune.granularity: weight\n", ""))  # three runs: one pack of 3
     proc = cli("run", str(spec), "--out", str(tmp_path / "r"), "--device", "cpu", "--pack", pack)
     assert proc.exit_code == 1
     plan = compile_file(str(spec))
