@@ -230,7 +230,7 @@ def plan(
             pruned = _epochs_text(s.pruned, limit=8) if len(set(s.pruned)) > 1 else f"{s.pruned[0]} x {len(s.pruned)}"
             name = f"{', '.join(s.group)} (one ranking)" if s.group else s.layer
             units = s.kept[0] + s.pruned[0]
-            kind = "weights" if s.granularity == "weight" else "filters"
+            kind = {"filter": "filters", "weight": "weights"}.get(s.granularity, f"{s.granularity} groups")
             t.add_row(escape(name), f"{units} {kind}", escape(f"{s.scoring}/{s.target}/{mode}"), _epochs_text(s.epochs),
                       pruned, f"{s.kept[-1]} ({100 * s.amount:.0f}% off)",
                       f"{100 * s.rate:.2f}%" if s.curve == "equal" else s.curve)

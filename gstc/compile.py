@@ -598,7 +598,7 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None,
             if table is None:
                 continue
             cost = tables.cost(cfg, doc.file)
-            schedules, scorings, errs = compile_prune(cfg, table, pdoc, cost.fanin if cost is not None else None, search)
+            schedules, scorings, errs = compile_prune(cfg, table, pdoc, cost.kernels if cost is not None else None, search)
             collected.add(errs, config=cid)
             if errs:
                 continue

@@ -23,6 +23,7 @@ pruned model: `sum(p.numel())` and torch's FlopCounterMode.
 
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -52,8 +53,13 @@ class Term(Frozen):
 class Cost(Frozen):
     params: list[Term] = Field(description="One term per parameter tensor (terms of one shape merged).")
     macs: list[Term] = Field(description="One term per convolution or dense layer, per image.")
-    fanin: dict[str, int] = Field(default_factory=dict, description="Weights per filter of each conv of the layer "
-                                  "table (input channels / groups x kernel area): a layer's weights are filters x fanin.")
+    kernels: dict[str, list[int]] = Field(default_factory=dict, description="Each conv's filter shape: [input "
+                                          "channels / groups, kernel height, kernel width]; its weights are filters x "
+                                          "their product.")
+
+    def fanin(self) -> dict[str, int]:
+        """Weights per filter of each conv."""
+        return {name: math.prod(shape) for name, shape in self.kernels.items()}
 
     def count(self, live: dict[str, int]) -> tuple[int, int]:
         """(parameters, MACs per image) with `live` filters per prunable layer."""
@@ -65,7 +71,7 @@ class Cost(Frozen):
             return None if d is None else [d.fixed, d.per]
         return {"params": [[t.k, dim(t.out), dim(t.inp)] for t in self.params],
                 "macs": [[t.k, dim(t.out), dim(t.inp)] for t in self.macs],
-                **({"fanin": self.fanin} if self.fanin else {})}
+                **({"kernels": self.kernels} if self.kernels else {})}
 
     @classmethod
     def from_json(cls, data: dict) -> "Cost":
@@ -73,7 +79,7 @@ class Cost(Frozen):
             return None if d is None else Dim(fixed=int(d[0]), per={str(k): int(v) for k, v in d[1].items()})
         return cls(params=[Term(k=int(k), out=dim(o), inp=dim(i)) for k, o, i in data["params"]],
                    macs=[Term(k=int(k), out=dim(o), inp=dim(i)) for k, o, i in data["macs"]],
-                   fanin={str(k): int(v) for k, v in data.get("fanin", {}).items()})
+                   kernels={str(k): [int(x) for x in v] for k, v in data.get("kernels", {}).items()})
 
 
 def merged(terms: Iterable[Term]) -> list[Term]:
@@ -107,9 +113,9 @@ def live_after(layers: list, schedules: list) -> dict[str, int]:
 
 
 def nonzero_after(params: list[int], schedules: list) -> list[int] | None:
-    """Weight granularity: [parameters, parameters not held at zero after the last event]; None where every
+    """Weight and N:M granularity: [parameters, parameters not held at zero after the last event]; None where every
     schedule prunes filters (their count is `params`). A global group's counts are counted once."""
-    weights = [s for s in schedules if s.granularity == "weight" and s.mode.kind == "prune" and s.kept]
+    weights = [s for s in schedules if s.granularity != "filter" and s.mode.kind == "prune" and s.kept]
     if not weights:
         return None
     seen: set[str] = set()
@@ -118,7 +124,8 @@ def nonzero_after(params: list[int], schedules: list) -> list[int] | None:
         key = s.group[0] if s.group else s.layer
         if key not in seen:
             seen.add(key)
-            zero += s.kept[0] + s.pruned[0] - s.kept[-1]
+            n, _, m = s.granularity.partition(":")  # an N:M group loses M - N weights
+            zero += (s.kept[0] + s.pruned[0] - s.kept[-1]) * (int(m) - int(n) if m else 1)
     return [params[0], params[1] - zero]
 
 
@@ -156,7 +163,7 @@ def builtin(arch: str, table: list[tuple[str, int]], channels_in: int, size: tup
     """
     params: list[Term] = []
     macs: list[Term] = []
-    fanin: dict[str, int] = {}
+    kernels: dict[str, list[int]] = {}
     h, w = size
     filters = dict(table)
     if arch == "vgg11_bn":
@@ -164,7 +171,7 @@ def builtin(arch: str, table: list[tuple[str, int]], channels_in: int, size: tup
         inp = Dim(fixed=channels_in)
         for i, (name, _) in enumerate(table, start=1):
             out = Dim(per={name: 1})
-            fanin[name] = 9 * inp.size(filters)
+            kernels[name] = [inp.size(filters), 3, 3]
             _conv(params, macs, out, inp, h * w)
             inp = out
             if i in pool_after:
@@ -181,7 +188,7 @@ def builtin(arch: str, table: list[tuple[str, int]], channels_in: int, size: tup
             if stride == 2:
                 h, w = _down(h), _down(w)
             mid, out = Dim(per={conv1: 1}), Dim(per={conv2: 1})
-            fanin[conv1], fanin[conv2] = 9 * live.size(filters), 9 * filters[conv1]
+            kernels[conv1], kernels[conv2] = [live.size(filters), 3, 3], [filters[conv1], 3, 3]
             _conv(params, macs, mid, live, h * w)
             _conv(params, macs, out, mid, h * w)
             if stride == 2 and arch == "resnet18":  # option B: a 1x1 conv and BN
@@ -190,4 +197,4 @@ def builtin(arch: str, table: list[tuple[str, int]], channels_in: int, size: tup
         features = live
     params += [Term(k=classes, inp=features), Term(k=classes)]  # the dense layer: weight and bias
     macs.append(Term(k=classes, inp=features))
-    return Cost(params=merged(params), macs=merged(macs), fanin=fanin)
+    return Cost(params=merged(params), macs=merged(macs), kernels=kernels)

@@ -47,9 +47,9 @@ class LayerSchedule(Frozen):
                                                        "the events (gstc.spec.ScheduleSpec.curve).")
     pruned: list[int] = Field(description="Units pruned at each scheduled epoch (global scope: the group's).")
     kept: list[int] = Field(description="Units kept after each scheduled epoch (global scope: the group's).")
-    granularity: Literal["filter", "weight"] = Field(default="filter", description="The units: filters or weights.")
-    units: Optional[int] = Field(default=None, description="The layer's units (weights: filters x fan-in); "
-                                 "null: its filters.")
+    granularity: str = Field(default="filter", description="The units: filter, weight, or N:M groups (\"2:4\").")
+    units: Optional[int] = Field(default=None, description="The layer's units (weights: filters x fan-in; N:M: "
+                                 "weights / M); null: its filters.")
     scope: Literal["layer", "global"] = Field(default="layer", description="global: ranked with every layer of "
                                               "`group`, and pruned/kept count the group's units together.")
     group: list[str] = Field(default_factory=list, description="Global scope: the layers ranked together.")

@@ -105,7 +105,29 @@ def scoring(choice: Choice, path: tuple, doc: Document, search: list[str]) -> tu
     return loaded, Choice(name=choice.name, params=loaded.params.model_dump(mode="json")), []
 
 
-def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, fanin: dict[str, int] | None,
+def nm(granularity: str) -> tuple[int, int] | None:
+    """(N, M) of an N:M granularity; None for filter and weight."""
+    if ":" not in granularity:
+        return None
+    n, m = granularity.split(":")
+    return int(n), int(m)
+
+
+def _units(granularity: str, filters: int, kernel: list[int]) -> int | str:
+    """A layer's units under a granularity (filters, weights, N:M groups), or why it has none."""
+    if granularity == "filter":
+        return filters
+    if granularity == "weight":
+        return filters * math.prod(kernel)
+    n, m = nm(granularity)
+    inputs, kh, kw = kernel
+    if inputs % m:
+        return (f"reads {inputs} input channels per group, not a multiple of {m}: {granularity} groups run along the "
+                "input channels")
+    return filters * kh * kw * (inputs // m)
+
+
+def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, kernels: dict[str, list[int]] | None,
                   search: list[str]) -> tuple[list[LayerSchedule], dict[str, Any], list[SpecError]]:
     """(per-layer schedules in table order, each schedule's scoring as run ids hash it, errors)."""
     errors: list[SpecError] = []
@@ -118,16 +140,17 @@ def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, fani
         return [], {}, errors
     names = [layer.name for layer in table]
     by_name = {layer.name: layer for layer in table}
-    weights = prune.granularity == "weight"
+    weights = prune.granularity != "filter"  # single weights, or N:M groups of them
+    what = {"filter": "filter", "weight": "weight"}.get(prune.granularity, f"{prune.granularity} group")
     glob = prune.scope == "global"
     err = lambda path, msg: errors.append(doc.error(path, msg))  # noqa: E731
-    if weights and fanin is None:
-        err(("prune", "granularity"), f"weight granularity counts each layer's weights, which depend on the images' "
+    if weights and kernels is None:
+        err(("prune", "granularity"), f"{prune.granularity} granularity counts each layer's weights, which depend on the images' "
             f"channels, and those of dataset {cfg.data.dataset!r} are known only by loading it; use filter granularity")
         return [], {}, errors
     if weights and not isinstance(prune.mode, type(None)) and prune.mode.kind != "prune":
-        err(("prune", "mode"), f"{prune.mode.kind} mode holds whole filters for a while; weight granularity "
-            "supports mode prune")
+        err(("prune", "mode"), f"{prune.mode.kind} mode holds whole filters for a while; {prune.granularity} "
+            "granularity supports mode prune")
     chosen: dict[str, int] = {}
     out: list[LayerSchedule] = []
     hash_forms: dict[str, Any] = {}
@@ -156,13 +179,18 @@ def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, fani
                                     f"selected layers (set them in prune); remove this entry's own {', '.join(own)}")
                 continue
         if weights and entry.mode is not None and entry.mode.kind != "prune":
-            err(at + ("mode",), f"{entry.mode.kind} mode holds whole filters for a while; weight granularity "
-                "supports mode prune")
+            err(at + ("mode",), f"{entry.mode.kind} mode holds whole filters for a while; {prune.granularity} "
+                "granularity supports mode prune")
             continue
-        missing = [n for n in matched if weights and n not in fanin]
+        missing = [n for n in matched if weights and n not in kernels]
         if missing:
-            err(at + ("select",), f"the layer file lacks the weights per filter of {', '.join(missing[:3])}: rewrite it "
-                                  f"with `gstc layers {doc.file} --write` for weight granularity")
+            err(at + ("select",), f"the layer file lacks the filter shape of {', '.join(missing[:3])}: rewrite it "
+                                  f"with `gstc layers {doc.file} --write` for {prune.granularity} granularity")
+            continue
+        units = {n: _units(prune.granularity, by_name[n].filters, kernels[n] if weights else []) for n in matched}
+        bad = [f"{n} {u}" for n, u in units.items() if isinstance(u, str)]
+        if bad:
+            err(at + ("select",), "; ".join(bad[:3]) + ("; ..." if len(bad) > 3 else ""))
             continue
 
         epochs, problem, blame = _event_epochs(entry, prune.schedule)
@@ -193,13 +221,15 @@ def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, fani
                 f"a {curve} curve runs from `initial` to a final sparsity: give `amount` (the final sparsity)"
                 + (", not `rate`" if rate is not None else ""))
             continue
-        if amount is None and rate is None:
+        groups = nm(prune.granularity) is not None
+        if amount is None and rate is None and not groups:
             err(at, "give `amount` (total fraction removed) or `rate` (fraction per event), here or in prune")
             continue
         n = len(epochs)
-        total = _exact(amount) if amount is not None else _exact(rate) * n
-        if total >= 1:
-            err(src_r, f"rate {rate} x {n} events = {float(total):g}: that removes every {'weight' if weights else 'filter'}; "
+        # N:M without an amount: every group (N of every M weights kept, the pattern's own sparsity).
+        total = _exact(amount) if amount is not None else _exact(rate) * n if rate is not None else Fraction(1)
+        if total > 1 or (total == 1 and not groups):
+            err(src_r, f"rate {rate} x {n} events = {float(total):g}: that removes every {what}; "
                        "the total must stay below 1")
             continue
         start = _exact(initial) if initial is not None else Fraction(0)
@@ -221,15 +251,14 @@ def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, fani
             continue
         shape = (curve, total, start)  # under global scope, every entry's (it comes from prune)
         for name in matched:
-            units = by_name[name].filters * (fanin[name] if weights else 1)
-            kept = curve_kept(units, epochs, curve, total, start)
-            pruned = [a - b for a, b in zip([units] + kept, kept)]
+            kept = curve_kept(units[name], epochs, curve, total, start)
+            pruned = [a - b for a, b in zip([units[name]] + kept, kept)]
             hash_forms[name] = loaded.hash_form()
             out.append(LayerSchedule(
                 layer=name, filters=by_name[name].filters, entry=i, scoring=full,
                 target=entry.target or prune.target, mode=entry.mode or prune.mode,
                 epochs=epochs, amount=float(total), rate=float(total / n), pruned=pruned, kept=kept,
-                granularity=prune.granularity, units=units if weights else None, curve=curve,
+                granularity=prune.granularity, units=units[name] if weights else None, curve=curve,
             ))
     order = {name: k for k, name in enumerate(names)}
     out.sort(key=lambda s: order[s.layer])

@@ -8,9 +8,11 @@ table (globs, filter counts, event ranges) live in `gstc.compile`.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -335,6 +337,23 @@ class LayerEntry(Strict):
     mode: Optional[Mode] = Field(default=None, description="Overrides prune.mode for these layers.")
 
 
+NM_PATTERN = r"^[1-9][0-9]*:[1-9][0-9]*$"
+
+
+def _granularity(value: str) -> str:
+    if value in ("filter", "weight"):
+        return value
+    if not re.match(NM_PATTERN, value):
+        raise ValueError(f"expected filter, weight, or an N:M pattern such as \"2:4\", found {value!r}")
+    n, m = map(int, value.split(":"))
+    if n >= m:
+        raise ValueError(f"an N:M pattern keeps N of every M weights, so N must be below M; found {value}")
+    return value
+
+
+Granularity = Annotated[str, AfterValidator(_granularity)]
+
+
 class PruneSpec(Strict):
     scoring: Scoring = Field(
         default=Choice(name="l2"),
@@ -342,10 +361,14 @@ class PruneSpec(Strict):
         "L1 norm; ebn: expected post-ReLU BN output (|gamma|); ebn_alt: the same with signed gamma; snip: "
         "|gradient x weight| on a few batches ({name: snip, batches: N}); or a plugin's name.",
     )
-    granularity: Literal["filter", "weight"] = Field(
+    granularity: Granularity = Field(
         default="filter",
-        description="What an event removes: filter (whole conv filters, the default) or weight (single weights, "
-        "unstructured). Amounts and counts are fractions of the layer's filters or of its weights.",
+        description="What an event removes: filter (whole conv filters, the default), weight (single weights, "
+        "unstructured), or N:M such as \"2:4\" (semi-structured: a unit is a group of M consecutive input channels' "
+        "weights at one filter and kernel position, of which an event keeps N). Amounts and counts are fractions of "
+        "the layer's filters, weights or groups; N:M without amount or rate makes every group N:M.",
+        json_schema_extra=lambda s: s.update(anyOf=[{"enum": ["filter", "weight"]},
+                                                     {"type": "string", "pattern": NM_PATTERN}]),
     )
     scope: Literal["layer", "global"] = Field(
         default="layer",

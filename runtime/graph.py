@@ -307,5 +307,5 @@ def _cost(model: nn.Module, trace: Trace, groups: dict[str, Group]) -> Cost:
             params.append(Term(k=2, out=dim(name, module.num_features, out_dim, sizes)))
         else:
             params += [Term(k=p.numel()) for p in own]
-    fanin = {name: m.weight[0].numel() for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    return Cost(params=merged(params), macs=merged(macs), fanin=fanin)
+    kernels = {name: list(m.weight.shape[1:]) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    return Cost(params=merged(params), macs=merged(macs), kernels=kernels)

@@ -32,7 +32,7 @@ import torch
 from gstc.plan import GaussianMode, LayerSchedule, Mode, PlanConfig, PlanEvent, PruneMode, ZeroMode
 from gstc.plugins import Loaded
 from gstc.runtime.models import Prunable
-from gstc.runtime.units import Units, WeightHooks, WeightState, weight_states
+from gstc.runtime.units import GroupState, Units, WeightHooks, WeightState, weight_states
 from gstc.scorings import SCORINGS
 
 NEVER = 2**62  # release_at of a permanent hold
@@ -165,6 +165,19 @@ class LayerState:
     def untargeted(self) -> int:
         return int((~self.targeted).sum())
 
+    # The unit interface Pruner.apply ranks through (the same for weights and N:M groups, gstc.runtime.units).
+    def unit_scores(self, scores: torch.Tensor, target: str) -> torch.Tensor:
+        return scores.flatten()
+
+    def free(self) -> torch.Tensor:
+        return ~self.targeted
+
+    def take_units(self, pruner: "Pruner", chosen: torch.Tensor, scores: torch.Tensor, target: str,
+                   batches_per_epoch: int, generator: torch.Generator) -> None:
+        sel = torch.zeros_like(self.targeted)
+        sel[chosen] = True
+        self.take(pruner, sel, batches_per_epoch, generator)
+
     def take(self, pruner: "Pruner", sel: torch.Tensor, batches_per_epoch: int, generator: torch.Generator) -> None:
         """Target the filters of `sel` (a boolean per filter) and start the mode on them."""
         self.targeted |= sel
@@ -216,8 +229,8 @@ class Pruner:
                       for layer in config.layers if layer.coupled and layer.name in pruned}
         self.layers = {s.layer: LayerState(s.layer, prunable[s.layer], s) for s in filters
                        if self.alias.get(s.layer, s.layer) == s.layer}
-        self.weights = {s.layer: WeightState(s.layer, prunable[s.layer], s) for s in config.schedules
-                        if s.granularity == "weight"}
+        self.weights = {s.layer: (WeightState if s.granularity == "weight" else GroupState)(s.layer, prunable[s.layer], s)
+                        for s in config.schedules if s.granularity != "filter"}
         self.batch = 0  # training batches done so far in this run
         self.in_step = False  # between before_batch and after_step: a training step's forward pass
         self.probe = probe or self._no_probe  # the training loss's gradients on n batches (Trainer.probe)
@@ -226,7 +239,8 @@ class Pruner:
         for name, state in self.states().items():
             s = state.schedule
             loaded = SCORINGS.load(s.scoring)
-            self.scorings[name] = (loaded, Units(name, state.p, s.granularity, self, state.state))
+            unit = "filter" if s.granularity == "filter" else "weight"  # N:M groups are ranked by their weights
+            self.scorings[name] = (loaded, Units(name, state.p, unit, self, state.state))
             setup = getattr(loaded.plugin, "setup", None)
             if setup is not None:
                 setup(self.scorings[name][1], loaded.params)
@@ -287,26 +301,21 @@ class Pruner:
                 continue
             names = list(dict.fromkeys(self.alias.get(n, n) for n in (ev.group or [ev.layer])))
             states = [self.states()[n] for n in names]
-            scores = [self.score(n).detach().double().cpu() for n in names]
+            target = states[0].schedule.target
+            raw = [self.score(n).detach().double().cpu() for n in names]
+            scores = [st.unit_scores(r, target) for st, r in zip(states, raw)]
             if len(states) == 1:  # one layer: its own units, exactly as always
-                flat, candidates = scores[0].flatten(), ~states[0].targeted.flatten()
+                flat, candidates = scores[0], states[0].free()
             else:
-                flat = torch.cat([x.flatten() for x in scores])
-                candidates = torch.cat([~st.targeted.flatten() for st in states])
-            chosen = choose(flat, candidates, ev.prune, states[0].schedule.target, generator)
+                flat, candidates = torch.cat(scores), torch.cat([st.free() for st in states])
+            chosen = choose(flat, candidates, ev.prune, target, generator)
             offset = 0
-            for name, state, score in zip(names, states, scores):
-                n = state.targeted.numel()
+            for name, state, r, score in zip(names, states, raw, scores):
+                n = len(score)
                 mine = chosen[(chosen >= offset) & (chosen < offset + n)] - offset
                 offset += n
-                sel = torch.zeros(n, dtype=torch.bool)
-                sel[mine] = True
-                sel = sel.view(state.targeted.shape)
-                if isinstance(state, WeightState):
-                    state.take(sel)
-                else:
-                    state.take(self, sel, batches_per_epoch, generator)
-                mean = float(score.flatten()[mine].mean()) if len(mine) else None
+                state.take_units(self, mine, r, target, batches_per_epoch, generator)
+                mean = float(score[mine].mean()) if len(mine) else None
                 records.append(done.setdefault(name, {"layer": name if ev.group else ev.layer, "prune": len(mine),
                                                       "kept": state.untargeted(), "mean_score": mean}))
             kept = sum(st.untargeted() for st in states)

@@ -102,6 +102,18 @@ class WeightState:
     def untargeted(self) -> int:
         return int((~self.targeted).sum())
 
+    def unit_scores(self, scores: torch.Tensor, target: str) -> torch.Tensor:
+        return scores.flatten()
+
+    def free(self) -> torch.Tensor:
+        return ~self.targeted.flatten()
+
+    def take_units(self, pruner: "Pruner", chosen: torch.Tensor, scores: torch.Tensor, target: str,
+                   batches_per_epoch: int, generator: torch.Generator) -> None:
+        sel = torch.zeros(self.targeted.numel(), dtype=torch.bool)
+        sel[chosen] = True
+        self.take(sel.view(self.targeted.shape))
+
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"targeted": self.targeted, **self.state}
 
@@ -109,6 +121,69 @@ class WeightState:
         self.targeted.copy_(state["targeted"])
         self.state.update({k: v.to(self.device, copy=True) for k, v in state.items() if k != "targeted"})
         self.changed = True
+
+
+class GroupState(WeightState):
+    """N:M pruning of one conv: a unit is a group of M consecutive input channels' weights at one filter and kernel
+    position (the layout 2:4 sparse kernels want); taking a group prunes M - N of its weights, so it keeps N.
+
+    Within a group the weights go by their scores as the target says (smallest: the M - N lowest, ties by input
+    channel; largest: the highest; random: drawn from the event's generator); a group's own score, by which
+    an event ranks the groups, is what taking it removes: the sum of those weights' scores (random: none).
+    """
+
+    def __init__(self, name: str, prunable: Prunable, schedule: LayerSchedule):
+        super().__init__(name, prunable, schedule)
+        n, m = (int(x) for x in schedule.granularity.split(":"))
+        self.n, self.m = n, m
+        out, inputs, kh, kw = self.targeted.shape
+        self.groups = torch.zeros(out, kh, kw, inputs // m, dtype=torch.bool)
+
+    def _grouped(self, t: torch.Tensor) -> torch.Tensor:
+        """(out, in, kh, kw) -> (out, kh, kw, in / M, M): each group's M weights along the last dimension."""
+        out, inputs, kh, kw = t.shape
+        return t.permute(0, 2, 3, 1).reshape(out, kh, kw, inputs // self.m, self.m)
+
+    def _drop(self, scores: torch.Tensor, target: str, generator: torch.Generator | None) -> torch.Tensor:
+        """Per group, the positions (within its M) of the M - N weights that taking it prunes."""
+        g = self._grouped(scores)
+        if target == "random":
+            if generator is None:
+                return torch.arange(self.m - self.n).expand(*g.shape[:-1], -1)
+            keys = torch.rand(g.shape, generator=generator, dtype=torch.float64)
+            return torch.argsort(keys, dim=-1)[..., :self.m - self.n]
+        order = torch.argsort(g if target == "smallest" else -g, dim=-1, stable=True)
+        return order[..., :self.m - self.n]
+
+    def untargeted(self) -> int:
+        return int((~self.groups).sum())
+
+    def unit_scores(self, scores: torch.Tensor, target: str) -> torch.Tensor:
+        if target == "random":
+            return torch.zeros(self.groups.numel(), dtype=torch.float64)
+        return self._grouped(scores).gather(-1, self._drop(scores, target, None)).sum(-1).flatten()
+
+    def free(self) -> torch.Tensor:
+        return ~self.groups.flatten()
+
+    def take_units(self, pruner: "Pruner", chosen: torch.Tensor, scores: torch.Tensor, target: str,
+                   batches_per_epoch: int, generator: torch.Generator) -> None:
+        picked = torch.zeros(self.groups.numel(), dtype=torch.bool)
+        picked[chosen] = True
+        picked = picked.view(self.groups.shape)
+        drop = torch.zeros(self._grouped(scores).shape, dtype=torch.bool)
+        drop.scatter_(-1, self._drop(scores, target, generator), True)
+        drop &= picked.unsqueeze(-1)
+        out, inputs, kh, kw = self.targeted.shape
+        self.groups |= picked
+        self.take(drop.reshape(out, kh, kw, inputs).permute(0, 3, 1, 2))
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {**super().tensors(), "groups": self.groups}
+
+    def load(self, state: dict[str, torch.Tensor]) -> None:
+        self.groups.copy_(state["groups"])
+        super().load({k: v for k, v in state.items() if k != "groups"})
 
 
 class WeightHooks:
@@ -152,4 +227,4 @@ def weight_states(pruners: list["Pruner"]) -> list[tuple[int, int, WeightState]]
     return [(st.p.member, st.p.pack, st) for pruner in pruners for st in pruner.weights.values()]
 
 
-__all__ = ["Units", "WeightHooks", "WeightState", "weight_states"]
+__all__ = ["GroupState", "Units", "WeightHooks", "WeightState", "weight_states"]

@@ -42,7 +42,7 @@ class Use:
 
     layers: tuple[UseLayer, ...]
     epochs: tuple[int, ...]
-    granularity: str  # filter, weight
+    granularity: str  # filter, weight, or an N:M pattern such as "2:4"
     scope: str = "layer"  # layer, global
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -72,8 +72,9 @@ SCORINGS = Registry("scoring", "gstc.scorings", BUILTINS, required=("description
 def checks(name: str, plugin: Any, params: BaseModel, use: Use) -> list[str]:
     """The problems of using `plugin` (named `name`) so: its granularity, then its own checks."""
     grains = getattr(plugin, "granularities", frozenset({"filter"}))
-    if use.granularity not in grains:
+    unit = "filter" if use.granularity == "filter" else "weight"  # N:M groups are chosen by their weights' scores
+    if unit not in grains:
         return [f"{name} ranks {' or '.join(sorted(grains))}s, and this entry prunes {use.granularity}s; "
-                f"use a scoring that ranks {use.granularity}s (l1, l2, snip)"]
+                f"use a scoring that ranks {unit}s (l1, l2, snip)"]
     check = getattr(plugin, "check", None)
     return list(check(params, use)) if check is not None else []

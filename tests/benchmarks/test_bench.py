@@ -71,3 +71,13 @@ def test_hooks_benchmark_counts_fills_member_by_member_and_per_packed_tensor():
         assert [(int(r[1]), int(r[2])) for r in rows] == [(24, 24), (72, 24)]
         for r in rows:
             assert float(r[5]) == pytest.approx(float(r[3]) / float(r[4]), rel=0.05, abs=0.01)
+
+
+def test_sparsity_benchmark_times_a_masked_and_an_unmasked_epoch():
+    proc = subprocess.run([sys.executable, str(BENCH.parent / "sparsity.py"), "--width", "0.125", "--repeats", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = re.findall(r"^\| (unmasked|masked) \| ([\d.]+) ms per step \| ([\d.]+)x \|", proc.stdout, re.M)
+    assert [r[0] for r in rows] == ["unmasked", "masked"] and rows[0][2] == "1.000"
+    pruned, zero = re.search(r"masked: ([\d,]+) weights pruned .*, ([\d,]+) exactly zero", proc.stdout).groups()
+    assert int(zero.replace(",", "")) >= int(pruned.replace(",", "")) > 0  # the masks held through the epochs

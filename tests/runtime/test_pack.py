@@ -91,8 +91,8 @@ RESNET = spec("resnet20", 0.25, """\
     """)
 
 
-# Weight granularity: per-layer and global unstructured pruning beside a baseline (the pruned weights of each
-# member held by one multiply per packed weight), random targets from each member's own generator.
+# Weight granularity beside a baseline: per-layer unstructured pruning, and 2:4 groups ranked globally (the pruned
+# weights of each member held by one multiply per packed weight), random targets from each member's own generator.
 WEIGHTS = spec("vgg11_bn", 0.125, """\
     prune:
       granularity: weight
@@ -104,7 +104,8 @@ WEIGHTS = spec("vgg11_bn", 0.125, """\
     variants:
       baseline: {prune: null}
       layer: {}
-      global:
+      nm-global:
+        prune.granularity: "2:4"
         prune.scope: global
         prune.amount: 0.6
         prune.layers: [{select: "conv[68]"}]

@@ -162,3 +162,40 @@ def test_snip_chooses_at_epoch_0_through_the_trainers_probe(tmp_path):
     # The probe left the running statistics as they were.
     for name, b in trainer.model.named_buffers():
         assert torch.equal(b, buffers[name]), name
+
+
+def test_2_4_masks_keep_exactly_the_2_largest_magnitudes_of_every_group_of_4():
+    """Every group of 4 consecutive input channels' weights (at one filter and kernel position) keeps its 2
+    largest |w|, computed here with topk on the weights laid out as (out, kh, kw, in)."""
+    plan, model, pruner = pruner_for("prune:\n  granularity: '2:4'\n  scoring: l1\n  schedule: {epochs: [1]}\n"
+                                     "  layers:\n    - {select: 'conv[36]'}\n")
+    for name in ("conv3", "conv6"):
+        w = dict(model.named_modules())[name].weight.detach().clone()
+        out, inputs, kh, kw = w.shape
+        groups = w.permute(0, 2, 3, 1).reshape(out, kh, kw, inputs // 4, 4)
+        keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, groups.abs().topk(2, dim=-1).indices, True)
+        expected = ~keep.reshape(out, kh, kw, inputs).permute(0, 3, 1, 2)
+        pruner.apply(1, [e for e in events_at(plan, 1) if e.layer == name], 10, torch.Generator().manual_seed(0))
+        state = pruner.weights[name]
+        assert torch.equal(state.targeted, expected), name
+        assert int(state.targeted.sum()) == w.numel() // 2 and state.untargeted() == 0  # every group taken
+        after = dict(model.named_modules())[name].weight.detach()
+        nonzero = (after.permute(0, 2, 3, 1).reshape(out, kh, kw, inputs // 4, 4) != 0).sum(-1)
+        assert bool((nonzero == 2).all())
+
+
+def test_a_partial_n_m_event_takes_the_groups_that_lose_the_least():
+    """With an amount below 1, an event takes the groups whose pruned weights have the smallest summed score (for
+    2:4 and l1: the two smallest |w| of the group), exactly the plan's count of them."""
+    plan, model, pruner = pruner_for("prune:\n  granularity: '2:4'\n  scoring: l1\n  schedule: {epochs: [1]}\n"
+                                     "  layers:\n    - {select: conv5, amount: 0.25}\n")
+    (event,) = events_at(plan, 1)
+    w = model.conv5.weight.detach().clone()
+    out, inputs, kh, kw = w.shape
+    assert event.of == out * kh * kw * inputs // 4 and event.prune == event.of // 4
+    loss = w.abs().permute(0, 2, 3, 1).reshape(out, kh, kw, inputs // 4, 4).sort(-1).values[..., :2].sum(-1).flatten()
+    expected = torch.zeros_like(loss, dtype=torch.bool)
+    expected[torch.argsort(loss.double(), stable=True)[:event.prune]] = True
+    pruner.apply(1, [event], 10, torch.Generator().manual_seed(0))
+    assert torch.equal(pruner.weights["conv5"].groups.flatten(), expected)
+    assert int(pruner.weights["conv5"].targeted.sum()) == 2 * event.prune
