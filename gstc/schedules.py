@@ -244,7 +244,8 @@ def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, kern
             errors.extend(errs)
             continue
         use = Use(layers=tuple(UseLayer(n, by_name[n].after, () if weights else by_name[n].coupled) for n in matched),
-                  epochs=tuple(epochs), granularity=prune.granularity, scope=prune.scope)
+                  epochs=tuple(epochs), granularity=prune.granularity, scope=prune.scope,
+                  mode=(entry.mode or prune.mode).kind)
         problems = checks(choice.name, loaded.plugin, loaded.params, use)
         if problems:
             errors.extend(doc.error(score_path, msg) for msg in problems)

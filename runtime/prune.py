@@ -217,7 +217,7 @@ class Pruner:
     """Carries out a configuration's pruning events and perturbation windows on a model."""
 
     def __init__(self, model: torch.nn.Module, config: PlanConfig, seed: int, member: int = 0,
-                 probe: Callable[[int], None] | None = None):
+                 probe: Callable[[int, str], None] | None = None):
         prunable = model.prunable(member)
         self.model, self.seed = model, seed
         # Coupled layers (convs writing the same channels) share one filter state, the first one's in table order;
@@ -233,7 +233,7 @@ class Pruner:
                         for s in config.schedules if s.granularity != "filter"}
         self.batch = 0  # training batches done so far in this run
         self.in_step = False  # between before_batch and after_step: a training step's forward pass
-        self.probe = probe or self._no_probe  # the training loss's gradients on n batches (Trainer.probe)
+        self.probe = probe or self._no_probe  # (batches, kind): what gradient scorings ask for (gstc.runtime.probes)
         # Each pruned layer's scoring plugin, its parameters (validated when the plan was compiled) and its view.
         self.scorings: dict[str, tuple[Loaded, Units]] = {}
         for name, state in self.states().items():
@@ -246,7 +246,7 @@ class Pruner:
                 setup(self.scorings[name][1], loaded.params)
 
     @staticmethod
-    def _no_probe(batches: int) -> None:
+    def _no_probe(batches: int, kind: str) -> None:
         raise RuntimeError("this scoring needs the training loss's gradients, which only a training run provides")
 
     def states(self) -> dict[str, LayerState | WeightState]:
@@ -301,27 +301,49 @@ class Pruner:
                 continue
             names = list(dict.fromkeys(self.alias.get(n, n) for n in (ev.group or [ev.layer])))
             states = [self.states()[n] for n in names]
-            target = states[0].schedule.target
-            raw = [self.score(n).detach().double().cpu() for n in names]
-            scores = [st.unit_scores(r, target) for st, r in zip(states, raw)]
-            if len(states) == 1:  # one layer: its own units, exactly as always
-                flat, candidates = scores[0], states[0].free()
-            else:
-                flat, candidates = torch.cat(scores), torch.cat([st.free() for st in states])
-            chosen = choose(flat, candidates, ev.prune, target, generator)
-            offset = 0
-            for name, state, r, score in zip(names, states, raw, scores):
-                n = len(score)
-                mine = chosen[(chosen >= offset) & (chosen < offset + n)] - offset
-                offset += n
-                state.take_units(self, mine, r, target, batches_per_epoch, generator)
-                mean = float(score[mine].mean()) if len(mine) else None
-                records.append(done.setdefault(name, {"layer": name if ev.group else ev.layer, "prune": len(mine),
-                                                      "kept": state.untargeted(), "mean_score": mean}))
+            taken: dict[str, list[torch.Tensor]] = {n: [] for n in names}  # the scores of each layer's chosen units
+            for k in self._rounds(names[0], sum(st.untargeted() for st in states), ev.prune):
+                self._round(names, states, k, batches_per_epoch, generator, taken)
+            for name, state in zip(names, states):
+                chosen = torch.cat(taken[name]) if taken[name] else torch.zeros(0, dtype=torch.float64)
+                mean = float(chosen.mean()) if len(chosen) else None
+                records.append(done.setdefault(name, {"layer": name if ev.group else ev.layer,
+                                                      "prune": len(chosen), "kept": state.untargeted(),
+                                                      "mean_score": mean}))
             kept = sum(st.untargeted() for st in states)
             if kept != ev.kept:
                 raise RuntimeError(f"{ev.layer} at epoch {epoch}: {kept} units left, the plan says {ev.kept}")
         return records
+
+    def _rounds(self, name: str, before: int, prune: int) -> list[int]:
+        """How many units each round of an event takes: one round, or the scoring's `rounds`, each keeping the
+        fraction (kept / before)^(1 / rounds) of what the round before kept (SynFlow's exponential schedule)."""
+        loaded = self.scorings[name][0]
+        rounds = getattr(loaded.plugin, "rounds", None)
+        n = min(rounds(loaded.params), prune) if rounds is not None and prune > 0 else 1
+        after = before - prune
+        kept = [before] + [max(after, round(before * (after / before) ** (j / n))) for j in range(1, n)] + [after]
+        return [a - b for a, b in zip(kept, kept[1:]) if a > b] or [prune]
+
+    def _round(self, names: list[str], states: list, k: int, batches_per_epoch: int, generator: torch.Generator,
+               taken: dict[str, list[torch.Tensor]]) -> None:
+        """Score the layers' units, choose `k` of them by the target (ranked together where there are several),
+        and take them."""
+        target = states[0].schedule.target
+        raw = [self.score(n).detach().double().cpu() for n in names]
+        scores = [st.unit_scores(r, target) for st, r in zip(states, raw)]
+        if len(states) == 1:  # one layer: its own units, exactly as always
+            flat, candidates = scores[0], states[0].free()
+        else:
+            flat, candidates = torch.cat(scores), torch.cat([st.free() for st in states])
+        chosen = choose(flat, candidates, k, target, generator)
+        offset = 0
+        for name, state, r, score in zip(names, states, raw, scores):
+            n = len(score)
+            mine = chosen[(chosen >= offset) & (chosen < offset + n)] - offset
+            offset += n
+            state.take_units(self, mine, r, target, batches_per_epoch, generator)
+            taken[name].append(score[mine])
 
     def _add_noise(self, layer: LayerState, sel: torch.Tensor, generator: torch.Generator) -> None:
         w = layer.p.weight

@@ -141,7 +141,7 @@ class Trainer:
             events: dict[int, list[PlanEvent]] = {}
             for ev in run.events:
                 events.setdefault(ev.epoch, []).append(ev)
-            probe = lambda batches, k=i: self.probe(self.members[k], batches)  # noqa: E731
+            probe = lambda batches, kind, k=i: self.probe(self.members[k], batches, kind)  # noqa: E731
             self.members.append(Member(i, run, config, Pruner(self.model, config, run.seed, member=i, probe=probe),
                                        events))
         self.hooks = StepHooks([m.pruner for m in self.members])
@@ -322,23 +322,8 @@ class Trainer:
                 cb.event(self, m, record)
         return post_loss, post
 
-    def probe(self, m: Member, batches: int) -> None:
-        """Member m's training-loss gradient, summed over `batches` batches (without augmentation) of a draw of its
-        own for this event (seed, epoch, PROBE), left in the parameters' `.grad`. The forward passes run in training
-        mode (batch statistics, as a training step sees the model); the running statistics are restored after."""
-        model, data, k = self.model, self.data, self.pack
-        saved = {name: b.detach().clone() for name, b in model.named_buffers()}
-        order = torch.randperm(len(data.train_y), generator=epoch_generator(m.run.seed, self.pruning, PROBE))
-        order = order[:batches * self.batch_size].to(self.device)
-        model.train()
-        self.opt.zero_grad(set_to_none=True)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            x, y = data.train_x[idx].permute(0, 2, 3, 1), data.train_y[idx]
-            with self.autocast:
-                out = model(pack_input(x.expand(k, *x.shape), data, self.dtype, self.channels_last)).view(len(y), k, -1)
-                loss = F.cross_entropy(out[:, m.k].float() if self.dtype == torch.float32 else out[:, m.k], y)
-            loss.backward()
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(saved[name])
+    def probe(self, m: Member, batches: int, kind: str = "gradient") -> None:
+        """What a scoring asks of member m's loss, left in the parameters' `.grad` (gstc.runtime.probes)."""
+        from gstc.runtime.probes import probe
+
+        probe(self, m, batches, kind)

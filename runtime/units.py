@@ -58,14 +58,24 @@ class Units:
             return per_weight[0]
         return self.summed([t.sum(dim=tuple(range(1, t.dim()))) for t in per_weight])
 
+    def _probed(self, batches: int, kind: str) -> list[torch.Tensor]:
+        self._pruner.probe(batches, kind)
+        grads = [w.part(w.conv.weight.grad).detach().clone() for w in self._writers()]
+        self._pruner.model.zero_grad(set_to_none=True)
+        return grads
+
     def gradients(self, batches: int) -> list[torch.Tensor]:
         """The training loss's gradient with respect to each writer's weight, summed over `batches` training batches
         drawn for this event (the model's state, running statistics included, is left as it was)."""
-        self._pruner.probe(batches)
-        grads = [w.part(w.conv.weight.grad).detach().clone() for w in self._writers()]
-        for w in self._writers():
-            w.conv.weight.grad = None
-        return grads
+        return self._probed(batches, "gradient")
+
+    def hessian_gradients(self, batches: int) -> list[torch.Tensor]:
+        """H g for each writer's weight: the loss's Hessian times its gradient, both over `batches` batches."""
+        return self._probed(batches, "hessian")
+
+    def synflow_gradients(self) -> list[torch.Tensor]:
+        """dR/dw for each writer's weight, R = the sum of the outputs of the model with |parameters| on ones."""
+        return self._probed(0, "synflow")
 
     def record_channels(self, record: Callable[[torch.Tensor], None]) -> None:
         """Call `record` with this layer's channels (after its mask) at every forward pass."""

@@ -10,7 +10,9 @@ A scoring is a plugin (gstc.plugins): an object with
 - optionally `check(params, use) -> list[str]`: compile-time problems with where it is
   used (`Use`), each a message the compiler reports at the spec's `scoring`;
 - optionally `setup(units, params)`: once per pruned layer when a run starts (to record
-  activations, say).
+  activations, say);
+- optionally `rounds(params) -> int`: an event's count is then removed in that many
+  rounds, each re-scored after the previous round's units were pruned (SynFlow).
 
 gstc's own scorings are the modules of this package, registered below exactly as an
 outside package registers its own (entry-point group `gstc.scorings`); a spec may also
@@ -44,6 +46,7 @@ class Use:
     epochs: tuple[int, ...]
     granularity: str  # filter, weight, or an N:M pattern such as "2:4"
     scope: str = "layer"  # layer, global
+    mode: str = "prune"  # the entry's mode kind: prune, zero, gaussian
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -64,6 +67,8 @@ BUILTINS = {
     "ebn": "gstc.scorings.ebn:EBN",
     "ebn_alt": "gstc.scorings.ebn:EBNAlt",
     "snip": "gstc.scorings.snip:SNIP",
+    "grasp": "gstc.scorings.grasp:GraSP",
+    "synflow": "gstc.scorings.synflow:SynFlow",
 }
 
 SCORINGS = Registry("scoring", "gstc.scorings", BUILTINS, required=("description", "Params", "score"))

@@ -114,8 +114,8 @@ def test_snip_scores_equal_gradient_times_weight_on_the_same_batch(granularity):
     x, y = torch.randn(16, 3, 32, 32, generator=g), torch.randint(0, 10, (16,), generator=g)
     holder = {}
 
-    def probe(batches):
-        assert batches == 2
+    def probe(batches, kind):
+        assert batches == 2 and kind == "gradient"
         holder["model"].zero_grad(set_to_none=True)
         for _ in range(batches):  # summed over the batches (here the same batch twice)
             torch.nn.functional.cross_entropy(holder["model"](x), y).backward()
@@ -199,3 +199,99 @@ def test_a_partial_n_m_event_takes_the_groups_that_lose_the_least():
     pruner.apply(1, [event], 10, torch.Generator().manual_seed(0))
     assert torch.equal(pruner.weights["conv5"].groups.flatten(), expected)
     assert int(pruner.weights["conv5"].targeted.sum()) == 2 * event.prune
+
+
+def trainer_for(prune: str, epochs: int = 1):
+    from gstc.runtime.train import Trainer
+    from gstc.runtime.worker import load
+
+    plan = compile_text(spec_text("vgg11_bn", 0.125, prune, epochs=epochs))
+    run, config = plan.runs[0], plan.configs[0]
+    return run, Trainer([run], [config], load(config.resolved.data), torch.device("cpu"), dtype=torch.float64)
+
+
+def smallest(score: torch.Tensor, k: int, free: torch.Tensor | None = None) -> torch.Tensor:
+    """The k lowest scores among `free` (all by default), ties by index: what target smallest removes."""
+    flat = score.flatten().double()
+    idx = torch.arange(len(flat)) if free is None else free.flatten().nonzero().flatten()
+    out = torch.zeros(len(flat), dtype=torch.bool)
+    out[idx[torch.argsort(flat[idx], stable=True)[:k]]] = True
+    return out.view(score.shape)
+
+
+def test_grasp_removes_the_smallest_w_times_hessian_gradient_computed_by_torch_func():
+    """GraSP at epoch 0: the pruned weights are the smallest w * (H g), with H g computed here by forward-over-reverse
+    differentiation (torch.func.jvp of torch.func.grad) on the batch the trainer's probe draws."""
+    from torch.func import functional_call, grad, jvp, replace_all_batch_norm_modules_
+
+    from gstc.runtime.data import epoch_generator, normalize
+    from gstc.runtime.train import PROBE
+
+    run, trainer = trainer_for("prune:\n  granularity: weight\n  scoring: grasp\n  schedule: {epochs: [0]}\n"
+                               "  layers:\n    - {select: conv6, amount: 0.5}\n")
+    mine = copy.deepcopy(trainer.model)
+    trainer.prune_epoch(0)
+    data = trainer.data
+    idx = torch.randperm(len(data.train_y), generator=epoch_generator(run.seed, 0, PROBE))[:64]
+    x, y = normalize(data.train_x[idx], data, torch.float64), data.train_y[idx]
+    replace_all_batch_norm_modules_(mine)  # batch statistics without updating running ones (a transform's rule)
+    params = {n: p.detach() for n, p in mine.named_parameters()}
+    buffers = {n: b.clone() for n, b in mine.named_buffers()}
+
+    def loss(p):
+        return torch.nn.functional.cross_entropy(functional_call(mine, (p, buffers), (x,)), y)
+
+    g = grad(loss)(params)
+    _, hg = jvp(grad(loss), (params,), (g,))
+    score = params["conv6.weight"] * hg["conv6.weight"]
+    expected = smallest(score, run.events[0].prune)
+    assert torch.equal(trainer.members[0].pruner.weights["conv6"].targeted, expected)
+
+
+def synflow_scores(model: torch.nn.Module, name: str) -> torch.Tensor:
+    """|dR/dw * w| of `name`'s weight, R the summed output of the all-positive model on ones, in eval mode."""
+    m = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for v in m.state_dict(keep_vars=True).values():
+            if v.is_floating_point():
+                v.abs_()
+    w = dict(m.named_modules())[name].weight
+    (g,) = torch.autograd.grad(m(torch.ones(1, 3, 32, 32, dtype=torch.float64)).sum(), [w])
+    return (g * w).abs().detach()
+
+
+@pytest.mark.parametrize("iterations", [1, 4])
+def test_synflow_rounds_rescore_after_each_rounds_pruning(iterations):
+    """SynFlow in rounds, ranked globally over three convs: each round removes its share of the event's count
+    (kept fraction (kept/before)^(1/n) per round) by the scores of the model as the previous rounds left it; the
+    reference is that loop written here. Within one layer the scores do not depend on the layer's own weights, so
+    it is across layers that rounds change the choice."""
+    layers = ["conv5", "conv6", "conv7"]
+    run, trainer = trainer_for(f"prune:\n  granularity: weight\n  scope: global\n  amount: 0.9\n"
+                               f"  scoring: {{name: synflow, iterations: {iterations}}}\n"
+                               "  schedule: {epochs: [0]}\n  layers:\n    - {select: 'conv[5-7]'}\n")
+    mine = copy.deepcopy(trainer.model)
+    trainer.prune_epoch(0)
+    convs = [dict(mine.named_modules())[n] for n in layers]
+    sizes = [c.weight.numel() for c in convs]
+    before, prune = sum(sizes), run.events[0].prune
+    after = before - prune
+    kept = [before] + [max(after, round(before * (after / before) ** (j / iterations))) for j in range(1, iterations)]
+    kept.append(after)
+
+    def scores() -> torch.Tensor:
+        return torch.cat([synflow_scores(mine, n).flatten() for n in layers])
+
+    initial = scores()
+    pruned = torch.zeros(before, dtype=torch.bool)
+    for a, b in zip(kept, kept[1:]):
+        chosen = smallest(scores(), a - b, ~pruned)
+        pruned |= chosen
+        with torch.no_grad():
+            for conv, part in zip(convs, chosen.split(sizes)):
+                conv.weight[part.view(conv.weight.shape)] = 0
+    states = trainer.members[0].pruner.weights
+    got = torch.cat([states[n].targeted.flatten() for n in layers])
+    assert int(got.sum()) == prune
+    assert torch.equal(got, pruned)
+    assert torch.equal(pruned, smallest(initial, prune)) == (iterations == 1)  # rounds change the choice
