@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from gstc.compile import ANY_INDEX, override_paths
-from gstc.spec import VARIANT_PATTERN, Spec
+from gstc.spec import NM_PATTERN, VARIANT_PATTERN, Spec
 
 SCHEMA_ID = "https://gstc.dev/schema/gstc.schema.json"
 
@@ -145,7 +145,10 @@ RULES: dict[str, list[dict[str, Any]]] = {
          "then": _entries({"properties": {"amount": {"type": "null", "errorMessage": WITH_DEFAULT_RATE}}})},
         {"if": _given("number", "amount"),
          "then": _entries({"properties": {"rate": {"type": "null", "errorMessage": WITH_DEFAULT_AMOUNT}}})},
-        {"if": NEITHER_GIVEN, "then": _entries({"if": NEITHER_GIVEN, "then": {"required": ["amount"], "errorMessage": NEITHER}})},
+        # ... unless the granularity is an N:M pattern, where no amount means every group.
+        {"if": {"allOf": [NEITHER_GIVEN, {"not": {"properties": {"granularity": {"type": "string", "pattern": NM_PATTERN}},
+                                                  "required": ["granularity"]}}]},
+         "then": _entries({"if": NEITHER_GIVEN, "then": {"required": ["amount"], "errorMessage": NEITHER}})},
     ],
     "SGDSpec": [{"if": {"properties": {"nesterov": {"const": True}}, "required": ["nesterov"]},
                  "then": {"required": ["momentum"], "properties": {"momentum": {"exclusiveMinimum": 0, "errorMessage": NESTEROV}},

@@ -436,6 +436,10 @@ def pack_input(x: torch.Tensor, ds: Dataset, dtype: torch.dtype, channels_last: 
     return x if channels_last else x.contiguous()
 
 
+# Purposes of derived generators: each random draw of a run comes from its own (seed, epoch, purpose).
+ORDER, AUGMENT, TARGETS, NOISE, PROBE = 0, 1, 2, 3, 4  # data order, augmentation, random targets, noise, probes
+
+
 def epoch_generator(seed: int, epoch: int, purpose: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A generator derived from (seed, epoch, purpose): resuming at an epoch needs no saved state."""
     g = torch.Generator(device=device)

@@ -14,23 +14,20 @@ values) is restored before it returns.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from gstc.runtime.data import epoch_generator, pack_input
+from gstc.runtime.data import PROBE, epoch_generator, pack_input
 
-if TYPE_CHECKING:
-    from gstc.runtime.train import Member, Trainer
+Trainer = Member = Any  # gstc.runtime.train's, which calls this module
 
 KINDS = ("gradient", "hessian", "synflow")
 
 
 def _losses(t: "Trainer", m: "Member", batches: int):
     """Member m's training loss on each of `batches` batches drawn for this event."""
-    from gstc.runtime.train import PROBE
-
     data, k = t.data, t.pack
     order = torch.randperm(len(data.train_y), generator=epoch_generator(m.run.seed, t.pruning, PROBE))
     order = order[:batches * t.batch_size].to(t.device)

@@ -29,13 +29,13 @@ import torch
 import torch.nn.functional as F
 
 from gstc.plan import AdamSpec, FlatnessSpec, PlanConfig, PlanEvent, PlanRun, SGDSpec
-from gstc.runtime.data import Dataset, crop_flip, crop_flip_draws, epoch_generator, pack_input
+from gstc.runtime.data import (AUGMENT, NOISE, ORDER, PROBE, TARGETS, Dataset, crop_flip, crop_flip_draws,  # noqa: F401
+                               epoch_generator, pack_input)
 from gstc.runtime.models import build_model, member_state, pack_states
 from gstc.runtime.prune import PluginFailed, Pruner, StepHooks
 
 EVAL_BATCH = 1000  # test images per evaluation batch (BN in eval mode: the size changes no number)
-# Purposes of derived generators (see gstc.runtime.data.epoch_generator).
-ORDER, AUGMENT, TARGETS, NOISE, PROBE = 0, 1, 2, 3, 4
+
 
 
 def make_optimizer(params: Any, spec: AdamSpec | SGDSpec, fused: bool = False) -> torch.optim.Optimizer:

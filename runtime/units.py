@@ -14,15 +14,14 @@ torch.nn.utils.prune's mask does, without reparametrizing the module).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Any, Callable
 
 import torch
 
 from gstc.plan import LayerSchedule
 from gstc.runtime.masks import Prunable, member
 
-if TYPE_CHECKING:
-    from gstc.runtime.prune import Pruner
+Pruner = Any  # gstc.runtime.prune.Pruner, which imports this module: its batch count, step flag, probe and model
 
 
 class Units:
