@@ -231,9 +231,11 @@ def _message(err: dict, parts: Path, model: Any) -> str:
         ctx = err["ctx"]
         choices = re.findall(r"'([^']*)'", ctx["expected_tags"])
         # ctx["tag"] is str() of the value (null -> "None"); show the value as written
-        tag = found.get(ctx["discriminator"].strip("'"), ctx["tag"]) if isinstance(found, dict) else ctx["tag"]
-        hint = did_you_mean(tag, choices) if isinstance(tag, str) else ""
-        return f"expected one of {ctx['expected_tags']}, found {show(tag)}{hint}"
+        tag = found.get(_discriminator(err), ctx["tag"]) if isinstance(found, dict) else ctx["tag"]
+        hint = did_you_mean(tag, [c for c in choices if c != "module:attribute"]) if isinstance(tag, str) else ""
+        expected = ctx["expected_tags"].replace(", 'module:attribute'", "")
+        own = " (or module:attribute for a plugin of your own)" if "module:attribute" in choices else ""
+        return f"expected one of {expected}{own}, found {show(tag)}{hint}"
     if kind == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
         choices = re.findall(r"'([^']*)'", expected)
@@ -241,7 +243,7 @@ def _message(err: dict, parts: Path, model: Any) -> str:
         return f"expected one of {expected}, found {show(found)}{hint}"
     if kind == "union_tag_not_found":
         without = " without it" if isinstance(found, dict) and found else ""
-        return f"expected a mapping with key {err['ctx']['discriminator']}, found {show(found)}{without}"
+        return f"expected a mapping with key '{_discriminator(err)}', found {show(found)}{without}"
     if kind == "value_error":
         return msg.removeprefix("Value error, ")
     if kind in ("model_type", "model_attributes_type", "dict_type"):
@@ -265,13 +267,18 @@ def _message(err: dict, parts: Path, model: Any) -> str:
     return f"expected {text}, found {show(found)}{hint}"
 
 
+def _discriminator(err: dict) -> str:
+    """The key a union is told apart by: 'kind' for a field discriminator or for the callable `kind()`."""
+    return err["ctx"]["discriminator"].strip("'").removesuffix("()")
+
+
 def _convert(exc: ValidationError, doc: Document, model: Any) -> list[SpecError]:
     """Pydantic errors -> SpecErrors; of a union's members, keep those that got furthest."""
     items = []
     for err in exc.errors(include_url=False):
         parts, tag_at = _data_path(err["loc"], doc.data, err["type"])
         if err["type"] in ("union_tag_invalid",):
-            parts, tag_at = parts + (err["ctx"]["discriminator"].strip("'"),), None
+            parts, tag_at = parts + (_discriminator(err),), None
         items.append((err, parts, tag_at))
     keep = []
     groups: dict[tuple, list] = {}

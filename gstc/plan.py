@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
-from gstc.spec import (AdamSpec, BaseConfig, DataSpec, Duration, FlatnessSpec, GaussianMode, MeasureSpec, Mode,
+from gstc.spec import (AdamSpec, BaseConfig, DataSpec, Duration, FlatnessSpec, ForeignMode, GaussianMode, MeasureSpec, Mode,
                        ModelSpec, PruneMode, Scoring, SGDSpec, Target, TrainSpec, ZeroMode)
 
 
@@ -120,6 +120,6 @@ class Plan(Frozen):
         raise KeyError(config_id)
 
 
-__all__ = ["AdamSpec", "BaseConfig", "DataSpec", "Duration", "FlatnessSpec", "Frozen", "GaussianMode", "LayerSchedule",
+__all__ = ["AdamSpec", "BaseConfig", "DataSpec", "Duration", "FlatnessSpec", "ForeignMode", "Frozen", "GaussianMode", "LayerSchedule",
            "MeasureSpec", "Mode", "ModelSpec", "Plan", "PlanConfig", "PlanEvent", "PlanLayer", "PlanRun", "PruneMode",
            "SGDSpec", "Scoring", "Target", "TrainSpec", "ZeroMode"]

@@ -69,6 +69,37 @@ def import_target(target: str, what: str, search: Optional[list[str]] = None) ->
     return obj
 
 
+@dataclass(frozen=True)
+class UseLayer:
+    """A selected layer, as a plugin's check sees it."""
+
+    name: str
+    after: str  # "bn": a BatchNorm2d follows the conv (its mask sits after it); "conv": none does
+    coupled: tuple[str, ...] = ()  # other convs writing the same channels (a residual sum)
+
+
+@dataclass(frozen=True)
+class Use:
+    """Where a plugin is used: one prune.layers entry's layers, event epochs, granularity, scope and mode."""
+
+    layers: tuple[UseLayer, ...]
+    epochs: tuple[int, ...]
+    granularity: str  # filter, weight, or an N:M pattern such as "2:4"
+    scope: str = "layer"  # layer, global
+    mode: str = "prune"  # the entry's mode kind: prune, zero, gaussian, ...
+
+
+def checks(kind: str, name: str, plugin: Any, params: BaseModel, use: Use) -> list[str]:
+    """The problems of using `plugin` (a `kind` named `name`) so: its granularities, then its own checks."""
+    grains = getattr(plugin, "granularities", frozenset({"filter"}))
+    unit = "filter" if use.granularity == "filter" else "weight"  # N:M groups are chosen and held by their weights
+    if unit not in grains:
+        known = " or ".join(f"{g}s" for g in sorted(grains))
+        return [f"the {kind} {name} acts on {known}, and this entry prunes {use.granularity}s"]
+    check = getattr(plugin, "check", None)
+    return list(check(params, use)) if check is not None else []
+
+
 class NoParams(BaseModel):
     """A plugin without parameters."""
 

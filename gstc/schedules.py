@@ -21,9 +21,11 @@ from gstc import archs, selection
 from gstc.errors import SpecError, did_you_mean, dotted
 from gstc.load import Document
 from gstc.plan import LayerSchedule
+from gstc.modes import MODES
 from gstc.plugins import Choice, PluginError
-from gstc.scorings import SCORINGS, Use, UseLayer, checks
-from gstc.spec import BaseConfig, LayerEntry, PruneSpec, ScheduleSpec
+from gstc.plugins import Use, UseLayer, checks
+from gstc.scorings import SCORINGS
+from gstc.spec import BaseConfig, ForeignMode, LayerEntry, PruneSpec, ScheduleSpec
 
 
 def _exact(value: float) -> Fraction:
@@ -127,6 +129,23 @@ def _units(granularity: str, filters: int, kernel: list[int]) -> int | str:
     return filters * kh * kw * (inputs // m)
 
 
+def mode_of(mode: Any, path: tuple, doc: Document, search: list[str]) -> tuple[Any, Any, list[SpecError]]:
+    """(the mode plugin, the mode with every parameter filled in, errors). Built-in and installed modes arrive
+    validated by their own model; a module:attribute mode's parameters are validated here."""
+    extra = dict(mode.model_extra or {}) if isinstance(mode, ForeignMode) else None
+    try:
+        plugin, _ = MODES.get(mode.kind, search)
+    except PluginError as exc:
+        return None, None, [doc.error(path + ("kind",), str(exc))]
+    if extra is None:
+        return plugin, mode, []
+    try:
+        params = plugin.Params.model_validate({"kind": mode.kind, **extra})
+    except ValidationError as exc:
+        return None, None, [doc.error(path + tuple(e["loc"]), f"{mode.kind}: {e['msg']}") for e in exc.errors()]
+    return plugin, ForeignMode.model_validate(params.model_dump(mode="json")), []
+
+
 def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, kernels: dict[str, list[int]] | None,
                   search: list[str]) -> tuple[list[LayerSchedule], dict[str, Any], list[SpecError]]:
     """(per-layer schedules in table order, each schedule's scoring as run ids hash it, errors)."""
@@ -148,9 +167,6 @@ def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, kern
         err(("prune", "granularity"), f"{prune.granularity} granularity counts each layer's weights, which depend on the images' "
             f"channels, and those of dataset {cfg.data.dataset!r} are known only by loading it; use filter granularity")
         return [], {}, errors
-    if weights and not isinstance(prune.mode, type(None)) and prune.mode.kind != "prune":
-        err(("prune", "mode"), f"{prune.mode.kind} mode holds whole filters for a while; {prune.granularity} "
-            "granularity supports mode prune")
     chosen: dict[str, int] = {}
     out: list[LayerSchedule] = []
     hash_forms: dict[str, Any] = {}
@@ -178,10 +194,6 @@ def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, kern
                 err(at + (own[0],), f"prune.scope is global: one amount, schedule, scoring, target and mode over all "
                                     f"selected layers (set them in prune); remove this entry's own {', '.join(own)}")
                 continue
-        if weights and entry.mode is not None and entry.mode.kind != "prune":
-            err(at + ("mode",), f"{entry.mode.kind} mode holds whole filters for a while; {prune.granularity} "
-                "granularity supports mode prune")
-            continue
         missing = [n for n in matched if weights and n not in kernels]
         if missing:
             err(at + ("select",), f"the layer file lacks the filter shape of {', '.join(missing[:3])}: rewrite it "
@@ -237,6 +249,11 @@ def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, kern
             err(sched_path, f"initial sparsity {initial} is not below the final one ({float(total):g}, the amount)")
             continue
 
+        mode_path = at + ("mode",) if entry.mode is not None else ("prune", "mode")
+        mode_plugin, mode, errs = mode_of(entry.mode or prune.mode, mode_path, doc, search)
+        if errs:
+            errors.extend(errs)
+            continue
         choice = entry.scoring or prune.scoring
         score_path = at + ("scoring",) if entry.scoring else ("prune", "scoring")
         loaded, full, errs = scoring(choice, score_path, doc, search)
@@ -246,9 +263,11 @@ def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, kern
         use = Use(layers=tuple(UseLayer(n, by_name[n].after, () if weights else by_name[n].coupled) for n in matched),
                   epochs=tuple(epochs), granularity=prune.granularity, scope=prune.scope,
                   mode=(entry.mode or prune.mode).kind)
-        problems = checks(choice.name, loaded.plugin, loaded.params, use)
-        if problems:
+        problems = checks("scoring", choice.name, loaded.plugin, loaded.params, use)
+        mode_problems = checks("mode", mode.kind, mode_plugin, mode, use)
+        if problems or mode_problems:
             errors.extend(doc.error(score_path, msg) for msg in problems)
+            errors.extend(doc.error(mode_path, msg) for msg in mode_problems)
             continue
         shape = (curve, total, start)  # under global scope, every entry's (it comes from prune)
         for name in matched:
@@ -257,7 +276,7 @@ def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, kern
             hash_forms[name] = loaded.hash_form()
             out.append(LayerSchedule(
                 layer=name, filters=by_name[name].filters, entry=i, scoring=full,
-                target=entry.target or prune.target, mode=entry.mode or prune.mode,
+                target=entry.target or prune.target, mode=mode,
                 epochs=epochs, amount=float(total), rate=float(total / n), pruned=pruned, kept=kept,
                 granularity=prune.granularity, units=units[name] if weights else None, curve=curve,
             ))

@@ -16,6 +16,8 @@ import re
 from typing import Any
 
 from gstc.compile import ANY_INDEX, override_paths
+from gstc.modes import plugin_params
+from gstc.plugins import IMPORT_PATTERN
 from gstc.spec import NM_PATTERN, VARIANT_PATTERN, Spec
 
 SCHEMA_ID = "https://gstc.dev/schema/gstc.schema.json"
@@ -73,7 +75,8 @@ def _for_editors(properties: dict[str, Any]) -> None:
                 body.update({**merged, "type": [other["type"], "null"]})
 
 
-MODES = {"prune": "PruneMode", "zero": "ZeroMode", "gaussian": "GaussianMode"}
+MODES = {kind: params.__name__ for kind, params in plugin_params()}  # built-in and installed modes
+FOREIGN = "ForeignMode"  # a mode of the spec's own: kind is module:attribute
 
 
 def _mode_definition(definitions: dict[str, Any]) -> dict[str, Any]:
@@ -82,13 +85,18 @@ def _mode_definition(definitions: dict[str, Any]) -> dict[str, Any]:
     another kind (`mode: {kind: zero, std: matched}` read as "Value must be gaussian"); now `std` itself is
     the key that is not allowed, and `kind: zeroo` lists every kind."""
     kinds = {kind: definitions[name]["properties"]["kind"].get("description", "") for kind, name in MODES.items()}
+    own = {"type": "string", "pattern": IMPORT_PATTERN.pattern}
     return {
         "type": "object",
-        "description": "How targeted filters are handled: " + "; ".join(f"{k}: {d}" for k, d in kinds.items()),
-        "properties": {"kind": {"enum": list(MODES), "description": "prune, zero or gaussian."}},
+        "description": "How targeted filters are handled: " + "; ".join(f"{k}: {d}" for k, d in kinds.items())
+                       + "; or module:attribute of a mode of your own.",
+        "properties": {"kind": {"anyOf": [{"enum": list(MODES)}, own],
+                                "description": f"{', '.join(MODES)}, or module:attribute."}},
         "required": ["kind"],
         "allOf": [{"if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]},
-                   "then": {"$ref": f"#/definitions/{name}"}} for kind, name in MODES.items()],
+                   "then": {"$ref": f"#/definitions/{name}"}} for kind, name in MODES.items()]
+                 + [{"if": {"properties": {"kind": own}, "required": ["kind"]},
+                     "then": {"$ref": f"#/definitions/{FOREIGN}"}}],
     }
 
 
@@ -100,7 +108,7 @@ def _one_mode(node: Any) -> Any:
         return node
     out = {k: _one_mode(v) for k, v in node.items()}
     options = out.get("anyOf")
-    refs = {f"#/definitions/{name}" for name in MODES.values()}
+    refs = {f"#/definitions/{name}" for name in [*MODES.values(), FOREIGN]}
     if isinstance(options, list) and refs <= {o.get("$ref") for o in options if isinstance(o, dict)}:
         rest = [o for o in options if o.get("$ref") not in refs]
         out["anyOf"] = rest[:1] + [{"$ref": "#/definitions/Mode"}] + rest[1:]

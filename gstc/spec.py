@@ -16,7 +16,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     StrictBool,
     StrictInt,
     field_validator,
@@ -24,7 +26,12 @@ from pydantic import (
 )
 
 from gstc.archs import ARCHS, IMPORT_PATTERN, PLUGIN_PATTERN, TORCHVISION_PATTERN, check_arch
+from gstc.base import Strict, as_mapping
 from gstc.datasets import DATASETS
+from gstc.modes import Duration, plugin_params
+from gstc.modes.gaussian import GaussianMode
+from gstc.modes.prune import PruneMode
+from gstc.modes.zero import ZeroMode
 from gstc.plugins import Choice, as_choice, choice_schema
 from gstc.scorings import SCORINGS
 
@@ -44,18 +51,7 @@ Scoring = Annotated[
 Epoch = Annotated[StrictInt, Field(ge=0)]
 
 
-class Strict(BaseModel):
-    # No NaN or infinity anywhere: `.inf` is never a sensible rate, lr or width.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
-
-
-def _as_mapping(key: str):
-    """Accept the short form `field: name` for `field: {key: name}`."""
-
-    def convert(value: Any) -> Any:
-        return {key: value} if isinstance(value, str) else value
-
-    return convert
+_as_mapping = as_mapping
 
 
 # --- model and data ------------------------------------------------------------------
@@ -265,52 +261,26 @@ class ScheduleSpec(Strict):
         return self
 
 
-class Duration(Strict):
-    batches: Optional[Annotated[StrictInt, Field(ge=0)]] = Field(
-        default=None, description="Training batches (test batches do not count)."
-    )
-    epochs: Optional[Annotated[StrictInt, Field(ge=0)]] = Field(default=None, description="Training epochs.")
+class ForeignMode(BaseModel):
+    """A mode given as module:attribute: its parameters are checked by the compiler with the plugin's own model."""
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> "Duration":
-        if (self.batches is None) == (self.epochs is None):
-            raise ValueError("give exactly one of `batches` or `epochs`")
-        return self
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    kind: str = Field(pattern=IMPORT_PATTERN.pattern, description="module:attribute of your mode plugin.")
 
 
-class PruneMode(Strict):
-    kind: Literal["prune"] = Field(description="Permanent removal: targeted filters are masked for good.")
-    include_bn: StrictBool = Field(
-        default=True,
-        description="Mask the following BN channel too (its output is exactly zero). The paper's Figure 5 "
-        "permanent-pruning row left it unmasked: include_bn: false.",
-    )
+def kind(value: Any) -> Any:
+    """The tag a mode is validated by: its kind; module:attribute for a mode of the spec's own."""
+    found = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return "module:attribute" if isinstance(found, str) and IMPORT_PATTERN.match(found) else found
 
 
-class ZeroMode(Strict):
-    kind: Literal["zero"] = Field(description="Hold targeted filters at zero for a while, then let them return.")
-    duration: Duration = Field(description="`{batches: N}` or `{epochs: E}`; 0: only the post-pruning evaluation sees them zeroed.")
-    targets: Literal["newest", "all"] = Field(default="newest", description="newest: this event's filters; all: every filter targeted so far.")
-    restore: Literal["trained", "zero"] = Field(
-        default="zero",
-        description="trained: return with the values from before zeroing (weights, BN parameters and running "
-        "statistics); zero: return from zero and keep training.",
-    )
-    include_bn: StrictBool = Field(default=False, description="Also hold the BN channel's scale and shift at zero (Figure D2).")
-
-
-class GaussianMode(Strict):
-    kind: Literal["gaussian"] = Field(description="Add Gaussian noise to targeted filters at every training batch of a window.")
-    duration: Duration = Field(description="`{batches: N}` or `{epochs: E}`.")
-    targets: Literal["newest", "all"] = Field(default="newest", description="newest: this event's filters; all: every filter targeted so far.")
-    std: Union[Literal["matched"], Annotated[float, Field(gt=0)]] = Field(
-        default="matched", description="matched: the standard deviation of the layer's unperturbed weights; or a number."
-    )
-
-
+_MODE_PARAMS = plugin_params()  # built-ins and installed plugins' (gstc.modes)
+_BARE_KINDS = tuple(k for k, p in _MODE_PARAMS if not [f for n, f in p.model_fields.items() if n != "kind" and f.is_required()])
 Mode = Annotated[
-    Annotated[Union[PruneMode, ZeroMode, GaussianMode], Field(discriminator="kind")],
-    BeforeValidator(_as_mapping("kind"), json_schema_input_type=Union[Literal["prune"], PruneMode, ZeroMode, GaussianMode]),
+    Annotated[Union[tuple([Annotated[p, Tag(k)] for k, p in _MODE_PARAMS] + [Annotated[ForeignMode, Tag("module:attribute")]])],
+              Discriminator(kind)],
+    BeforeValidator(_as_mapping("kind"), json_schema_input_type=Union[tuple(
+        [Literal[_BARE_KINDS]] + [p for _, p in _MODE_PARAMS] + [ForeignMode])]),
 ]
 
 _TARGET_ALIASES = {"S": "smallest", "R": "random", "L": "largest"}
@@ -376,7 +346,8 @@ class PruneSpec(Strict):
         "layers together, ranked across them at each event (per-layer amounts and schedules are then not allowed).",
     )
     target: Target = Field(default="smallest", description="Which unpruned filters an event removes: smallest, random or largest score (S, R, L).")
-    mode: Mode = Field(default_factory=lambda: PruneMode(kind="prune"), description="prune, or {kind: zero|gaussian, ...}.")
+    mode: Mode = Field(default_factory=lambda: PruneMode(kind="prune"),
+                       description="prune, or {kind: zero|gaussian, ...}, or a mode plugin's {kind: NAME, ...}.")
     schedule: Optional[ScheduleSpec] = Field(default=None, description="Defaults merged field by field into each layer's schedule.")
     amount: Optional[Fraction01] = Field(default=None, description="Default amount for layer entries that give neither amount nor rate.")
     rate: Optional[Fraction01] = Field(default=None, description="Default rate for layer entries that give neither amount nor rate.")
@@ -493,3 +464,5 @@ class Spec(BaseConfig, SpecHeader):
 
 CONFIG_FIELDS = tuple(BaseConfig.model_fields)  # the parts of a spec that overrides may touch
 HEADER_FIELDS = tuple(SpecHeader.model_fields)
+
+__all__ = ["Duration", "ForeignMode", "GaussianMode", "Mode", "PruneMode", "Strict", "ZeroMode"]

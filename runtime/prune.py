@@ -29,13 +29,13 @@ from typing import Any, Callable
 
 import torch
 
-from gstc.plan import GaussianMode, LayerSchedule, Mode, PlanConfig, PlanEvent, PruneMode, ZeroMode
+from gstc.plan import LayerSchedule, PlanConfig, PlanEvent
 from gstc.plugins import Loaded
 from gstc.runtime.models import Prunable
+from gstc.runtime.modes import NEVER, ModeContext, resolve
 from gstc.runtime.units import GroupState, Units, WeightHooks, WeightState, weight_states
 from gstc.scorings import SCORINGS
 
-NEVER = 2**62  # release_at of a permanent hold
 
 
 class PluginFailed(RuntimeError):
@@ -62,70 +62,6 @@ def choose(scores: torch.Tensor, candidates: torch.Tensor, k: int, target: str, 
     return idx[order[:k]].sort().values
 
 
-# --- modes: what an event does to the filters it targets -----------------------------
-
-
-def _window(mode: ZeroMode | GaussianMode, batches_per_epoch: int) -> int:
-    """A window's length in training batches."""
-    d = mode.duration
-    return d.batches if d.batches is not None else d.epochs * batches_per_epoch
-
-
-def _start_prune(pruner: "Pruner", layer: "LayerState", sel: torch.Tensor, batches_per_epoch: int,
-                 generator: torch.Generator) -> None:
-    mode: PruneMode = layer.mode
-    layer.hold_w |= sel
-    layer.release_at[sel] = NEVER
-    if mode.include_bn:
-        layer.hold_bn |= sel
-        for w in layer.p.writers():
-            w.mask_values[sel] = 0
-            w.mask.active = True
-
-
-def _start_zero(pruner: "Pruner", layer: "LayerState", sel: torch.Tensor, batches_per_epoch: int,
-                generator: torch.Generator) -> None:
-    mode: ZeroMode = layer.mode
-    if mode.targets == "all":
-        sel = layer.targeted.clone()
-    fresh = sel & ~(layer.hold_w | layer.hold_bn)  # a filter already held keeps its first saved values
-    if mode.restore == "trained" and fresh.any():
-        for key, tensor, positions in layer.p.slots():
-            rows = tensor.detach() if positions is None else tensor.detach()[positions.to(tensor.device)]
-            store = layer.saved.setdefault(key, torch.zeros_like(rows))
-            store[fresh] = rows[fresh]
-    # A filter already in a window keeps the later of its two release times.
-    until = torch.full_like(layer.release_at, pruner.batch + _window(mode, batches_per_epoch))
-    held = layer.hold_w | layer.hold_bn
-    layer.release_at[sel] = torch.where(held, torch.maximum(layer.release_at, until), until)[sel]
-    layer.hold_w |= sel
-    if mode.include_bn:
-        layer.hold_bn |= sel
-
-
-def _start_gaussian(pruner: "Pruner", layer: "LayerState", sel: torch.Tensor, batches_per_epoch: int,
-                    generator: torch.Generator) -> None:
-    mode: GaussianMode = layer.mode
-    if mode.targets == "all":
-        sel = layer.targeted.clone()
-    w = layer.p.weight.detach()
-    layer.noise_std.fill_(float(w.std()) if mode.std == "matched" else float(mode.std))
-    end = pruner.batch + _window(mode, batches_per_epoch)
-    layer.noise_until[sel] = torch.maximum(layer.noise_until[sel], torch.full_like(layer.noise_until[sel], end))
-    pruner._add_noise(layer, sel, generator)  # the post-pruning evaluation sees the noise
-
-
-StartMode = Callable[["Pruner", "LayerState", torch.Tensor, int, torch.Generator], None]
-MODES: dict[str, StartMode] = {"prune": _start_prune, "zero": _start_zero, "gaussian": _start_gaussian}
-
-
-def mode(kind: str) -> StartMode:
-    try:
-        return MODES[kind]
-    except KeyError:
-        raise ValueError(f"unknown mode {kind!r}; known: {', '.join(MODES)}") from None
-
-
 # --- per-layer state -----------------------------------------------------------------
 
 
@@ -144,8 +80,7 @@ class LayerState:
         self.state_changed()
         self.saved: dict[str, torch.Tensor] = {}  # values to restore (zero mode, restore: trained)
         self.state: dict[str, torch.Tensor] = {}  # the scoring's own tensors (activation_l1: "ema")
-        self.mode: Mode = schedule.mode
-        self.start_mode = mode(schedule.mode.kind)
+        self.mode_plugin, self.mode_params = resolve(schedule.mode)
 
     _OWN = ("targeted", "hold_w", "hold_bn", "release_at", "noise_until", "noise_std")
 
@@ -181,9 +116,44 @@ class LayerState:
     def take(self, pruner: "Pruner", sel: torch.Tensor, batches_per_epoch: int, generator: torch.Generator) -> None:
         """Target the filters of `sel` (a boolean per filter) and start the mode on them."""
         self.targeted |= sel
-        self.start_mode(pruner, self, sel, batches_per_epoch, generator)
+        self.mode_plugin.start(ModeContext(pruner, self, batches_per_epoch, generator), sel, self.mode_params)
         self.state_changed()
         self.zero_held()
+
+    # --- the primitives of modes (gstc.runtime.modes) -----------------------------
+
+    def hold(self, sel: torch.Tensor, until: int, bn: bool, restore: str, cut: bool) -> None:
+        """Hold filters' conv rows (and with `bn` their BN scale and shift) at zero until batch `until`."""
+        if until == NEVER:
+            self.hold_w |= sel
+            self.release_at[sel] = NEVER
+            if bn:
+                self.hold_bn |= sel
+            if cut:
+                for w in self.p.writers():
+                    w.mask_values[sel] = 0
+                    w.mask.active = True
+            return
+        fresh = sel & ~(self.hold_w | self.hold_bn)  # a filter already held keeps its first saved values
+        if restore == "trained" and fresh.any():
+            for key, tensor, positions in self.p.slots():
+                rows = tensor.detach() if positions is None else tensor.detach()[positions.to(tensor.device)]
+                store = self.saved.setdefault(key, torch.zeros_like(rows))
+                store[fresh] = rows[fresh]
+        # A filter already in a window keeps the later of its two release times.
+        later = torch.full_like(self.release_at, until)
+        held = self.hold_w | self.hold_bn
+        self.release_at[sel] = torch.where(held, torch.maximum(self.release_at, later), later)[sel]
+        self.hold_w |= sel
+        if bn:
+            self.hold_bn |= sel
+
+    def noise(self, pruner: "Pruner", sel: torch.Tensor, until: int, std: float | str, generator: torch.Generator) -> None:
+        """Noise on filters' conv rows before every training batch until batch `until`, and now."""
+        w = self.p.weight.detach()
+        self.noise_std.fill_(float(w.std()) if std == "matched" else float(std))
+        self.noise_until[sel] = torch.maximum(self.noise_until[sel], torch.full_like(self.noise_until[sel], until))
+        pruner._add_noise(self, sel, generator)  # the post-pruning evaluation sees the noise
 
     def state_changed(self) -> None:
         """After every change of the state: what the training step reads, as host values.
@@ -274,6 +244,8 @@ class Pruner:
         for layer in self.layers.values():
             if layer.noise_end > self.batch:
                 self._add_noise(layer, layer.noise_until > self.batch, noise)
+        for state in self.weights.values():
+            state.before_batch(self.batch, noise)
 
     def after_step(self) -> None:
         """After the optimizer step and StepHooks' re-zeroing: count the batch, end the windows due."""
@@ -281,11 +253,15 @@ class Pruner:
         self.in_step = False
         for layer in self.layers.values():
             self._release_due(layer)
+        for state in self.weights.values():
+            state.release_due(self.batch)
 
     def after_post_eval(self) -> None:
         """Zero windows of 0 batches end here: only the post-pruning evaluation saw them."""
         for layer in self.layers.values():
             self._release_due(layer)
+        for state in self.weights.values():
+            state.release_due(self.batch)
 
     # --- events ---------------------------------------------------------------------
 
@@ -361,7 +337,7 @@ class Pruner:
             self._release(layer, (layer.release_at <= self.batch) & (layer.hold_w | layer.hold_bn))
 
     def _release(self, layer: LayerState, done: torch.Tensor) -> None:
-        if isinstance(layer.mode, ZeroMode) and layer.mode.restore == "trained" and layer.saved:
+        if layer.saved:  # held with restore: trained
             with torch.no_grad():
                 for key, tensor, positions in layer.p.slots():
                     if positions is None:
@@ -382,8 +358,8 @@ class Pruner:
                 if self.alias.get(name, name) in states}
 
     def zeroed(self) -> int:
-        """Weights held at zero by weight-granularity pruning (all of this run's layers)."""
-        return sum(int(st.targeted.sum()) for st in self.weights.values())
+        """Weights held at zero now by weight-granularity pruning (all of this run's layers)."""
+        return sum(int(st.held.sum()) for st in self.weights.values())
 
     def removed(self) -> dict[str, int]:
         """Removed filters per pruned layer: those whose channel is masked to exactly zero (pruned with its BN).

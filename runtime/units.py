@@ -5,11 +5,11 @@ score per unit, built from the layer's weights, BN parameters, gradients or reco
 activations that `Units` hands it. The units are the layer's filters (scores of shape
 [filters]) or its single weights (scores of the conv weight's shape).
 
-`WeightState` carries weight-granularity (unstructured) pruning: a boolean per weight,
-`targeted` (host memory: the event's choice is a host-side sort anyway), and its device
-copy `keep` (1 where the weight lives), by which `WeightHooks` multiplies the pack's
-gradients and weights at every step so that a pruned weight stays exactly zero (as
-torch.nn.utils.prune's mask does, without reparametrizing the module).
+`WeightState` carries weight-granularity (unstructured) pruning: booleans per weight,
+`targeted` and `held` (host memory: the event's choice is a host-side sort anyway), and a
+device copy of `~held` by which `WeightHooks` multiplies the pack's gradients and weights
+at every step, so that a held weight stays exactly zero (as torch.nn.utils.prune's mask
+does, without reparametrizing the module); modes' windows release and restore them.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 
 from gstc.plan import LayerSchedule
 from gstc.runtime.masks import Prunable, member
+from gstc.runtime.modes import NEVER, ModeContext, resolve
 
 Pruner = Any  # gstc.runtime.prune.Pruner, which imports this module: its batch count, step flag, probe and model
 
@@ -92,21 +93,93 @@ class Units:
 
 
 class WeightState:
-    """Weight-granularity pruning of one conv of one run: which weights are pruned, held at zero for good."""
+    """Weight-granularity pruning of one conv of one run.
+
+    `targeted`: weights some event chose (never chosen again); `held`: weights at zero now (the hooks keep them
+    there): for good after `prune`, until `release_at` after `zero`. `noise_until`: gaussian windows. The window
+    tensors are made on a layer's first window (most runs prune for good and need none).
+    """
+
+    _WINDOWS = ("release_at", "noise_until")
 
     def __init__(self, name: str, prunable: Prunable, schedule: LayerSchedule):
         self.name, self.p, self.schedule = name, prunable, schedule
         self.device = prunable.conv.weight.device
         self.targeted = torch.zeros(prunable.weight.shape, dtype=torch.bool)
+        self.held = torch.zeros_like(self.targeted)
+        self.release_at: torch.Tensor | None = None  # batch counts (long), where a window holds weights
+        self.noise_until: torch.Tensor | None = None
+        self.noise_std = torch.zeros((), dtype=torch.float64)
+        self.saved: torch.Tensor | None = None  # values from before a hold, for restore: trained (on the device)
         self.state: dict[str, torch.Tensor] = {}
-        self.changed = True
+        self.mode_plugin, self.mode_params = resolve(schedule.mode)
+        self._changed()  # next_release and noise_end: none yet
 
-    def take(self, sel: torch.Tensor) -> None:
-        """Prune the weights of `sel` (a boolean of the weight's shape): zero now, and held at zero by the hooks."""
+    def take(self, sel: torch.Tensor, pruner: "Pruner", batches_per_epoch: int, generator: torch.Generator) -> None:
+        """Target the weights of `sel` (a boolean of the weight's shape) and start the mode on them."""
         self.targeted |= sel
+        self.mode_plugin.start(ModeContext(pruner, self, batches_per_epoch, generator), sel, self.mode_params)
+        self._changed()
+
+    def _changed(self) -> None:
+        self.changed = True
+        windows = self.held & (self.release_at < NEVER) if self.release_at is not None else None
+        self.next_release = int(self.release_at[windows].min()) if windows is not None and windows.any() else NEVER
+        self.noise_end = int(self.noise_until.max()) if self.noise_until is not None else 0
+
+    # --- the primitives of modes (gstc.runtime.modes) -----------------------------
+
+    def hold(self, sel: torch.Tensor, until: int, bn: bool, restore: str, cut: bool) -> None:
+        """Hold weights at zero until batch `until` (`bn` and `cut` concern filters: a weight has neither)."""
+        if until != NEVER or self.release_at is not None:
+            if self.release_at is None:
+                self.release_at = torch.full(self.held.shape, NEVER, dtype=torch.long)
+            fresh = sel & ~self.held  # a weight already held keeps its first saved value
+            if restore == "trained" and fresh.any():
+                if self.saved is None:
+                    self.saved = torch.zeros_like(self.p.weight.detach())
+                dev = fresh.to(self.device)
+                self.saved[dev] = self.p.weight.detach()[dev]
+            later = torch.full_like(self.release_at, until)
+            self.release_at[sel] = torch.where(self.held, torch.maximum(self.release_at, later), later)[sel]
+        self.held |= sel
         with torch.no_grad():
             self.p.weight.masked_fill_(sel.to(self.device), 0)
-        self.changed = True
+        self._changed()
+
+    def noise(self, pruner: "Pruner", sel: torch.Tensor, until: int, std: float | str, generator: torch.Generator) -> None:
+        """Noise on weights before every training batch until batch `until`, and now."""
+        if self.noise_until is None:
+            self.noise_until = torch.zeros(self.held.shape, dtype=torch.long)
+        self.noise_std.fill_(float(self.p.weight.detach().std()) if std == "matched" else float(std))
+        self.noise_until[sel] = torch.clamp(self.noise_until[sel], min=until)
+        self._changed()
+        self.add_noise(sel, generator)  # the post-pruning evaluation sees the noise
+
+    def add_noise(self, sel: torch.Tensor, generator: torch.Generator) -> None:
+        w = self.p.weight
+        noise = torch.randn(w.shape, generator=generator, dtype=torch.float64) * float(self.noise_std)
+        with torch.no_grad():
+            w.add_((noise * sel).to(device=w.device, dtype=w.dtype))
+
+    def before_batch(self, batch: int, generator: torch.Generator) -> None:
+        if self.noise_end > batch:
+            self.add_noise(self.noise_until > batch, generator)
+
+    def release_due(self, batch: int) -> None:
+        """End the zero windows whose release batch count has come (restoring saved values where asked)."""
+        if self.next_release > batch:
+            return
+        done = self.held & (self.release_at <= batch)
+        if self.saved is not None:
+            with torch.no_grad():
+                dev = done.to(self.device)
+                self.p.weight[dev] = self.saved[dev]
+        self.held &= ~done
+        self.release_at[done] = NEVER
+        self._changed()
+
+    # --- the unit interface Pruner.apply ranks through ---------------------------
 
     def untargeted(self) -> int:
         return int((~self.targeted).sum())
@@ -121,15 +194,25 @@ class WeightState:
                    batches_per_epoch: int, generator: torch.Generator) -> None:
         sel = torch.zeros(self.targeted.numel(), dtype=torch.bool)
         sel[chosen] = True
-        self.take(sel.view(self.targeted.shape))
+        self.take(sel.view(self.targeted.shape), pruner, batches_per_epoch, generator)
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {"targeted": self.targeted, **self.state}
+        out = {"targeted": self.targeted, "held": self.held, "noise_std": self.noise_std}
+        out.update({k: getattr(self, k) for k in self._WINDOWS if getattr(self, k) is not None})
+        if self.saved is not None:
+            out["saved"] = self.saved
+        return {**out, **self.state}
 
     def load(self, state: dict[str, torch.Tensor]) -> None:
+        own = {"targeted", "held", "noise_std", "saved", *self._WINDOWS}
         self.targeted.copy_(state["targeted"])
-        self.state.update({k: v.to(self.device, copy=True) for k, v in state.items() if k != "targeted"})
-        self.changed = True
+        self.held.copy_(state["held"])
+        self.noise_std.copy_(state["noise_std"])
+        for key in self._WINDOWS:
+            setattr(self, key, state[key].clone() if key in state else None)
+        self.saved = state["saved"].to(self.device, copy=True) if "saved" in state else None
+        self.state.update({k: v.to(self.device, copy=True) for k, v in state.items() if k not in own})
+        self._changed()
 
 
 class GroupState(WeightState):
@@ -185,7 +268,7 @@ class GroupState(WeightState):
         drop &= picked.unsqueeze(-1)
         out, inputs, kh, kw = self.targeted.shape
         self.groups |= picked
-        self.take(drop.reshape(out, kh, kw, inputs).permute(0, 3, 1, 2))
+        self.take(drop.reshape(out, kh, kw, inputs).permute(0, 3, 1, 2), pruner, batches_per_epoch, generator)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {**super().tensors(), "groups": self.groups}
@@ -214,7 +297,7 @@ class WeightHooks:
             param = group[0][2].p.conv.weight
             keep = torch.ones(param.shape, dtype=torch.bool)
             for k, pack, state in group:
-                member(keep, k, pack).copy_(~state.targeted)
+                member(keep, k, pack).copy_(~state.held)
                 state.changed = False
             self.keep[i] = None if keep.all() else (param, keep.to(param.device, param.dtype))
 

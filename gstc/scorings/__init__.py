@@ -21,33 +21,11 @@ name one as `module:attribute`. Adding a built-in is one module and one line her
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
-from gstc.plugins import Registry
-
-
-@dataclass(frozen=True)
-class UseLayer:
-    """A selected layer, as a scoring's check sees it."""
-
-    name: str
-    after: str  # "bn": a BatchNorm2d follows the conv (its mask sits after it); "conv": none does
-    coupled: tuple[str, ...] = ()  # other convs writing the same channels (a residual sum)
-
-
-@dataclass(frozen=True)
-class Use:
-    """Where a scoring is used: one prune.layers entry's layers, event epochs and granularity."""
-
-    layers: tuple[UseLayer, ...]
-    epochs: tuple[int, ...]
-    granularity: str  # filter, weight, or an N:M pattern such as "2:4"
-    scope: str = "layer"  # layer, global
-    mode: str = "prune"  # the entry's mode kind: prune, zero, gaussian
-    extra: dict[str, Any] = field(default_factory=dict)
+from gstc.plugins import Registry, Use, UseLayer, checks  # noqa: F401  (Use, UseLayer: what a check sees)
 
 
 @runtime_checkable
@@ -72,14 +50,3 @@ BUILTINS = {
 }
 
 SCORINGS = Registry("scoring", "gstc.scorings", BUILTINS, required=("description", "Params", "score"))
-
-
-def checks(name: str, plugin: Any, params: BaseModel, use: Use) -> list[str]:
-    """The problems of using `plugin` (named `name`) so: its granularity, then its own checks."""
-    grains = getattr(plugin, "granularities", frozenset({"filter"}))
-    unit = "filter" if use.granularity == "filter" else "weight"  # N:M groups are chosen by their weights' scores
-    if unit not in grains:
-        return [f"{name} ranks {' or '.join(sorted(grains))}s, and this entry prunes {use.granularity}s; "
-                f"use a scoring that ranks {unit}s (l1, l2, snip)"]
-    check = getattr(plugin, "check", None)
-    return list(check(params, use)) if check is not None else []

@@ -91,8 +91,9 @@ RESNET = spec("resnet20", 0.25, """\
     """)
 
 
-# Weight granularity beside a baseline: per-layer unstructured pruning, and 2:4 groups ranked globally (the pruned
-# weights of each member held by one multiply per packed weight), random targets from each member's own generator.
+# Weight granularity in every mode: per-layer unstructured pruning beside a gaussian window on random weights, a
+# zero window restoring trained weights across an epoch boundary, and 2:4 groups ranked globally (each member's held
+# weights kept at zero by one multiply per packed weight), random targets from each member's own generator.
 WEIGHTS = spec("vgg11_bn", 0.125, """\
     prune:
       granularity: weight
@@ -100,10 +101,12 @@ WEIGHTS = spec("vgg11_bn", 0.125, """\
       schedule: {start: 1, end: 2, every: 1}
       layers:
         - {select: conv6, amount: 0.5}
-        - {select: conv8, amount: 0.75, target: random}
+        - {select: conv8, amount: 0.75, target: random, mode: {kind: gaussian, duration: {batches: 3}}}
     variants:
-      baseline: {prune: null}
       layer: {}
+      windows:
+        prune.mode: {kind: zero, duration: {batches: 8}, restore: trained}
+        prune.layers.1.mode: null
       nm-global:
         prune.granularity: "2:4"
         prune.scope: global

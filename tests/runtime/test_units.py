@@ -295,3 +295,54 @@ def test_synflow_rounds_rescore_after_each_rounds_pruning(iterations):
     assert int(got.sum()) == prune
     assert torch.equal(got, pruned)
     assert torch.equal(pruned, smallest(initial, prune)) == (iterations == 1)  # rounds change the choice
+
+
+def steps(model, pruner, n, g, opt):
+    hooks = StepHooks([pruner])
+    for _ in range(n):
+        x, y = torch.randn(8, 3, 32, 32, generator=g), torch.randint(0, 10, (8,), generator=g)
+        hooks.before_batch([g])
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        hooks.after_backward()
+        opt.step()
+        hooks.after_step()
+
+
+def test_a_zero_window_on_weights_holds_them_then_restores_their_trained_values():
+    plan, model, pruner = pruner_for("prune:\n  granularity: weight\n  scoring: l1\n  schedule: {epochs: [1]}\n"
+                                     "  mode: {kind: zero, duration: {batches: 3}, restore: trained}\n"
+                                     "  layers:\n    - {select: conv4, amount: 0.5}\n")
+    g, opt = torch.Generator().manual_seed(0), torch.optim.SGD(model.parameters(), lr=0.1)
+    steps(model, pruner, 2, g, opt)
+    before = model.conv4.weight.detach().clone()
+    pruner.apply(1, events_at(plan, 1), 10, torch.Generator().manual_seed(0))
+    state = pruner.weights["conv4"]
+    held = state.held.clone()
+    assert int(held.sum()) == before.numel() // 2 and torch.equal(held, state.targeted)
+    steps(model, pruner, 2, g, opt)  # inside the window: exactly zero
+    assert torch.count_nonzero(model.conv4.weight.detach()[held]) == 0 and pruner.zeroed() == before.numel() // 2
+    steps(model, pruner, 1, g, opt)  # the third batch ends the window: back as they were before it
+    assert not state.held.any() and pruner.zeroed() == 0
+    assert torch.equal(model.conv4.weight.detach()[held], before[held])
+    assert bool((model.conv4.weight.detach()[~held] != before[~held]).all())  # the others trained throughout
+
+
+def test_gaussian_noise_on_weights_moves_only_the_targeted_ones_for_its_window():
+    plan, model, pruner = pruner_for("prune:\n  granularity: weight\n  scoring: l1\n  schedule: {epochs: [1]}\n"
+                                     "  mode: {kind: gaussian, duration: {batches: 2}, std: 0.5}\n"
+                                     "  layers:\n    - {select: conv4, amount: 0.25}\n")
+    before = model.conv4.weight.detach().clone()
+    pruner.apply(1, events_at(plan, 1), 10, torch.Generator().manual_seed(0))
+    targeted = pruner.weights["conv4"].targeted
+    moved = model.conv4.weight.detach() != before
+    assert torch.equal(moved, targeted)  # noise at the event, on the targeted weights only
+    std = float((model.conv4.weight.detach() - before)[targeted].std())
+    assert 0.45 < std < 0.55  # about the std asked for (9,216 draws)
+    g = torch.Generator().manual_seed(1)
+    for batch, noisy in ((0, True), (1, True), (2, False)):  # noise before batches 0 and 1 of the window
+        snap = model.conv4.weight.detach().clone()
+        pruner.before_batch(g)
+        assert torch.equal(model.conv4.weight.detach() != snap, targeted if noisy else torch.zeros_like(targeted)), batch
+        pruner.after_step()
