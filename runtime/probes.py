@@ -29,7 +29,7 @@ KINDS = ("gradient", "hessian", "synflow")
 def _losses(t: "Trainer", m: "Member", batches: int):
     """Member m's training loss on each of `batches` batches drawn for this event."""
     data, k = t.data, t.pack
-    order = torch.randperm(len(data.train_y), generator=epoch_generator(m.run.seed, t.pruning, PROBE))
+    order = torch.randperm(len(data.train_y), generator=epoch_generator(m.run.seed, t.pruning.epoch_now, PROBE))
     order = order[:batches * t.batch_size].to(t.device)
     for start in range(0, len(order), t.batch_size):
         idx = order[start:start + t.batch_size]

@@ -32,7 +32,8 @@ from gstc.plan import AdamSpec, FlatnessSpec, PlanConfig, PlanEvent, PlanRun, SG
 from gstc.runtime.data import (AUGMENT, NOISE, ORDER, PROBE, TARGETS, Dataset, crop_flip, crop_flip_draws,  # noqa: F401
                                epoch_generator, pack_input)
 from gstc.runtime.models import build_model, member_state, pack_states
-from gstc.runtime.prune import PluginFailed, Pruner, StepHooks
+from gstc.runtime.prune import Pruner
+from gstc.runtime.pruning import Pruning, StepPlugin
 
 EVAL_BATCH = 1000  # test images per evaluation batch (BN in eval mode: the size changes no number)
 
@@ -61,8 +62,8 @@ class Member:
     k: int
     run: PlanRun
     config: PlanConfig
-    pruner: Pruner
     events: dict[int, list[PlanEvent]]
+    pruner: Pruner | None = None  # set by the pruning plug-in (gstc.runtime.pruning)
     seconds: float = 0.0  # training time so far, seconds (restored from the checkpoint on resume)
     failure: tuple[int, str] | None = None  # (epoch, reason)
 
@@ -141,17 +142,15 @@ class Trainer:
             events: dict[int, list[PlanEvent]] = {}
             for ev in run.events:
                 events.setdefault(ev.epoch, []).append(ev)
-            probe = lambda batches, kind, k=i: self.probe(self.members[k], batches, kind)  # noqa: E731
-            self.members.append(Member(i, run, config, Pruner(self.model, config, run.seed, member=i, probe=probe),
-                                       events))
-        self.hooks = StepHooks([m.pruner for m in self.members])
+            self.members.append(Member(i, run, config, events))
+        self.pruning = Pruning(self)
+        self.plugins: list[StepPlugin] = [self.pruning]  # what plugs into every step and epoch (gstc.runtime.pruning)
         self.batch_size = self.train_cfg.batch_size
         self.batches = math.ceil(len(self.data.train_y) / self.batch_size)
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                          if self.train_cfg.precision == "bf16" else nullcontext())
         self.table = [(l.name, l.filters) for l in self.configs[0].layers]
         self.epoch = 0  # the last epoch completed
-        self.pruning = 0  # the epoch whose events are being applied (a probe's draws come from it)
 
     def count(self, m: Member) -> tuple[int, int]:
         """Member m's parameters and MACs per image, with its removed filters gone (and their readers' inputs)."""
@@ -185,9 +184,9 @@ class Trainer:
             cb.start(self, resumed_from)
         self.epoch = epoch = resumed_from or 0
         try:
-            if resumed_from is None and any(0 in m.events for m in self.members):
+            if resumed_from is None and any(p.due(self, 0) for p in self.plugins):
                 t0 = time.perf_counter()
-                self.prune_epoch(0)  # scratch pruning, at initialization
+                self.plugins_epoch(0)  # scratch pruning, at initialization
                 for m in self.members:
                     m.seconds += time.perf_counter() - t0
                 self.end_epoch(0, {})
@@ -212,8 +211,7 @@ class Trainer:
             if not math.isfinite(train_loss[m.k]):
                 self.fail(m, epoch, f"training loss is {train_loss[m.k]}")
         self.sched.step()
-        pruning = any(epoch in m.events for m in self.alive)
-        test_loss, test_acc = self.prune_epoch(epoch) if pruning else self.evaluate()
+        test_loss, test_acc = self.plugins_epoch(epoch) or self.evaluate()
         seconds = time.perf_counter() - t0
         records = {}
         for m in self.alive:
@@ -230,6 +228,23 @@ class Trainer:
         self.epoch = epoch
         for cb in self.callbacks:
             cb.epoch_end(self, epoch, records)
+
+    def plugins_epoch(self, epoch: int) -> tuple[list[float], list[float]] | None:
+        """The plug-ins' work of `epoch`; the last evaluation one of them made, or None where none had work."""
+        out = None
+        for p in self.plugins:
+            if p.due(self, epoch):
+                out = p.epoch(self, epoch)
+        return out
+
+    def prune_epoch(self, epoch: int) -> tuple[list[float], list[float]]:
+        """The pruning events of `epoch` with their evaluations (what an event epoch runs after training)."""
+        return self.pruning.epoch(self, epoch)
+
+    def event(self, m: Member, record: dict) -> None:
+        """A member's pruning epoch, for the callbacks (result files, progress)."""
+        for cb in self.callbacks:
+            cb.event(self, m, record)
 
     def fail(self, m: Member, epoch: int, reason: str) -> None:
         m.failure = (epoch, reason)
@@ -260,16 +275,19 @@ class Trainer:
             else:
                 x = x.permute(0, 1, 3, 4, 2)
             x = pack_input(x, data, self.dtype, self.channels_last)
-            self.hooks.before_batch(noise)
+            for p in self.plugins:
+                p.before_batch(self, noise)
             with self.autocast:
                 out = model(x).view(b, k, -1)
                 logits = out.float() if self.dtype == torch.float32 else out
                 losses = F.cross_entropy(logits.flatten(0, 1), y.t().flatten(), reduction="none").view(b, k).mean(0)
             self.opt.zero_grad(set_to_none=True)
             losses.sum().backward()  # members share no parameter: each gets its own loss's gradient
-            self.hooks.after_backward()
+            for p in self.plugins:
+                p.after_backward(self)
             self.opt.step()
-            self.hooks.after_step()
+            for p in self.plugins:
+                p.after_step(self)
             loss_sum += losses.detach().double() * b  # summed on the device: no per-batch sync
             correct += (out.argmax(2) == y.t()).sum(0)
         return (loss_sum / n).tolist(), (100.0 * correct.double() / n).tolist()
@@ -291,36 +309,6 @@ class Trainer:
         model.train()
         n = len(data.test_y)
         return (loss_sum / n).tolist(), (100.0 * correct.double() / n).tolist()
-
-    def prune_epoch(self, epoch: int) -> tuple[list[float], list[float]]:
-        """Events of `epoch` (of the members that have some): pre-pruning evaluation, events, post-pruning evaluation.
-
-        One evaluation of the pack serves every member: a member without events is
-        unchanged by the others', so the post-pruning evaluation is its plain one.
-        """
-        pruning = [m for m in self.alive if epoch in m.events]
-        self.pruning = epoch
-        pre = self.evaluate()[1] if any(m.config.resolved.measure.prune_eval for m in pruning) else None
-        layers = {}
-        for m in pruning:
-            try:
-                layers[m.k] = m.pruner.apply(epoch, m.events[epoch], self.batches,
-                                             epoch_generator(m.run.seed, epoch, TARGETS))
-            except PluginFailed as exc:  # this run's plugin raised: it fails alone
-                self.fail(m, epoch, str(exc))
-        pruning = [m for m in pruning if m.k in layers]
-        post_loss, post = self.evaluate()
-        for m in pruning:
-            m.pruner.after_post_eval()
-            before = pre[m.k] if pre is not None and m.config.resolved.measure.prune_eval else None
-            record: dict[str, Any] = {"epoch": epoch, "pre_acc": before, "post_acc": post[m.k], "instability": None,
-                                      "stability": None, "layers": layers[m.k]}
-            if before is not None:
-                instability = 100.0 * (before - post[m.k]) / before if before > 0 else 0.0
-                record.update(instability=instability, stability=100.0 - instability)
-            for cb in self.callbacks:
-                cb.event(self, m, record)
-        return post_loss, post
 
     def probe(self, m: Member, batches: int, kind: str = "gradient") -> None:
         """What a scoring asks of member m's loss, left in the parameters' `.grad` (gstc.runtime.probes)."""
