@@ -192,8 +192,9 @@ def layer_file_text(models: list[dict[str, Any]]) -> str:
         head = ", ".join(f"{json.dumps(k)}: {compact(m[k])}" for k in ("arch", "args", "input", "classes"))
         cost = ",\n".join(f"    {json.dumps(part)}: [\n" + ",\n".join(f"     {compact(t)}" for t in m["cost"][part]) + "]"
                           for part in ("params", "macs"))
-        if m["cost"].get("kernels"):
-            cost += f',\n    "kernels": {compact(m["cost"]["kernels"])}'
+        for part in ("kernels", "dense"):
+            if m["cost"].get(part):
+                cost += f',\n    "{part}": {compact(m["cost"][part])}'
         entries.append(f"  {{{head},\n   \"layers\": [\n{layers}\n   ],\n   \"cost\": {{\n{cost}}}}}")
     return (f'{{"gstc_layers": {LAYER_FILE_FORMAT},\n "note": {json.dumps(note)},\n "models": [\n'
             + ",\n".join(entries) + "\n ]}\n")

@@ -605,7 +605,7 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None,
             if table is None:
                 continue
             cost = tables.cost(cfg, doc.file)
-            schedules, scorings, errs = compile_prune(cfg, table, pdoc, cost.kernels if cost is not None else None, search)
+            schedules, scorings, errs = compile_prune(cfg, table, pdoc, cost, search)
             collected.add(errs, config=cid)
             if errs:
                 continue
@@ -640,7 +640,7 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None,
         return None, collected.result(attempted, marks)
     runs = []
     for c in configs:
-        order = {layer.name: k for k, layer in enumerate(c.layers)}
+        order = {s.layer: k for k, s in enumerate(c.schedules)}  # table order (dense layers after the convs)
         events = sorted(
             (PlanEvent(epoch=e, layer=s.layer, prune=p, kept=k, of=s.kept[0] + s.pruned[0], group=s.group)
              for s in c.schedules for e, p, k in zip(s.epochs, s.pruned, s.kept)

@@ -57,6 +57,9 @@ class Cost(Frozen):
                                           "channels / groups, kernel height, kernel width]; its weights are filters x "
                                           "their product.")
 
+    dense: dict[str, list[int]] = Field(default_factory=dict, description="Each dense (linear) layer's weight shape, "
+                                        "[out features, in features]: single weights and N:M groups prune them too.")
+
     def fanin(self) -> dict[str, int]:
         """Weights per filter of each conv."""
         return {name: math.prod(shape) for name, shape in self.kernels.items()}
@@ -71,7 +74,7 @@ class Cost(Frozen):
             return None if d is None else [d.fixed, d.per]
         return {"params": [[t.k, dim(t.out), dim(t.inp)] for t in self.params],
                 "macs": [[t.k, dim(t.out), dim(t.inp)] for t in self.macs],
-                **({"kernels": self.kernels} if self.kernels else {})}
+                **({"kernels": self.kernels} if self.kernels else {}), **({"dense": self.dense} if self.dense else {})}
 
     @classmethod
     def from_json(cls, data: dict) -> "Cost":
@@ -79,7 +82,8 @@ class Cost(Frozen):
             return None if d is None else Dim(fixed=int(d[0]), per={str(k): int(v) for k, v in d[1].items()})
         return cls(params=[Term(k=int(k), out=dim(o), inp=dim(i)) for k, o, i in data["params"]],
                    macs=[Term(k=int(k), out=dim(o), inp=dim(i)) for k, o, i in data["macs"]],
-                   kernels={str(k): [int(x) for x in v] for k, v in data.get("kernels", {}).items()})
+                   kernels={str(k): [int(x) for x in v] for k, v in data.get("kernels", {}).items()},
+                   dense={str(k): [int(x) for x in v] for k, v in data.get("dense", {}).items()})
 
 
 def merged(terms: Iterable[Term]) -> list[Term]:
@@ -197,4 +201,5 @@ def builtin(arch: str, table: list[tuple[str, int]], channels_in: int, size: tup
         features = live
     params += [Term(k=classes, inp=features), Term(k=classes)]  # the dense layer: weight and bias
     macs.append(Term(k=classes, inp=features))
-    return Cost(params=merged(params), macs=merged(macs), kernels=kernels)
+    dense = {"fc": [classes, features.size(filters)]}
+    return Cost(params=merged(params), macs=merged(macs), kernels=kernels, dense=dense)

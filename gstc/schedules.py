@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gstc import archs, selection
+from gstc.costs import Cost
 from gstc.errors import SpecError, did_you_mean, dotted
 from gstc.load import Document
 from gstc.plan import LayerSchedule
@@ -146,9 +147,13 @@ def mode_of(mode: Any, path: tuple, doc: Document, search: list[str]) -> tuple[A
     return plugin, ForeignMode.model_validate(params.model_dump(mode="json")), []
 
 
-def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, kernels: dict[str, list[int]] | None,
+def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, cost: Cost | None,
                   search: list[str]) -> tuple[list[LayerSchedule], dict[str, Any], list[SpecError]]:
-    """(per-layer schedules in table order, each schedule's scoring as run ids hash it, errors)."""
+    """(per-layer schedules in table order, each schedule's scoring as run ids hash it, errors).
+
+    `cost` (None where the images' shape is unknown until loading) gives each conv's filter shape and each dense
+    layer's weight shape: the units of single weights and N:M groups. Dense layers are selectable there only.
+    """
     errors: list[SpecError] = []
     late = [m for m in cfg.train.lr_schedule.milestones if m >= cfg.train.epochs]
     if late:
@@ -157,9 +162,15 @@ def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, kern
     prune: PruneSpec | None = cfg.prune
     if prune is None:
         return [], {}, errors
+    weights = prune.granularity != "filter"  # single weights, or N:M groups of them
+    kernels = dict(cost.kernels) if cost is not None else None
+    dense = {name: shape for name, shape in (cost.dense if cost is not None else {}).items()
+             if name not in {layer.name for layer in table}}
+    if weights and kernels is not None:  # a dense layer (out, in) as a conv of `out` filters reading `in` channels
+        table = [*table, *(archs.Layer(name, out, "conv") for name, (out, _) in dense.items())]
+        kernels.update({name: [inputs, 1, 1] for name, (_, inputs) in dense.items()})
     names = [layer.name for layer in table]
     by_name = {layer.name: layer for layer in table}
-    weights = prune.granularity != "filter"  # single weights, or N:M groups of them
     what = {"filter": "filter", "weight": "weight"}.get(prune.granularity, f"{prune.granularity} group")
     glob = prune.scope == "global"
     err = lambda path, msg: errors.append(doc.error(path, msg))  # noqa: E731
@@ -176,8 +187,11 @@ def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, kern
         matched = _match(entry.select, names)
         if not matched:
             kind = "glob" if any(ch in entry.select for ch in "*?[") else "name"
+            linear = _match(entry.select, list(dense)) if not weights else []
             err(at + ("select",), f"{kind} {entry.select!r} matches no prunable layer of {cfg.model.arch}"
-                f"{did_you_mean(entry.select, names)}; `gstc layers {cfg.model.arch}` lists them")
+                + (f": {', '.join(linear)} is a dense layer, whose weights granularity weight or N:M prunes "
+                   "(filter granularity prunes convs' filters)" if linear else
+                   f"{did_you_mean(entry.select, names)}; `gstc layers {cfg.model.arch}` lists them"))
         for name in matched:
             if name in chosen:
                 err(at + ("select",), f"layer {name!r} is already selected by prune.layers[{chosen[name]}]; "

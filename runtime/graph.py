@@ -308,4 +308,5 @@ def _cost(model: nn.Module, trace: Trace, groups: dict[str, Group]) -> Cost:
         else:
             params += [Term(k=p.numel()) for p in own]
     kernels = {name: list(m.weight.shape[1:]) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    return Cost(params=merged(params), macs=merged(macs), kernels=kernels)
+    dense = {name: list(m.weight.shape) for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    return Cost(params=merged(params), macs=merged(macs), kernels=kernels, dense=dense)

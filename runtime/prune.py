@@ -33,7 +33,7 @@ from gstc.plan import LayerSchedule, PlanConfig, PlanEvent
 from gstc.plugins import Loaded
 from gstc.runtime.models import Prunable
 from gstc.runtime.modes import NEVER, ModeContext, resolve
-from gstc.runtime.units import GroupState, Units, WeightHooks, WeightState, weight_states
+from gstc.runtime.units import GroupState, Units, WeightHooks, WeightState, WeightsOf, weight_states
 from gstc.scorings import SCORINGS
 
 
@@ -183,6 +183,13 @@ class LayerState:
         return self.hold_w if kind == "w" else self.hold_bn
 
 
+def dense_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """The model's dense layers by name (nn.Linear, and a pack's PackedLinear), which weight granularity prunes."""
+    from gstc.runtime.models import PackedLinear
+
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, (torch.nn.Linear, PackedLinear))]
+
+
 class Pruner:
     """Carries out a configuration's pruning events and perturbation windows on a model."""
 
@@ -199,7 +206,9 @@ class Pruner:
                       for layer in config.layers if layer.coupled and layer.name in pruned}
         self.layers = {s.layer: LayerState(s.layer, prunable[s.layer], s) for s in filters
                        if self.alias.get(s.layer, s.layer) == s.layer}
-        self.weights = {s.layer: (WeightState if s.granularity == "weight" else GroupState)(s.layer, prunable[s.layer], s)
+        dense = {name: WeightsOf(module, member, getattr(module, "pack", 1)) for name, module in dense_layers(model)}
+        self.weights = {s.layer: (WeightState if s.granularity == "weight" else GroupState)(
+                            s.layer, prunable[s.layer] if s.layer in prunable else dense[s.layer], s)
                         for s in config.schedules if s.granularity != "filter"}
         self.batch = 0  # training batches done so far in this run
         self.in_step = False  # between before_batch and after_step: a training step's forward pass
@@ -354,8 +363,9 @@ class Pruner:
     def kept(self, table: list[tuple[str, int]]) -> dict[str, int]:
         """Untargeted units (filters or weights) per pruned layer (the plan's kept after each event)."""
         states = self.states()
-        return {name: states[self.alias.get(name, name)].untargeted() for name, _ in table
-                if self.alias.get(name, name) in states}
+        out = {name: states[self.alias.get(name, name)].untargeted() for name, _ in table
+               if self.alias.get(name, name) in states}
+        return {**out, **{name: st.untargeted() for name, st in self.weights.items() if name not in out}}  # dense
 
     def zeroed(self) -> int:
         """Weights held at zero now by weight-granularity pruning (all of this run's layers)."""

@@ -14,6 +14,7 @@ does, without reparametrizing the module); modes' windows release and restore th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -23,6 +24,26 @@ from gstc.runtime.masks import Prunable, member
 from gstc.runtime.modes import NEVER, ModeContext, resolve
 
 Pruner = Any  # gstc.runtime.prune.Pruner, which imports this module: its batch count, step flag, probe and model
+
+
+@dataclass(frozen=True)
+class WeightsOf:
+    """A dense (linear) layer's weight as weight granularity sees it (a `Prunable`'s weight side): `conv` is the
+    module holding it (nn.Linear, or the pack's PackedLinear: members' rows stacked along dim 0)."""
+
+    conv: torch.nn.Module
+    member: int = 0
+    pack: int = 1
+
+    def part(self, t: torch.Tensor) -> torch.Tensor:
+        return member(t, self.member, self.pack)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.part(self.conv.weight)
+
+    def writers(self) -> tuple["WeightsOf", ...]:
+        return (self,)
 
 
 class Units:
@@ -102,7 +123,7 @@ class WeightState:
 
     _WINDOWS = ("release_at", "noise_until")
 
-    def __init__(self, name: str, prunable: Prunable, schedule: LayerSchedule):
+    def __init__(self, name: str, prunable: Prunable | WeightsOf, schedule: LayerSchedule):
         self.name, self.p, self.schedule = name, prunable, schedule
         self.device = prunable.conv.weight.device
         self.targeted = torch.zeros(prunable.weight.shape, dtype=torch.bool)
@@ -228,13 +249,18 @@ class GroupState(WeightState):
         super().__init__(name, prunable, schedule)
         n, m = (int(x) for x in schedule.granularity.split(":"))
         self.n, self.m = n, m
-        out, inputs, kh, kw = self.targeted.shape
+        out, inputs, kh, kw = self._four(self.targeted).shape
         self.groups = torch.zeros(out, kh, kw, inputs // m, dtype=torch.bool)
+
+    @staticmethod
+    def _four(t: torch.Tensor) -> torch.Tensor:
+        """A dense layer's (out, in) weight as a conv's (out, in, 1, 1)."""
+        return t[:, :, None, None] if t.dim() == 2 else t
 
     def _grouped(self, t: torch.Tensor) -> torch.Tensor:
         """(out, in, kh, kw) -> (out, kh, kw, in / M, M): each group's M weights along the last dimension."""
-        out, inputs, kh, kw = t.shape
-        return t.permute(0, 2, 3, 1).reshape(out, kh, kw, inputs // self.m, self.m)
+        out, inputs, kh, kw = self._four(t).shape
+        return self._four(t).permute(0, 2, 3, 1).reshape(out, kh, kw, inputs // self.m, self.m)
 
     def _drop(self, scores: torch.Tensor, target: str, generator: torch.Generator | None) -> torch.Tensor:
         """Per group, the positions (within its M) of the M - N weights that taking it prunes."""
@@ -266,9 +292,10 @@ class GroupState(WeightState):
         drop = torch.zeros(self._grouped(scores).shape, dtype=torch.bool)
         drop.scatter_(-1, self._drop(scores, target, generator), True)
         drop &= picked.unsqueeze(-1)
-        out, inputs, kh, kw = self.targeted.shape
+        out, inputs, kh, kw = self._four(self.targeted).shape
         self.groups |= picked
-        self.take(drop.reshape(out, kh, kw, inputs).permute(0, 3, 1, 2), pruner, batches_per_epoch, generator)
+        sel = drop.reshape(out, kh, kw, inputs).permute(0, 3, 1, 2).reshape(self.targeted.shape)
+        self.take(sel, pruner, batches_per_epoch, generator)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {**super().tensors(), "groups": self.groups}
@@ -319,4 +346,4 @@ def weight_states(pruners: list["Pruner"]) -> list[tuple[int, int, WeightState]]
     return [(st.p.member, st.p.pack, st) for pruner in pruners for st in pruner.weights.values()]
 
 
-__all__ = ["GroupState", "Units", "WeightHooks", "WeightState", "weight_states"]
+__all__ = ["GroupState", "Units", "WeightHooks", "WeightState", "WeightsOf", "weight_states"]

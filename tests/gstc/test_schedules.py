@@ -126,3 +126,20 @@ def test_a_scoring_parameter_at_its_default_hashes_like_none_given():
     assert run_id("snip") == run_id("{name: snip, batches: 1}") != run_id("{name: snip, batches: 2}")
     plan = plan_of("prune:\n  scoring: snip\n  schedule: {epochs: [0]}\n  layers:\n    - {select: conv8, amount: 0.5}\n")
     assert plan.configs[0].schedules[0].scoring.model_dump(mode="json") == {"name": "snip", "batches": 1}  # filled in
+
+
+def test_dense_layers_count_their_weights_and_n_m_groups_along_their_inputs():
+    plan = plan_of("""\
+        prune:
+          granularity: "2:4"
+          schedule: {epochs: [1]}
+          layers:
+            - {select: "conv[78]"}
+            - {select: fc}
+        """)
+    s = {x.layer: x for x in plan.configs[0].schedules}
+    assert list(s) == ["conv7", "conv8", "fc"]  # table order, the dense layer last
+    assert s["fc"].units == 10 * 128 // 4 and s["fc"].kept == [0]  # 10 classes x 128 features; every group
+    assert s["conv8"].units == 128 * 9 * 128 // 4
+    counts = plan.configs[0].counts
+    assert counts.nonzero[1] == counts.params[0] - 2 * (s["fc"].units + s["conv7"].units + s["conv8"].units)

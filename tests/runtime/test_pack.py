@@ -111,7 +111,7 @@ WEIGHTS = spec("vgg11_bn", 0.125, """\
         prune.granularity: "2:4"
         prune.scope: global
         prune.amount: 0.6
-        prune.layers: [{select: "conv[68]"}]
+        prune.layers: [{select: "conv[68]"}, {select: fc}]   # the dense layer too (the pack's PackedLinear)
     """)
 
 

@@ -1,6 +1,6 @@
-"""Scoring plugins from outside gstc: a package installed with pip (entry point gstc.scorings) and a module next to
-the spec (module:attribute). Both validate without torch, show in `gstc schema`, and train; a plugin that raises
-fails its own run, named, while the others finish."""
+"""Scoring and mode plugins from outside gstc: a package installed with pip (entry points gstc.scorings and
+gstc.modes) and a module next to the spec (module:attribute). Both validate without torch, show in `gstc schema`
+(the installed ones), and train; a plugin that raises fails its own run, named, while the others finish."""
 
 from __future__ import annotations
 
@@ -19,10 +19,12 @@ from tests.conftest import REPO
 
 torch = pytest.importorskip("torch")
 
-PACKAGE = REPO / "tests" / "plugins" / "gstc-example-scorings"
+PACKAGE = REPO / "tests" / "plugins" / "gstc-example-plugins"
 
 OWN = textwrap.dedent('''\
     """Scorings of the spec's own, next to it (module:attribute)."""
+    from pydantic import BaseModel, ConfigDict, Field
+
     from gstc.plugins import NoParams
 
 
@@ -34,6 +36,21 @@ OWN = textwrap.dedent('''\
         @staticmethod
         def score(units, params):
             return -units.reduce([w.abs() for w in units.weights()])
+
+
+    class Flash:
+        description = "flash: targeted units are held at zero for `batches` batches, then return from zero."
+
+        class Params(BaseModel):
+            model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+            kind: str
+            batches: int = Field(default=1, ge=1)
+
+        granularities = frozenset({"filter", "weight"})
+
+        @staticmethod
+        def start(ctx, sel, params):
+            ctx.hold(sel, until=ctx.batch + params.batches)
 
 
     class Broken:
@@ -64,6 +81,8 @@ SPEC = textwrap.dedent("""\
       installed: {}
       own: {prune.scoring: "own_scorings:Reversed", prune.target: largest}
       broken: {prune.scoring: "own_scorings:Broken", prune.granularity: filter}
+      pulse: {prune.mode: {kind: pulse, batches: 3}}
+      flash: {prune.mode: {kind: "own_scorings:Flash", batches: 2}, prune.granularity: filter}
     """)
 
 
@@ -100,11 +119,18 @@ def test_plugins_validate_without_torch_and_show_in_the_schema(installed, tmp_pa
     plan = json.loads(gstc("plan", str(root / "spec.yaml"), "--json", env=poisoned).stdout)
     scorings = {c["id"]: c["schedules"][0]["scoring"] for c in plan["configs"]}
     assert scorings == {"installed": {"name": "power", "p": 2.5}, "own": "own_scorings:Reversed",
-                        "broken": "own_scorings:Broken"}
+                        "broken": "own_scorings:Broken", "pulse": {"name": "power", "p": 2.5},
+                        "flash": {"name": "power", "p": 2.5}}
+    modes = {c["id"]: c["schedules"][0]["mode"] for c in plan["configs"]}
+    assert modes["pulse"] == {"kind": "pulse", "batches": 3}
+    assert modes["flash"] == {"kind": "own_scorings:Flash", "batches": 2}  # validated by its own model
     schema = json.loads(gstc("schema", env=poisoned).stdout)
     options = schema["definitions"]["PruneSpec"]["properties"]["scoring"]["anyOf"]
     power = next(o for o in options if o.get("properties", {}).get("name", {}).get("const") == "power")
     assert power["properties"]["p"]["exclusiveMinimum"] == 0 and "power" in options[0]["enum"]
+    mode = schema["definitions"]["Mode"]
+    assert "pulse" in mode["properties"]["kind"]["anyOf"][0]["enum"]
+    assert {"$ref": "#/definitions/PulseMode"} in [branch["then"] for branch in mode["allOf"]]
     # The plugin's parameters fail its own model, and its own check: file, line and column, exit status 1.
     bad = (root / "spec.yaml").read_text().replace("p: 2.5", "p: -1").replace("[1]}", "[1]}\n  target: largest")
     (tmp_path / "bad.yaml").write_text(bad.replace("{name: power, p: -1}", "{name: power, p: -1}"))
@@ -128,7 +154,8 @@ def test_plugins_train_and_a_raising_plugin_fails_its_run_alone(installed):
     runs = json.loads(gstc("plan", str(root / "spec.yaml"), "--json", env=env).stdout)["runs"]
     results = ResultsDir(out)
     status = {r["config"]: read_json(results.run_json(r["id"])) for r in runs}
-    assert status["installed"]["status"] == status["own"]["status"] == "done"
+    assert {c: s["status"] for c, s in status.items()} == {"installed": "done", "own": "done", "broken": "failed",
+                                                             "pulse": "done", "flash": "done"}
     error = status["broken"]["error"]
     assert status["broken"]["status"] == "failed" and error["epoch"] == 1
     assert "the scoring 'own_scorings:Broken' raised ZeroDivisionError: a bug in the plugin" in error["reason"]

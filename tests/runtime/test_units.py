@@ -346,3 +346,25 @@ def test_gaussian_noise_on_weights_moves_only_the_targeted_ones_for_its_window()
         pruner.before_batch(g)
         assert torch.equal(model.conv4.weight.detach() != snap, targeted if noisy else torch.zeros_like(targeted)), batch
         pruner.after_step()
+
+
+def test_a_dense_layer_takes_single_weights_and_2_4_groups_along_its_inputs():
+    """The classifier is selectable for weight and N:M granularity: its (out, in) weight loses the 2 smallest |w|
+    of every 4 consecutive inputs, and l1_unstructured's choice for single weights."""
+    plan, model, pruner = pruner_for("prune:\n  granularity: '2:4'\n  scoring: l1\n  schedule: {epochs: [1]}\n"
+                                     "  layers:\n    - {select: fc}\n")
+    w = model.fc.weight.detach().clone()
+    out, inputs = w.shape
+    keep = torch.zeros(out, inputs // 4, 4, dtype=torch.bool).scatter_(
+        -1, w.abs().view(out, inputs // 4, 4).topk(2, dim=-1).indices, True)
+    pruner.apply(1, events_at(plan, 1), 10, torch.Generator().manual_seed(0))
+    assert torch.equal(pruner.weights["fc"].targeted, ~keep.view(out, inputs))
+    assert torch.count_nonzero(model.fc.weight.detach()) == w.numel() // 2
+
+    plan, model, pruner = pruner_for("prune:\n  granularity: weight\n  scoring: l1\n  schedule: {epochs: [1]}\n"
+                                     "  layers:\n    - {select: fc, amount: 0.7}\n")
+    ref = reference(model, "fc")
+    (event,) = events_at(plan, 1)
+    pruner.apply(1, [event], 10, torch.Generator().manual_seed(0))
+    tprune.l1_unstructured(ref, "weight", amount=event.prune)
+    assert torch.equal(pruner.weights["fc"].targeted, ref.weight_mask == 0)
