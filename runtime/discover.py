@@ -122,6 +122,10 @@ class Discovered(nn.Module):
                 seen.update(f.coupled)
         return out
 
+    def dense(self) -> dict[str, nn.Module]:
+        """The model's dense layers by name, which weight granularity prunes too."""
+        return {name: m for name, m in self.net.named_modules() if isinstance(m, nn.Linear)}
+
     def prunable(self, member: int = 0) -> dict[str, Prunable]:
         """Every listed conv as the pruner sees it; a prunable one with its followers and coupled layers."""
         own = {f.name: Prunable(f.conv, f.bn, self.masks[_key(f.name)]) for f in self.found}

@@ -99,6 +99,10 @@ class VGG11(nn.Module):
             x = F.adaptive_avg_pool2d(x, 1)
         return self.fc(torch.flatten(x, 1))
 
+    def dense(self) -> dict[str, nn.Module]:
+        """The dense layers, which weight granularity prunes too: the classifier."""
+        return {"fc": self.fc}
+
     def prunable(self, member: int = 0) -> dict[str, Prunable]:
         return {f"conv{i}": Prunable(getattr(self, f"conv{i}"), getattr(self, f"bn{i}"), getattr(self, f"mask{i}"),
                                      member, self.pack) for i in range(1, self.n + 1)}
@@ -166,6 +170,10 @@ class ResNet(nn.Module):
     def blocks(self) -> list[tuple[str, BasicBlock]]:
         return [(f"layer{s}.{b}", block) for s in range(1, self.stages + 1)
                 for b, block in enumerate(getattr(self, f"layer{s}"))]
+
+    def dense(self) -> dict[str, nn.Module]:
+        """The dense layers, which weight granularity prunes too: the classifier."""
+        return {"fc": self.fc}
 
     def prunable(self, member: int = 0) -> dict[str, Prunable]:
         out = {}

@@ -183,13 +183,6 @@ class LayerState:
         return self.hold_w if kind == "w" else self.hold_bn
 
 
-def dense_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    """The model's dense layers by name (nn.Linear, and a pack's PackedLinear), which weight granularity prunes."""
-    from gstc.runtime.models import PackedLinear
-
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, (torch.nn.Linear, PackedLinear))]
-
-
 class Pruner:
     """Carries out a configuration's pruning events and perturbation windows on a model."""
 
@@ -206,7 +199,7 @@ class Pruner:
                       for layer in config.layers if layer.coupled and layer.name in pruned}
         self.layers = {s.layer: LayerState(s.layer, prunable[s.layer], s) for s in filters
                        if self.alias.get(s.layer, s.layer) == s.layer}
-        dense = {name: WeightsOf(module, member, getattr(module, "pack", 1)) for name, module in dense_layers(model)}
+        dense = {name: WeightsOf(module, member, getattr(module, "pack", 1)) for name, module in model.dense().items()}
         self.weights = {s.layer: (WeightState if s.granularity == "weight" else GroupState)(
                             s.layer, prunable[s.layer] if s.layer in prunable else dense[s.layer], s)
                         for s in config.schedules if s.granularity != "filter"}

@@ -425,3 +425,25 @@ def test_kill_9_then_resume_gives_the_numbers_of_an_uninterrupted_run(tmp_path, 
     assert gstc("run", str(spec), "--out", str(results.root), "--device", "cpu").returncode == 0
     assert read_json(results.run_json(run.id))["resumed_from"] in (1, 2)
     assert numbers(results, run.id) == numbers(reference, run.id)
+
+
+@pytest.mark.parametrize("granularity", ["weight", "'2:4'"])
+def test_an_own_model_prunes_single_weights_and_n_m_groups_of_its_convs_and_dense_layers(tmp_path, granularity):
+    """Weight and N:M granularity on a discovered model: every conv (a grouped or depthwise one too: a weight is
+    its own) and the dense head, their shapes from the layer file; the pruned weights stay exactly zero through
+    training and epochs.jsonl counts the nonzero parameters as the plan does."""
+    spec = spec_for(tmp_path, "own_model:SmallVGG", "features.3 features.7 head", epochs=2)
+    spec.write_text(spec.read_text().replace("  scoring: l1\n", f"  scoring: l1\n  granularity: {granularity}\n"))
+    write_layers(spec)
+    trainer, _ = _train_and_capture(spec)
+    pruner = trainer.members[0].pruner
+    assert set(pruner.weights) == {"features.3", "features.7", "head"}
+    modules = dict(trainer.model.net.named_modules())  # the user's model, as the layer file names its modules
+    for name, state in pruner.weights.items():
+        w = modules[name].weight.detach()
+        share = 2 if granularity == "weight" else 4  # half the weights; or half the groups, each losing 2 of 4
+        assert int(state.held.sum()) == w.numel() // share and (w[state.held] == 0).all(), name
+        assert (w[~state.held] != 0).all(), name
+    counts = compile_file(str(spec)).configs[0].counts
+    assert counts.nonzero[1] == counts.params[0] - sum(int(s.held.sum()) for s in pruner.weights.values())
+    assert trainer.count(trainer.members[0])[0] - pruner.zeroed() == counts.nonzero[1]
