@@ -400,15 +400,18 @@ def _semantic(cfg: BaseConfig, schedules: list[LayerSchedule], table: list[archs
     # A layer pruned with others (coupled layers, followers) prunes more than its own filters: that is part of
     # what it does, named only where there is any, so that a layer pruned alone keeps the id it always had.
     joint = {l.name: sorted([*l.coupled, *l.followers]) for l in table if l.coupled or l.followers}
-    # A scoring hashes as its name and the parameters that differ from its defaults (gstc.plugins.Loaded.hash_form);
-    # a new granularity or scope is named only where it is not the filter-by-layer pruning ids always meant.
-    scorings = scorings or {}
+    # A scoring or method hashes as its name and the parameters that differ from its defaults
+    # (gstc.plugins.Loaded.hash_form); a new granularity, scope or method is named only where it is not the
+    # filter-by-layer ranking ids always meant.
+    forms = scorings or {}
     prune = [
-        {"layer": s.layer, "scoring": scorings.get(s.layer, canonical(s.scoring)), "target": s.target,
+        {"layer": s.layer, "scoring": forms[s.layer]["scoring"] if s.layer in forms else canonical(s.scoring),
+         "target": s.target,
          "mode": canonical(s.mode), "events": [[e, p] for e, p in zip(s.epochs, s.pruned) if p > 0],
          **({"with": joint[s.layer]} if s.layer in joint and s.granularity == "filter" else {}),
          **({"granularity": s.granularity} if s.granularity != "filter" else {}),
-         **({"scope": s.scope, "group": s.group} if s.scope != "layer" else {})}
+         **({"scope": s.scope, "group": s.group} if s.scope != "layer" else {}),
+         **({"method": forms[s.layer]["method"]} if forms.get(s.layer, {}).get("method", "rank") != "rank" else {})}
         for s in schedules
     ]
     model = {k: v for k, v in canonical(cfg.model).items() if k != "layers"}  # where the table lies: not hashed

@@ -13,7 +13,9 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
-from gstc.spec import (AdamSpec, BaseConfig, DataSpec, Duration, FlatnessSpec, ForeignMode, GaussianMode, MeasureSpec, Mode,
+from gstc.plugins import Choice
+
+from gstc.spec import (AdamSpec, BaseConfig, DataSpec, Duration, FlatnessSpec, ForeignMode, GaussianMode, MeasureSpec, Method, Mode,
                        ModelSpec, PruneMode, Scoring, SGDSpec, Target, TrainSpec, ZeroMode)
 
 
@@ -47,6 +49,8 @@ class LayerSchedule(Frozen):
                                                        "the events (gstc.spec.ScheduleSpec.curve).")
     pruned: list[int] = Field(description="Units pruned at each scheduled epoch (global scope: the group's).")
     kept: list[int] = Field(description="Units kept after each scheduled epoch (global scope: the group's).")
+    method: Method = Field(default=Choice(name="rank"), description="The pruning method, with every parameter "
+                            "filled in (rank: the scoring's best-ranked units by the target).")
     granularity: str = Field(default="filter", description="The units: filter, weight, or N:M groups (\"2:4\").")
     units: Optional[int] = Field(default=None, description="The layer's units (weights: filters x fan-in; N:M: "
                                  "weights / M); null: its filters.")

@@ -91,7 +91,8 @@ class Use:
 
 def checks(kind: str, name: str, plugin: Any, params: BaseModel, use: Use) -> list[str]:
     """The problems of using `plugin` (a `kind` named `name`) so: its granularities, then its own checks."""
-    grains = getattr(plugin, "granularities", frozenset({"filter"}))
+    # Undeclared: a scoring scores filters (one score per filter); a mode or method acts on whatever it is given.
+    grains = getattr(plugin, "granularities", frozenset({"filter"} if kind == "scoring" else {"filter", "weight"}))
     unit = "filter" if use.granularity == "filter" else "weight"  # N:M groups are chosen and held by their weights
     if unit not in grains:
         known = " or ".join(f"{g}s" for g in sorted(grains))

@@ -22,6 +22,7 @@ from gstc.costs import Cost
 from gstc.errors import SpecError, did_you_mean, dotted
 from gstc.load import Document
 from gstc.plan import LayerSchedule
+from gstc.methods import METHODS
 from gstc.modes import MODES
 from gstc.plugins import Choice, PluginError
 from gstc.plugins import Use, UseLayer, checks
@@ -99,8 +100,14 @@ def _curve(entry: LayerEntry, default: ScheduleSpec | None) -> tuple[str, float 
 
 def scoring(choice: Choice, path: tuple, doc: Document, search: list[str]) -> tuple[Any, Choice | None, list[SpecError]]:
     """(the loaded plugin, the choice with every parameter filled in, errors) of a spec's scoring."""
+    return plugin_of(SCORINGS, choice, path, doc, search)
+
+
+def plugin_of(registry: Any, choice: Choice, path: tuple, doc: Document,
+              search: list[str]) -> tuple[Any, Choice | None, list[SpecError]]:
+    """(the loaded plugin, the choice with every parameter filled in, errors) of a spec's scoring or method."""
     try:
-        loaded = SCORINGS.load(choice, search)
+        loaded = registry.load(choice, search)
     except PluginError as exc:
         return None, None, [doc.error(path + ("name",) if choice.params else path, str(exc))]
     except ValidationError as exc:
@@ -263,6 +270,10 @@ def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, cost
             err(sched_path, f"initial sparsity {initial} is not below the final one ({float(total):g}, the amount)")
             continue
 
+        method, method_full, errs = plugin_of(METHODS, prune.method, ("prune", "method"), doc, search)
+        if errs:
+            errors.extend(errs)
+            continue
         mode_path = at + ("mode",) if entry.mode is not None else ("prune", "mode")
         mode_plugin, mode, errs = mode_of(entry.mode or prune.mode, mode_path, doc, search)
         if errs:
@@ -279,17 +290,19 @@ def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, cost
                   mode=(entry.mode or prune.mode).kind)
         problems = checks("scoring", choice.name, loaded.plugin, loaded.params, use)
         mode_problems = checks("mode", mode.kind, mode_plugin, mode, use)
-        if problems or mode_problems:
+        method_problems = checks("method", prune.method.name, method.plugin, method.params, use)
+        if problems or mode_problems or method_problems:
             errors.extend(doc.error(score_path, msg) for msg in problems)
             errors.extend(doc.error(mode_path, msg) for msg in mode_problems)
+            errors.extend(doc.error(("prune", "method"), msg) for msg in method_problems)
             continue
         shape = (curve, total, start)  # under global scope, every entry's (it comes from prune)
         for name in matched:
             kept = curve_kept(units[name], epochs, curve, total, start)
             pruned = [a - b for a, b in zip([units[name]] + kept, kept)]
-            hash_forms[name] = loaded.hash_form()
+            hash_forms[name] = {"scoring": loaded.hash_form(), "method": method.hash_form()}
             out.append(LayerSchedule(
-                layer=name, filters=by_name[name].filters, entry=i, scoring=full,
+                layer=name, filters=by_name[name].filters, entry=i, scoring=full, method=method_full,
                 target=entry.target or prune.target, mode=mode,
                 epochs=epochs, amount=float(total), rate=float(total / n), pruned=pruned, kept=kept,
                 granularity=prune.granularity, units=units[name] if weights else None, curve=curve,

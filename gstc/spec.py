@@ -33,6 +33,7 @@ from gstc.modes.gaussian import GaussianMode
 from gstc.modes.prune import PruneMode
 from gstc.modes.zero import ZeroMode
 from gstc.plugins import Choice, as_choice, choice_schema
+from gstc.methods import METHODS
 from gstc.scorings import SCORINGS
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"  # a spec's name names its results folder: portable, lowercase
@@ -40,6 +41,13 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"  # a spec's name names its results fold
 VARIANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 ArchName = Literal["vgg11_bn", "resnet18", "resnet20", "resnet56"]
 assert set(ArchName.__args__) == set(ARCHS)  # the schema and the layer tables agree
+METHOD_TEXT = ("How an event turns scores into the units it takes: rank (the default), a name an installed package "
+               "registers in the entry-point group gstc.methods, `{name: NAME, PARAM: VALUE}`, or module:attribute.")
+Method = Annotated[
+    Choice,
+    BeforeValidator(as_choice, json_schema_input_type=Union[str, dict[str, Any]]),
+    Field(json_schema_extra=choice_schema(METHODS, METHOD_TEXT)),
+]
 SCORING_TEXT = ("How an event ranks the units it may target: a name (l1, l2, activation_l1, ebn, ebn_alt, snip, or one "
                 "an installed package registers in the entry-point group gstc.scorings), `{name: NAME, PARAM: VALUE}` "
                 "with its parameters, or module:attribute for your own (docs/plugins.md).")
@@ -330,6 +338,12 @@ class PruneSpec(Strict):
         description="l1/l2: norm of the unit's weights; activation_l1: moving average of the channel's activation "
         "L1 norm; ebn: expected post-ReLU BN output (|gamma|); ebn_alt: the same with signed gamma; snip: "
         "|gradient x weight| on a few batches ({name: snip, batches: N}); or a plugin's name.",
+    )
+    method: Method = Field(
+        default=Choice(name="rank"),
+        description="How an event takes units: rank (score them with `scoring`, take the target's count of the free "
+        "ones; the paper's method and the default); or a method plugin's name (entry-point group gstc.methods) or "
+        "module:attribute, with its parameters as `{name: NAME, PARAM: VALUE}`.",
     )
     granularity: Granularity = Field(
         default="filter",

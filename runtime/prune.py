@@ -32,34 +32,16 @@ import torch
 from gstc.plan import LayerSchedule, PlanConfig, PlanEvent
 from gstc.plugins import Loaded
 from gstc.runtime.models import Prunable
+from gstc.runtime.methods import Event, choose  # noqa: F401  (choose: the targets' rule, tested with the pruner)
 from gstc.runtime.modes import NEVER, ModeContext, resolve
 from gstc.runtime.units import GroupState, Units, WeightHooks, WeightState, WeightsOf, weight_states
+from gstc.methods import METHODS
 from gstc.scorings import SCORINGS
 
 
 
 class PluginFailed(RuntimeError):
     """A plugin raised while a run used it: that run fails (named), and the others of its pack go on."""
-
-
-# --- targets -------------------------------------------------------------------------
-
-
-def choose(scores: torch.Tensor, candidates: torch.Tensor, k: int, target: str, generator: torch.Generator) -> torch.Tensor:
-    """Indices of `k` filters among `candidates` (bool mask): lowest/highest score, ties by index; or random."""
-    idx = candidates.nonzero().flatten().cpu()
-    if k > len(idx):
-        raise RuntimeError(f"the plan asks for {k} filters but only {len(idx)} are untargeted")
-    if target == "random":
-        return idx[torch.randperm(len(idx), generator=generator)[:k]].sort().values
-    s = scores.detach().double().cpu()[idx]
-    if target == "smallest":
-        order = torch.argsort(s, stable=True)
-    elif target == "largest":
-        order = torch.argsort(-s, stable=True)  # stable: among equal scores, the lower index first
-    else:
-        raise ValueError(f"unknown target {target!r}; known: smallest, random, largest")
-    return idx[order[:k]].sort().values
 
 
 # --- per-layer state -----------------------------------------------------------------
@@ -206,10 +188,14 @@ class Pruner:
         self.batch = 0  # training batches done so far in this run
         self.in_step = False  # between before_batch and after_step: a training step's forward pass
         self.probe = probe or self._no_probe  # (batches, kind): what gradient scorings ask for (gstc.runtime.probes)
-        # Each pruned layer's scoring plugin, its parameters (validated when the plan was compiled) and its view.
+        # Each pruned layer's scoring plugin, its parameters (validated when the plan was compiled) and its view;
+        # and the method that turns scores into the units an event takes.
         self.scorings: dict[str, tuple[Loaded, Units]] = {}
+        self.methods: dict[str, tuple[Any, Any]] = {}
         for name, state in self.states().items():
             s = state.schedule
+            loaded_method = METHODS.load(s.method)
+            self.methods[name] = (loaded_method.plugin, loaded_method.params)
             loaded = SCORINGS.load(s.scoring)
             unit = "filter" if s.granularity == "filter" else "weight"  # N:M groups are ranked by their weights
             self.scorings[name] = (loaded, Units(name, state.p, unit, self, state.state))
@@ -278,12 +264,18 @@ class Pruner:
                 records.append({**done[first], "layer": ev.layer})
                 continue
             names = list(dict.fromkeys(self.alias.get(n, n) for n in (ev.group or [ev.layer])))
-            states = [self.states()[n] for n in names]
-            taken: dict[str, list[torch.Tensor]] = {n: [] for n in names}  # the scores of each layer's chosen units
-            for k in self._rounds(names[0], sum(st.untargeted() for st in states), ev.prune):
-                self._round(names, states, k, batches_per_epoch, generator, taken)
+            event = Event(self, names, ev.prune, batches_per_epoch, generator)
+            method, params = self.methods[names[0]]
+            try:
+                method.apply(event, params)
+            except PluginFailed:
+                raise
+            except Exception as exc:
+                raise PluginFailed(f"the method {self.states()[names[0]].schedule.method.name!r} failed on "
+                                   f"{ev.layer!r}: {type(exc).__name__}: {exc}") from exc
+            states = event.states
             for name, state in zip(names, states):
-                chosen = torch.cat(taken[name]) if taken[name] else torch.zeros(0, dtype=torch.float64)
+                chosen = torch.cat(event.taken[name]) if event.taken[name] else torch.zeros(0, dtype=torch.float64)
                 mean = float(chosen.mean()) if len(chosen) else None
                 records.append(done.setdefault(name, {"layer": name if ev.group else ev.layer,
                                                       "prune": len(chosen), "kept": state.untargeted(),
@@ -292,36 +284,6 @@ class Pruner:
             if kept != ev.kept:
                 raise RuntimeError(f"{ev.layer} at epoch {epoch}: {kept} units left, the plan says {ev.kept}")
         return records
-
-    def _rounds(self, name: str, before: int, prune: int) -> list[int]:
-        """How many units each round of an event takes: one round, or the scoring's `rounds`, each keeping the
-        fraction (kept / before)^(1 / rounds) of what the round before kept (SynFlow's exponential schedule)."""
-        loaded = self.scorings[name][0]
-        rounds = getattr(loaded.plugin, "rounds", None)
-        n = min(rounds(loaded.params), prune) if rounds is not None and prune > 0 else 1
-        after = before - prune
-        kept = [before] + [max(after, round(before * (after / before) ** (j / n))) for j in range(1, n)] + [after]
-        return [a - b for a, b in zip(kept, kept[1:]) if a > b] or [prune]
-
-    def _round(self, names: list[str], states: list, k: int, batches_per_epoch: int, generator: torch.Generator,
-               taken: dict[str, list[torch.Tensor]]) -> None:
-        """Score the layers' units, choose `k` of them by the target (ranked together where there are several),
-        and take them."""
-        target = states[0].schedule.target
-        raw = [self.score(n).detach().double().cpu() for n in names]
-        scores = [st.unit_scores(r, target) for st, r in zip(states, raw)]
-        if len(states) == 1:  # one layer: its own units, exactly as always
-            flat, candidates = scores[0], states[0].free()
-        else:
-            flat, candidates = torch.cat(scores), torch.cat([st.free() for st in states])
-        chosen = choose(flat, candidates, k, target, generator)
-        offset = 0
-        for name, state, r, score in zip(names, states, raw, scores):
-            n = len(score)
-            mine = chosen[(chosen >= offset) & (chosen < offset + n)] - offset
-            offset += n
-            state.take_units(self, mine, r, target, batches_per_epoch, generator)
-            taken[name].append(score[mine])
 
     def _add_noise(self, layer: LayerState, sel: torch.Tensor, generator: torch.Generator) -> None:
         w = layer.p.weight

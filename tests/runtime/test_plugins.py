@@ -53,6 +53,18 @@ OWN = textwrap.dedent('''\
             ctx.hold(sel, until=ctx.batch + params.batches)
 
 
+    class TwoSteps:
+        description = "two-steps: a method taking the event's count in two halves, re-scored between them."
+        Params = NoParams
+
+        @staticmethod
+        def apply(event, params):
+            first = event.count // 2
+            for count in (first, event.count - first):
+                scores = event.scores()
+                event.take(event.choose(scores, count), scores)
+
+
     class Broken:
         description = "broken: raises, as a plugin with a bug does."
         Params = NoParams
@@ -83,6 +95,7 @@ SPEC = textwrap.dedent("""\
       broken: {prune.scoring: "own_scorings:Broken", prune.granularity: filter}
       pulse: {prune.mode: {kind: pulse, batches: 3}}
       flash: {prune.mode: {kind: "own_scorings:Flash", batches: 2}, prune.granularity: filter}
+      two-steps: {prune.method: "own_scorings:TwoSteps"}
     """)
 
 
@@ -120,7 +133,8 @@ def test_plugins_validate_without_torch_and_show_in_the_schema(installed, tmp_pa
     scorings = {c["id"]: c["schedules"][0]["scoring"] for c in plan["configs"]}
     assert scorings == {"installed": {"name": "power", "p": 2.5}, "own": "own_scorings:Reversed",
                         "broken": "own_scorings:Broken", "pulse": {"name": "power", "p": 2.5},
-                        "flash": {"name": "power", "p": 2.5}}
+                        "flash": {"name": "power", "p": 2.5}, "two-steps": {"name": "power", "p": 2.5}}
+    assert {c["id"]: c["schedules"][0]["method"] for c in plan["configs"]}["two-steps"] == "own_scorings:TwoSteps"
     modes = {c["id"]: c["schedules"][0]["mode"] for c in plan["configs"]}
     assert modes["pulse"] == {"kind": "pulse", "batches": 3}
     assert modes["flash"] == {"kind": "own_scorings:Flash", "batches": 2}  # validated by its own model
@@ -155,11 +169,11 @@ def test_plugins_train_and_a_raising_plugin_fails_its_run_alone(installed):
     results = ResultsDir(out)
     status = {r["config"]: read_json(results.run_json(r["id"])) for r in runs}
     assert {c: s["status"] for c, s in status.items()} == {"installed": "done", "own": "done", "broken": "failed",
-                                                             "pulse": "done", "flash": "done"}
+                                                             "pulse": "done", "flash": "done", "two-steps": "done"}
     error = status["broken"]["error"]
     assert status["broken"]["status"] == "failed" and error["epoch"] == 1
     assert "the scoring 'own_scorings:Broken' raised ZeroDivisionError: a bug in the plugin" in error["reason"]
-    for config in ("installed", "own"):
+    for config in ("installed", "own", "two-steps"):
         run = next(r["id"] for r in runs if r["config"] == config)
         (event,) = read_jsonl(results.events_jsonl(run))
         assert event["layers"][0]["prune"] == 64 * 64 * 9 // 2  # half of conv6's weights (64 filters reading 64 channels at width 0.125)
