@@ -282,7 +282,8 @@ class Pruner:
                                                       "mean_score": mean}))
             kept = sum(st.untargeted() for st in states)
             if kept != ev.kept:
-                raise RuntimeError(f"{ev.layer} at epoch {epoch}: {kept} units left, the plan says {ev.kept}")
+                raise PluginFailed(f"{ev.layer} at epoch {epoch}: {kept} units left, the plan says {ev.kept} (the "
+                                   f"method {self.states()[names[0]].schedule.method.name!r} took the wrong count)")
         return records
 
     def _add_noise(self, layer: LayerState, sel: torch.Tensor, generator: torch.Generator) -> None:

@@ -427,7 +427,7 @@ def test_kill_9_then_resume_gives_the_numbers_of_an_uninterrupted_run(tmp_path, 
     assert numbers(results, run.id) == numbers(reference, run.id)
 
 
-@pytest.mark.parametrize("granularity", ["weight", "'2:4'"])
+@pytest.mark.parametrize("granularity", ["weight", pytest.param("'2:4'", marks=SLOW)])
 def test_an_own_model_prunes_single_weights_and_n_m_groups_of_its_convs_and_dense_layers(tmp_path, granularity):
     """Weight and N:M granularity on a discovered model: every conv (a grouped or depthwise one too: a weight is
     its own) and the dense head, their shapes from the layer file; the pruned weights stay exactly zero through

@@ -10,10 +10,10 @@ RUNTIME = Path(__file__).resolve().parents[2] / "runtime"
 # packs: the compiler's grouping of a plan's runs; atomic and provenance: torch-free helpers of the results files;
 # archs: the forms of architecture names and the layer-file format; errors: did_you_mean for unknown names;
 # costs: a model's parameter and MAC counts, which the plan shows and the runtime records; datasets: known shapes;
-# plugins, scorings and modes: the registries whose plugins the runtime calls (torch-free modules; their `score` and
-# `start` get torch tensors)
+# plugins, scorings, methods and modes: the registries whose plugins the runtime calls (torch-free modules; their
+# `score`, `apply` and `start` get torch tensors)
 ALLOWED = {"gstc.plan", "gstc.packs", "gstc.manifest", "gstc.atomic", "gstc.provenance", "gstc.archs", "gstc.errors",
-           "gstc.costs", "gstc.datasets", "gstc.plugins", "gstc.scorings", "gstc.modes"}
+           "gstc.costs", "gstc.datasets", "gstc.plugins", "gstc.scorings", "gstc.methods", "gstc.modes"}
 
 
 def test_runtime_imports_only_the_plan_and_manifest_from_gstc():

@@ -41,10 +41,10 @@ def spec(arch: str, width: float, extra: str = "") -> str:
         """) + textwrap.dedent(extra)
 
 
-# float64 convolutions are slow on the CPU: the tests train on a slice of digits, 192
-# training images (6 batches of 32 per epoch) and 128 test images, so the default run
+# float64 convolutions are slow on the CPU: the tests train on a slice of digits, 128
+# training images (4 batches of 32 per epoch) and 128 test images, so the default run
 # stays short.
-TRAIN, TEST = 192, 128
+TRAIN, TEST = 128, 128
 
 
 @pytest.fixture(autouse=True)

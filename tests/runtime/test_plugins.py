@@ -82,7 +82,7 @@ SPEC = textwrap.dedent("""\
     seeds: 1
     model: {arch: vgg11_bn, width: 0.125}
     data: {dataset: digits}
-    train: {epochs: 2, batch_size: 128, optimizer: {name: adam, lr: 0.002}}
+    train: {epochs: 1, batch_size: 128, optimizer: {name: adam, lr: 0.002}}
     prune:
       scoring: {name: power, p: 2.5}
       granularity: weight
