@@ -663,7 +663,8 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None,
         table, _ = tables.table(base, Document(doc.file, config_raw, {}, {}))
         base_layers = _plan_layers(table) if table is not None else configs[0].layers
     imports = any(":" in c.resolved.model.arch or ":" in c.resolved.data.dataset
-                  or any(":" in s.scoring.name for s in c.schedules) for c in configs)  # module:attribute
+                  or any(":" in name for s in c.schedules for name in (s.scoring.name, s.method.name, s.mode.kind))
+                  for c in configs)  # module:attribute
     paths = [str(pathlib.Path(doc.file).resolve().parent)] if imports else []
     plan = Plan(gstc=FORMAT, spec=header.name, spec_hash=spec_hash, description=header.description,
                 layers=base_layers, configs=configs, runs=runs, paths=paths)

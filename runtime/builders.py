@@ -18,10 +18,7 @@ data's channels: the same filters, kernel, stride, padding and bias, freshly ini
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import os
-import sys
 from typing import Any, Callable
 
 import torch
@@ -29,34 +26,11 @@ from torch import nn
 
 from gstc.archs import TORCHVISION_PREFIX, check_arch, classify, plugin_targets
 from gstc.errors import did_you_mean
+from gstc.plugins import SEARCH_PATH, import_target  # noqa: F401  (SEARCH_PATH: set by the worker and `gstc layers`)
 from gstc.runtime.discover import Discovered, DiscoveryError, find
 
-SEARCH_PATH: list[str] = []  # folders searched first for import paths (the plan's spec folder), set by the worker
-
-
-def import_target(target: str, what: str) -> Any:
-    """`module:attribute` -> the attribute; ValueError naming what could not be found."""
-    module_name, _, attr = target.partition(":")
-    for folder in [*SEARCH_PATH, os.getcwd()][::-1]:  # the spec's folder, then the current one, then the rest
-        if folder in sys.path:
-            sys.path.remove(folder)
-        sys.path.insert(0, folder)
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise ValueError(f"{what} {target!r}: no module named {exc.name!r} (looked in "
-                             f"{', '.join(SEARCH_PATH + ['the current folder', 'installed packages'])})") from None
-        raise
-    obj = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            names = [n for n in dir(module) if not n.startswith("_")]
-            raise ValueError(f"{what} {target!r}: module {module_name} has no attribute {part!r}"
-                             f"{did_you_mean(part, names)}") from None
-    return obj
+# The folders searched first for import paths (the plan's spec folder) and the import itself are gstc.plugins',
+# shared with scorings, methods and modes given as module:attribute.
 
 
 def resolve(arch: str) -> Callable[..., nn.Module]:

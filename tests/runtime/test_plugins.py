@@ -160,6 +160,7 @@ def test_plugins_validate_without_torch_and_show_in_the_schema(installed, tmp_pa
     assert out.returncode == 1 and "unknown scoring 'powr' (did you mean \"power\"?)" in out.stdout + out.stderr
 
 
+@pytest.mark.slow  # seven runs in two processes: 12 s
 def test_plugins_train_and_a_raising_plugin_fails_its_run_alone(installed):
     root, env = installed
     out = root / "results"
