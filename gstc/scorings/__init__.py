@@ -47,6 +47,7 @@ BUILTINS = {
     "snip": "gstc.scorings.snip:SNIP",
     "grasp": "gstc.scorings.grasp:GraSP",
     "synflow": "gstc.scorings.synflow:SynFlow",
+    "fpgm": "gstc.scorings.fpgm:FPGM",
 }
 
 SCORINGS = Registry("scoring", "gstc.scorings", BUILTINS, required=("description", "Params", "score"))

@@ -368,3 +368,17 @@ def test_a_dense_layer_takes_single_weights_and_2_4_groups_along_its_inputs():
     pruner.apply(1, [event], 10, torch.Generator().manual_seed(0))
     tprune.l1_unstructured(ref, "weight", amount=event.prune)
     assert torch.equal(pruner.weights["fc"].targeted, ref.weight_mask == 0)
+
+
+def test_fpgm_scores_equal_scipys_summed_distances_between_filters():
+    """FPGM's score of a filter is the sum of its Euclidean distances to the layer's filters, here by
+    scipy.spatial.distance.cdist on the same weights; the event removes the smallest."""
+    distance = pytest.importorskip("scipy.spatial.distance")
+    plan, model, pruner = pruner_for("prune:\n  scoring: fpgm\n  schedule: {epochs: [1]}\n"
+                                     "  layers:\n    - {select: conv5, amount: 0.25}\n")
+    rows = model.conv5.weight.detach().double().flatten(1).numpy()
+    expected = torch.from_numpy(distance.cdist(rows, rows).sum(axis=1))
+    torch.testing.assert_close(pruner.score("conv5").double(), expected, rtol=1e-12, atol=0)
+    (event,) = events_at(plan, 1)
+    pruner.apply(1, [event], 10, torch.Generator().manual_seed(0))
+    assert torch.equal(pruner.layers["conv5"].targeted, smallest(expected, event.prune))
