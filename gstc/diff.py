@@ -36,7 +36,8 @@ from gstc.stats import ALPHA, compare, family, summarize
 
 SEED = 0  # resampling seed of the difference CI and the permutation test
 # Which direction is better, for --fail-if-worse (best_epoch has none).
-BETTER = {"best_test_acc": "higher", "gen_gap": "lower", "mean_stability": "higher", "final_params": "lower"}
+BETTER = {"best_test_acc": "higher", "gen_gap": "lower", "mean_stability": "higher", "final_params": "lower",
+          "final_nonzero": "lower"}
 
 
 @dataclass

@@ -69,7 +69,7 @@ ENV_ROOT = "GSTC_RESULTS"
 DEFAULT_ROOT = "results"
 STATUSES = ("pending", "running", "done", "failed", "damaged")
 # The per-run summary's fields, in this order everywhere (run.json, manifest, reports).
-SUMMARY_FIELDS = ("best_test_acc", "best_epoch", "gen_gap", "mean_stability", "final_params")
+SUMMARY_FIELDS = ("best_test_acc", "best_epoch", "gen_gap", "mean_stability", "final_params", "final_nonzero")
 # The summary metrics `gstc diff` and `gstc report` test by default: the paper's outcomes. The
 # parameter count is fixed by the plan and the best epoch is not an outcome; each test they
 # would add makes Holm's correction stricter for the others (`--metric` adds them).
@@ -368,7 +368,8 @@ def _finite(value: Any) -> bool:
 def summarize_run(epochs: list[dict], events: list[dict]) -> dict:
     """A run's summary from its epoch and event records (rules in the module docstring).
 
-    Returns {best_test_acc, best_epoch, gen_gap, mean_stability, final_params}; raises
+    Returns {best_test_acc, best_epoch, gen_gap, mean_stability, final_params} and, where the epochs count them
+    (weight and N:M granularity), final_nonzero; raises
     ValueError when there is no epoch to summarize.
     """
     if not epochs:
@@ -387,8 +388,11 @@ def summarize_run(epochs: list[dict], events: list[dict]) -> dict:
     stabilities = [float(e["stability"]) for e in training_events if _finite(e.get("stability"))]
     # fmean: correctly rounded mean, independent of summation order details.
     stability = statistics.fmean(stabilities) if stabilities else NO_PRUNING_STABILITY
-    return {"best_test_acc": best["test_acc"], "best_epoch": best["epoch"], "gen_gap": gap,
-            "mean_stability": stability, "final_params": ordered[-1].get("params")}
+    out = {"best_test_acc": best["test_acc"], "best_epoch": best["epoch"], "gen_gap": gap,
+           "mean_stability": stability, "final_params": ordered[-1].get("params")}
+    if "nonzero" in ordered[-1]:  # weight and N:M granularity: the parameters not held at zero
+        out["final_nonzero"] = ordered[-1]["nonzero"]
+    return out
 
 
 def _run_entry(plan_run: Any, results: ResultsDir) -> dict:

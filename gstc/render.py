@@ -14,9 +14,10 @@ from typing import Any, Callable
 
 WIDE = 120  # terminal columns from which the terminal shows the wide tables
 SHORT = {"best_test_acc": "acc", "best_epoch": "epoch", "gen_gap": "gap", "mean_stability": "stab",
-         "final_params": "params"}
+         "final_params": "params", "final_nonzero": "nonzero"}
 LEGEND = ("acc: best test accuracy (%); gap: generalization gap, train - test (points); stab: mean stability "
-          "over pruning epochs (%); epoch: epoch of the best test accuracy; params: final parameters")
+          "over pruning epochs (%); epoch: epoch of the best test accuracy; params: final parameters; nonzero: final "
+          "parameters not held at zero (weight and N:M granularity)")
 EFFECT = {"dz": "d_z", "g": "g"}
 CORRECTION = {"holm": "Holm", "bh": "Benjamini-Hochberg", "none": "no correction"}
 

@@ -25,9 +25,11 @@ from gstc.render import estimate, number, pvalue, short_id
 from gstc.diff import compare_runs
 from gstc.stats import family, summarize
 
-UNITS = {"best_test_acc": "%", "best_epoch": "epoch", "gen_gap": "points", "mean_stability": "%", "final_params": ""}
+UNITS = {"best_test_acc": "%", "best_epoch": "epoch", "gen_gap": "points", "mean_stability": "%", "final_params": "",
+         "final_nonzero": ""}
 # Decimals of each metric in the tables: accuracies and gaps to 0.01 points, as the paper reports them.
-DECIMALS = {"best_test_acc": 2, "best_epoch": 1, "gen_gap": 2, "mean_stability": 2, "final_params": 0}
+DECIMALS = {"best_test_acc": 2, "best_epoch": 1, "gen_gap": 2, "mean_stability": 2, "final_params": 0,
+            "final_nonzero": 0}
 
 
 def _fmt(metric: str) -> render.Format:
@@ -52,7 +54,9 @@ def build(plan: Plan, results: ResultsDir, metrics: tuple[str, ...] = OUTCOMES, 
     configs = []
     for c in plan.configs:
         runs = [r for r in manifest["runs"] if r["config"] == c.id]
-        params = by_config[c.id]["metrics"]["final_params"]["mean"]
+        found = by_config[c.id]["metrics"]
+        # Weight and N:M granularity remove no parameter but hold some at zero: those count as removed here.
+        params = found["final_nonzero"]["mean"] if found["final_nonzero"]["n"] else found["final_params"]["mean"]
         configs.append({
             "id": c.id,
             "point": dict(c.point),
@@ -60,7 +64,8 @@ def build(plan: Plan, results: ResultsDir, metrics: tuple[str, ...] = OUTCOMES, 
             "done": sum(r["status"] == "done" for r in runs),
             "failed": sum(r["status"] == "failed" for r in runs),
             "damaged": sum(r["status"] == "damaged" for r in runs),
-            "max_rate": max((s.rate for s in c.schedules), default=None),
+            # the equal curve's step (a linear or cubic curve's events differ: no one rate)
+            "max_rate": max((s.rate for s in c.schedules if s.curve == "equal"), default=None),
             "params_removed": (1 - params / base_params) if base_params and params is not None else None,
             "metrics": by_config[c.id]["metrics"],
         })

@@ -292,7 +292,10 @@ def test_manifest_config_aggregates(plan, filled):
         assert list(c["metrics"]) == list(SUMMARY_FIELDS)
         done = [r for r in m["runs"] if r["config"] == c["id"] and r["status"] == "done"]
         for metric, agg in c["metrics"].items():
-            assert agg == summarize([r["summary"][metric] for r in done], seed=BOOTSTRAP_SEED)
+            # final_nonzero: only runs whose epochs count it (weight and N:M granularity; none here)
+            values = [r["summary"][metric] for r in done if metric in r["summary"]]
+            assert agg == summarize(values, seed=BOOTSTRAP_SEED)
+    assert all(c["metrics"]["final_nonzero"]["n"] == 0 for c in m["configs"])
     small = {c["id"]: c for c in m["configs"]}["small"]["metrics"]
     assert small["best_test_acc"]["mean"] == pytest.approx(75.0)  # 74, 75, 76
     assert small["best_test_acc"]["std"] == pytest.approx(1.0)
