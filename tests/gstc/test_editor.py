@@ -176,6 +176,15 @@ def test_hover_shows_one_title_and_the_description(server, tmp_path, body, needl
 # needs `gstc validate`. Every other corpus spec is flagged by the server on a line its `# expect:` names.
 ONLY_GSTC = {
     "base-incomplete-in-some-configurations.yaml": "an error in some configurations only",
+    "cubic-with-rate.yaml": "a curve's need of an amount spans the schedule and the entry",
+    "cubic-without-amount.yaml": "the server asks the entry for an amount; gstc names the curve's line",
+    "dense-layer-at-filter-granularity.yaml": "needs the architecture's layers",
+    "global-beside-layer-amount.yaml": "compares the scope with the entries",
+    "initial-on-equal-curve.yaml": "compares two fields' values",
+    "nm-n-not-below-m.yaml": "compares the two numbers of one string",
+    "nm-not-a-multiple.yaml": "needs the architecture's layers",
+    "scoring-of-filters-on-weights.yaml": "needs the scoring plugin's granularities",
+    "weight-granularity-include-bn.yaml": "compares the mode with the granularity",
     "lr-nan.yaml": "the server compares .nan as a number that passes every bound",
     "milestones-beyond-epochs.yaml": "compares two fields' values",
     "milestones-not-increasing.yaml": "an ordering",
