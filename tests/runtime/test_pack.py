@@ -115,6 +115,21 @@ WEIGHTS = spec("vgg11_bn", 0.125, """\
     """, seeds="[0]")
 
 
+# Gradient scorings in a pack: each member's probe sees only its own loss (SNIP's gradient, GraSP's Hessian-gradient
+# product), on its own batches, at initialization and after an epoch.
+PROBES = spec("vgg11_bn", 0.125, """\
+    prune:
+      granularity: weight
+      scoring: snip
+      schedule: {start: 0, end: 1, every: 1}
+      layers:
+        - {select: "conv[68]", amount: 0.5}
+    variants:
+      snip: {}
+      grasp: {prune.scoring: grasp}
+    """, seeds="[0]")
+
+
 def numbers(results: ResultsDir, run_id: str) -> tuple[list[dict], list[dict]]:
     epochs = [{k: v for k, v in r.items() if k != "seconds"} for r in read_jsonl(results.epochs_jsonl(run_id))]
     return epochs, read_jsonl(results.events_jsonl(run_id))
@@ -137,8 +152,9 @@ def assert_close(a, b, path="") -> None:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("text, pack", [(VGG, 3), (RESNET, 6), (WEIGHTS, 3)],
-                         ids=["vgg11-pack3", "resnet20-pack6", "vgg11-weights-pack3"])
+@pytest.mark.parametrize("text, pack", [(VGG, 3), (RESNET, 6), (WEIGHTS, 3),
+                                        pytest.param(PROBES, 2, marks=pytest.mark.slow)],  # 9 s
+                         ids=["vgg11-pack3", "resnet20-pack6", "vgg11-weights-pack3", "vgg11-probes-pack2"])
 def test_a_pack_computes_what_separate_runs_compute(text, pack, device, tmp_path):
     plan = compile_text(text)
     alone, packed = ResultsDir(tmp_path / "alone"), ResultsDir(tmp_path / "packed")
