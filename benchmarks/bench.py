@@ -414,11 +414,11 @@ def hooks(args: argparse.Namespace, device: torch.device) -> None:
             model = build_model(arch, args.width, 10, pack=k).to(device)
             pruners = [Pruner(model, plan.config(r.config), r.seed, member=i) for i, r in enumerate(runs)]
             for pruner in pruners:
-                pruner.recording = True  # activation_l1 scores: one recorded forward pass
+                pruner.in_step = True  # activation_l1 scores: one recorded forward pass (a training step's, batch 0)
             model(torch.randn(2, 3 * k, 32, 32, device=device)).sum().backward()  # and gradients to mask
             g = torch.Generator().manual_seed(0)
             for pruner, run in zip(pruners, runs):
-                pruner.recording = False
+                pruner.in_step = False
                 for epoch in sorted({e.epoch for e in run.events}):
                     pruner.apply(epoch, [e for e in run.events if e.epoch == epoch], 391, g)
             rows = {"member by member": member_by_member(pruners), "pack masks": pack_masks(pruners),

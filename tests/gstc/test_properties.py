@@ -285,7 +285,9 @@ def mutated_specs(draw) -> Any:
 
 def well_behaved(text: str) -> None:
     """The property: SpecErrors or a Document; then (plan, []) or (None, errors), errors in the file."""
-    lines = text.count("\n") + 2  # an error may stand just past the last line (end of stream)
+    # An error may stand just past the last line (end of stream). PyYAML counts NEL, LS and PS as line breaks too
+    # (YAML 1.1's), so a value holding them moves the lines after it.
+    lines = sum(text.count(c) for c in "\n\x85\u2028\u2029") + 2
     try:
         doc = load_text(text, "f.yaml")
     except SpecErrors as exc:
