@@ -5,7 +5,8 @@ reason) and the layers that write the same channels (`coupled`: the convs a resi
 adds). A spec that selects a refused layer is an error naming the reason; coupled layers
 are pruned as a group, so a spec selects all of a group or none of it, with one
 schedule (the same events, counts, scoring, target and mode), and a scoring or mode that
-reads one conv's own output (activation_l1, gaussian noise) does not apply to a group.
+reads one conv's own output (activation_l1, gaussian noise) does not apply to a group: those plugins' own
+checks say so (gstc.scorings.activation, gstc.modes.gaussian).
 """
 
 from __future__ import annotations
@@ -60,7 +61,4 @@ def coupling(schedules: list[LayerSchedule], table: dict[str, Layer]) -> list[tu
                            f"schedule (events, amounts, scoring, target, mode), but {_names(differ)} differ from "
                            f"{s.layer}"))
             continue
-        if s.mode.kind == "gaussian":
-            errors.append((s.entry, f"{what}: gaussian noise perturbs one conv's filters, and these channels are "
-                                    "written by several; use prune or zero"))
     return errors
