@@ -128,8 +128,8 @@ def nonzero_after(params: list[int], schedules: list) -> list[int] | None:
         key = s.group[0] if s.group else s.layer
         if key not in seen:
             seen.add(key)
-            n, _, m = s.granularity.partition(":")  # an N:M group loses M - N weights
-            zero += (s.kept[0] + s.pruned[0] - s.kept[-1]) * (int(m) - int(n) if m else 1)
+            n, m = s.nm or (0, 1)  # an N:M group loses M - N weights; a single weight, itself
+            zero += (s.kept[0] + s.pruned[0] - s.kept[-1]) * (m - n)
     return [params[0], params[1] - zero]
 
 

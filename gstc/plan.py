@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from gstc.plugins import Choice
 
-from gstc.spec import (AdamSpec, BaseConfig, DataSpec, Duration, FlatnessSpec, ForeignMode, GaussianMode, MeasureSpec, Method, Mode,
+from gstc.spec import (AdamSpec, BaseConfig, DataSpec, Duration, FlatnessSpec, ForeignMode, GaussianMode, MeasureSpec, Method, Mode, nm,
                        ModelSpec, PruneMode, Scoring, SGDSpec, Target, TrainSpec, ZeroMode)
 
 
@@ -57,6 +57,16 @@ class LayerSchedule(Frozen):
     scope: Literal["layer", "global"] = Field(default="layer", description="global: ranked with every layer of "
                                               "`group`, and pruned/kept count the group's units together.")
     group: list[str] = Field(default_factory=list, description="Global scope: the layers ranked together.")
+
+    @property
+    def nm(self) -> tuple[int, int] | None:
+        """(N, M) of an N:M granularity; None for filters and single weights."""
+        return nm(self.granularity)
+
+    @property
+    def unit(self) -> str:
+        """What scorings score and modes act on: filters, or weights (N:M groups are ranked and held by theirs)."""
+        return "filter" if self.granularity == "filter" else "weight"
 
 
 class Counts(Frozen):

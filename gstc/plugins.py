@@ -22,18 +22,14 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import re
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
+from gstc.archs import IMPORT_PATTERN
 from gstc.errors import did_you_mean
-
-_IDENT = r"[A-Za-z_]\w*"
-IMPORT_PATTERN = re.compile(rf"^{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*$")
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
 SEARCH_PATH: list[str] = []  # folders searched first for import paths (the spec's folder): set by whoever holds the spec
 
@@ -132,22 +128,21 @@ class Choice(BaseModel):
 
 
 def as_choice(value: Any) -> Any:
-    """`name` or `{name: ..., param: value, ...}` (or a Choice's own JSON) -> Choice's fields."""
+    """`name` or `{name: ..., param: value, ...}` (as the spec and a Choice's JSON write it) -> Choice's fields."""
     if isinstance(value, str):
         return {"name": value, "params": {}}
-    if isinstance(value, dict) and "name" in value and set(value) != {"name", "params"}:
+    if isinstance(value, dict) and "name" in value:
         return {"name": value["name"], "params": {k: v for k, v in value.items() if k != "name"}}
     return value
 
 
 @dataclass(frozen=True)
 class Loaded:
-    """A resolved plugin: the object, its validated parameters, and where it came from."""
+    """A resolved plugin: its name, the object and its validated parameters."""
 
     name: str
     plugin: Any
     params: BaseModel
-    source: str  # builtin, entry point, import
 
     def hash_form(self) -> Any:
         """What a run id includes: the name, and the parameters that differ from their defaults (so that a parameter
@@ -181,15 +176,15 @@ class Registry:
     def names(self) -> list[str]:
         return [*self.builtins, *self.entry_points()]
 
-    def target(self, name: str) -> tuple[str, str]:
-        """(module:attribute, source) of a name; PluginError with did-you-mean for an unknown one."""
+    def target(self, name: str) -> str:
+        """The module:attribute a name stands for; PluginError with did-you-mean for an unknown one."""
         if name in self.builtins:
-            return self.builtins[name], "builtin"
+            return self.builtins[name]
         if IMPORT_PATTERN.match(name):
-            return name, "import"
+            return name
         plugins = self.entry_points()
         if name in plugins:
-            return plugins[name], "entry point"
+            return plugins[name]
         known = self.names()
         raise PluginError(f"unknown {self.kind} {name!r}{did_you_mean(name, known)}; known: {', '.join(known)} "
                           f"(or module:attribute for your own; installed packages add names through the "
@@ -199,9 +194,9 @@ class Registry:
         """The plugin object named `name` (imported once per search path)."""
         key = (name, tuple(SEARCH_PATH if search is None else search))
         if key not in self._cache:
-            target, source = self.target(name)
+            target = self.target(name)
             try:
-                plugin = import_target(target, f"{self.kind}", search)
+                plugin = import_target(target, self.kind, search)
             except PluginError:
                 raise
             except Exception as exc:  # the plugin's own module failed to import
@@ -214,19 +209,19 @@ class Registry:
             if not (isinstance(params, type) and issubclass(params, BaseModel)):
                 raise PluginError(f"{self.kind} {name!r} ({target}): Params must be a Pydantic model class "
                                   "(gstc.plugins.NoParams for none)")
-            self._cache[key] = (plugin, source)
+            self._cache[key] = plugin
         return self._cache[key]
 
     def load(self, choice: Choice, search: Optional[list[str]] = None) -> Loaded:
         """The plugin with its parameters validated; PluginError, or pydantic's ValidationError for the parameters."""
-        plugin, source = self.get(choice.name, search)
-        return Loaded(choice.name, plugin, plugin.Params.model_validate(choice.params), source)
+        plugin = self.get(choice.name, search)
+        return Loaded(choice.name, plugin, plugin.Params.model_validate(choice.params))
 
     def each(self) -> Iterator[tuple[str, Any]]:
         """Every plugin that loads (for the JSON Schema and `gstc schema`); those that fail are left out."""
         for name in self.names():
             try:
-                yield name, self.get(name, [])[0]
+                yield name, self.get(name, [])
             except PluginError:
                 continue
 
@@ -255,11 +250,3 @@ def choice_schema(registry: Registry, what: str) -> Callable[[dict], None]:
                             "required": ["name"]}]
 
     return build
-
-
-def errors_of(exc: ValidationError) -> list[tuple[tuple[Any, ...], str]]:
-    """A parameter model's errors as (path inside the parameters, message)."""
-    return [(tuple(e["loc"]), e["msg"]) for e in exc.errors()]
-
-
-ParamsModel = ClassVar[type[BaseModel]]

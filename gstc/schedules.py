@@ -27,7 +27,7 @@ from gstc.modes import MODES
 from gstc.plugins import Choice, PluginError
 from gstc.plugins import Use, UseLayer, checks
 from gstc.scorings import SCORINGS
-from gstc.spec import BaseConfig, ForeignMode, LayerEntry, PruneSpec, ScheduleSpec
+from gstc.spec import BaseConfig, ForeignMode, LayerEntry, PruneSpec, ScheduleSpec, nm
 
 
 def _exact(value: float) -> Fraction:
@@ -98,11 +98,6 @@ def _curve(entry: LayerEntry, default: ScheduleSpec | None) -> tuple[str, float 
     return curve, initial
 
 
-def scoring(choice: Choice, path: tuple, doc: Document, search: list[str]) -> tuple[Any, Choice | None, list[SpecError]]:
-    """(the loaded plugin, the choice with every parameter filled in, errors) of a spec's scoring."""
-    return plugin_of(SCORINGS, choice, path, doc, search)
-
-
 def plugin_of(registry: Any, choice: Choice, path: tuple, doc: Document,
               search: list[str]) -> tuple[Any, Choice | None, list[SpecError]]:
     """(the loaded plugin, the choice with every parameter filled in, errors) of a spec's scoring or method."""
@@ -113,14 +108,6 @@ def plugin_of(registry: Any, choice: Choice, path: tuple, doc: Document,
     except ValidationError as exc:
         return None, None, [doc.error(path + tuple(e["loc"]), f"{choice.name}: {e['msg']}") for e in exc.errors()]
     return loaded, Choice(name=choice.name, params=loaded.params.model_dump(mode="json")), []
-
-
-def nm(granularity: str) -> tuple[int, int] | None:
-    """(N, M) of an N:M granularity; None for filter and weight."""
-    if ":" not in granularity:
-        return None
-    n, m = granularity.split(":")
-    return int(n), int(m)
 
 
 def _units(granularity: str, filters: int, kernel: list[int]) -> int | str:
@@ -142,7 +129,7 @@ def mode_of(mode: Any, path: tuple, doc: Document, search: list[str]) -> tuple[A
     validated by their own model; a module:attribute mode's parameters are validated here."""
     extra = dict(mode.model_extra or {}) if isinstance(mode, ForeignMode) else None
     try:
-        plugin, _ = MODES.get(mode.kind, search)
+        plugin = MODES.get(mode.kind, search)
     except PluginError as exc:
         return None, None, [doc.error(path + ("kind",), str(exc))]
     if extra is None:
@@ -281,7 +268,7 @@ def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, cost
             continue
         choice = entry.scoring or prune.scoring
         score_path = at + ("scoring",) if entry.scoring else ("prune", "scoring")
-        loaded, full, errs = scoring(choice, score_path, doc, search)
+        loaded, full, errs = plugin_of(SCORINGS, choice, score_path, doc, search)
         if errs:
             errors.extend(errs)
             continue

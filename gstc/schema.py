@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from gstc.compile import ANY_INDEX, override_paths
-from gstc.modes import plugin_params
+from gstc.modes import PARAMS
 from gstc.plugins import IMPORT_PATTERN
 from gstc.spec import NM_PATTERN, VARIANT_PATTERN, Spec
 
@@ -75,7 +75,7 @@ def _for_editors(properties: dict[str, Any]) -> None:
                 body.update({**merged, "type": [other["type"], "null"]})
 
 
-MODES = {kind: params.__name__ for kind, params in plugin_params()}  # built-in and installed modes
+MODES = {kind: params.__name__ for kind, params in PARAMS}  # built-in and installed modes
 FOREIGN = "ForeignMode"  # a mode of the spec's own: kind is module:attribute
 
 

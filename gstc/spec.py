@@ -16,9 +16,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
-    Discriminator,
     Field,
-    Tag,
     StrictBool,
     StrictInt,
     field_validator,
@@ -28,7 +26,7 @@ from pydantic import (
 from gstc.archs import ARCHS, IMPORT_PATTERN, PLUGIN_PATTERN, TORCHVISION_PATTERN, check_arch
 from gstc.base import Strict, as_mapping
 from gstc.datasets import DATASETS
-from gstc.modes import Duration, plugin_params
+from gstc.modes import Duration, ForeignMode, Mode
 from gstc.modes.gaussian import GaussianMode
 from gstc.modes.prune import PruneMode
 from gstc.modes.zero import ZeroMode
@@ -269,28 +267,6 @@ class ScheduleSpec(Strict):
         return self
 
 
-class ForeignMode(BaseModel):
-    """A mode given as module:attribute: its parameters are checked by the compiler with the plugin's own model."""
-
-    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
-    kind: str = Field(pattern=IMPORT_PATTERN.pattern, description="module:attribute of your mode plugin.")
-
-
-def kind(value: Any) -> Any:
-    """The tag a mode is validated by: its kind; module:attribute for a mode of the spec's own."""
-    found = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
-    return "module:attribute" if isinstance(found, str) and IMPORT_PATTERN.match(found) else found
-
-
-_MODE_PARAMS = plugin_params()  # built-ins and installed plugins' (gstc.modes)
-_BARE_KINDS = tuple(k for k, p in _MODE_PARAMS if not [f for n, f in p.model_fields.items() if n != "kind" and f.is_required()])
-Mode = Annotated[
-    Annotated[Union[tuple([Annotated[p, Tag(k)] for k, p in _MODE_PARAMS] + [Annotated[ForeignMode, Tag("module:attribute")]])],
-              Discriminator(kind)],
-    BeforeValidator(_as_mapping("kind"), json_schema_input_type=Union[tuple(
-        [Literal[_BARE_KINDS]] + [p for _, p in _MODE_PARAMS] + [ForeignMode])]),
-]
-
 _TARGET_ALIASES = {"S": "smallest", "R": "random", "L": "largest"}
 
 
@@ -318,12 +294,20 @@ class LayerEntry(Strict):
 NM_PATTERN = r"^[1-9][0-9]*:[1-9][0-9]*$"
 
 
+def nm(granularity: str) -> tuple[int, int] | None:
+    """(N, M) of an N:M granularity such as "2:4"; None for filter and weight."""
+    if ":" not in granularity:
+        return None
+    n, m = granularity.split(":")
+    return int(n), int(m)
+
+
 def _granularity(value: str) -> str:
     if value in ("filter", "weight"):
         return value
     if not re.match(NM_PATTERN, value):
         raise ValueError(f"expected filter, weight, or an N:M pattern such as \"2:4\", found {value!r}")
-    n, m = map(int, value.split(":"))
+    n, m = nm(value)
     if n >= m:
         raise ValueError(f"an N:M pattern keeps N of every M weights, so N must be below M; found {value}")
     return value

@@ -93,6 +93,7 @@ class Event:
 
     def take(self, chosen: list[torch.Tensor], scores: list[Scores]) -> None:
         """Take each layer's chosen units: they are targeted for good and the mode starts on them."""
+        self.pruner.probes.clear()  # the model changed: a later round probes again
         for name, state, idx, s in zip(self.names, self.states, chosen, scores):
             state.take_units(self.pruner, idx, s.raw, self.target, self.batches_per_epoch, self.generator)
             self.taken[name].append(s.units[idx])

@@ -28,7 +28,7 @@ NEVER = 2**62  # the release batch of a permanent hold
 def resolve(mode: Any) -> tuple[Any, Any]:
     """(plugin, parameters) of a plan's mode: built-in and installed modes are their own parameters; a
     module:attribute mode's are validated by its model."""
-    plugin, _ = MODES.get(mode.kind)
+    plugin = MODES.get(mode.kind)
     if isinstance(mode, ForeignMode):
         return plugin, plugin.Params.model_validate(mode.model_dump(mode="json"))
     return plugin, mode
@@ -45,7 +45,7 @@ class ModeContext:
     @property
     def granularity(self) -> str:
         """filter, or weight (single weights and N:M groups' weights)."""
-        return "filter" if self.state.schedule.granularity == "filter" else "weight"
+        return self.state.schedule.unit
 
     @property
     def batch(self) -> int:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from gstc.runtime.data import PROBE, epoch_generator, pack_input
 
-Trainer = Member = Any  # gstc.runtime.train's, which calls this module
+Trainer = Member = Any  # gstc.runtime.train's (its pruning plug-in, gstc.runtime.pruning, calls this module)
 
 KINDS = ("gradient", "hessian", "synflow")
 

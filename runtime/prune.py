@@ -135,7 +135,39 @@ class LayerState:
         w = self.p.weight.detach()
         self.noise_std.fill_(float(w.std()) if std == "matched" else float(std))
         self.noise_until[sel] = torch.maximum(self.noise_until[sel], torch.full_like(self.noise_until[sel], until))
-        pruner._add_noise(self, sel, generator)  # the post-pruning evaluation sees the noise
+        self.add_noise(sel, generator)  # the post-pruning evaluation sees the noise
+
+    def before_batch(self, batch: int, generator: torch.Generator) -> None:
+        """Noise on the filters in a gaussian window, before a training batch."""
+        if self.noise_end > batch:
+            self.add_noise(self.noise_until > batch, generator)
+
+    def add_noise(self, sel: torch.Tensor, generator: torch.Generator) -> None:
+        w = self.p.weight
+        rows = sel.nonzero().flatten()
+        noise = torch.randn((len(rows), *w.shape[1:]), generator=generator, dtype=torch.float64)
+        step = (noise * float(self.noise_std)).to(w.dtype)
+        if w.device.type == "cuda":  # copied from pinned memory without waiting: a pageable copy syncs the stream
+            rows, step = rows.pin_memory(), step.pin_memory()
+        with torch.no_grad():
+            w.index_add_(0, rows.to(w.device, non_blocking=True), step.to(w.device, non_blocking=True))
+
+    def release_due(self, batch: int) -> None:
+        """End the zero windows whose release batch count has come (restoring saved values where asked)."""
+        if self.next_release > batch:
+            return
+        done = (self.release_at <= batch) & (self.hold_w | self.hold_bn)
+        if self.saved:  # held with restore: trained
+            with torch.no_grad():
+                for key, tensor, positions in self.p.slots():
+                    if positions is None:
+                        tensor[done] = self.saved[key][done]
+                    else:
+                        tensor[positions[done].to(tensor.device)] = self.saved[key][done]
+        self.hold_w &= ~done
+        self.hold_bn &= ~done
+        self.release_at[done] = NEVER
+        self.state_changed()
 
     def state_changed(self) -> None:
         """After every change of the state: what the training step reads, as host values.
@@ -185,20 +217,21 @@ class Pruner:
         self.weights = {s.layer: (WeightState if s.granularity == "weight" else GroupState)(
                             s.layer, prunable[s.layer] if s.layer in prunable else dense[s.layer], s)
                         for s in config.schedules if s.granularity != "filter"}
+        self._states: dict[str, LayerState | WeightState] = {**self.layers, **self.weights}
         self.batch = 0  # training batches done so far in this run
         self.in_step = False  # between before_batch and after_step: a training step's forward pass
         self.probe = probe or self._no_probe  # (batches, kind): what gradient scorings ask for (gstc.runtime.probes)
+        # A probe's gradients by parameter, kept until units are taken: a global group's layers share one probe.
+        self.probes: dict[tuple[int, str], dict[int, torch.Tensor]] = {}
         # Each pruned layer's scoring plugin, its parameters (validated when the plan was compiled) and its view;
         # and the method that turns scores into the units an event takes.
         self.scorings: dict[str, tuple[Loaded, Units]] = {}
-        self.methods: dict[str, tuple[Any, Any]] = {}
+        self.methods: dict[str, Loaded] = {}
         for name, state in self.states().items():
             s = state.schedule
-            loaded_method = METHODS.load(s.method)
-            self.methods[name] = (loaded_method.plugin, loaded_method.params)
+            self.methods[name] = METHODS.load(s.method)
             loaded = SCORINGS.load(s.scoring)
-            unit = "filter" if s.granularity == "filter" else "weight"  # N:M groups are ranked by their weights
-            self.scorings[name] = (loaded, Units(name, state.p, unit, self, state.state))
+            self.scorings[name] = (loaded, Units(name, state.p, s.unit, self, state.state))
             setup = getattr(loaded.plugin, "setup", None)
             if setup is not None:
                 setup(self.scorings[name][1], loaded.params)
@@ -207,8 +240,18 @@ class Pruner:
     def _no_probe(batches: int, kind: str) -> None:
         raise RuntimeError("this scoring needs the training loss's gradients, which only a training run provides")
 
+    def probed(self, batches: int, kind: str) -> dict[int, torch.Tensor]:
+        """The gradients a probe leaves (by `id` of each parameter), probing once until units are taken."""
+        if (batches, kind) not in self.probes:
+            self.probe(batches, kind)
+            self.probes[batches, kind] = {id(p): p.grad.detach().clone() for p in self.model.parameters()
+                                          if p.grad is not None}
+            self.model.zero_grad(set_to_none=True)
+        return self.probes[batches, kind]
+
     def states(self) -> dict[str, LayerState | WeightState]:
-        return {**self.layers, **self.weights}
+        """Every pruned layer's state: filters' first, then weights' (fixed when the pruner is made)."""
+        return self._states
 
     def score(self, name: str) -> torch.Tensor:
         """The scores of a pruned layer's units, by its scoring plugin."""
@@ -229,26 +272,19 @@ class Pruner:
 
     def before_batch(self, noise: torch.Generator) -> None:
         self.in_step = True
-        for layer in self.layers.values():
-            if layer.noise_end > self.batch:
-                self._add_noise(layer, layer.noise_until > self.batch, noise)
-        for state in self.weights.values():
+        for state in self.states().values():  # filters first, then weights: the noise generator's order
             state.before_batch(self.batch, noise)
 
     def after_step(self) -> None:
         """After the optimizer step and StepHooks' re-zeroing: count the batch, end the windows due."""
         self.batch += 1
         self.in_step = False
-        for layer in self.layers.values():
-            self._release_due(layer)
-        for state in self.weights.values():
-            state.release_due(self.batch)
+        self.after_post_eval()
 
     def after_post_eval(self) -> None:
-        """Zero windows of 0 batches end here: only the post-pruning evaluation saw them."""
-        for layer in self.layers.values():
-            self._release_due(layer)
-        for state in self.weights.values():
+        """End the windows due (after an event: zero windows of 0 batches, which only the post-pruning evaluation
+        saw)."""
+        for state in self.states().values():
             state.release_due(self.batch)
 
     # --- events ---------------------------------------------------------------------
@@ -258,6 +294,7 @@ class Pruner:
         ranked together); returns per-layer records."""
         records = []
         done: dict[str, dict] = {}  # a coupled group's record, for its other layers' events
+        self.probes.clear()  # the model trained since the last event
         for ev in events:
             first = self.alias.get(ev.layer, ev.layer)
             if first in done and not ev.group:
@@ -265,14 +302,14 @@ class Pruner:
                 continue
             names = list(dict.fromkeys(self.alias.get(n, n) for n in (ev.group or [ev.layer])))
             event = Event(self, names, ev.prune, batches_per_epoch, generator)
-            method, params = self.methods[names[0]]
+            method = self.methods[names[0]]
             try:
-                method.apply(event, params)
+                method.plugin.apply(event, method.params)
             except PluginFailed:
                 raise
             except Exception as exc:
-                raise PluginFailed(f"the method {self.states()[names[0]].schedule.method.name!r} failed on "
-                                   f"{ev.layer!r}: {type(exc).__name__}: {exc}") from exc
+                raise PluginFailed(f"the method {method.name!r} failed on {ev.layer!r}: "
+                                   f"{type(exc).__name__}: {exc}") from exc
             states = event.states
             for name, state in zip(names, states):
                 chosen = torch.cat(event.taken[name]) if event.taken[name] else torch.zeros(0, dtype=torch.float64)
@@ -283,36 +320,8 @@ class Pruner:
             kept = sum(st.untargeted() for st in states)
             if kept != ev.kept:
                 raise PluginFailed(f"{ev.layer} at epoch {epoch}: {kept} units left, the plan says {ev.kept} (the "
-                                   f"method {self.states()[names[0]].schedule.method.name!r} took the wrong count)")
+                                   f"method {method.name!r} took the wrong count)")
         return records
-
-    def _add_noise(self, layer: LayerState, sel: torch.Tensor, generator: torch.Generator) -> None:
-        w = layer.p.weight
-        rows = sel.nonzero().flatten()
-        noise = torch.randn((len(rows), *w.shape[1:]), generator=generator, dtype=torch.float64)
-        step = (noise * float(layer.noise_std)).to(w.dtype)
-        if w.device.type == "cuda":  # copied from pinned memory without waiting: a pageable copy syncs the stream
-            rows, step = rows.pin_memory(), step.pin_memory()
-        with torch.no_grad():
-            w.index_add_(0, rows.to(w.device, non_blocking=True), step.to(w.device, non_blocking=True))
-
-    def _release_due(self, layer: LayerState) -> None:
-        """End the zero windows whose release batch count has come."""
-        if layer.next_release <= self.batch:
-            self._release(layer, (layer.release_at <= self.batch) & (layer.hold_w | layer.hold_bn))
-
-    def _release(self, layer: LayerState, done: torch.Tensor) -> None:
-        if layer.saved:  # held with restore: trained
-            with torch.no_grad():
-                for key, tensor, positions in layer.p.slots():
-                    if positions is None:
-                        tensor[done] = layer.saved[key][done]
-                    else:
-                        tensor[positions[done].to(tensor.device)] = layer.saved[key][done]
-        layer.hold_w &= ~done
-        layer.hold_bn &= ~done
-        layer.release_at[done] = NEVER
-        layer.state_changed()
 
     # --- measurements and checkpoints -----------------------------------------------
 

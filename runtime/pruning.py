@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import torch
 
 from gstc.runtime.data import TARGETS, epoch_generator
+from gstc.runtime.probes import probe
 from gstc.runtime.prune import PluginFailed, Pruner, StepHooks
 
 
@@ -44,8 +45,8 @@ class Pruning:
 
     def __init__(self, trainer: Any):
         for m in trainer.members:
-            probe = lambda batches, kind, m=m: trainer.probe(m, batches, kind)  # noqa: E731
-            m.pruner = Pruner(trainer.model, m.config, m.run.seed, member=m.k, probe=probe)
+            member_probe = lambda batches, kind, m=m: probe(trainer, m, batches, kind)  # noqa: E731
+            m.pruner = Pruner(trainer.model, m.config, m.run.seed, member=m.k, probe=member_probe)
         self.hooks = StepHooks([m.pruner for m in trainer.members])
         self.epoch_now = 0  # the epoch whose events are being applied (a probe's draws come from it)
 

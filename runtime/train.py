@@ -309,9 +309,3 @@ class Trainer:
         model.train()
         n = len(data.test_y)
         return (loss_sum / n).tolist(), (100.0 * correct.double() / n).tolist()
-
-    def probe(self, m: Member, batches: int, kind: str = "gradient") -> None:
-        """What a scoring asks of member m's loss, left in the parameters' `.grad` (gstc.runtime.probes)."""
-        from gstc.runtime.probes import probe
-
-        probe(self, m, batches, kind)

@@ -80,10 +80,8 @@ class Units:
         return self.summed([t.sum(dim=tuple(range(1, t.dim()))) for t in per_weight])
 
     def _probed(self, batches: int, kind: str) -> list[torch.Tensor]:
-        self._pruner.probe(batches, kind)
-        grads = [w.part(w.conv.weight.grad).detach().clone() for w in self._writers()]
-        self._pruner.model.zero_grad(set_to_none=True)
-        return grads
+        grads = self._pruner.probed(batches, kind)
+        return [w.part(grads[id(w.conv.weight)]) for w in self._writers()]
 
     def gradients(self, batches: int) -> list[torch.Tensor]:
         """The training loss's gradient with respect to each writer's weight, summed over `batches` training batches
@@ -247,10 +245,9 @@ class GroupState(WeightState):
 
     def __init__(self, name: str, prunable: Prunable, schedule: LayerSchedule):
         super().__init__(name, prunable, schedule)
-        n, m = (int(x) for x in schedule.granularity.split(":"))
-        self.n, self.m = n, m
+        self.n, self.m = schedule.nm
         out, inputs, kh, kw = self._four(self.targeted).shape
-        self.groups = torch.zeros(out, kh, kw, inputs // m, dtype=torch.bool)
+        self.groups = torch.zeros(out, kh, kw, inputs // self.m, dtype=torch.bool)
 
     @staticmethod
     def _four(t: torch.Tensor) -> torch.Tensor:

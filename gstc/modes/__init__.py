@@ -20,11 +20,12 @@ gstc's built-ins are the modules of this package and use exactly this API.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import Field, StrictInt, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StrictInt, Tag, model_validator
 
-from gstc.base import Strict
+from gstc.archs import IMPORT_PATTERN
+from gstc.base import Strict, as_mapping
 from gstc.plugins import Registry
 
 BUILTINS = {
@@ -56,3 +57,28 @@ class Duration(Strict):
 def plugin_params() -> list[tuple[str, Any]]:
     """(kind, Params) of every mode that loads: the spec's `mode` accepts each of them."""
     return [(name, plugin.Params) for name, plugin in MODES.each()]
+
+
+class ForeignMode(BaseModel):
+    """A mode given as module:attribute: its parameters are checked by the compiler with the plugin's own model."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    kind: str = Field(pattern=IMPORT_PATTERN.pattern, description="module:attribute of your mode plugin.")
+
+
+def kind(value: Any) -> Any:
+    """The tag a mode is validated by: its kind; module:attribute for a mode of the spec's own."""
+    found = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return "module:attribute" if isinstance(found, str) and IMPORT_PATTERN.match(found) else found
+
+
+# The spec's `mode`: one of the registered modes' models, told apart by `kind` (the short form `mode: prune` for a
+# mode whose keys all have defaults), or a mode of the spec's own. Built when gstc.spec is imported.
+PARAMS = plugin_params()  # (kind, model) of every registered mode, in registry order
+_BARE = tuple(k for k, p in PARAMS if not [f for n, f in p.model_fields.items() if n != "kind" and f.is_required()])
+Mode = Annotated[
+    Annotated[Union[tuple([Annotated[p, Tag(k)] for k, p in PARAMS] + [Annotated[ForeignMode, Tag("module:attribute")]])],
+              Discriminator(kind)],
+    BeforeValidator(as_mapping("kind"), json_schema_input_type=Union[tuple(
+        [Literal[_BARE]] + [p for _, p in PARAMS] + [ForeignMode])]),
+]

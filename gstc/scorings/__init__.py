@@ -8,7 +8,7 @@ A scoring is a plugin (gstc.plugins): an object with
 - `score(units, params) -> torch.Tensor`: one score per unit, at an event (the runtime's
   `gstc.runtime.units.Units` gives the layer's weights, BN parameters, gradients, ...);
 - optionally `check(params, use) -> list[str]`: compile-time problems with where it is
-  used (`Use`), each a message the compiler reports at the spec's `scoring`;
+  used (`gstc.plugins.Use`), each a message the compiler reports at the spec's `scoring`;
 - optionally `setup(units, params)`: once per pruned layer when a run starts (to record
   activations, say);
 - optionally `rounds(params) -> int`: an event's count is then removed in that many
@@ -21,22 +21,7 @@ name one as `module:attribute`. Adding a built-in is one module and one line her
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
-
-from pydantic import BaseModel
-
-from gstc.plugins import Registry, Use, UseLayer, checks  # noqa: F401  (Use, UseLayer: what a check sees)
-
-
-@runtime_checkable
-class Scoring(Protocol):
-    description: str
-    Params: type[BaseModel]
-    granularities: frozenset[str]
-
-    def score(self, units: Any, params: Any) -> Any:
-        """One score per unit of `units` (a torch tensor: filters, or the weight's shape)."""
-
+from gstc.plugins import Registry
 
 BUILTINS = {
     "l1": "gstc.scorings.norms:L1",

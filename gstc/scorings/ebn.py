@@ -18,37 +18,25 @@ def expected_relu(gamma, beta):
     return z * beta + phi * gamma
 
 
-def _needs_bn(name, use):
-    no_bn = [layer.name for layer in use.layers if layer.after != "bn"]
-    if not no_bn:
-        return []
-    return [f"{name} scores a filter by its BN's scale and shift, and no BatchNorm2d follows "
-            f"{', '.join(no_bn[:3])}{' ...' if len(no_bn) > 3 else ''}; use a weight scoring such as l1"]
-
-
 class EBN:
     description = "ebn: expected post-ReLU BN output of the channel, with |gamma|."
     Params = NoParams
     granularities = frozenset({"filter"})
+    name, signed = "ebn", False  # ebn_alt keeps gamma's sign
 
-    @staticmethod
-    def check(params, use):
-        return _needs_bn("ebn", use)
+    @classmethod
+    def check(cls, params, use):
+        no_bn = [layer.name for layer in use.layers if layer.after != "bn"]
+        if not no_bn:
+            return []
+        return [f"{cls.name} scores a filter by its BN's scale and shift, and no BatchNorm2d follows "
+                f"{', '.join(no_bn[:3])}{' ...' if len(no_bn) > 3 else ''}; use a weight scoring such as l1"]
 
-    @staticmethod
-    def score(units, params):
-        return units.summed([expected_relu(gamma.abs(), beta) for gamma, beta in units.norms()])
+    @classmethod
+    def score(cls, units, params):
+        return units.summed([expected_relu(gamma if cls.signed else gamma.abs(), beta) for gamma, beta in units.norms()])
 
 
-class EBNAlt:
+class EBNAlt(EBN):
     description = "ebn_alt: expected post-ReLU BN output of the channel, with signed gamma (the paper's Figure B2)."
-    Params = NoParams
-    granularities = frozenset({"filter"})
-
-    @staticmethod
-    def check(params, use):
-        return _needs_bn("ebn_alt", use)
-
-    @staticmethod
-    def score(units, params):
-        return units.summed([expected_relu(gamma, beta) for gamma, beta in units.norms()])
+    name, signed = "ebn_alt", True

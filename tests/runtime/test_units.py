@@ -10,6 +10,7 @@ import pytest
 from gstc.runtime.models import build_model
 from gstc.runtime.prune import Pruner, StepHooks
 from tests.runtime.conftest import compile_text, spec_text
+from tests.runtime.test_prune import train_steps
 
 torch = pytest.importorskip("torch")
 tprune = pytest.importorskip("torch.nn.utils.prune")
@@ -271,7 +272,11 @@ def test_synflow_rounds_rescore_after_each_rounds_pruning(iterations):
                                f"  scoring: {{name: synflow, iterations: {iterations}}}\n"
                                "  schedule: {epochs: [0]}\n  layers:\n    - {select: 'conv[5-7]'}\n")
     mine = copy.deepcopy(trainer.model)
+    pruner, calls = trainer.members[0].pruner, []
+    probe = pruner.probe
+    pruner.probe = lambda batches, kind: (calls.append(kind), probe(batches, kind))
     trainer.prune_epoch(0)
+    assert calls == ["synflow"] * iterations  # one probe per round, shared by the group's three layers
     convs = [dict(mine.named_modules())[n] for n in layers]
     sizes = [c.weight.numel() for c in convs]
     before, prune = sum(sizes), run.events[0].prune
@@ -297,33 +302,19 @@ def test_synflow_rounds_rescore_after_each_rounds_pruning(iterations):
     assert torch.equal(pruned, smallest(initial, prune)) == (iterations == 1)  # rounds change the choice
 
 
-def steps(model, pruner, n, g, opt):
-    hooks = StepHooks([pruner])
-    for _ in range(n):
-        x, y = torch.randn(8, 3, 32, 32, generator=g), torch.randint(0, 10, (8,), generator=g)
-        hooks.before_batch([g])
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        hooks.after_backward()
-        opt.step()
-        hooks.after_step()
-
-
 def test_a_zero_window_on_weights_holds_them_then_restores_their_trained_values():
     plan, model, pruner = pruner_for("prune:\n  granularity: weight\n  scoring: l1\n  schedule: {epochs: [1]}\n"
                                      "  mode: {kind: zero, duration: {batches: 3}, restore: trained}\n"
                                      "  layers:\n    - {select: conv4, amount: 0.5}\n")
-    g, opt = torch.Generator().manual_seed(0), torch.optim.SGD(model.parameters(), lr=0.1)
-    steps(model, pruner, 2, g, opt)
+    train_steps(model, pruner, 2)
     before = model.conv4.weight.detach().clone()
     pruner.apply(1, events_at(plan, 1), 10, torch.Generator().manual_seed(0))
     state = pruner.weights["conv4"]
     held = state.held.clone()
     assert int(held.sum()) == before.numel() // 2 and torch.equal(held, state.targeted)
-    steps(model, pruner, 2, g, opt)  # inside the window: exactly zero
+    train_steps(model, pruner, 2)  # inside the window: exactly zero
     assert torch.count_nonzero(model.conv4.weight.detach()[held]) == 0 and pruner.zeroed() == before.numel() // 2
-    steps(model, pruner, 1, g, opt)  # the third batch ends the window: back as they were before it
+    train_steps(model, pruner, 1)  # the third batch ends the window: back as they were before it
     assert not state.held.any() and pruner.zeroed() == 0
     assert torch.equal(model.conv4.weight.detach()[held], before[held])
     assert bool((model.conv4.weight.detach()[~held] != before[~held]).all())  # the others trained throughout
