@@ -207,6 +207,8 @@ def plan(
         summary.add_column(col, overflow="fold", justify="right" if col[0] in "pM" else "left")
     for c in p.configs:
         runs = [r for r in p.runs if r.config == c.id]
+        if c.chain is not None:  # a lottery chain: its levels' runs, some of them another configuration's
+            runs = [r for r in p.runs if r.id in {i for level in c.chain for i in level}]
         pruning_epochs = len({e.epoch for e in runs[0].events}) if runs else 0
         rate = max((s.rate for s in c.schedules if s.curve == "equal"), default=None)
         curves = sorted({s.curve for s in c.schedules if s.curve != "equal"})
@@ -219,6 +221,9 @@ def plan(
     out.print(summary)
     for c in p.configs:
         if config is not None and c.id != config or not c.schedules:
+            continue
+        if c.chain is not None:
+            out.print(_chain_table(p, c))
             continue
         t = Table(title=f"{escape(c.id)}: per-layer schedule", title_justify="left")
         for col in ("layer", "units", "scoring/target/mode", "event epochs", "pruned per event", "kept", "rate"):
@@ -249,6 +254,30 @@ def plan(
         out.print(t)
     if config is not None and all(c.id != config for c in p.configs):
         _fail([SpecError(str(spec), 1, 1, "", f"no configuration {config!r}; the plan has: {', '.join(c.id for c in p.configs)}")])
+
+
+def _chain_table(p, c):
+    """A lottery configuration's levels: what each starts from, its sparsity, its runs (the first seed's)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    by_id = {r.id: r for r in p.runs}
+    lot = c.resolved.lottery
+    t = Table(title=f"{escape(c.id)}: {lot.levels} levels of {100 * lot.fraction:g}%, rewind {lot.rewind}"
+              + (f", control {lot.control}" if lot.control else ""), title_justify="left")
+    for col in ("level", "stage", "trains", "weights from", "pruned / kept", "sparsity", "run (seed "
+                f"{by_id[c.chain[0][0]].seed})", "after"):
+        t.add_column(col, overflow="fold")
+    for level, ids in enumerate(c.chain):
+        r = by_id[ids[0]]
+        st = r.stage
+        counts = ", ".join(f"{e.prune}/{e.kept}" for e in st.events) or "-"
+        source = {"init": "initialization", "rewind": f"level 0, epoch {st.start}", "trained": "after's trained",
+                  "reinit": "a fresh initialization"}[st.weights]
+        t.add_row(str(level), st.kind, f"epochs {st.start + 1}..{r.epochs}", source if level else "initialization",
+                  counts, f"{100 * st.sparsity:.1f}%", r.id + (f" (keeps epochs {st.keep})" if st.keep else ""),
+                  st.after or "-")
+    return t
 
 
 @app.command()
@@ -421,14 +450,17 @@ def _select_runs(plan, variants: Optional[List[str]], seeds: Optional[str]):
             _fail([SpecError("<command line>", 1, 1, "--variant", f"no variant {unknown[0]!r}{did_you_mean(unknown[0], known)}; "
                              f"the plan has: {', '.join(sorted(known))}")])
         chosen = {c.id for c in plan.configs if c.variant in variants}
-        runs = [r for r in runs if r.config in chosen]
+        chains = {i for c in plan.configs if c.id in chosen and c.chain for level in c.chain for i in level}
+        runs = [r for r in runs if r.config in chosen or r.id in chains]
     if seeds:
         try:
             wanted = {int(s) for s in seeds.split(",") if s.strip()}
         except ValueError:
             _fail([SpecError("<command line>", 1, 1, "--seeds", f"expected a comma-separated list of integers, found {seeds!r}")])
         runs = [r for r in runs if r.seed in wanted]
-    return runs
+    from gstc.stages import with_inputs
+
+    return with_inputs(plan, runs)
 
 
 class ExecutorKind(str, Enum):

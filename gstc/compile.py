@@ -23,7 +23,7 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from gstc import FORMAT, archs
+from gstc import FORMAT, archs, stages
 from gstc.costs import Cost, before_after, nonzero_after
 from gstc.datasets import known_shape
 from gstc.errors import SpecError, SpecErrors, did_you_mean, dotted, show
@@ -391,12 +391,9 @@ def layer_file_path(spec_file: str, layers: str | None) -> "pathlib.Path":
 # --- hashing -------------------------------------------------------------------------
 
 
-def _semantic(cfg: BaseConfig, schedules: list[LayerSchedule], table: list[archs.Layer] = (),
-              scorings: dict[str, Any] | None = None) -> dict:
-    """What decides a run's numbers: the resolved configuration, with pruning as the
-    compiled per-layer events (so a glob and the names it matches hash alike) and
-    without where the data lies (gstc.ids: fields added later hash only when set)."""
-    data = {k: v for k, v in canonical(cfg.data).items() if k not in LOCATION_FIELDS}
+def _prune_semantic(schedules: list[LayerSchedule], table: list[archs.Layer] = (),
+                    scorings: dict[str, Any] | None = None) -> list[dict]:
+    """Each pruned layer as ids hash it: its ranking (scoring, target, mode, ...) and its events."""
     # A layer pruned with others (coupled layers, followers) prunes more than its own filters: that is part of
     # what it does, named only where there is any, so that a layer pruned alone keeps the id it always had.
     joint = {l.name: sorted([*l.coupled, *l.followers]) for l in table if l.coupled or l.followers}
@@ -404,7 +401,7 @@ def _semantic(cfg: BaseConfig, schedules: list[LayerSchedule], table: list[archs
     # (gstc.plugins.Loaded.hash_form); a new granularity, scope or method is named only where it is not the
     # filter-by-layer ranking ids always meant.
     forms = scorings or {}
-    prune = [
+    return [
         {"layer": s.layer, "scoring": forms[s.layer]["scoring"] if s.layer in forms else canonical(s.scoring),
          "target": s.target,
          "mode": canonical(s.mode), "events": [[e, p] for e, p in zip(s.epochs, s.pruned) if p > 0],
@@ -414,11 +411,27 @@ def _semantic(cfg: BaseConfig, schedules: list[LayerSchedule], table: list[archs
          **({"method": forms[s.layer]["method"]} if forms.get(s.layer, {}).get("method", "rank") != "rank" else {})}
         for s in schedules
     ]
+
+
+def prune_forms(schedules: list[LayerSchedule], scorings: dict[str, Any]) -> list[dict]:
+    """Each pruned layer's ranking as ids hash it, without events (a lottery level's own events are its counts)."""
+    return [{k: v for k, v in form.items() if k != "events"} for form in _prune_semantic(schedules, (), scorings)]
+
+
+def _semantic(cfg: BaseConfig, schedules: list[LayerSchedule], table: list[archs.Layer] = (),
+              scorings: dict[str, Any] | None = None) -> dict:
+    """What decides a run's numbers: the resolved configuration, with pruning as the
+    compiled per-layer events (so a glob and the names it matches hash alike) and
+    without where the data lies (gstc.ids: fields added later hash only when set)."""
+    data = {k: v for k, v in canonical(cfg.data).items() if k not in LOCATION_FIELDS}
+    prune = _prune_semantic(schedules, table, scorings)
     model = {k: v for k, v in canonical(cfg.model).items() if k != "layers"}  # where the table lies: not hashed
     if cfg.model.arch not in archs.ARCHS:  # what the table says is: an edited model gets new ids
         model["table"] = [[l.name, l.filters, l.after, l.groups] for l in table]
+    lottery = {"lottery": canonical(cfg.lottery)} if cfg.lottery is not None else {}
     return {"format": FORMAT, "model": model, "data": data, "train": canonical(cfg.train),
-            "measure": canonical(cfg.measure), "prune": prune}
+            "measure": canonical(cfg.measure), "prune": prune, **lottery}
+
 
 
 def config_hash(cfg: BaseConfig, schedules: list[LayerSchedule], table: list[archs.Layer] = (),
@@ -559,6 +572,7 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None,
     configs: list[PlanConfig] = []
     attempted: dict[str, None] = {}  # every configuration id, valid or not, in order
     by_hash: dict[str, str] = {}
+    chains: dict[str, tuple] = {}  # lottery configurations: (cfg, dense hash, prune forms, levels)
     applies: dict[str, bool] = {}
     config_raw = {k: v for k, v in raw.items() if k in CONFIG_FIELDS}
     for variant, overrides in variant_items:
@@ -608,7 +622,15 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None,
             if table is None:
                 continue
             cost = tables.cost(cfg, doc.file)
-            schedules, scorings, errs = compile_prune(cfg, table, pdoc, cost, search)
+            levels: list[stages.Level] = []
+            if cfg.lottery is not None:  # a chain of levels: `prune` says what each level ranks, not when
+                errs = stages.check(cfg, pdoc)
+                if not errs:
+                    schedules, scorings, errs = compile_prune(stages.as_schedule(cfg), table, pdoc, cost, search)
+                if not errs:
+                    schedules, levels, errs = stages.levels(cfg, schedules, pdoc)
+            else:
+                schedules, scorings, errs = compile_prune(cfg, table, pdoc, cost, search)
             collected.add(errs, config=cid)
             if errs:
                 continue
@@ -622,7 +644,14 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None,
             layers, counts = _plan_layers(table), None
             if cost is not None:
                 params, macs = before_after(cost, layers, schedules)
-                counts = Counts(params=params, macs=macs, nonzero=nonzero_after(params, schedules))
+                nonzero = nonzero_after(params, schedules)
+                if levels:  # the last level's weights held at zero
+                    units = sum(s.units or 0 for s in schedules)
+                    nonzero = [params[0], params[1] - units + sum(levels[-1].kept.values())]
+                counts = Counts(params=params, macs=macs, nonzero=nonzero)
+            if levels:
+                plain = cfg.model_copy(update={"prune": None, "lottery": None})
+                chains[cid] = (cfg, config_hash(plain, [], table), prune_forms(schedules, scorings), levels)
             configs.append(PlanConfig(id=cid, variant=variant, point=applied, hash=chash, resolved=cfg, layers=layers,
                                       schedules=schedules, counts=counts))
     for path, ok in applies.items():
@@ -641,8 +670,15 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None,
         collected.add([doc.error(("seeds",), f"{len(configs)} configurations x {len(seeds)} seeds is over the limit of "
                                              f"{MAX_RUNS:,} runs")])
         return None, collected.result(attempted, marks)
-    runs = []
-    for c in configs:
+    runs: list[PlanRun] = []
+    seen: set[str] = set()  # a stage shared by two configurations is one run, of the first
+    for n, c in enumerate(configs):
+        if c.id in chains:
+            chain_runs, ids = stages.chain(c.id, *chains[c.id], seeds)
+            configs[n] = c.model_copy(update={"chain": ids})
+            runs += [r for r in chain_runs if r.id not in seen]
+            seen.update(r.id for r in chain_runs)
+            continue
         order = {s.layer: k for k, s in enumerate(c.schedules)}  # table order (dense layers after the convs)
         events = sorted(
             (PlanEvent(epoch=e, layer=s.layer, prune=p, kept=k, of=s.kept[0] + s.pruned[0], group=s.group)
@@ -653,6 +689,7 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None,
         for seed in seeds:
             runs.append(PlanRun(id=run_id(c.hash, seed), config=c.id, seed=seed, epochs=c.resolved.train.epochs,
                                 events=events))
+    runs = stages.dense_keep(runs)
     try:
         base = BaseConfig.model_validate(config_raw)
     except ValidationError:  # a base that leaves fields to its configurations: hashed as written

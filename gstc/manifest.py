@@ -2,6 +2,7 @@
 
 ```
 <root>/runs/<run-id>/{run.json, epochs.jsonl, events.jsonl, flatness.json, checkpoint.pt}
+<root>/runs/<run-id>/rewind-<epoch>.pt            # a lottery's level 0: its weights after that epoch
 <root>/runs/<run-id>/{lock.json, claims.jsonl}   # who trains the run now (gstc.runtime.locks); every claim of it
 <root>/runs/<run-id>/damaged.json                # which of its files `gstc run` found unreadable, and why
 <root>/runs/<run-id>/export/{model.pt2, export.json}   # `gstc export-model`: the pruned model, physically smaller
@@ -37,6 +38,8 @@ Summaries (`summarize_run`, docs/design.md "Measurements"), accuracies and stabi
   epoch. Ties: the first (earliest) epoch of the best accuracy.
 - gen_gap = train_acc - test_acc at that epoch (train_acc: running mean over the
   epoch's batches).
+- A lottery level's pruning at its start (events.jsonl's `"start": true`) counts as an
+  epoch-0 event does: it precedes all of the level's training (below).
 - mean_stability = mean of "stability" over pruning epochs >= 1; 100.0 when there is
   none. An epoch-0 (scratch) event does NOT count: the paper's stability measures how
   much pruning *during training* costs a trained network, and at initialization the
@@ -133,6 +136,10 @@ class ResultsDir:
 
     def checkpoint(self, run_id: str) -> Path:
         return self.run_dir(run_id) / "checkpoint.pt"
+
+    def rewind_point(self, run_id: str, epoch: int) -> Path:
+        """A lottery's level 0: its weights after `epoch`, which later levels rewind to."""
+        return self.run_dir(run_id) / f"rewind-{epoch}.pt"
 
     def lock(self, run_id: str) -> Path:
         """The run's lock (gstc.runtime.locks): present while a worker trains the run."""
@@ -375,7 +382,8 @@ def summarize_run(epochs: list[dict], events: list[dict]) -> dict:
     if not epochs:
         raise ValueError("summarize_run: no epoch records")
     ordered = sorted(epochs, key=lambda r: r["epoch"])
-    training_events = sorted((e for e in events if e["epoch"] >= 1), key=lambda e: e["epoch"])
+    # A lottery level's pruning at its start ("start": true) comes before all of its training, as scratch pruning does.
+    training_events = sorted((e for e in events if e["epoch"] >= 1 and not e.get("start")), key=lambda e: e["epoch"])
     first = training_events[-1]["epoch"] if training_events else ordered[0]["epoch"]
     window = [r for r in ordered if r["epoch"] >= first and _finite(r.get("test_acc"))]
     if not window:

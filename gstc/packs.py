@@ -59,15 +59,19 @@ def groups(plan: Plan, runs: Iterable[PlanRun]) -> list[list[PlanRun]]:
     non-built-in architecture is a group of its own."""
     by_key: dict[str, list[PlanRun]] = {}
     keys = {c.id: pack_key(c) if packable(c) else None for c in plan.configs}
-    for run in runs:
-        by_key.setdefault(keys[run.config] or run.id, []).append(run)
+    for run in runs:  # a lottery stage starts from other runs' files, at its own epoch: it trains alone
+        by_key.setdefault(keys[run.config] if keys[run.config] and run.stage is None else run.id, []).append(run)
     return list(by_key.values())
 
 
 def check_size(plan: Plan, size: PackSize) -> None:
-    """ValueError for `--pack K` (K > 1) on a plan with a non-built-in architecture."""
+    """ValueError for `--pack K` (K > 1) on a plan with a non-built-in architecture or lottery levels."""
     if size == "auto" or size == 1:
         return
+    if any(r.stage is not None for r in plan.runs):
+        raise ValueError(f"--pack {size}: the levels of a lottery start from other runs' files, each at its own "
+                         "epoch, so they train one at a time: leave --pack at 1 (or auto, which packs only the "
+                         "runs without levels)")
     others = sorted({c.resolved.model.arch for c in plan.configs if not packable(c)})
     if others:
         raise ValueError(f"--pack {size}: packs are built for the built-in architectures ({', '.join(ARCHS)}); "

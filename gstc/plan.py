@@ -88,6 +88,15 @@ class PlanConfig(Frozen):
     counts: Optional[Counts] = Field(default=None, description="Parameters and MACs before pruning and after the last "
                                      "event (removed filters with their readers' inputs); null where the images' shape "
                                      "is known only by loading the data.")
+    chain: Optional[list[list[str]]] = Field(default=None, description="A lottery configuration: its runs by level "
+                                             "(0..levels), each level's by seed; left out of the JSON otherwise.")
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        if self.chain is None:
+            out.pop("chain", None)
+        return out
 
 
 class PlanEvent(Frozen):
@@ -108,12 +117,54 @@ class PlanEvent(Frozen):
         return out
 
 
+class PlanStage(Frozen):
+    """One level of a lottery chain (gstc.stages): a run that starts from earlier runs' results."""
+
+    level: int = Field(description="0: dense training; l >= 1: the l-th pruning level.")
+    kind: Literal["dense", "ticket", "reinit", "random_mask"] = Field(
+        description="dense (level 0), ticket (IMP's own level), or a control (reinit, random_mask).")
+    start: int = Field(default=0, description="The epoch it starts after: it trains epochs start+1..epochs (a rewind "
+                       "to epoch k starts after k).")
+    after: Optional[str] = Field(default=None, description="The run whose trained weights and mask this stage prunes "
+                                 "at its start (the previous level's ticket); null at level 0.")
+    weights: Literal["init", "rewind", "trained", "reinit"] = Field(
+        default="init", description="Where the surviving weights start: init (this seed's initialization), rewind "
+        "(level 0's weights after epoch `start`, from `rewind_from`), trained (`after`'s trained weights: LR "
+        "rewinding), reinit (a fresh initialization).")
+    rewind_from: Optional[str] = Field(default=None, description="The level-0 run whose weights after epoch `start` "
+                                       "this stage starts from (weights: rewind).")
+    keep: list[int] = Field(default_factory=list, description="Epochs after which this run keeps its weights for "
+                            "later levels' rewinding (level 0).")
+    events: list[PlanEvent] = Field(default_factory=list, description="The pruning at its start: units taken from "
+                                    "`after`'s kept ones (global scope: the group's counts).")
+    sparsity: float = Field(default=0.0, description="Fraction of the pruned layers' units pruned during this stage.")
+
+    @property
+    def needs(self) -> list[str]:
+        """The runs whose files this stage reads at its start."""
+        return list(dict.fromkeys(r for r in (self.after, self.rewind_from) if r is not None))
+
+
 class PlanRun(Frozen):
     id: str = Field(description="Content hash of the resolved configuration and seed.")
     config: str = Field(description="Configuration id.")
     seed: int = Field(description="Random seed.")
     epochs: int = Field(description="Training epochs.")
     events: list[PlanEvent] = Field(description="Every (epoch, layer) with prune > 0, by epoch then layer order.")
+    stage: Optional[PlanStage] = Field(default=None, description="A level of a lottery chain: what it starts from; "
+                                       "left out of the JSON for a run of its own.")
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        if self.stage is None:
+            out.pop("stage", None)
+        return out
+
+    @property
+    def needs(self) -> list[str]:
+        """The runs that must be done before this one starts (a stage's inputs)."""
+        return self.stage.needs if self.stage is not None else []
 
 
 class Plan(Frozen):
@@ -135,5 +186,5 @@ class Plan(Frozen):
 
 
 __all__ = ["AdamSpec", "BaseConfig", "DataSpec", "Duration", "FlatnessSpec", "ForeignMode", "Frozen", "GaussianMode", "LayerSchedule",
-           "MeasureSpec", "Mode", "ModelSpec", "Plan", "PlanConfig", "PlanEvent", "PlanLayer", "PlanRun", "PruneMode",
+           "MeasureSpec", "Mode", "ModelSpec", "Plan", "PlanConfig", "PlanEvent", "PlanLayer", "PlanRun", "PlanStage", "PruneMode",
            "SGDSpec", "Scoring", "Target", "TrainSpec", "ZeroMode"]

@@ -26,6 +26,7 @@ from pydantic import (
 from gstc.archs import ARCHS, IMPORT_PATTERN, PLUGIN_PATTERN, TORCHVISION_PATTERN, check_arch
 from gstc.base import Strict, as_mapping
 from gstc.datasets import DATASETS
+from gstc.lottery import LotterySpec
 from gstc.modes import Duration, ForeignMode, Mode
 from gstc.modes.gaussian import GaussianMode
 from gstc.modes.prune import PruneMode
@@ -424,6 +425,11 @@ class BaseConfig(Strict):
     train: TrainSpec = Field(description="Epochs, batch size, optimizer, LR schedule, precision.")
     prune: Optional[PruneSpec] = Field(default=None, description="Absent or null: no pruning (a baseline).")
     measure: MeasureSpec = Field(default_factory=MeasureSpec, description="What to measure besides accuracy and loss.")
+    lottery: Optional[LotterySpec] = Field(
+        default=None,
+        description="Iterative magnitude pruning in levels (lottery tickets): level 0 trains densely, each level "
+        "prunes a fraction of what remains as `prune` ranks it (its layers, granularity weight, scope, scoring and "
+        "target; no schedule or amount), rewinds and trains again. Absent: one run per seed, as `prune` schedules.")
 
 
 class SpecHeader(Strict):

@@ -150,6 +150,8 @@ class Trainer:
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                          if self.train_cfg.precision == "bf16" else nullcontext())
         self.table = [(l.name, l.filters) for l in self.configs[0].layers]
+        stage = self.runs[0].stage  # a lottery level trains alone, from its rewind epoch (gstc.runtime.stages)
+        self.start = stage.start if stage is not None else 0  # the epoch training starts after
         self.epoch = 0  # the last epoch completed
 
     def count(self, m: Member) -> tuple[int, int]:
@@ -182,14 +184,14 @@ class Trainer:
         last epoch, to its failure, or to an epoch boundary where `stop()` says so."""
         for cb in self.callbacks:
             cb.start(self, resumed_from)
-        self.epoch = epoch = resumed_from or 0
+        self.epoch = epoch = self.start if resumed_from is None else resumed_from
         try:
-            if resumed_from is None and any(p.due(self, 0) for p in self.plugins):
+            if resumed_from is None and any(p.due(self, epoch) for p in self.plugins):
                 t0 = time.perf_counter()
-                self.plugins_epoch(0)  # scratch pruning, at initialization
+                self.plugins_epoch(epoch)  # scratch pruning at initialization; a lottery level's start
                 for m in self.members:
                     m.seconds += time.perf_counter() - t0
-                self.end_epoch(0, {})
+                self.end_epoch(epoch, {})
             for epoch in range(self.epoch + 1, self.epochs + 1):
                 if not self.alive or self.stop():
                     break

@@ -28,7 +28,7 @@ import torch
 from gstc.manifest import DamagedFile, ResultsDir, read_json, read_jsonl, read_run, run_status, write_json
 from gstc.packs import groups, make_packs
 from gstc.plan import Plan, PlanConfig, PlanRun
-from gstc.runtime import locks
+from gstc.runtime import locks, stages
 from gstc.runtime.callbacks import Flatness, RunFiles
 from gstc.runtime.checkpoint import Checkpoints, epoch_of
 from gstc.runtime.data import Dataset, load, pack_input
@@ -49,7 +49,8 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class Outcome:
-    """What became of one run of a pack: done, failed, stopped (its lock was taken over), damaged, busy."""
+    """What became of one run of a pack: done, failed, stopped (its lock was taken over), damaged, busy, blocked
+    (a lottery level whose input is not done)."""
 
     run: PlanRun
     status: str
@@ -95,8 +96,9 @@ def _dataset(config: PlanConfig, device: torch.device, cache: dict[str, Dataset]
     return cache[key]
 
 
-def inspect(results: ResultsDir, run_id: str) -> tuple[int | None, dict | None]:
-    """(the epoch its checkpoint resumes from, None when it starts afresh; {"file", "reason"} when a file is damaged)."""
+def inspect(results: ResultsDir, run_id: str, first: int = 1) -> tuple[int | None, dict | None]:
+    """(the epoch its checkpoint resumes from, None when it starts afresh; {"file", "reason"} when a file is damaged).
+    `first`: the first epoch the run trains (a lottery level rewound to epoch k trains from k + 1)."""
     try:
         read_run(results, run_id)
         epochs = read_jsonl(results.epochs_jsonl(run_id))
@@ -106,7 +108,7 @@ def inspect(results: ResultsDir, run_id: str) -> tuple[int | None, dict | None]:
         start = epoch_of(results, run_id)
     except DamagedFile as exc:
         return None, {"file": str(exc.path), "reason": exc.reason}
-    missing = sorted(set(range(1, (start or 0) + 1)) - {r.get("epoch") for r in epochs})
+    missing = sorted(set(range(first, (start or 0) + 1)) - {r.get("epoch") for r in epochs})
     if missing:
         return None, {"file": str(results.epochs_jsonl(run_id)),
                       "reason": f"has no record of epoch{'s' * (len(missing) > 1)} {', '.join(map(str, missing[:5]))}"
@@ -158,9 +160,23 @@ def run_pack(plan: Plan, runs: list[PlanRun], results: ResultsDir, device: torch
             if run_status(results, run.id) == "done":  # finished by its previous holder before we claimed it
                 claims.release(run.id)
                 continue
-            start, damage = inspect(results, run.id)
+            waiting = stages.blocked(plan, results, run)
+            if waiting is not None:  # a lottery level whose input is not done: it waits (the driver says why)
+                outcomes.append(Outcome(run, "blocked", {"reason": waiting}))
+                claims.release(run.id)
+                continue
+            start, damage = inspect(results, run.id, first=run.stage.start + 1 if run.stage else 1)
             if damage is not None:
                 _mark_damaged(results, run, damage, progress, outcomes)
+                claims.release(run.id)
+                continue
+            broken = stages.damaged_input(results, run) if start is None else None
+            if broken is not None:  # the input's own file: that run is damaged, and this one waits for it
+                source = next(r for r in plan.runs if r.id == broken["run"])
+                _mark_damaged(results, source, {"file": broken["file"], "reason": broken["reason"]}, progress,
+                              outcomes)
+                outcomes.append(Outcome(run, "blocked", {"reason": f"it starts from run {source.id}, whose "
+                                                                   f"{broken['file']} {broken['reason']}"}))
                 claims.release(run.id)
                 continue
             results.damaged_json(run.id).unlink(missing_ok=True)  # readable now (a file was put back)
@@ -173,8 +189,11 @@ def run_pack(plan: Plan, runs: list[PlanRun], results: ResultsDir, device: torch
             ids = {r.id for r in members}
             checkpoints = Checkpoints(results)
             trainer = Trainer(members, configs, _dataset(configs[0], device, datasets), device, dtype,
-                              callbacks=[RunFiles(results), Flatness(results), checkpoints, _Epochs(progress)],
+                              callbacks=[RunFiles(results), Flatness(results), stages.RewindPoints(results),
+                                         checkpoints, _Epochs(progress)],
                               stop=lambda ids=ids: bool(claims.lost & ids))
+            if members[0].stage is not None:  # a lottery level (alone in its pack): its start, from its inputs
+                trainer.plugins.append(stages.Stage(trainer, results))
             try:
                 resumed = checkpoints.restore(trainer)
             except (DamagedFile, RuntimeError, KeyError, ValueError) as exc:
@@ -249,9 +268,11 @@ def local_packs(plan: Plan, runs: Iterable[PlanRun], results: ResultsDir, device
 
 
 def summary(outcomes: list[Outcome]) -> dict:
-    """What a worker tells the driver that the run folders do not: the runs whose lock another worker took over
-    (damaged runs and runs held elsewhere the driver reads from the folders and the locks)."""
-    return {"lost": {o.run.id: o.info for o in outcomes if o.status == "stopped"}}
+    """What a worker tells the driver that the run folders do not: the runs whose lock another worker took over,
+    and the lottery levels that wait on an input not done (damaged runs and runs held elsewhere the driver reads
+    from the folders and the locks)."""
+    return {"lost": {o.run.id: o.info for o in outcomes if o.status == "stopped"},
+            "blocked": {o.run.id: o.info["reason"] for o in outcomes if o.status == "blocked"}}
 
 
 # Failures that would fail again: bad input (a dataset that is not there, a model that does not match its

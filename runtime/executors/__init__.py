@@ -58,6 +58,7 @@ class Report:
     def merge(self, result: dict) -> None:
         """A worker's summary (gstc.runtime.worker.summary)."""
         self.lost.update(result.get("lost", {}))
+        self.stopped.update(result.get("blocked", {}))
 
 
 Tick = Callable[[], None]  # called every POLL_SECONDS while remote jobs run (the display follows the run folders)
