@@ -1,0 +1,151 @@
+"""Lottery levels trained by gstc equal an IMP written here: a plain training loop, torch.nn.utils.prune's
+global_unstructured for the masks, and the rewinding done by hand."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import pytest
+
+from gstc.manifest import ResultsDir, read_jsonl
+
+from tests.runtime.conftest import compile_text, run_plan
+
+torch = pytest.importorskip("torch")
+
+import torch.nn.functional as F  # noqa: E402
+from torch.nn.utils import prune as torch_prune  # noqa: E402
+
+from gstc.runtime.data import ORDER, epoch_generator, load, pack_input  # noqa: E402
+from gstc.runtime.models import build_model  # noqa: E402
+
+EPOCHS, LEVELS, BATCH = 3, 2, 128
+SPEC = f"""
+gstc: 1
+name: imp
+seeds: [3]
+model: {{arch: vgg11_bn, width: 0.125}}
+data: {{dataset: digits}}
+train:
+  epochs: {EPOCHS}
+  batch_size: {BATCH}
+  optimizer: {{name: sgd, lr: 0.05, momentum: 0.9}}
+  lr_schedule: {{milestones: [2], gamma: 0.1}}
+prune:
+  granularity: weight
+  scope: global
+  scoring: l1
+  layers: [{{select: "*"}}]
+lottery: {{levels: {LEVELS}, fraction: 0.2}}
+variants:
+  init: {{}}
+  epoch1: {{lottery.rewind: 1}}
+"""
+
+
+class Reference:
+    """IMP by hand on gstc's model and data (the same initialization, data order and inputs)."""
+
+    def __init__(self, plan, seed: int):
+        config = plan.configs[0]
+        self.data = load(config.resolved.data)
+        d = self.data
+        torch.manual_seed(seed)
+        self.model = build_model(arch="vgg11_bn", width=0.125, classes=d.classes, channels=d.channels, size=d.size,
+                                 args={}, layers=config.layers).double()
+        names = [layer.name for layer in config.layers]
+        modules = {**{n: p.conv for n, p in self.model.prunable().items()}, **self.model.dense()}
+        self.targets = [(modules[n], "weight") for n in [*names, *[n for n in self.model.dense() if n not in names]]]
+        self.seed = seed
+        self.init = self.weights()
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """Parameters and buffers by their unpruned names (weight_orig read as weight)."""
+        return {k.replace("weight_orig", "weight"): v.detach().clone() for k, v in self.model.state_dict().items()
+                if not k.endswith("weight_mask")}
+
+    def rewind(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for k, v in self.model.state_dict().items():
+                if not k.endswith("weight_mask"):
+                    v.copy_(state[k.replace("weight_orig", "weight")])
+
+    def prune(self, count: int) -> None:
+        torch_prune.global_unstructured(self.targets, pruning_method=torch_prune.L1Unstructured, amount=count)
+
+    def masks(self) -> list[torch.Tensor]:
+        return [m.weight_mask == 0 for m, _ in self.targets]
+
+    def train(self, start: int, keep: int | None = None) -> tuple[list[float], dict | None]:
+        """Epochs start+1..EPOCHS with a fresh SGD and the LR schedule from `start`: test accuracies, and the
+        weights after epoch `keep`."""
+        model, d = self.model, self.data
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[2], gamma=0.1)
+        model.zero_grad(set_to_none=True)  # the previous level's last gradients
+        for _ in range(start):
+            opt.step()  # no gradients: moves nothing, and keeps the scheduler's order warning quiet
+            sched.step()
+        accs, kept = [], None
+        for epoch in range(start + 1, EPOCHS + 1):
+            model.train()
+            order = torch.randperm(len(d.train_y), generator=epoch_generator(self.seed, epoch, ORDER))
+            for i in range(0, len(order), BATCH):
+                idx = order[i:i + BATCH]
+                x = pack_input(d.train_x[idx].permute(0, 2, 3, 1)[None], d, torch.float64, False)
+                loss = F.cross_entropy(model(x), d.train_y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            sched.step()
+            model.eval()
+            with torch.no_grad():
+                x = pack_input(d.test_x.permute(0, 2, 3, 1)[None], d, torch.float64, False)
+                accs.append(100.0 * float((model(x).argmax(1) == d.test_y).double().mean()))
+            if epoch == keep:
+                kept = self.weights()
+        return accs, kept
+
+
+@pytest.mark.slow  # 66 s: five runs by gstc and five by hand, in float64
+def test_lottery_levels_equal_an_imp_written_with_torch_prune_for_rewinding_to_init_and_to_epoch_1(tmp_path):
+    plan = compile_text(SPEC)
+    results = ResultsDir(tmp_path)
+    report, _ = run_plan(plan, results, dtype=torch.float64)
+    assert not report.failed and not report.unfinished, report
+
+    for config in plan.configs:
+        chain = [level[0] for level in config.chain]
+        runs = {r.id: r for r in plan.runs}
+        start = 1 if config.variant == "epoch1" else 0
+        # The plan's counts: level l keeps ceil(0.8 x what level l-1 kept), over every conv and the dense layer.
+        total = sum(s.units for s in config.schedules)
+        kept = total
+        for level in range(1, LEVELS + 1):
+            event, = runs[chain[level]].stage.events
+            assert (event.prune, event.kept) == (kept - math.ceil(Fraction(4, 5) * kept), math.ceil(Fraction(4, 5) * kept))
+            kept = event.kept
+
+        ref = Reference(plan, seed=3)
+        accs, rewind_point = ref.train(0, keep=start or None)
+        assert [r["test_acc"] for r in read_jsonl(results.epochs_jsonl(chain[0]))] == pytest.approx(accs, abs=1e-9)
+        rewind_to = ref.init if start == 0 else rewind_point
+        for level in range(1, LEVELS + 1):
+            run = runs[chain[level]]
+            ref.prune(run.stage.events[0].prune)
+            ref.rewind(rewind_to)
+            accs, _ = ref.train(start)
+            final = torch.load(results.checkpoint(run.id), weights_only=True)
+            held = [final["pruner"]["layers"][name]["held"] for name in config.schedules[0].group]
+            assert all(torch.equal(a, b) for a, b in zip(held, ref.masks())), f"level {level}: masks differ"
+            assert sum(int(h.sum()) for h in held) == total - run.stage.events[0].kept
+            records = read_jsonl(results.epochs_jsonl(run.id))
+            assert [r["epoch"] for r in records] == list(range(start + 1, EPOCHS + 1))
+            assert [r["test_acc"] for r in records] == pytest.approx(accs, abs=1e-9), f"level {level}"
+            # gstc's trained weights equal the reference's (its pruned ones exactly zero, as torch's mask makes them)
+            mine = {k: v for k, v in ref.model.state_dict().items() if not k.endswith(("_orig", "_mask"))}
+            mine.update({f"{k.removesuffix('_orig')}": v * ref.model.state_dict()[k.replace("_orig", "_mask")]
+                         for k, v in ref.model.state_dict().items() if k.endswith("_orig")})
+            for key, value in mine.items():
+                assert torch.allclose(final["model"][key], value, rtol=0, atol=1e-9), key
