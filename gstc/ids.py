@@ -50,13 +50,21 @@ FORMAT_1_FIELDS: dict[str, tuple[str, ...]] = {
     "SpecHeader": ("gstc", "name", "description", "seeds", "variants", "sweep"),
     "SweepSpec": ("zip",),
 }
+# Sections added since, with the fields they had when added: a spec without the section hashes as before (the
+# section's absence is what old specs hash), and one with it hashes these always. Frozen per section, as
+# FORMAT_1_FIELDS is: a field added to such a section later needs a default.
+SECTION_FIELDS: dict[str, tuple[str, ...]] = {
+    "LotterySpec": ("levels", "fraction", "rewind", "control"),
+}
 # Data fields that say where the data is, not what it is: never part of a hash.
 LOCATION_FIELDS = ("root", "download")
 
 
 def format_1_fields(cls: type[BaseModel]) -> set[str]:
-    """The fields of `cls` (and of the spec classes it extends) that format-1 hashes included."""
-    return {name for base in cls.__mro__ for name in FORMAT_1_FIELDS.get(base.__name__, ())}
+    """The fields of `cls` (and of the spec classes it extends) that its hashes always include: format 1's, or those a
+    later section had when it was added."""
+    return {name for base in cls.__mro__ for table in (FORMAT_1_FIELDS, SECTION_FIELDS)
+            for name in table.get(base.__name__, ())}
 
 
 def _is_default(field: Any, value: Any) -> bool:

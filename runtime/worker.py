@@ -171,12 +171,11 @@ def run_pack(plan: Plan, runs: list[PlanRun], results: ResultsDir, device: torch
                 claims.release(run.id)
                 continue
             broken = stages.damaged_input(results, run) if start is None else None
-            if broken is not None:  # the input's own file: that run is damaged, and this one waits for it
-                source = next(r for r in plan.runs if r.id == broken["run"])
-                _mark_damaged(results, source, {"file": broken["file"], "reason": broken["reason"]}, progress,
-                              outcomes)
-                outcomes.append(Outcome(run, "blocked", {"reason": f"it starts from run {source.id}, whose "
-                                                                   f"{broken['file']} {broken['reason']}"}))
+            if broken is not None:  # a file of the run it starts from: that run's results stand, this one waits
+                source = broken["run"]
+                outcomes.append(Outcome(run, "blocked", {"reason": f"it starts from run {source}, whose {broken['file']} "
+                                                                   f"{broken['reason']} (`gstc run --restart {source}` "
+                                                                   "trains that run again)"}))
                 claims.release(run.id)
                 continue
             results.damaged_json(run.id).unlink(missing_ok=True)  # readable now (a file was put back)

@@ -149,3 +149,103 @@ def test_lottery_levels_equal_an_imp_written_with_torch_prune_for_rewinding_to_i
                          for k, v in ref.model.state_dict().items() if k.endswith("_orig")})
             for key, value in mine.items():
                 assert torch.allclose(final["model"][key], value, rtol=0, atol=1e-9), key
+
+
+def small(levels: int, name: str = "s") -> str:
+    return f"""
+gstc: 1
+name: {name}
+seeds: 1
+model: {{arch: vgg11_bn, width: 0.125}}
+data: {{dataset: digits}}
+train: {{epochs: 1, batch_size: 256, optimizer: {{name: sgd, lr: 0.05, momentum: 0.9}}}}
+prune: {{granularity: weight, scope: global, layers: [{{select: "*"}}]}}
+lottery: {{levels: {levels}, fraction: 0.5}}
+"""
+
+
+def claims(results: ResultsDir, run_id: str) -> int:
+    return len((results.run_dir(run_id) / "claims.jsonl").read_text().splitlines())
+
+
+def test_a_spec_sharing_levels_trains_only_the_levels_it_adds(tmp_path):
+    results = ResultsDir(tmp_path)
+    two, three = compile_text(small(2, "two")), compile_text(small(3, "three"))
+    report, _ = run_plan(two, results)
+    assert not report.unfinished and not report.failed
+    report, infos = run_plan(three, results)
+    assert [i["status"] for i in infos] == ["done"] * 4
+    shared = [r.id for r in two.runs]
+    assert [r.id for r in three.runs][:3] == shared
+    assert [claims(results, rid) for rid in shared] == [1, 1, 1]  # trained once, by the first spec
+    assert claims(results, three.runs[3].id) == 1
+    # level 3's mask holds what the plan says: half of what level 2 kept
+    final = torch.load(results.checkpoint(three.runs[3].id), weights_only=True)
+    held = sum(int(t["held"].sum()) for t in final["pruner"]["layers"].values())
+    event, = three.runs[3].stage.events
+    assert held == event.of - event.kept
+
+
+def test_a_level_waits_on_an_input_not_done_and_a_damaged_input_is_named_with_its_run(tmp_path):
+    from gstc.manifest import write_json
+
+    results = ResultsDir(tmp_path)
+    plan = compile_text(small(3))
+    dense, one, two, three = plan.runs
+    report, _ = run_plan(plan, results, runs=[dense])
+    assert report.unfinished == [] and results.checkpoint(dense.id).exists()
+    # level 0 failed: the chain waits, and says on what
+    info = {"id": dense.id, "status": "failed", "error": {"epoch": 1, "reason": "test"}}
+    saved = results.run_json(dense.id).read_text()
+    write_json(results.run_json(dense.id), info)
+    report, _ = run_plan(plan, results, runs=[one, two, three])
+    assert [r.id for r in report.unfinished] == [one.id, two.id, three.id]
+    assert "level 0" in report.stopped[one.id] and "failed" in report.stopped[one.id]
+    assert one.id in report.stopped[two.id] and "pending" in report.stopped[two.id]
+    # level 0 done again, but its checkpoint cut short: level 1 waits, naming the run that wrote the file
+    results.run_json(dense.id).write_text(saved)
+    data = results.checkpoint(dense.id).read_bytes()
+    results.checkpoint(dense.id).write_bytes(data[: len(data) // 2])
+    report, _ = run_plan(plan, results)
+    why = report.stopped[one.id]
+    assert f"run {dense.id}, whose {results.checkpoint(dense.id)} is cut short" in why and "--restart" in why
+    assert not results.epochs_jsonl(one.id).exists() and not report.failed
+
+
+@pytest.mark.slow  # 40 s: a chain trained twice, once killed
+def test_kill_9_mid_level_then_resume_gives_the_same_numbers(tmp_path):
+    """A level killed after its second epoch resumes from its own checkpoint (not from its inputs again) and ends
+    with the numbers of the chain trained without a kill."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from gstc.compile import compile_file
+    from gstc.manifest import read_json
+    from tests.runtime.test_run import gstc, numbers
+
+    spec = tmp_path / "chain.yaml"
+    spec.write_text(small(2).replace("epochs: 1,", "epochs: 4,").replace("fraction: 0.5}", "fraction: 0.5, rewind: 1}"))
+    plan = compile_file(str(spec))
+    level = plan.runs[1]
+    reference = ResultsDir(tmp_path / "reference")
+    assert gstc("run", str(spec), "--out", str(reference.root), "--device", "cpu").returncode == 0
+    results = ResultsDir(tmp_path / "killed")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "gstc", "run", str(spec), "--out", str(results.root), "--device",
+                             "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # level 1 trains epochs 2..4: kill it during epoch 4
+        if results.epochs_jsonl(level.id).exists() and len(read_jsonl(results.epochs_jsonl(level.id))) >= 2:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert read_json(results.run_json(level.id))["status"] == "running"
+    done = gstc("run", str(spec), "--out", str(results.root), "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    assert read_json(results.run_json(level.id))["resumed_from"] in (2, 3)
+    for run in plan.runs:
+        assert numbers(results, run.id) == numbers(reference, run.id), run.stage.level
