@@ -10,7 +10,7 @@ import importlib.util
 import os
 import sys
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 FORMAT = 1  # the spec language's format version, the `gstc:` key of every spec
 
 

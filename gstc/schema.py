@@ -153,10 +153,6 @@ RULES: dict[str, list[dict[str, Any]]] = {
          "then": _entries({"properties": {"amount": {"type": "null", "errorMessage": WITH_DEFAULT_RATE}}})},
         {"if": _given("number", "amount"),
          "then": _entries({"properties": {"rate": {"type": "null", "errorMessage": WITH_DEFAULT_AMOUNT}}})},
-        # ... unless the granularity is an N:M pattern, where no amount means every group.
-        {"if": {"allOf": [NEITHER_GIVEN, {"not": {"properties": {"granularity": {"type": "string", "pattern": NM_PATTERN}},
-                                                  "required": ["granularity"]}}]},
-         "then": _entries({"if": NEITHER_GIVEN, "then": {"required": ["amount"], "errorMessage": NEITHER}})},
     ],
     "SGDSpec": [{"if": {"properties": {"nesterov": {"const": True}}, "required": ["nesterov"]},
                  "then": {"required": ["momentum"], "properties": {"momentum": {"exclusiveMinimum": 0, "errorMessage": NESTEROV}},
@@ -336,6 +332,15 @@ def json_schema() -> dict[str, Any]:
         target["properties"][field]["uniqueItems"] = True
     for name, rules in RULES.items():
         schema["definitions"][name].setdefault("allOf", []).extend(rules)
+    # Every entry needs an amount or a rate, here or in prune, unless the granularity is an N:M pattern (where none
+    # means every group) or a lottery decides each level's amount: a rule of the spec, which sees both sections.
+    schema.setdefault("allOf", []).append(
+        {"if": {"not": _given("object", "lottery")},
+         "then": {"properties": {"prune": {
+             "if": {"allOf": [NEITHER_GIVEN, {"not": {"properties": {"granularity": {"type": "string",
+                                                                                     "pattern": NM_PATTERN}},
+                                                      "required": ["granularity"]}}]},
+             "then": _entries({"if": NEITHER_GIVEN, "then": {"required": ["amount"], "errorMessage": NEITHER}})}}}})
     _overrides(schema)
     # A complex key (`? [a, b]`) gets the server's own "Property {0} is not allowed." (it formats only string
     # names); this puts gstc's message beside it.
