@@ -9,7 +9,7 @@ runtime reads typed fields; they are re-exported here for the runtime.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
@@ -21,6 +21,21 @@ from gstc.spec import (AdamSpec, BaseConfig, DataSpec, Duration, FlatnessSpec, F
 
 class Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Compact(Frozen):
+    """Leaves `OMITTED` fields out of the JSON where empty: fields added since the first plans, which most plans
+    repeat in every run (an event's group, a run's stage, a configuration's chain)."""
+
+    OMITTED: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        for name in self.OMITTED:
+            if not getattr(self, name):
+                out.pop(name, None)
+        return out
 
 
 class PlanLayer(Frozen):
@@ -77,7 +92,9 @@ class Counts(Frozen):
                                          "[unpruned, after the last event]; null for filters (params says it).")
 
 
-class PlanConfig(Frozen):
+class PlanConfig(Compact):
+    OMITTED = ("chain",)
+
     id: str = Field(description="Variant name, then [path=value,...] for a sweep point.")
     variant: str = Field(description="Variant name ('default' without variants).")
     point: dict[str, Any] = Field(description="The sweep point's path=value pairs that apply to this variant.")
@@ -91,15 +108,11 @@ class PlanConfig(Frozen):
     chain: Optional[list[list[str]]] = Field(default=None, description="A lottery configuration: its runs by level "
                                              "(0..levels), each level's by seed; left out of the JSON otherwise.")
 
-    @model_serializer(mode="wrap")
-    def _compact(self, handler: Any) -> dict[str, Any]:
-        out = handler(self)
-        if self.chain is None:
-            out.pop("chain", None)
-        return out
 
 
-class PlanEvent(Frozen):
+class PlanEvent(Compact):
+    OMITTED = ("group",)
+
     epoch: int = Field(description="After training this epoch (0: at initialization).")
     layer: str = Field(description="Layer name.")
     prune: int = Field(description="Units (filters or weights) targeted at this event.")
@@ -109,12 +122,6 @@ class PlanEvent(Frozen):
                              "(`layer` is the first); the counts are theirs together. Left out of the JSON when empty "
                              "(a plan repeats its events in every run).")
 
-    @model_serializer(mode="wrap")
-    def _compact(self, handler: Any) -> dict[str, Any]:
-        out = handler(self)
-        if not self.group:
-            out.pop("group", None)
-        return out
 
 
 class PlanStage(Frozen):
@@ -145,7 +152,9 @@ class PlanStage(Frozen):
         return list(dict.fromkeys(r for r in (self.after, self.rewind_from) if r is not None))
 
 
-class PlanRun(Frozen):
+class PlanRun(Compact):
+    OMITTED = ("stage",)
+
     id: str = Field(description="Content hash of the resolved configuration and seed.")
     config: str = Field(description="Configuration id.")
     seed: int = Field(description="Random seed.")
@@ -154,12 +163,6 @@ class PlanRun(Frozen):
     stage: Optional[PlanStage] = Field(default=None, description="A level of a lottery chain: what it starts from; "
                                        "left out of the JSON for a run of its own.")
 
-    @model_serializer(mode="wrap")
-    def _compact(self, handler: Any) -> dict[str, Any]:
-        out = handler(self)
-        if self.stage is None:
-            out.pop("stage", None)
-        return out
 
     @property
     def needs(self) -> list[str]:
