@@ -272,8 +272,8 @@ def _chain_table(p, c):
         r = by_id[ids[0]]
         st = r.stage
         counts = ", ".join(f"{e.prune}/{e.kept}" for e in st.events) or "-"
-        source = {"init": "initialization", "rewind": f"level 0, epoch {st.start}", "trained": "after's trained",
-                  "reinit": "a fresh initialization"}[st.weights]
+        source = {"init": "initialization", "rewind": f"level 0 after epoch {st.start}",
+                  "trained": f"level {level - 1}'s trained", "reinit": "a fresh initialization"}[st.weights]
         t.add_row(str(level), st.kind, f"epochs {st.start + 1}..{r.epochs}", source if level else "initialization",
                   counts, f"{100 * st.sparsity:.1f}%", r.id + (f" (keeps epochs {st.keep})" if st.keep else ""),
                   st.after or "-")

@@ -433,7 +433,6 @@ def _semantic(cfg: BaseConfig, schedules: list[LayerSchedule], table: list[archs
             "measure": canonical(cfg.measure), "prune": prune, **lottery}
 
 
-
 def config_hash(cfg: BaseConfig, schedules: list[LayerSchedule], table: list[archs.Layer] = (),
                 scorings: dict[str, Any] | None = None) -> str:
     return digest(_semantic(cfg, schedules, table, scorings), 16)

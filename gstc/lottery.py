@@ -41,3 +41,13 @@ class LotterySpec(Strict):
         "point). The ticket's own chain is trained too (a control's mask comes from it) and shared with any "
         "configuration that has it.",
     )
+
+    @property
+    def start(self) -> int:
+        """The epoch a level starts after: the rewind epoch, else 0."""
+        return self.rewind if isinstance(self.rewind, int) else 0
+
+    @property
+    def weights(self) -> str:
+        """Where a ticket's surviving weights start (gstc.plan.PlanStage.weights): init, rewind or trained."""
+        return {"init": "init", "lr": "trained"}.get(self.rewind, "rewind")  # type: ignore[call-overload]

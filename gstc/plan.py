@@ -163,7 +163,6 @@ class PlanRun(Compact):
     stage: Optional[PlanStage] = Field(default=None, description="A level of a lottery chain: what it starts from; "
                                        "left out of the JSON for a run of its own.")
 
-
     @property
     def needs(self) -> list[str]:
         """The runs that must be done before this one starts (a stage's inputs)."""

@@ -82,12 +82,11 @@ def levels(cfg: BaseConfig, schedules: list[LayerSchedule], doc: Document
     lot = cfg.lottery
     assert lot is not None
     f = Fraction(repr(lot.fraction))
-    start = lot.rewind if isinstance(lot.rewind, int) else 0
-    rankings: dict[str, tuple[list[str], int]]  # first layer -> (the layers ranked together, their units)
-    if schedules and schedules[0].group:
-        rankings = {schedules[0].group[0]: (schedules[0].group, sum(s.units or 0 for s in schedules))}
-    else:
-        rankings = {s.layer: ([], s.units or 0) for s in schedules}
+    ranking = lambda s: s.group[0] if s.group else s.layer  # noqa: E731  (a layer, or the global group's first)
+    rankings: dict[str, tuple[list[str], int]] = {}  # ranking -> (the layers ranked together, their units)
+    for s in schedules:
+        layers, units = rankings.get(ranking(s), (s.group, 0))
+        rankings[ranking(s)] = (layers, units + (s.units or 0))
     total = sum(units for _, units in rankings.values())
     kept = {name: units for name, (_, units) in rankings.items()}
     out, errors = [], []
@@ -99,14 +98,15 @@ def levels(cfg: BaseConfig, schedules: list[LayerSchedule], doc: Document
                                     f"{kept[idle[0]]} units, and ceil((1 - {lot.fraction}) x {kept[idle[0]]}) keeps "
                                     f"them all): give fewer levels or a larger fraction"))
             break
-        events = [PlanEvent(epoch=start, layer=name, prune=kept[name] - now[name], kept=now[name],
+        events = [PlanEvent(epoch=lot.start, layer=name, prune=kept[name] - now[name], kept=now[name],
                             of=rankings[name][1], group=rankings[name][0]) for name in now]
         out.append(Level(now, events, 1 - Fraction(sum(now.values()), total)))
         kept = now
-    last = out[-1].kept if out and not errors else {}
+    if errors:
+        return schedules, out, errors
+    # No events during training; `amount` is the last level's sparsity of the layer's ranking, `rate` the fraction.
     bare = [s.model_copy(update={"epochs": [], "pruned": [], "kept": [], "rate": lot.fraction,
-                                 "amount": float(1 - Fraction(last.get(s.group[0] if s.group else s.layer, 0),
-                                                              rankings[s.group[0] if s.group else s.layer][1]))})
+                                 "amount": float(1 - Fraction(kept[ranking(s)], rankings[ranking(s)][1]))})
             for s in schedules]
     return bare, out, errors
 
@@ -119,17 +119,14 @@ def chain(config_id: str, cfg: BaseConfig, dense_hash: str, forms: list[dict[str
     layer's ranking as ids hash it (scoring, target, method, scope)."""
     lot = cfg.lottery
     assert lot is not None
-    epochs = cfg.train.epochs
-    start = lot.rewind if isinstance(lot.rewind, int) else 0
-    weights = {"init": "init", "lr": "trained"}.get(lot.rewind, "rewind") if isinstance(lot.rewind, str) else "rewind"
+    epochs, start, weights = cfg.train.epochs, lot.start, lot.weights
     measure = canonical(cfg.measure)
     runs: list[PlanRun] = []
     ids: list[list[str]] = [[] for _ in range(lot.levels + 1)]
     for seed in seeds:
         dense = digest({"stage": "dense", "config": dense_hash, "seed": seed}, 12)
-        keep = [start] if weights == "rewind" else []
         runs.append(PlanRun(id=dense, config=config_id, seed=seed, epochs=epochs, events=[],
-                            stage=PlanStage(level=0, kind="dense", keep=keep)))
+                            stage=PlanStage(level=0, kind="dense")))  # its rewind points: `dense_keep`
         ids[0].append(dense)
         after = dense
         for level, count in enumerate(counts, start=1):

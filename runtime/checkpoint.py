@@ -49,15 +49,19 @@ def optimizer_pack(states: list[dict]) -> dict:
             "param_groups": states[0]["param_groups"]}
 
 
-def _load(path: Any, **kwargs: Any) -> dict:
-    """torch.load with weights_only; DamagedFile for a file that is cut short, not a checkpoint, or holds objects."""
+def load(path: Any, weights: bool = False, **kwargs: Any) -> dict:
+    """torch.load with weights_only; DamagedFile for a file that is cut short, not a checkpoint (`weights`: not a
+    model's state_dict, as a lottery's rewind point is), or holds objects."""
     try:
         state = torch.load(path, weights_only=True, **kwargs)
     except FileNotFoundError:
         raise
     except Exception as exc:  # RuntimeError (zip archive cut short), UnpicklingError (an object), EOFError, ...
         raise DamagedFile(path, _why(exc, path)) from None
-    if not isinstance(state, dict) or not all(key in state for key in KEYS) or not (
+    if weights:
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise DamagedFile(path, "is not a model's weights (a state_dict of tensors)")
+    elif not isinstance(state, dict) or not all(key in state for key in KEYS) or not (
             "scheduler" in state or "scheduler_epoch" in state):
         raise DamagedFile(path, "is not a gstc checkpoint (keys missing)")
     return state
@@ -83,7 +87,7 @@ def epoch_of(results: ResultsDir, run_id: str) -> int | None:
     path = results.checkpoint(run_id)
     if not path.exists():
         return None
-    return int(_load(path, map_location="cpu", mmap=True)["epoch"])
+    return int(load(path, map_location="cpu", mmap=True)["epoch"])
 
 
 class Checkpoints(Callback):
@@ -108,7 +112,7 @@ class Checkpoints(Callback):
         paths = [self.results.checkpoint(m.run.id) for m in trainer.members]
         if not any(p.exists() for p in paths):
             return None
-        states = [_load(p, map_location=trainer.device) for p in paths]
+        states = [load(p, map_location=trainer.device) for p in paths]
         epochs = {int(s["epoch"]) for s in states}
         if len(epochs) != 1:
             raise ValueError(f"members of a pack must resume from the same epoch, found {sorted(epochs)}")

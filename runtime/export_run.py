@@ -21,7 +21,7 @@ import torch
 from gstc.atomic import write_text
 from gstc.manifest import ResultsDir, read_json
 from gstc.plan import Plan, PlanRun
-from gstc.runtime.checkpoint import _load
+from gstc.runtime.checkpoint import load
 from gstc.runtime.export import dense, latency, macs, physical, removed_channels
 
 
@@ -54,7 +54,7 @@ def load_run_model(plan: Plan, run: PlanRun, results: ResultsDir) -> tuple[torch
     channels, size, classes = describe(config.resolved.data)
     model = build_model(config.resolved.model.arch, config.resolved.model.width, classes, layers=config.layers,
                         channels=channels, size=size, args=config.resolved.model.args)
-    state = _load(path, map_location="cpu")
+    state = load(path, map_location="cpu")
     model.load_state_dict(state["model"])
     return model.eval(), int(state["epoch"]), (channels, *size)
 

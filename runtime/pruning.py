@@ -87,10 +87,15 @@ class Pruning:
         for m in pruning:
             m.pruner.after_post_eval()
             before = pre[m.k] if pre is not None and m.config.resolved.measure.prune_eval else None
-            record: dict[str, Any] = {"epoch": epoch, "pre_acc": before, "post_acc": post[m.k], "instability": None,
-                                      "stability": None, "layers": layers[m.k]}
-            if before is not None:
-                instability = 100.0 * (before - post[m.k]) / before if before > 0 else 0.0
-                record.update(instability=instability, stability=100.0 - instability)
-            trainer.event(m, record)
+            trainer.event(m, event_record(epoch, before, post[m.k], layers[m.k]))
         return post_loss, post
+
+
+def event_record(epoch: int, pre: float | None, post: float, layers: list[dict], **extra: Any) -> dict[str, Any]:
+    """An events.jsonl record: test accuracy before (None: not measured) and after, the stability, per-layer counts."""
+    record: dict[str, Any] = {"epoch": epoch, **extra, "pre_acc": pre, "post_acc": post, "instability": None,
+                              "stability": None, "layers": layers}
+    if pre is not None:
+        instability = 100.0 * (pre - post) / pre if pre > 0 else 0.0
+        record.update(instability=instability, stability=100.0 - instability)
+    return record

@@ -30,20 +30,18 @@ from gstc import atomic
 from gstc.manifest import DamagedFile, ResultsDir, run_status
 from gstc.plan import Plan, PlanRun
 from gstc.runtime.data import REINIT, SHUFFLE, TARGETS, epoch_generator
+from gstc.runtime.checkpoint import load
 from gstc.runtime.models import build_model, member_state
+from gstc.runtime.pruning import event_record
 from gstc.runtime.train import Callback, Trainer
 
 
-def load_state(path: Any, device: torch.device | str = "cpu") -> dict:
-    """A checkpoint or rewind point (weights_only); DamagedFile when it cannot be read."""
-    from gstc.runtime.checkpoint import _why
-
+def load_state(path: Any, device: torch.device | str = "cpu", weights: bool = False, **kwargs: Any) -> dict:
+    """A run's checkpoint, or (`weights`) a rewind point; DamagedFile when it is missing or cannot be read."""
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        return load(path, weights=weights, map_location=device, **kwargs)
     except FileNotFoundError:
         raise DamagedFile(path, "is missing") from None
-    except Exception as exc:
-        raise DamagedFile(path, _why(exc, path)) from None
 
 
 class RewindPoints(Callback):
@@ -68,8 +66,9 @@ class Stage:
         self.results = results
         self.member = trainer.members[0]
         self.stage = self.member.run.stage
-        # This seed's initialization, as the trainer built it: level l's weights when it rewinds to init.
-        self.init = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        # This seed's initialization, as the trainer built it: the level's weights when it rewinds to init.
+        self.init = ({k: v.clone() for k, v in trainer.model.state_dict().items()} if self.stage.weights == "init"
+                     else None)
 
     def before_batch(self, trainer: Any, noise: list[torch.Generator]) -> None:
         pass
@@ -81,7 +80,7 @@ class Stage:
         pass
 
     def due(self, trainer: Trainer, epoch: int) -> bool:
-        return self.stage is not None and self.stage.level > 0 and epoch == self.stage.start
+        return epoch == self.stage.start
 
     def epoch(self, trainer: Trainer, epoch: int) -> tuple[list[float], list[float]]:
         m, stage = self.member, self.stage
@@ -92,17 +91,12 @@ class Stage:
         pre = trainer.evaluate()[1][0] if measured else None
         layers = m.pruner.apply(epoch, stage.events, trainer.batches, epoch_generator(m.run.seed, epoch, TARGETS))
         post = trainer.evaluate()[1][0]
-        record: dict[str, Any] = {"epoch": epoch, "start": True, "level": stage.level, "pre_acc": pre,
-                                  "post_acc": post, "instability": None, "stability": None, "layers": layers}
-        if pre is not None:
-            instability = 100.0 * (pre - post) / pre if pre > 0 else 0.0
-            record.update(instability=instability, stability=100.0 - instability)
-        trainer.event(m, record)
+        trainer.event(m, event_record(epoch, pre, post, layers, start=True, level=stage.level))
         if stage.kind == "random_mask":
             self.shuffle(m.pruner, m.run.seed)
         weights = {"init": lambda: self.init, "trained": lambda: None, "reinit": lambda: self.fresh(trainer),
                    "rewind": lambda: load_state(self.results.rewind_point(stage.rewind_from, stage.start),
-                                                trainer.device)}[stage.weights]()
+                                                trainer.device, weights=True)}[stage.weights]()
         if weights is not None:
             trainer.model.load_state_dict(weights)
         with torch.no_grad():
@@ -138,31 +132,26 @@ class Stage:
 
 def blocked(plan: Plan, results: ResultsDir, run: PlanRun) -> str | None:
     """Why a stage cannot start yet (an input not done: failed, damaged, or not trained), or None."""
-    by_id = {r.id: r for r in plan.runs}
     for need in run.needs:
         status = run_status(results, need)
         if status != "done":
-            r = by_id.get(need)
-            what = f"level {r.stage.level} ({r.config}, seed {r.seed})" if r is not None and r.stage else "its input"
-            return f"it starts from {what}, run {need}, which is {status}"
+            r = next(r for r in plan.runs if r.id == need)
+            return f"it starts from level {r.stage.level} ({r.config}, seed {r.seed}), run {need}, which is {status}"
     return None
 
 
 def damaged_input(results: ResultsDir, run: PlanRun) -> dict | None:
-    """{"file", "reason", "run"} when a file this stage starts from cannot be read (the run that wrote it)."""
+    """{"file", "reason", "run"} when a file this stage starts from cannot be read (and the run that wrote it).
+    Only the archives' indexes are read (mmap), as for the run's own checkpoint: a file cut short fails there."""
     stage = run.stage
     if stage is None or stage.level == 0:
         return None
-    files = [(stage.after, results.checkpoint(stage.after))]
+    files = [(stage.after, results.checkpoint(stage.after), False)]
     if stage.weights == "rewind":
-        files.append((stage.rewind_from, results.rewind_point(stage.rewind_from, stage.start)))
-    for rid, path in files:
+        files.append((stage.rewind_from, results.rewind_point(stage.rewind_from, stage.start), True))
+    for rid, path, weights in files:
         try:
-            state = load_state(path)
+            load_state(path, weights=weights, mmap=True)
         except DamagedFile as exc:
             return {"file": str(exc.path), "reason": exc.reason, "run": rid}
-        checkpoint = path == results.checkpoint(rid)
-        if not isinstance(state, dict) or checkpoint and not {"model", "pruner"} <= state.keys():
-            return {"file": str(path), "reason": "is not a gstc checkpoint (keys missing)" if checkpoint else
-                    "is not a model's weights", "run": rid}
     return None

@@ -191,7 +191,7 @@ def run_pack(plan: Plan, runs: list[PlanRun], results: ResultsDir, device: torch
                               callbacks=[RunFiles(results), Flatness(results), stages.RewindPoints(results),
                                          checkpoints, _Epochs(progress)],
                               stop=lambda ids=ids: bool(claims.lost & ids))
-            if members[0].stage is not None:  # a lottery level (alone in its pack): its start, from its inputs
+            if members[0].stage is not None and members[0].stage.level > 0:  # a lottery level (alone): its start
                 trainer.plugins.append(stages.Stage(trainer, results))
             try:
                 resumed = checkpoints.restore(trainer)
