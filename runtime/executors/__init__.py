@@ -7,7 +7,8 @@
   local mode, the same code path without Slurm).
 
 An executor (`Executor`) says up front what cannot work (`check`), turns the runs not
-done into jobs (`jobs`), carries them out (`run`, which returns a `Report` of what the
+done into jobs (`jobs`; a job's "after" lists the jobs whose runs its runs start from: a
+lottery's levels, which each executor starts in that order), carries them out (`run`, which returns a `Report` of what the
 run folders do not say: failed jobs, runs left to other workers, damaged runs, lost
 locks) and cleans up (`close`). Every job ends in `gstc.runtime.worker.work` or
 `run_pack`, so locks, skipping, damage checks and resuming are the same whichever
@@ -107,8 +108,8 @@ class Remote:
             ids = [[r.id for r in c] for c in chunks]
         else:
             ids = [p.runs for p in make_packs(plan, todo, int(pack))]
-        return [{"index": i, "runs": r, "results": str(results.root), "device": self.device, "pack": pack,
-                 "dtype": "float32", "threads": self.threads} for i, r in enumerate(ids)]
+        return ordered(plan, [{"index": i, "runs": r, "results": str(results.root), "device": self.device,
+                               "pack": pack, "dtype": "float32", "threads": self.threads} for i, r in enumerate(ids)])
 
     def environment(self) -> dict:
         """The driver's; each run.json has its worker's."""
@@ -124,6 +125,16 @@ class Remote:
     def on_interrupt(self) -> str:
         return (f"its {self.name} workers stop with it; their runs resume from their last checkpoints (at most an "
                 "epoch lost) on the next `gstc run`")
+
+
+def ordered(plan: Plan, jobs: list[dict]) -> list[dict]:
+    """Each job with "after": the indices of the jobs that train the runs its runs start from (a lottery level
+    waits on the levels before it). Jobs come in plan order, so every such job is an earlier one."""
+    where = {rid: job["index"] for job in jobs for rid in job["runs"]}
+    by_id = {r.id: r for r in plan.runs}
+    for job in jobs:
+        job["after"] = sorted({where[need] for rid in job["runs"] for need in by_id[rid].needs if need in where})
+    return jobs
 
 
 def plan_for_workers(plan: Plan, base: Path | None = None) -> str:

@@ -21,8 +21,9 @@ class Retryable(Exception):
     """A task's failure that another attempt may not meet (I/O, a lost device): the only kind Ray retries."""
 
 
-def ray_work(plan_json: str, job: dict) -> dict:
-    """The task: `work`, with its failures sorted into those worth a retry and those that would fail again."""
+def ray_work(plan_json: str, job: dict, *after: dict) -> dict:
+    """The task: `work`, with its failures sorted into those worth a retry and those that would fail again.
+    `after`: the results of the tasks it waits on (a lottery level's inputs, passed so that Ray orders them)."""
     import os
 
     import ray
@@ -124,16 +125,26 @@ class RayExecutor(Remote):
         options = {"num_cpus": self.cpus, "num_gpus": self.num_gpus, "max_retries": self.retries,
                    "retry_exceptions": [Retryable]}
         plan_ref = ray.put(plan_for_workers(plan))
-        pending = {task.options(name=f"gstc {plan.spec} pack {job['index']}", **options).remote(plan_ref, job): job
-                   for job in jobs}
+        refs: list = []  # by job index; a job's "after" are earlier jobs: Ray starts it when their tasks succeeded
+        for job in jobs:
+            refs.append(task.options(name=f"gstc {plan.spec} pack {job['index']}", **options).remote(
+                plan_ref, job, *[refs[i] for i in job["after"]]))
+        pending = dict(zip(refs, jobs))
+        failed: set[int] = set()
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_SECONDS)
             tick()
-            for ref in ready:
+            for ref in sorted(ready, key=lambda r: pending[r]["index"]):  # a job's inputs before it
                 job = pending.pop(ref)
+                waited = [i for i in job["after"] if i in failed]
                 try:
                     report.merge(ray.get(ref))
                 except ray.exceptions.RayError as exc:
+                    failed.add(job["index"])
+                    if waited:  # Ray did not start it: a task it waits on failed
+                        report.stopped.update({rid: f"it starts from the runs of pack {waited[0]}, whose task failed "
+                                                    "(above)" for rid in job["runs"]})
+                        continue
                     cause = getattr(exc, "cause", None) or exc
                     if isinstance(cause, Retryable) or not isinstance(exc, ray.exceptions.RayTaskError):
                         # Retryable's text names the original exception; a dead worker's is Ray's own error

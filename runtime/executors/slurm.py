@@ -183,10 +183,22 @@ class SlurmExecutor(Remote):
                           slurm_qos=self.qos, slurm_additional_parameters=self.extra or None)
         executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
         plan_json = plan_for_workers(plan)
+        chained = any(job["after"] for job in jobs)
+        # Jobs that wait on others (a lottery's levels): on Slurm each is submitted at once with
+        # --dependency=afterok on the jobs it waits on (and --kill-on-invalid-dep, so that one whose input failed
+        # leaves the queue instead of waiting forever); submitit's local mode has no dependencies, so the driver
+        # submits such a job when those it waits on have succeeded.
+        waiting = [job for job in jobs if job["after"]] if chained and self.cluster == "local" else []
+        ids: dict[int, str] = {}  # job index -> Slurm job id
+        ended: dict[int, bool] = {}  # job index -> whether it succeeded
         try:
-            submitted = executor.map_array(PackJob(), [plan_json] * len(jobs), jobs)
+            if not chained:
+                submitted = executor.map_array(PackJob(), [plan_json] * len(jobs), jobs)
+            else:
+                submitted = [self._submit(executor, params, plan_json, job, ids) for job in jobs if job not in waiting]
+            ids.update({job["index"]: sj.job_id for sj, job in zip(submitted, (j for j in jobs if j not in waiting))})
             if self.cluster == "slurm":
-                record_submitted(results.slurm_submitted(plan.spec), {sj.job_id: job["runs"] for sj, job in zip(submitted, jobs)})
+                record_submitted(results.slurm_submitted(plan.spec), {ids[job["index"]]: job["runs"] for job in jobs})
                 self.arrays = sorted({sj.job_id.split("_")[0] for sj in submitted})
         except Exception as exc:  # sbatch refused (a partition that does not exist, a time over its limit)
             why = last_line(exc)
@@ -198,10 +210,28 @@ class SlurmExecutor(Remote):
             # submitit's "Bypassing sacct error" twice a poll: stop its calls (its jobs are then done when their
             # result file is there; squeue tells the rest).
             type(submitted[0]).watcher._make_command = lambda: None
-        pending = dict(zip(submitted, jobs))
+        pending = dict(zip(submitted, (j for j in jobs if j not in waiting)))
         gone: dict[Any, float] = {}  # job -> when it was first seen out of the queue without a result
         polls = 0
-        while pending:
+
+        def end(job: dict, sj: Any, why: str) -> None:
+            """A job that ended without a result: failed, or (a job it waits on did not succeed) never started."""
+            ended[job["index"]] = False
+            inputs = [i for i in job["after"] if ended.get(i) is False]
+            if inputs:
+                report.stopped.update({rid: f"it starts from the runs of Slurm job {ids[inputs[0]]}, which did not "
+                                            "succeed" for rid in job["runs"]})
+            else:
+                report.errors.append(f"{job_text(job)}: Slurm job {sj.job_id} {why}; log: {sj.paths.stderr}")
+
+        while pending or waiting:
+            for job in [j for j in waiting if all(i in ended for i in j["after"])]:
+                waiting.remove(job)
+                if all(ended[i] for i in job["after"]):
+                    sj = self._submit(executor, params, plan_json, job, ids)
+                    pending[sj] = job
+                else:
+                    end(job, None, "")
             time.sleep(POLL_SECONDS)
             tick()
             polls += 1
@@ -210,9 +240,9 @@ class SlurmExecutor(Remote):
                 gone.pop(sj, None)
                 try:
                     report.merge(sj.result())
+                    ended[job["index"]] = True
                 except Exception as exc:  # FailedJobError, UncompletedJobError (killed, out of time, ...)
-                    report.errors.append(f"{job_text(job)}: Slurm job {sj.job_id} {_slurm_reason(sj, exc)}; "
-                                         f"log: {sj.paths.stderr}")
+                    end(job, sj, _slurm_reason(sj, exc))
             if self.cluster == "slurm" and pending and polls % QUEUE_POLLS == 0:
                 # Without accounting (sacct) submitit never learns that a job ended without a result (cancelled,
                 # out of memory, its node lost): a job out of squeue with no result file for GONE_SECONDS has.
@@ -222,14 +252,24 @@ class SlurmExecutor(Remote):
                     if queued is None or sj.job_id in queued or sj.paths.result_pickle.exists():
                         gone.pop(sj, None)
                     elif now - gone.setdefault(sj, now) >= GONE_SECONDS:
-                        job = pending.pop(sj)
-                        report.errors.append(f"{job_text(job)}: Slurm job {sj.job_id} left the queue without a result "
-                                             f"(state {end_state(sj.job_id)}: cancelled, out of time or out of memory?); "
-                                             f"log: {sj.paths.stderr}")
+                        end(pending.pop(sj), sj, f"left the queue without a result (state {end_state(sj.job_id)}: "
+                                                 "cancelled, out of time or out of memory?)")
         stray = folder / "%j"  # submitit's local mode makes this empty folder
         if self.cluster == "local" and stray.is_dir() and not any(stray.iterdir()):
             stray.rmdir()
         return report
+
+
+    def _submit(self, executor: Any, params: dict, plan_json: str, job: dict, ids: dict[int, str]) -> Any:
+        """One job, with --dependency=afterok on the Slurm jobs of those it waits on (already submitted)."""
+        extra = dict(self.extra)
+        if job["after"] and self.cluster == "slurm":
+            extra.update(dependency="afterok:" + ":".join(ids[i] for i in job["after"]), kill_on_invalid_dep="yes")
+        if self.cluster == "slurm":
+            executor.update_parameters(slurm_additional_parameters=extra)
+        sj = executor.submit(PackJob(), plan_json, job)
+        ids[job["index"]] = sj.job_id
+        return sj
 
 
 QUEUE_POLLS = 5  # the driver asks squeue every this many polls

@@ -85,8 +85,9 @@ class WorkerPool(Remote):
             start(device)
         try:
             while len(resolved) < len(jobs):
-                while idle and pending:
-                    index = pending.popleft()
+                # A job whose "after" jobs are not all ended waits (a lottery level, for the level it starts from).
+                while idle and (index := next((i for i in pending if set(jobs[i]["after"]) <= resolved), None)) is not None:
+                    pending.remove(index)
                     if index not in resolved:
                         pid = idle.pop()
                         assigned[pid] = index
