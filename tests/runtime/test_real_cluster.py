@@ -338,3 +338,61 @@ def test_a_relative_data_root_is_where_gstc_run_ran_and_a_data_error_is_not_retr
     found = gstc("run", str(path), "--executor", "ray", "--address", ray_head, "--device", "cpu",
                  "--out", str(tmp_path / "r"), cwd=tmp_path)
     assert found.returncode == 0, found.stderr
+
+
+# --- lottery chains ----------------------------------------------------------------------------
+
+CHAIN = """\
+gstc: 1
+name: {name}
+seeds: 1
+model: {{arch: vgg11_bn, width: 0.125}}
+data: {{dataset: digits}}
+train: {{epochs: {epochs}, batch_size: 128, optimizer: {{name: sgd, lr: 0.05, momentum: 0.9}}}}
+prune: {{granularity: weight, scope: global, layers: [{{select: "*"}}]}}
+lottery: {{levels: 3, fraction: 0.5}}
+"""
+
+
+def chain_spec(tmp_path: Path, name: str, epochs: int) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(CHAIN.format(name=name, epochs=epochs))
+    return path
+
+
+def test_slurm_takes_a_chain_at_once_with_afterok_and_scancel_of_level_2_leaves_level_3_unstarted(slurm, tmp_path):
+    path = chain_spec(tmp_path, "chain", epochs=20)
+    dense, one, two, three = compile_file(str(path)).runs
+    results = ResultsDir(tmp_path / "r")
+    proc = start("run", str(path), "--executor", "slurm", "--slurm-time", "10", "--out", str(results.root))
+    submitted = results.slurm_submitted("chain")
+    wait_until("the chain is submitted", submitted.exists, 60)
+    jobs = {runs[0]: job for job, runs in json.loads(submitted.read_text())["jobs"].items()}
+    assert set(jobs) == {dense.id, one.id, two.id, three.id}  # every level at once
+    queue = subprocess.run(["squeue", "-h", "-o", "%i %E"], capture_output=True, text=True).stdout
+    waits = dict(line.split(" ", 1) for line in queue.splitlines() if " " in line)
+    for run, before in ((one, dense), (two, one), (three, two)):  # each waits on the level before it
+        assert f"afterok:{jobs[before.id]}" in waits.get(jobs[run.id], ""), queue
+    wait_until("level 2 trains", lambda: results.epochs_jsonl(two.id).exists(), 240)
+    subprocess.run(["scancel", jobs[two.id]], check=True)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 1, err
+    assert json.loads(results.run_json(one.id).read_text())["status"] == "done"
+    assert not results.run_dir(three.id).exists()  # never started
+    assert f"run {three.id}" in err and f"Slurm job {jobs[two.id]}, which did not succeed" in err, err
+    squeue = subprocess.run(["squeue", "-h", "-j", jobs[three.id]], capture_output=True, text=True).stdout
+    assert squeue.strip() == ""  # not left pending forever (--kill-on-invalid-dep)
+
+
+def test_ray_runs_a_chain_in_order_with_the_local_numbers(ray_head, tmp_path):
+    path = chain_spec(tmp_path, "raychain", epochs=2)
+    local = gstc("run", str(path), "--out", str(tmp_path / "local"), "--device", "cpu", env={"OMP_NUM_THREADS": "1"})
+    assert local.returncode == 0, local.stderr
+    out = gstc("run", str(path), "--executor", "ray", "--address", ray_head, "--device", "cpu",
+               "--out", str(tmp_path / "r"))
+    assert out.returncode == 0, out.stderr
+    results = ResultsDir(tmp_path / "r")
+    assert epochs_of(results, path) == epochs_of(ResultsDir(tmp_path / "local"), path)
+    for run in compile_file(str(path)).runs:  # claimed after the level it starts from had finished
+        for need in run.needs:
+            assert claims(results, run.id)[0]["time"] >= results.run_json(need).stat().st_mtime
