@@ -428,9 +428,9 @@ def _semantic(cfg: BaseConfig, schedules: list[LayerSchedule], table: list[archs
     model = {k: v for k, v in canonical(cfg.model).items() if k != "layers"}  # where the table lies: not hashed
     if cfg.model.arch not in archs.ARCHS:  # what the table says is: an edited model gets new ids
         model["table"] = [[l.name, l.filters, l.after, l.groups] for l in table]
-    lottery = {"lottery": canonical(cfg.lottery)} if cfg.lottery is not None else {}
+    later = {name: canonical(getattr(cfg, name)) for name in ("lottery", "moving") if getattr(cfg, name) is not None}
     return {"format": FORMAT, "model": model, "data": data, "train": canonical(cfg.train),
-            "measure": canonical(cfg.measure), "prune": prune, **lottery}
+            "measure": canonical(cfg.measure), "prune": prune, **later}
 
 
 def config_hash(cfg: BaseConfig, schedules: list[LayerSchedule], table: list[archs.Layer] = (),

@@ -55,6 +55,7 @@ FORMAT_1_FIELDS: dict[str, tuple[str, ...]] = {
 # FORMAT_1_FIELDS is: a field added to such a section later needs a default.
 SECTION_FIELDS: dict[str, tuple[str, ...]] = {
     "LotterySpec": ("levels", "fraction", "rewind", "control"),
+    "MovingSpec": ("rule", "delta_t", "drop", "stop"),
 }
 # Data fields that say where the data is, not what it is: never part of a hash.
 LOCATION_FIELDS = ("root", "download")

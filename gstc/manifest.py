@@ -39,7 +39,8 @@ Summaries (`summarize_run`, docs/design.md "Measurements"), accuracies and stabi
 - gen_gap = train_acc - test_acc at that epoch (train_acc: running mean over the
   epoch's batches).
 - A lottery level's pruning at its start (events.jsonl's `"start": true`) counts as an
-  epoch-0 event does: it precedes all of the level's training (below).
+  epoch-0 event does: it precedes all of the level's training (below). A moving mask's
+  moves (`"move": true`) are no pruning events: they leave the window and the stability.
 - mean_stability = mean of "stability" over pruning epochs >= 1; 100.0 when there is
   none. An epoch-0 (scratch) event does NOT count: the paper's stability measures how
   much pruning *during training* costs a trained network, and at initialization the
@@ -382,8 +383,10 @@ def summarize_run(epochs: list[dict], events: list[dict]) -> dict:
     if not epochs:
         raise ValueError("summarize_run: no epoch records")
     ordered = sorted(epochs, key=lambda r: r["epoch"])
-    # A lottery level's pruning at its start ("start": true) comes before all of its training, as scratch pruning does.
-    training_events = sorted((e for e in events if e["epoch"] >= 1 and not e.get("start")), key=lambda e: e["epoch"])
+    # A lottery level's pruning at its start ("start": true) comes before all of its training, as scratch pruning does;
+    # a moving mask's move ("move": true) prunes nothing.
+    training_events = sorted((e for e in events if e["epoch"] >= 1 and not e.get("start") and not e.get("move")),
+                             key=lambda e: e["epoch"])
     first = training_events[-1]["epoch"] if training_events else ordered[0]["epoch"]
     window = [r for r in ordered if r["epoch"] >= first and _finite(r.get("test_acc"))]
     if not window:

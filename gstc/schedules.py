@@ -154,6 +154,7 @@ def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, cost
         errors.append(doc.error(("train", "lr_schedule", "milestones"), f"milestones {late} never take effect: "
                                 f"training has {cfg.train.epochs} epochs (train.epochs); a milestone must be below it"))
     prune: PruneSpec | None = cfg.prune
+    errors += _moving(cfg, doc)
     if prune is None:
         return [], {}, errors
     weights = prune.granularity != "filter"  # single weights, or N:M groups of them
@@ -296,6 +297,14 @@ def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, cost
             ))
     order = {name: k for k, name in enumerate(names)}
     out.sort(key=lambda s: order[s.layer])
+    if prune.distribution == "erk" and not errors:
+        problem = _erk_problem(prune)
+        if problem:
+            err(("prune", "distribution"), problem)
+        elif out:
+            shapes = {s.layer: [s.filters, *kernels[s.layer]] for s in out}
+            amounts = erk(shapes, _exact(prune.amount), set(dense))
+            out = [s.model_copy(update=_counts(s, amounts[s.layer], shape[2])) for s in out]
     if glob and out and not errors:
         out = _global(out, *shape)
     if not errors and not weights:
@@ -311,3 +320,60 @@ def _global(schedules: list[LayerSchedule], curve: str, total: Fraction, start: 
     kept = curve_kept(units, schedules[0].epochs, curve, total, start)
     pruned = [a - b for a, b in zip([units] + kept, kept)]
     return [s.model_copy(update={"scope": "global", "group": group, "pruned": pruned, "kept": kept}) for s in schedules]
+
+
+def _moving(cfg: BaseConfig, doc: Document) -> list[SpecError]:
+    """What a moving mask needs: single weights that `prune` holds at zero for good, and no lottery beside it."""
+    if cfg.moving is None:
+        return []
+    prune = cfg.prune
+    if prune is None:
+        return [doc.error(("moving",), "a moving mask moves what `prune` pruned: add a prune section (granularity: "
+                                       "weight; e.g. amount 0.8, target: random, schedule: {epochs: [0]})")]
+    errors = []
+    if prune.granularity != "weight":
+        errors.append(doc.error(("prune", "granularity"), f"a moving mask moves single weights: set granularity: "
+                                                          f"weight (found {prune.granularity})"))
+    kinds = [("prune", "mode")] * (prune.mode.kind != "prune") + [
+        ("prune", "layers", i, "mode") for i, e in enumerate(prune.layers) if e.mode is not None and e.mode.kind != "prune"]
+    errors += [doc.error(path, "a moving mask moves weights pruned for good: mode prune (the default)") for path in kinds]
+    if cfg.lottery is not None:
+        errors.append(doc.error(("moving",), "a lottery's levels keep the mask their pruning made: give moving or "
+                                             "lottery, not both"))
+    return errors
+
+
+def _erk_problem(prune: PruneSpec) -> str | None:
+    if prune.granularity != "weight":
+        return "erk spreads single weights' sparsity: it needs granularity: weight"
+    if prune.scope != "layer":
+        return "erk gives each layer its own amount: it needs scope: layer"
+    if prune.amount is None or any(e.amount is not None or e.rate is not None for e in prune.layers):
+        return "erk spreads the default prune.amount over the layers: give prune.amount and no per-entry amount or rate"
+    return None
+
+
+def erk(shapes: dict[str, list[int]], amount: Fraction, dense: set[str]) -> dict[str, Fraction]:
+    """Each layer's amount under the Erdos-Renyi-Kernel distribution (Evci et al. 2020), in exact rationals.
+
+    A conv (out, in, kh, kw) keeps a share eps x (out + in + kh + kw) / (out x in x kh x kw) of its weights, a
+    dense layer (out, in) eps x (out + in) / (out x in); eps makes the layers keep 1 - amount of their weights
+    together, and a layer whose share would pass 1 keeps all (the others share the rest)."""
+    dims = {name: shape[:2] if name in dense else shape for name, shape in shapes.items()}
+    sizes = {name: math.prod(d) for name, d in dims.items()}
+    full: set[str] = set()
+    while True:
+        rest = [n for n in dims if n not in full]
+        keep = (1 - amount) * sum(sizes.values()) - sum(sizes[n] for n in full)
+        eps = keep / sum(sum(dims[n]) for n in rest)  # share x size = eps x (sum of the dimensions)
+        over = [n for n in rest if eps * sum(dims[n]) > sizes[n]]
+        if not over:
+            return {n: Fraction(0) if n in full else 1 - eps * Fraction(sum(dims[n]), sizes[n]) for n in dims}
+        full.add(max(over, key=lambda n: Fraction(sum(dims[n]), sizes[n])))
+
+
+def _counts(s: LayerSchedule, amount: Fraction, start: Fraction) -> dict[str, Any]:
+    """A schedule's amount, kept and pruned counts for another amount (its epochs and curve as they are)."""
+    kept = curve_kept(s.units, s.epochs, s.curve, amount, start) if amount > 0 else [s.units] * len(s.epochs)
+    return {"amount": float(amount), "rate": float(amount / len(s.epochs)), "kept": kept,
+            "pruned": [a - b for a, b in zip([s.units] + kept, kept)]}

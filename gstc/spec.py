@@ -27,6 +27,7 @@ from gstc.archs import ARCHS, IMPORT_PATTERN, PLUGIN_PATTERN, TORCHVISION_PATTER
 from gstc.base import Strict, as_mapping
 from gstc.datasets import DATASETS
 from gstc.lottery import LotterySpec
+from gstc.moving import MovingSpec
 from gstc.modes import Duration, ForeignMode, Mode
 from gstc.modes.gaussian import GaussianMode
 from gstc.modes.prune import PruneMode
@@ -350,6 +351,12 @@ class PruneSpec(Strict):
     schedule: Optional[ScheduleSpec] = Field(default=None, description="Defaults merged field by field into each layer's schedule.")
     amount: Optional[Fraction01] = Field(default=None, description="Default amount for layer entries that give neither amount nor rate.")
     rate: Optional[Fraction01] = Field(default=None, description="Default rate for layer entries that give neither amount nor rate.")
+    distribution: Literal["uniform", "erk"] = Field(
+        default="uniform",
+        description="How the default `amount` spreads over the selected layers: uniform (each layer loses that "
+        "fraction) or erk (Erdos-Renyi-Kernel, Evci et al. 2020: a layer keeps a share of its weights proportional "
+        "to (the sum of its weight's dimensions) / (their product), at most all of them, the selected layers "
+        "together keeping 1 - amount). erk needs weight granularity, layer scope and no per-entry amounts.")
     layers: list[LayerEntry] = Field(min_length=1, description="Which layers prune, how much and when.")
 
     @model_validator(mode="after")
@@ -425,6 +432,11 @@ class BaseConfig(Strict):
     train: TrainSpec = Field(description="Epochs, batch size, optimizer, LR schedule, precision.")
     prune: Optional[PruneSpec] = Field(default=None, description="Absent or null: no pruning (a baseline).")
     measure: MeasureSpec = Field(default_factory=MeasureSpec, description="What to measure besides accuracy and loss.")
+    moving: Optional[MovingSpec] = Field(
+        default=None,
+        description="Sparse training whose mask moves (SET, RigL): after `prune` made the mask, every `delta_t` "
+        "batches each pruned layer drops its smallest active weights and grows as many inactive ones, its count "
+        "of active weights kept. Absent: the mask stays where pruning put it.")
     lottery: Optional[LotterySpec] = Field(
         default=None,
         description="Iterative magnitude pruning in levels (lottery tickets): level 0 trains densely, each level "

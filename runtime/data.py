@@ -437,8 +437,9 @@ def pack_input(x: torch.Tensor, ds: Dataset, dtype: torch.dtype, channels_last: 
 
 
 # Purposes of derived generators: each random draw of a run comes from its own (seed, epoch, purpose).
-# data order, augmentation, random targets, noise, probes; a lottery control's fresh initialization and random mask
-ORDER, AUGMENT, TARGETS, NOISE, PROBE, REINIT, SHUFFLE = 0, 1, 2, 3, 4, 5, 6
+# data order, augmentation, random targets, noise, probes; a lottery control's fresh initialization and random mask;
+# the weights a SET move grows (drawn from (seed, batch): the `epoch` argument is the batch there)
+ORDER, AUGMENT, TARGETS, NOISE, PROBE, REINIT, SHUFFLE, GROW = 0, 1, 2, 3, 4, 5, 6, 7
 
 
 def epoch_generator(seed: int, epoch: int, purpose: int, device: torch.device | str = "cpu") -> torch.Generator:

@@ -32,6 +32,7 @@ from gstc.plan import AdamSpec, FlatnessSpec, PlanConfig, PlanEvent, PlanRun, SG
 from gstc.runtime.data import (AUGMENT, NOISE, ORDER, PROBE, TARGETS, Dataset, crop_flip, crop_flip_draws,  # noqa: F401
                                epoch_generator, pack_input)
 from gstc.runtime.models import build_model, member_state, pack_states
+from gstc.runtime.moving import Moving
 from gstc.runtime.prune import Pruner
 from gstc.runtime.pruning import Pruning, StepPlugin
 
@@ -144,9 +145,13 @@ class Trainer:
                 events.setdefault(ev.epoch, []).append(ev)
             self.members.append(Member(i, run, config, events))
         self.pruning = Pruning(self)
-        self.plugins: list[StepPlugin] = [self.pruning]  # what plugs into every step and epoch (gstc.runtime.pruning)
+        # What plugs into every step and epoch (gstc.runtime.pruning); moving masks read the gradients before the
+        # pruning hooks zero the inactive weights' part.
+        self.plugins: list[StepPlugin] = [self.pruning]
         self.batch_size = self.train_cfg.batch_size
         self.batches = math.ceil(len(self.data.train_y) / self.batch_size)
+        if any(c.resolved.moving for c in self.configs):
+            self.plugins.insert(0, Moving(self))
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                          if self.train_cfg.precision == "bf16" else nullcontext())
         self.table = [(l.name, l.filters) for l in self.configs[0].layers]

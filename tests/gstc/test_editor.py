@@ -186,6 +186,8 @@ ONLY_GSTC = {
     "scoring-of-filters-on-weights.yaml": "needs the scoring plugin's granularities",
     "weight-granularity-include-bn.yaml": "compares the mode with the granularity",
     "lr-nan.yaml": "the server compares .nan as a number that passes every bound",
+    "moving-filters.yaml": "compares the moving section with the prune section",
+    "erk-global.yaml": "compares the distribution with the scope",
     "lottery-level-prunes-nothing.yaml": "arithmetic over the layers' weights",
     "lottery-of-filters.yaml": "compares the lottery with the prune section",
     "lottery-rewind-past-epochs.yaml": "compares with train.epochs",

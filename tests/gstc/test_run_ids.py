@@ -90,7 +90,7 @@ def test_every_shipped_spec_keeps_its_run_ids():
     # 708 runs of the 20 shipped specs, pinned when ids were made upgrade-proof: results computed
     # with any earlier gstc are found again; specs shipped since are pinned from their first release (the five
     # pruning-method examples of gstc 0.4.0: global-cubic, prune-at-init, two-four, own-scoring,
-    # unstructured-stability; the lottery example of gstc 0.5.0).
+    # unstructured-stability; the lottery and moving-masks examples of gstc 0.5.0).
     # (Spec hashes are pinned too, though they name no folder.) Moved once, on purpose: the four pruned runs
     # of examples/torchvision-mobilenet.yaml, when a pruned expansion conv began to take the depthwise conv
     # that reads it along (before, each pruned channel came back as that conv's BN shift): their numbers

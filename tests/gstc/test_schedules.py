@@ -143,3 +143,48 @@ def test_dense_layers_count_their_weights_and_n_m_groups_along_their_inputs():
     assert s["conv8"].units == 128 * 9 * 128 // 4
     counts = plan.configs[0].counts
     assert counts.nonzero[1] == counts.params[0] - 2 * (s["fc"].units + s["conv7"].units + s["conv8"].units)
+
+
+def rigl_erk(shapes: dict[str, tuple[int, ...]], sparsity: float) -> dict[str, float]:
+    """RigL's Erdos-Renyi-Kernel sparsities (sparse_utils.get_sparsities_erdos_renyi, erk_power_scale 1), in floats:
+    eps x sum(shape) / prod(shape) per layer, the layers whose density would pass 1 made dense first."""
+    dense: set[str] = set()
+    while True:
+        divisor = rhs = 0.0
+        raw = {}
+        for name, shape in shapes.items():
+            n = math.prod(shape)
+            if name in dense:
+                rhs -= n * sparsity
+            else:
+                rhs += n * (1 - sparsity)
+                raw[name] = sum(shape) / n
+                divisor += raw[name] * n
+        eps = rhs / divisor
+        top = max(raw.values())
+        if top * eps <= 1:
+            return {name: 0.0 if name in dense else 1 - eps * raw[name] for name in shapes}
+        dense |= {name for name, p in raw.items() if p == top}
+
+
+def test_erk_amounts_equal_rigls_distribution_and_keep_one_minus_the_amount():
+    plan = plan_of("""\
+        prune:
+          granularity: weight
+          target: random
+          schedule: {epochs: [0]}
+          amount: 0.9
+          distribution: erk
+          layers: [{select: "*"}]
+        """)
+    schedules = plan.configs[0].schedules
+    inputs = {"conv1": 3, **{f"conv{i + 2}": s.filters for i, s in enumerate(schedules[:7])}}
+    shapes = {s.layer: (s.filters, inputs[s.layer], 3, 3) for s in schedules if s.layer != "fc"}
+    shapes["fc"] = (10, schedules[7].filters)  # a dense layer: (out, in)
+    assert {s.layer: s.units for s in schedules} == {name: math.prod(shape) for name, shape in shapes.items()}
+    expected = rigl_erk(shapes, 0.9)
+    assert {s.layer: s.amount for s in schedules} == pytest.approx(expected, abs=1e-12)
+    assert min(expected.values()) == 0.0  # the first conv (27 inputs per filter) stays dense, as in RigL
+    kept = sum(s.kept[-1] for s in schedules)
+    total = sum(s.units for s in schedules)
+    assert 0 <= kept - 0.1 * total < len(schedules)  # ceil per layer: at most one weight over, per layer
