@@ -63,7 +63,7 @@ def break_level_1(plan, results: ResultsDir):
     return level1, level2
 
 
-def test_a_pool_of_workers_starts_each_level_after_its_input(single_threaded, chain, reference, tmp_path):
+def test_a_pool_of_workers_starts_each_level_after_its_input(single_threaded, chain, reference, tmp_path):  # noqa: F811
     results = ResultsDir(tmp_path / "pool")
     report = execute(chain, chain.runs, results, WorkerPool(["cpu", "cpu"]))
     assert report.errors == [] and report.unfinished == []
@@ -85,7 +85,7 @@ def test_ray_passes_levels_as_task_dependencies_and_a_failed_level_stops_only_it
     in_order_with_the_local_numbers(chain, results, reference)
 
 
-def test_submitit_local_submits_a_level_when_its_input_succeeded(single_threaded, chain, reference, tmp_path):
+def test_submitit_local_submits_a_level_when_its_input_succeeded(single_threaded, chain, reference, tmp_path):  # noqa: F811
     pytest.importorskip("submitit")
     results = ResultsDir(tmp_path / "slurm")
     level1, level2 = break_level_1(chain, results)
