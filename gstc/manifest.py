@@ -445,9 +445,18 @@ def _correlations(runs: Iterable[dict], point: dict | None) -> list[dict]:
     return out
 
 
+def config_runs(plan: Plan, config: Any) -> list[str]:
+    """The runs a configuration's summary stands for, in plan order: its own, or a lottery's last level (its
+    sparsest tickets or controls; `gstc report` shows the levels before it level by level)."""
+    if config.chain is not None:
+        return [r.id for r in plan.runs if r.id in set(config.chain[-1])]
+    return [r.id for r in plan.runs if r.config == config.id]
+
+
 def metric_values(manifest: dict, config_id: str, metric: str) -> tuple[list[float], list[int]]:
     """A configuration's done runs' finite values of `metric` and their seeds, in plan order."""
-    runs = [r for r in manifest["runs"] if r["config"] == config_id and r["status"] == "done" and r.get("summary")
+    ids = set(next(c["runs"] for c in manifest["configs"] if c["id"] == config_id))
+    runs = [r for r in manifest["runs"] if r["id"] in ids and r["status"] == "done" and r.get("summary")
             and _finite(r["summary"].get(metric))]
     return [float(r["summary"][metric]) for r in runs], [int(r["seed"]) for r in runs]
 
@@ -479,8 +488,8 @@ def build_manifest(plan: Plan, results: ResultsDir, environment: dict | None = N
 
     runs: every plan run in plan order with its status, seconds, summary (done), error
     (failed: {"epoch", "reason"}; damaged: {"file", "reason"}) and environment (its
-    run.json's: the code and machine that trained it). configs: per configuration, n
-    done runs and summarize() of every summary metric over them (bootstrap seed
+    run.json's: the code and machine that trained it). configs: per configuration, its runs
+    (`config_runs`: a lottery's, its last level), n done and summarize() of every summary metric over them (bootstrap seed
     BOOTSTRAP_SEED). correlations (with p-values and CIs, `correlate`): over all done
     runs ("point": null), then over the done runs of each group of `correlation_groups`
     (configurations whose `point` holds every entry of that group's; configurations with
@@ -490,11 +499,12 @@ def build_manifest(plan: Plan, results: ResultsDir, environment: dict | None = N
     done = [r for r in runs if r["status"] == "done"]
     configs = []
     for config in plan.configs:
-        mine = [r for r in done if r["config"] == config.id]
+        ids = config_runs(plan, config)
+        mine = [r for r in done if r["id"] in set(ids)]
         metrics = {name: summarize([r["summary"][name] for r in mine if _finite(r["summary"].get(name))],
                                    seed=BOOTSTRAP_SEED)
                    for name in SUMMARY_FIELDS}
-        configs.append({"id": config.id, "n": len(mine), "metrics": metrics})
+        configs.append({"id": config.id, "n": len(mine), "runs": ids, "metrics": metrics})
     correlations = _correlations(done, None)
     for point in correlation_groups(plan):
         ids = {c.id for c in plan.configs if c.point and all(c.point.get(k) == v for k, v in point.items())}

@@ -6,12 +6,12 @@ training, each pruned layer drops the `moved` active weights of smallest magnitu
 grows as many inactive ones: those of largest gradient magnitude (rigl) or at random
 (set). A layer's count of active weights never changes. The fraction moved decays with a
 cosine: drop / 2 x (1 + cos(pi t / T_end)) at batch t, T_end = stop x the training's
-batches; a layer with n active weights moves round(fraction x n) (half up).
+batches; a layer with n active weights moves round(fraction x n) (half up). The runtime
+carries it out (gstc.runtime.moving).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 from pydantic import Field, StrictInt
@@ -29,18 +29,3 @@ class MovingSpec(Strict):
     stop: float = Field(default=0.75, gt=0, le=1, description="Fraction of the training's batches after which the "
                         "mask stays where it is.")
 
-
-def fraction(batch: int, end: int, drop: float) -> float:
-    """The fraction of active weights moved after training batch `batch` (1-based) of `end` (T_end) batches."""
-    return drop / 2 * (1 + math.cos(math.pi * batch / end)) if batch <= end else 0.0
-
-
-def moved(active: int, share: float) -> int:
-    """Weights moved in a layer with `active` active weights: round(share x active), halves up."""
-    return min(active, math.floor(share * active + 0.5))
-
-
-def move_batches(spec: MovingSpec, batches: int) -> list[int]:
-    """The training batches (1-based, of `batches` in all) after which the mask moves."""
-    end = math.floor(spec.stop * batches)
-    return list(range(spec.delta_t, end + 1, spec.delta_t))

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from gstc.plugins import Choice
 
-from gstc.spec import (AdamSpec, BaseConfig, DataSpec, Duration, FlatnessSpec, ForeignMode, GaussianMode, MeasureSpec, Method, Mode, nm,
+from gstc.spec import (MovingSpec, AdamSpec, BaseConfig, DataSpec, Duration, FlatnessSpec, ForeignMode, GaussianMode, MeasureSpec, Method, Mode, nm,
                        ModelSpec, PruneMode, Scoring, SGDSpec, Target, TrainSpec, ZeroMode)
 
 
@@ -187,6 +187,6 @@ class Plan(Frozen):
         raise KeyError(config_id)
 
 
-__all__ = ["AdamSpec", "BaseConfig", "DataSpec", "Duration", "FlatnessSpec", "ForeignMode", "Frozen", "GaussianMode", "LayerSchedule",
+__all__ = ["AdamSpec", "MovingSpec", "BaseConfig", "DataSpec", "Duration", "FlatnessSpec", "ForeignMode", "Frozen", "GaussianMode", "LayerSchedule",
            "MeasureSpec", "Mode", "ModelSpec", "Plan", "PlanConfig", "PlanEvent", "PlanLayer", "PlanRun", "PlanStage", "PruneMode",
            "SGDSpec", "Scoring", "Target", "TrainSpec", "ZeroMode"]

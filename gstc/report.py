@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as st
 
-from gstc import render
+from gstc import render, report_lottery
 from gstc.manifest import (BOOTSTRAP_SEED, OUTCOMES, SUMMARY_FIELDS, DamagedFile, ResultsDir, build_manifest,
                            metric_values, read_json, read_jsonl)
 from gstc.plan import Plan, PlanConfig
@@ -53,7 +53,8 @@ def build(plan: Plan, results: ResultsDir, metrics: tuple[str, ...] = OUTCOMES, 
                         if r["status"] == "done" and not plan.config(r["config"]).schedules), None)
     configs = []
     for c in plan.configs:
-        runs = [r for r in manifest["runs"] if r["config"] == c.id]
+        mine = set(by_config[c.id]["runs"])
+        runs = [r for r in manifest["runs"] if r["id"] in mine]
         found = by_config[c.id]["metrics"]
         # Weight and N:M granularity remove no parameter but hold some at zero: those count as removed here.
         params = found["final_nonzero"]["mean"] if found["final_nonzero"]["n"] else found["final_params"]["mean"]
@@ -84,7 +85,8 @@ def build(plan: Plan, results: ResultsDir, metrics: tuple[str, ...] = OUTCOMES, 
     return {"spec": plan.spec, "runs": len(plan.runs), "done": done, "partial": done < len(plan.runs),
             "configs": configs, "damaged": damaged, "baseline": base.id if base else None,
             "comparisons": comparisons, "family": family(comparisons, correction),
-            "correlations": manifest["correlations"], "manifest": manifest}
+            "correlations": manifest["correlations"], "lottery": report_lottery.build(plan, manifest, correction, paired),
+            "manifest": manifest}
 
 
 def _group(point: dict | None) -> str:
@@ -112,6 +114,8 @@ def tables(report: dict, wide: bool = True) -> list[render.Table]:
     legend = "mean [95% bootstrap CI] over done runs" if wide else \
         "mean ±half the 95% bootstrap CI over done runs; " + render.LEGEND.split("; epoch")[0]
     out = [("Configurations", header, rows, legend)]
+    if report["lottery"]:
+        out += report_lottery.tables(report["lottery"], wide, _fmt)
     if report["comparisons"]:
         out.append(render.comparisons(report["comparisons"], report["family"], wide, _fmt, report["baseline"], "config",
                                       f"Compared with {report['baseline']} (by seed where the seeds match)"))
@@ -176,7 +180,8 @@ def _epochs(results: ResultsDir, run_id: str) -> list[dict]:
 
 
 def _done_runs(report: dict, config_id: str) -> list[dict]:
-    return [r for r in report["manifest"]["runs"] if r["config"] == config_id and r["status"] == "done"]
+    mine = set(next(c["runs"] for c in report["manifest"]["configs"] if c["id"] == config_id))
+    return [r for r in report["manifest"]["runs"] if r["id"] in mine and r["status"] == "done"]
 
 
 def _accuracy_curves(plan: Plan, results: ResultsDir, report: dict, colors: list[str]):
@@ -347,6 +352,8 @@ def plot(plan: Plan, results: ResultsDir, report: dict, out: Path) -> list[Path]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     written = [_png(_accuracy_curves(plan, results, report, colors), out / "test_accuracy.png"),
                _png(_stability_scatter(plan, report, colors), out / "stability_vs_accuracy.png")]
+    if report["lottery"]:
+        written.append(_png(report_lottery.figure(plan, report["lottery"], colors), out / "lottery.png"))
     for axis in sweep_axes(plan):
         name = re.sub(r"[^A-Za-z0-9]+", "_", axis).strip("_")
         written.append(_png(_sweep(plan, report, axis, colors), out / f"sweep_{name}.png"))

@@ -15,12 +15,29 @@ new active set with the old one.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
-from gstc.moving import fraction, move_batches, moved
+from gstc.plan import MovingSpec
 from gstc.runtime.data import GROW, epoch_generator
+
+
+def fraction(batch: int, end: int, drop: float) -> float:
+    """The fraction of active weights moved after training batch `batch` (1-based) of `end` (T_end) batches."""
+    return drop / 2 * (1 + math.cos(math.pi * batch / end)) if batch <= end else 0.0
+
+
+def moved(active: int, share: float) -> int:
+    """Weights moved in a layer with `active` active weights: round(share x active), halves up."""
+    return min(active, math.floor(share * active + 0.5))
+
+
+def move_batches(spec: MovingSpec, batches: int) -> list[int]:
+    """The training batches (1-based, of `batches` in all) after which the mask moves."""
+    end = math.floor(spec.stop * batches)
+    return list(range(spec.delta_t, end + 1, spec.delta_t))
 
 
 def move(weight: torch.Tensor, grad: torch.Tensor, held: torch.Tensor, n: int, rule: str,

@@ -8,14 +8,13 @@ import math
 import pytest
 
 from gstc.manifest import ResultsDir, read_jsonl
-from gstc.moving import fraction, move_batches, moved
 
 from tests.runtime.conftest import compile_text, run_plan
 
 torch = pytest.importorskip("torch")
 
 from gstc.runtime.data import load  # noqa: E402
-from gstc.runtime.moving import move  # noqa: E402
+from gstc.runtime.moving import fraction, move, move_batches, moved  # noqa: E402
 from gstc.runtime.train import Trainer  # noqa: E402
 
 SPEC = """
@@ -131,3 +130,16 @@ def test_moved_weights_start_without_optimizer_state_and_dropped_ones_at_zero():
     assert bool((after[changed] == 0).all()) and torch.equal(after[~changed], buffer[~changed])
     assert bool((st.p.weight.detach()[st.held] == 0).all())
     assert math.isclose(record["fraction"], fraction(5, trainer.plugins[0].end[0], 0.3))
+
+
+@pytest.mark.slow  # 17 s: four runs in float64
+def test_a_pack_moves_each_members_mask_as_it_would_move_alone(tmp_path):
+    """Two seeds as one packed model: each member's moves, masks and numbers are those it has alone (float64)."""
+    plan = compile_text(SPEC.format(rule="rigl", delta_t=4).replace("seeds: 1", "seeds: 2"))
+    alone, packed = ResultsDir(tmp_path / "alone"), ResultsDir(tmp_path / "packed")
+    run_plan(plan, alone, dtype=torch.float64)
+    run_plan(plan, packed, dtype=torch.float64, pack=2)
+    for run in plan.runs:
+        assert read_jsonl(packed.events_jsonl(run.id)) == read_jsonl(alone.events_jsonl(run.id))
+        a, b = read_jsonl(alone.epochs_jsonl(run.id)), read_jsonl(packed.epochs_jsonl(run.id))
+        assert [r["test_acc"] for r in a] == pytest.approx([r["test_acc"] for r in b], abs=1e-9)

@@ -249,3 +249,30 @@ def test_kill_9_mid_level_then_resume_gives_the_same_numbers(tmp_path):
     assert read_json(results.run_json(level.id))["resumed_from"] in (2, 3)
     for run in plan.runs:
         assert numbers(results, run.id) == numbers(reference, run.id), run.stage.level
+
+
+def test_the_report_shows_accuracy_by_level_and_compares_configurations_level_by_level_by_seed(tmp_path):
+    from gstc.report import build, plot, tables
+
+    plan = compile_text(small(2).replace("seeds: 1", "seeds: 2") + "variants:\n  ticket: {}\n"
+                        "  random: {lottery.control: random_mask}\n")
+    results = ResultsDir(tmp_path)
+    run_plan(plan, results)
+    report = build(plan, results)
+    lottery = report["lottery"]
+    acc = {r.id: read_jsonl(results.epochs_jsonl(r.id))[-1]["test_acc"] for r in plan.runs}  # 1 epoch: the best
+    for row in lottery["levels"]:
+        ids = plan.config(row["config"]).chain[row["level"]]
+        assert row["acc"]["mean"] == pytest.approx(sum(acc[i] for i in ids) / len(ids))
+        assert row["sparsity"] == next(r for r in plan.runs if r.id == ids[0]).stage.sparsity
+    assert [c["config"] for c in lottery["comparisons"]] == ["L1 random", "L2 random"]
+    assert all(c["paired"] and c["pairs"] == 2 for c in lottery["comparisons"])
+    first = lottery["comparisons"][0]
+    ticket, control = plan.config("ticket").chain[1], plan.config("random").chain[1]
+    assert first["diff"] == pytest.approx(sum(acc[b] - acc[a] for a, b in zip(ticket, control)) / 2)
+    # a configuration's own row stands for its last level
+    assert report["configs"][1]["metrics"]["best_test_acc"]["mean"] == pytest.approx(
+        sum(acc[i] for i in plan.config("random").chain[2]) / 2)
+    titles = [t[0] for t in tables(report)]
+    assert "Lottery: best test accuracy (%) by level" in titles
+    assert (tmp_path / "lottery.png") in plot(plan, results, report, tmp_path)
