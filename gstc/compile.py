@@ -692,7 +692,7 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None,
     try:
         base = BaseConfig.model_validate(config_raw)
     except ValidationError:  # a base that leaves fields to its configurations: hashed as written
-        spec_hash = digest({"header": canonical(header), "base": config_raw}, 16)
+        spec_hash = digest({"header": canonical(header), "base": _json_safe(config_raw)}, 16)
         base_layers = configs[0].layers
     else:  # a complete base: the whole validated spec (header and base), as format 1 hashed it
         spec_hash = digest({**canonical(base), **canonical(header)}, 16)
@@ -705,6 +705,18 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None,
     plan = Plan(gstc=FORMAT, spec=header.name, spec_hash=spec_hash, description=header.description,
                 layers=base_layers, configs=configs, runs=runs, paths=paths)
     return plan, []
+
+
+def _json_safe(value: Any) -> Any:
+    """Raw spec data as strict JSON can hash it: a non-finite float (`.inf` that the configurations override) as
+    its text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def compile_file(path: str, sets: list[tuple[str, Any]] | None = None) -> Plan:

@@ -358,3 +358,21 @@ def test_datasets_check_their_own_fields():
     assert any("unknown dataset 'minst'" in e and 'did you mean "mnist"' in e
                for e in errors_of(SMALL_SPEC.replace("dataset: digits", "dataset: minst")))
     assert plan_of(SMALL_SPEC.replace("dataset: digits", 'dataset: "mylab.data:images", args: {n: 3}'))
+
+
+def test_a_non_finite_base_value_that_every_configuration_overrides_compiles():
+    """Rule: the spec hash of a base left to its configurations hashes what it says, .inf included (strict JSON
+    has no infinity: the hash writes it as text)."""
+    text = """\
+gstc: 1
+name: r
+model: {arch: vgg11_bn, width: 0.25}
+data: {dataset: digits}
+train: {epochs: 4, optimizer: {name: adam, lr: 0.001}}
+prune: {layers: [{select: conv8, amount: .inf, schedule: {epochs: [1, 3]}}]}
+sweep: {prune.layers.0.amount: [0.3, 0.6]}
+"""
+    plan, errors = check(load_text(text, "r.yaml"))
+    assert errors == [] and len(plan.configs) == 2
+    other, _ = check(load_text(text.replace(".inf", "-.inf"), "r.yaml"))
+    assert other.spec_hash != plan.spec_hash
