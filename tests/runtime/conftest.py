@@ -3,7 +3,11 @@ driver `gstc run` uses (`gstc.runtime.driver.execute` with the in-process execut
 
 from __future__ import annotations
 
+import os
+import subprocess
+import tempfile
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +15,8 @@ from gstc.compile import check
 from gstc.load import load_text
 from gstc.manifest import ResultsDir, read_run
 from gstc.plan import Plan, PlanRun
+from tests.conftest import REPO
+from tests.runtime import fault_injection
 
 torch = pytest.importorskip("torch")
 
@@ -50,3 +56,27 @@ def spec_text(arch: str = "vgg11_bn", width: float = 0.25, prune: str = "", epoc
 CUDA = pytest.param("cuda", id="cuda", marks=[
     pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")])
 DEVICES = ["cpu", CUDA]
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the test session (a second `ray.init` in one process after a shutdown times out): 2 CPUs, HOME and temp files under a short /tmp folder (Ray writes an auth
+    token under HOME; its socket paths must stay under 107 characters), fault injection ready in workers."""
+    ray = pytest.importorskip("ray")
+    home = tempfile.mkdtemp(dir="/tmp", prefix="gstc-ray-")
+    saved = {k: os.environ.get(k) for k in ("HOME", "RAY_TMPDIR")}
+    os.environ.update(HOME=home, RAY_TMPDIR=home)
+    marker = Path(home) / "fail-once"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=home,
+             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), fault_injection.ENV: str(marker)},
+                          "worker_process_setup_hook": "tests.runtime.fault_injection.fail_once"})
+    try:
+        yield ray, marker
+    finally:
+        ray.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        subprocess.run(["rm", "-rf", home])

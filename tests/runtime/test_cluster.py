@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -27,7 +26,6 @@ import pytest
 from gstc.compile import compile_file
 from gstc.manifest import ResultsDir, read_json, read_jsonl
 from tests.conftest import REPO
-from tests.runtime import fault_injection
 
 torch = pytest.importorskip("torch")
 
@@ -119,28 +117,6 @@ def single_threaded(monkeypatch):
 # --- Ray -----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    """One local Ray for the module: 2 CPUs, HOME and temp files under a short /tmp folder (Ray writes an auth
-    token under HOME; its socket paths must stay under 107 characters), fault injection ready in workers."""
-    ray = pytest.importorskip("ray")
-    home = tempfile.mkdtemp(dir="/tmp", prefix="gstc-ray-")
-    saved = {k: os.environ.get(k) for k in ("HOME", "RAY_TMPDIR")}
-    os.environ.update(HOME=home, RAY_TMPDIR=home)
-    marker = Path(home) / "fail-once"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=home,
-             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), fault_injection.ENV: str(marker)},
-                          "worker_process_setup_hook": "tests.runtime.fault_injection.fail_once"})
-    try:
-        yield ray, marker
-    finally:
-        ray.shutdown()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        subprocess.run(["rm", "-rf", home])
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import pytest
 from gstc.manifest import ResultsDir, read_json, read_jsonl
 
 from tests.runtime.conftest import compile_text, run_plan
-from tests.runtime.test_cluster import ray_session, single_threaded  # noqa: F401  (fixtures)
+from tests.runtime.test_cluster import single_threaded  # noqa: F401  (a fixture)
 from tests.runtime.test_stages import small
 
 torch = pytest.importorskip("torch")
@@ -71,7 +71,7 @@ def test_a_pool_of_workers_starts_each_level_after_its_input(single_threaded, ch
 
 
 def test_ray_passes_levels_as_task_dependencies_and_a_failed_level_stops_only_its_own(
-        ray_session, chain, reference, tmp_path):  # noqa: F811
+        ray_session, chain, reference, tmp_path):
     results = ResultsDir(tmp_path / "ray")
     level1, level2 = break_level_1(chain, results)
     report = execute(chain, chain.runs, results, make_executor("ray", "cpu"))
