@@ -34,10 +34,14 @@ def moved(active: int, share: float) -> int:
     return min(active, math.floor(share * active + 0.5))
 
 
+def move_end(spec: MovingSpec, batches: int) -> int:
+    """T_end: the batch after which the mask stays, of the training's `batches`."""
+    return math.floor(spec.stop * batches)
+
+
 def move_batches(spec: MovingSpec, batches: int) -> list[int]:
     """The training batches (1-based, of `batches` in all) after which the mask moves."""
-    end = math.floor(spec.stop * batches)
-    return list(range(spec.delta_t, end + 1, spec.delta_t))
+    return list(range(spec.delta_t, move_end(spec, batches) + 1, spec.delta_t))
 
 
 def move(weight: torch.Tensor, grad: torch.Tensor, held: torch.Tensor, n: int, rule: str,
@@ -66,7 +70,7 @@ class Moving:
         total = trainer.epochs * trainer.batches  # the training's batches
         self.members = [(m, m.config.resolved.moving) for m in trainer.members if m.config.resolved.moving]
         self.at = {m.k: set(move_batches(spec, total)) for m, spec in self.members}
-        self.end = {m.k: int(spec.stop * total) for m, spec in self.members}
+        self.end = {m.k: move_end(spec, total) for m, spec in self.members}
 
     def before_batch(self, trainer: Any, noise: list[torch.Generator]) -> None:
         pass
@@ -96,11 +100,7 @@ class Moving:
                 if isinstance(value, torch.Tensor) and value.shape == param.shape:
                     st.p.part(value).masked_fill_(changed.to(value.device), 0)
             overlap = int((~new & ~st.held).sum())
-            st.held.copy_(new)
-            st.targeted.copy_(new)
-            st._changed()
-            with torch.no_grad():
-                st.p.weight.masked_fill_(new.to(st.device), 0)
+            st.set_mask(new)
             layers.append({"layer": name, "active": active, "moved": n, "overlap": overlap / active})
         return {"epoch": trainer.epoch + 1, "batch": t, "move": True, "fraction": share, "layers": layers}
 

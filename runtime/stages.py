@@ -125,9 +125,7 @@ class Stage:
             n = int(st.held.sum())
             held = torch.zeros(st.held.numel(), dtype=torch.bool)
             held[torch.randperm(st.held.numel(), generator=g)[:n]] = True
-            st.held.copy_(held.view(st.held.shape))
-            st.targeted.copy_(st.held)
-            st._changed()
+            st.set_mask(held.view(st.held.shape))
 
 
 def blocked(plan: Plan, results: ResultsDir, run: PlanRun) -> str | None:

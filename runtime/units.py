@@ -140,6 +140,15 @@ class WeightState:
         self.mode_plugin.start(ModeContext(pruner, self, batches_per_epoch, generator), sel, self.mode_params)
         self._changed()
 
+    def set_mask(self, held: torch.Tensor) -> None:
+        """Hold exactly the weights of `held` (a boolean of the weight's shape) for good, targeted with them, and zero
+        them: a moving mask's move, a lottery control's random mask."""
+        self.held.copy_(held)
+        self.targeted.copy_(held)
+        with torch.no_grad():
+            self.p.weight.masked_fill_(held.to(self.device), 0)
+        self._changed()
+
     def _changed(self) -> None:
         self.changed = True
         windows = self.held & (self.release_at < NEVER) if self.release_at is not None else None

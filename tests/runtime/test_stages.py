@@ -273,6 +273,11 @@ def test_the_report_shows_accuracy_by_level_and_compares_configurations_level_by
     # a configuration's own row stands for its last level
     assert report["configs"][1]["metrics"]["best_test_acc"]["mean"] == pytest.approx(
         sum(acc[i] for i in plan.config("random").chain[2]) / 2)
+    # the random-mask control: the ticket's count in every layer, at other positions
+    for a, b in zip(plan.config("ticket").chain[2], plan.config("random").chain[2]):
+        mine, its = (torch.load(results.checkpoint(i), weights_only=True)["pruner"]["layers"] for i in (a, b))
+        assert {k: int(v["held"].sum()) for k, v in mine.items()} == {k: int(v["held"].sum()) for k, v in its.items()}
+        assert any(not torch.equal(mine[k]["held"], its[k]["held"]) for k in mine)
     titles = [t[0] for t in tables(report)]
     assert "Lottery: best test accuracy (%) by level" in titles
     assert (tmp_path / "lottery.png") in plot(plan, results, report, tmp_path)
