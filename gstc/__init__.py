@@ -35,3 +35,12 @@ if (not os.path.isdir(os.path.join(_here, "runtime")) and os.path.isfile(os.path
     # First: in a checkout, gstc.runtime is always the one beside this gstc, even when another copy of gstc
     # is installed (editable) elsewhere, so that the code that runs is the code provenance names.
     sys.meta_path.insert(0, _CheckoutRuntime(_beside))
+
+
+def __getattr__(name: str):
+    """`gstc.results(SPEC, out=...)`: a spec's results as DataFrames (gstc.frames), imported on first use."""
+    if name == "results":
+        from gstc.frames import results
+
+        return results
+    raise AttributeError(f"module 'gstc' has no attribute {name!r}")

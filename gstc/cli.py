@@ -720,6 +720,38 @@ class ReportFormat(str, Enum):
     html = "html"
 
 
+class TableFormat(str, Enum):
+    csv = "csv"
+    parquet = "parquet"
+
+
+@app.command("export")
+def export_tables(
+    spec: Path = typer.Argument(..., help="Spec file.", show_default=False),
+    format: TableFormat = typer.Option(TableFormat.csv, "--format", help="csv, or parquet (needs pyarrow)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: $GSTC_RESULTS or ./results)."),
+    to: Optional[Path] = typer.Option(None, "--to", help="Folder for the tables (default: <out>/specs/<name>/tables)."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help="Override PATH=VALUE (repeatable)."),
+) -> None:
+    """The results as tables for R or a spreadsheet: runs, epochs, events, flatness (as `gstc.results` gives them)."""
+    from gstc.frames import ResultsError, export, results
+    from gstc.manifest import ResultsDir
+
+    plan_ = _compile(spec, sets)
+    where = ResultsDir(out)
+    try:
+        res = results(plan_, where.root)
+        written = export(res, to or where.spec_dir(plan_.spec) / "tables", format.value)
+    except ResultsError as exc:
+        _fail([SpecError(str(spec), 1, 1, "", str(exc))])
+    err = _console(stderr=True)
+    if res.missing:
+        err.print(f"partial results: {len(res.runs) - len(res.missing)} of {len(res.runs)} runs done (the runs table "
+                  "lists every run with its status)", markup=False)
+    for path in written:
+        err.print(f"wrote {path}", markup=False)
+
+
 @app.command()
 def report(
     spec: Path = typer.Argument(..., help="Spec file.", show_default=False),
