@@ -522,6 +522,8 @@ def run(
                                                      "KEY=VALUE or a flag, e.g. constraint=a100 (repeatable)."),
     restart: Optional[List[str]] = typer.Option(None, "--restart", help="Train this run again from scratch "
                                                 "(repeatable): its files are moved to <out>/restarted/ first."),
+    track: Optional[List[str]] = typer.Option(None, "--track", help="Also log each run to a tracker: tensorboard "
+                                              "(repeatable; default: $GSTC_TRACK, comma-separated)."),
 ) -> None:
     """Train every run of the plan that is not done yet; resumable at any point, here or on a cluster."""
     plan_ = _compile(spec, sets)
@@ -549,13 +551,16 @@ def run(
     from gstc.runtime.driver import ExecutorError, Interrupted, make_executor
     from gstc.runtime.progress import run_with_progress
 
+    from gstc.runtime.tracking import ENV
+
+    trackers = track or [t.strip() for t in os.environ.get(ENV, "").split(",") if t.strip()]
     results = ResultsDir(out)
     _check_restart(spec, runs, restart or [])
     try:
         ex = make_executor(executor.value, device, gpu_ids, address, gpus_per_task, slurm_partition, slurm_time,
                            slurm_gpus, slurm_cluster, cpus=cpus_per_task,
                            slurm={"mem": slurm_mem, "account": slurm_account, "qos": slurm_qos,
-                                  "options": slurm_option or []})
+                                  "options": slurm_option or []}, track=trackers)
         if restart:
             _restart(results, restart, ex)
         report = run_with_progress(plan_, runs, results, ex, pack_size)

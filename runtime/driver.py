@@ -56,8 +56,9 @@ def make_executor(kind: str, device: str = "auto", gpus: list[int] | None = None
                   gpus_per_task: float | None = None, slurm_partition: str | None = None,
                   slurm_time: str | None = None, slurm_gpus: int | None = None,
                   slurm_cluster: str | None = None, dtype: torch.dtype = torch.float32, cpus: int | None = None,
-                  slurm: dict | None = None) -> Executor:
-    """The executor `gstc run --executor KIND` asks for, checked up front (ExecutorError)."""
+                  slurm: dict | None = None, track: list[str] | None = None) -> Executor:
+    """The executor `gstc run --executor KIND` asks for, checked up front (ExecutorError); `track`: the trackers
+    its workers feed (gstc.runtime.tracking)."""
     executor: Executor
     if kind == "local":
         if gpus:
@@ -84,6 +85,14 @@ def make_executor(kind: str, device: str = "auto", gpus: list[int] | None = None
                                  **(slurm or {}))
     else:
         raise ExecutorError(f"--executor: expected local, ray or slurm, found {kind!r}")
+    if track:
+        from gstc.runtime import tracking
+
+        try:
+            tracking.check(track)
+        except ValueError as exc:
+            raise ExecutorError(str(exc)) from None
+        executor.track = list(track)
     executor.check()
     return executor
 

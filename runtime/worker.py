@@ -32,6 +32,7 @@ from gstc.runtime import locks, stages
 from gstc.runtime.callbacks import Flatness, RunFiles
 from gstc.runtime.checkpoint import Checkpoints, epoch_of
 from gstc.runtime.data import Dataset, load, pack_input
+from gstc.runtime.tracking import Tracking
 from gstc.runtime.train import Callback, Trainer
 
 
@@ -132,7 +133,7 @@ def search_paths(plan: Plan) -> None:
 
 def run_pack(plan: Plan, runs: list[PlanRun], results: ResultsDir, device: torch.device,
              progress: Progress | None = None, dtype: torch.dtype = torch.float32,
-             datasets: dict[str, Dataset] | None = None) -> list[Outcome]:
+             datasets: dict[str, Dataset] | None = None, track: list[str] | tuple[str, ...] = ()) -> list[Outcome]:
     """Train one pack (compatible runs, see gstc.packs) to completion; the unit of work of every executor.
 
     Members already done are skipped. The others are claimed: a member another live
@@ -141,7 +142,8 @@ def run_pack(plan: Plan, runs: list[PlanRun], results: ResultsDir, device: torch
     `progress.damaged` and left as it is. The others resume from their own checkpoints;
     those at different epochs (a kill between two members' checkpoint writes) train as
     separate packs, each from its own epoch. Every claim is appended to the run's
-    claims.jsonl. `datasets` caches loaded data between packs of one process.
+    claims.jsonl. `datasets` caches loaded data between packs of one process; `track` names the trackers
+    (gstc.runtime.tracking) that follow the runs.
     """
     progress = progress or Quiet()
     datasets = {} if datasets is None else datasets
@@ -189,7 +191,8 @@ def run_pack(plan: Plan, runs: list[PlanRun], results: ResultsDir, device: torch
             checkpoints = Checkpoints(results)
             trainer = Trainer(members, configs, _dataset(configs[0], device, datasets), device, dtype,
                               callbacks=[RunFiles(results), Flatness(results), stages.RewindPoints(results),
-                                         checkpoints, _Epochs(progress)],
+                                         checkpoints, _Epochs(progress)]
+                              + ([Tracking(results, plan.spec, list(track))] if track else []),
                               stop=lambda ids=ids: bool(claims.lost & ids))
             if members[0].stage is not None and members[0].stage.level > 0:  # a lottery level (alone): its start
                 trainer.plugins.append(stages.Stage(trainer, results))
@@ -290,7 +293,7 @@ def permanent(exc: BaseException) -> bool:
 
 def work(plan_json: str, job: dict) -> dict:
     """Carry out one job in a worker: {"runs": [ids], "results": folder, "device": name, "pack": K | "auto",
-    "dtype": "float32", "threads": N or None}. Returns {"host", "pid", "device", "lost"} (see `summary`); raises on failure (the
+    "dtype": "float32", "threads": N or None, "track": [tracker names]}. Returns {"host", "pid", "device", "lost"} (see `summary`); raises on failure (the
     executor reports it, Ray retries it)."""
     plan = Plan.model_validate_json(plan_json)
     results = ResultsDir(job["results"])
@@ -305,5 +308,5 @@ def work(plan_json: str, job: dict) -> dict:
     datasets: dict = {}
     outcomes: list[Outcome] = []
     for members in local_packs(plan, runs, results, device, job["pack"], datasets):
-        outcomes += run_pack(plan, members, results, device, None, dtype, datasets)
+        outcomes += run_pack(plan, members, results, device, None, dtype, datasets, job.get("track", ()))
     return {"host": socket.gethostname(), "pid": os.getpid(), "device": str(device), **summary(outcomes)}

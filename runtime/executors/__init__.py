@@ -95,6 +95,7 @@ class Remote:
     name = "remote"
     device = "cpu"
     threads: int | None = None  # torch threads per worker: the CPUs a task or job is given (None: torch's default)
+    track: list[str] = []  # trackers that follow the runs (gstc.runtime.tracking), set by make_executor
 
     def check(self) -> None:
         pass
@@ -109,7 +110,8 @@ class Remote:
         else:
             ids = [p.runs for p in make_packs(plan, todo, int(pack))]
         return ordered(plan, [{"index": i, "runs": r, "results": str(results.root), "device": self.device,
-                               "pack": pack, "dtype": "float32", "threads": self.threads} for i, r in enumerate(ids)])
+                               "pack": pack, "dtype": "float32", "threads": self.threads, "track": self.track}
+                              for i, r in enumerate(ids)])
 
     def environment(self) -> dict:
         """The driver's; each run.json has its worker's."""

@@ -21,6 +21,7 @@ class InProcess:
         self.device = str(self.torch_device)
         self.dtype = dtype
         self._datasets: dict = {}  # data loaded once, for every pack of this process
+        self.track: list[str] = []  # trackers that follow the runs (gstc.runtime.tracking), set by make_executor
 
     def check(self) -> None:
         pass
@@ -34,7 +35,7 @@ class InProcess:
         by_id = {r.id: r for r in plan.runs}
         for job in jobs:
             outcomes = run_pack(plan, [by_id[i] for i in job["runs"]], results, self.torch_device, progress,
-                                self.dtype, self._datasets)
+                                self.dtype, self._datasets, self.track)
             report.merge(summary(outcomes))
         return report
 

@@ -125,6 +125,7 @@ def test_export_writes_the_same_tables(trained, tmp_path, fmt):
             assert back.dtypes.astype(str).tolist() == frame.dtypes.astype(str).tolist()
 
 
+@pytest.mark.slow  # 2 s: a process importing pandas
 def test_results_need_no_torch(trained, tmp_path):
     spec, out = trained
     fake = tmp_path / "fake" / "torch"

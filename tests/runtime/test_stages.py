@@ -168,6 +168,7 @@ def claims(results: ResultsDir, run_id: str) -> int:
     return len((results.run_dir(run_id) / "claims.jsonl").read_text().splitlines())
 
 
+@pytest.mark.slow  # 4 s: two chains trained
 def test_a_spec_sharing_levels_trains_only_the_levels_it_adds(tmp_path):
     results = ResultsDir(tmp_path)
     two, three = compile_text(small(2, "two")), compile_text(small(3, "three"))
@@ -251,6 +252,7 @@ def test_kill_9_mid_level_then_resume_gives_the_same_numbers(tmp_path):
         assert numbers(results, run.id) == numbers(reference, run.id), run.stage.level
 
 
+@pytest.mark.slow  # 6 s: six runs trained
 def test_the_report_shows_accuracy_by_level_and_compares_configurations_level_by_level_by_seed(tmp_path):
     from gstc.report import build, plot, tables
 
