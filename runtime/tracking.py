@@ -9,7 +9,8 @@ and the run's own files are what count.
 
 Built in: `tensorboard` (torch's SummaryWriter; event files under
 <out>/tensorboard/<spec>/<configuration>/<run id>, which `tensorboard --logdir
-<out>/tensorboard` shows grouped by spec and configuration).
+<out>/tensorboard` shows grouped by spec and configuration) and `mlflow` (MLflow's
+client: an experiment per spec, a run per gstc run tagged with its configuration).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from gstc.manifest import ResultsDir
 from gstc.runtime.train import Callback, Member, Trainer
 
 ENV = "GSTC_TRACK"  # comma-separated tracker names, used where --track is not given
-EXTRAS = {"tensorboard": ("tensorboard", "tensorboard")}  # name -> (module it needs, the gstc extra that brings it)
+# name -> (the module it needs, the gstc extra that brings it)
+EXTRAS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow")}
 
 
 class Tracker(Protocol):
@@ -33,7 +35,8 @@ class Tracker(Protocol):
 
     def log(self, run_id: str, step: int, metrics: dict[str, float]) -> None: ...
 
-    def close(self, run_id: str) -> None: ...
+    def close(self, run_id: str, status: str) -> None:
+        """The run left training: status done, failed, or stopped (killed, interrupted: a later call resumes it)."""
 
 
 class TensorBoard:
@@ -59,11 +62,80 @@ class TensorBoard:
         for name, value in metrics.items():
             writer.add_scalar(name, value, step)
 
-    def close(self, run_id: str) -> None:
+    def close(self, run_id: str, status: str) -> None:
         self.writers.pop(run_id).close()
 
 
-BUILT_IN = {"tensorboard": TensorBoard}
+class MLflow:
+    """MLflow's client: one MLflow run per gstc run, in the experiment named after the spec, tagged and named by the
+    run id, so that a resumed run finds and continues it; the tracking URI is MLflow's own ($MLFLOW_TRACKING_URI,
+    else its default local store). Epochs a resumed run trains again are not logged twice (their numbers are those
+    logged before the kill). run.json and epochs.jsonl are the run's artifacts."""
+
+    def __init__(self, results: ResultsDir, spec: str) -> None:
+        import os
+
+        # A server that is down fails the call at once (MLflow retries for minutes by default), and is dropped.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+
+        self.metric, self.client, self.results, self.spec = Metric, MlflowClient(), results, spec
+        found = self.client.get_experiment_by_name(spec)
+        self.experiment = found.experiment_id if found else self.client.create_experiment(spec)
+        self.runs: dict[str, str] = {}  # gstc run id -> MLflow run id
+        self.logged: dict[str, dict[str, int]] = {}  # gstc run id -> metric -> last step already logged
+
+    def open(self, run_id: str, config: str, params: dict, resumed_from: int | None) -> None:
+        found = self.client.search_runs([self.experiment], filter_string=f"tags.`gstc.run_id` = '{run_id}'",
+                                        max_results=1)
+        if found:
+            mlflow_id = found[0].info.run_id
+            self.client.update_run(mlflow_id, status="RUNNING")
+            history = {key: max(m.step for m in self.client.get_metric_history(mlflow_id, key))
+                       for key in found[0].data.metrics}
+        else:
+            from mlflow.entities import Param
+
+            run = self.client.create_run(self.experiment, run_name=run_id, tags={
+                "gstc.run_id": run_id, "gstc.spec": self.spec, "gstc.config": config})
+            mlflow_id, history = run.info.run_id, {}
+            flat = _flatten(params)
+            items = [Param(k, str(v)[:6000]) for k, v in flat.items()]
+            for i in range(0, len(items), 100):  # MLflow takes at most 100 parameters a batch
+                self.client.log_batch(mlflow_id, params=items[i:i + 100])
+        self.runs[run_id], self.logged[run_id] = mlflow_id, history
+
+    def log(self, run_id: str, step: int, metrics: dict[str, float]) -> None:
+        import time
+
+        done = self.logged[run_id]
+        now = int(time.time() * 1000)
+        batch = [self.metric(k, v, now, step) for k, v in metrics.items() if done.get(k, -1) < step]
+        if batch:
+            self.client.log_batch(self.runs[run_id], metrics=batch)
+
+    def close(self, run_id: str, status: str) -> None:
+        mlflow_id = self.runs.pop(run_id)
+        for path in (self.results.run_json(run_id), self.results.epochs_jsonl(run_id)):
+            if path.exists():
+                self.client.log_artifact(mlflow_id, str(path))
+        if status != "stopped":  # a stopped run stays RUNNING: the next call continues it
+            self.client.set_terminated(mlflow_id, "FINISHED" if status == "done" else "FAILED")
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A resolved configuration as dotted parameter names (`train.optimizer.lr`)."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): value}
+
+
+BUILT_IN = {"tensorboard": TensorBoard, "mlflow": MLflow}
 # (results folder, tracker) pairs that failed in this process: off for its later packs too (a warning apiece)
 OFF: set[tuple[str, str]] = set()
 
@@ -133,7 +205,8 @@ class Tracking(Callback):
 
     def end(self, trainer: Trainer) -> None:
         for m in trainer.members:
-            self._each("close", m.run.id)
+            status = "done" if trainer.finished(m) else "failed" if m.failure is not None else "stopped"
+            self._each("close", m.run.id, status)
 
 
 __all__ = ["BUILT_IN", "ENV", "Tracking", "check", "metrics"]

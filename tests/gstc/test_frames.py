@@ -50,6 +50,7 @@ def trained(tmp_path_factory):
     return spec, folder / "results"
 
 
+@pytest.mark.slow  # trains runs: with the slow tests (the default run stays under 4 minutes)
 def test_the_tables_hold_the_manifests_numbers_in_typed_columns(trained):
     import gstc
 
@@ -81,6 +82,7 @@ def test_the_tables_hold_the_manifests_numbers_in_typed_columns(trained):
     assert set(r.events["kind"]) == {"prune"} and r.flatness.empty
 
 
+@pytest.mark.slow  # trains runs: with the slow tests (the default run stays under 4 minutes)
 def test_partial_results_are_named_and_no_results_say_where_gstc_looked(trained, tmp_path):
     import shutil
 
@@ -100,6 +102,7 @@ def test_partial_results_are_named_and_no_results_say_where_gstc_looked(trained,
         gstc.results(plan, out=tmp_path / "empty")
 
 
+@pytest.mark.slow  # trains runs: with the slow tests (the default run stays under 4 minutes)
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_export_writes_the_same_tables(trained, tmp_path, fmt):
     import gstc

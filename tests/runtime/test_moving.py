@@ -82,6 +82,7 @@ def test_the_moved_fraction_decays_with_a_cosine_to_zero_at_the_stop():
     assert move_batches(MovingSpec(rule="set", delta_t=10, stop=0.5), 100) == [10, 20, 30, 40, 50]
 
 
+@pytest.mark.slow  # trains runs: with the slow tests (the default run stays under 4 minutes)
 @pytest.mark.parametrize("rule", ["rigl", "set"])
 def test_training_keeps_every_layers_sparsity_to_the_weight_while_the_mask_moves(rule, tmp_path):
     plan = compile_text(SPEC.format(rule=rule, delta_t=3))

@@ -3,6 +3,13 @@ EventAccumulator, hold every epoch and event once (a resumed run too), and a tra
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+
 import pytest
 
 from gstc.manifest import ResultsDir, read_json, read_jsonl
@@ -30,9 +37,10 @@ prune: {scoring: l1, schedule: {epochs: [2]}, layers: [{select: conv8, amount: 0
 """
 
 
-def tracked(plan, results: ResultsDir):
+def tracked(plan, results: ResultsDir, names: tuple[str, ...] = ("tensorboard",)):
+    """What `gstc run --track NAME...` runs, here."""
     executor = InProcess("cpu")
-    executor.track = ["tensorboard"]
+    executor.track = list(names)
     return execute(plan, plan.runs, results, executor)
 
 
@@ -42,6 +50,7 @@ def scalars(results: ResultsDir, config: str, run_id: str) -> dict[str, list[tup
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
+@pytest.mark.slow  # trains runs: with the slow tests (the default run stays under 4 minutes)
 def test_tensorboard_holds_each_runs_epochs_and_events(tmp_path):
     plan = compile_text(SPEC)
     results = ResultsDir(tmp_path)
@@ -56,6 +65,7 @@ def test_tensorboard_holds_each_runs_epochs_and_events(tmp_path):
         assert found["kept/conv8"] == [(2, event["layers"][0]["kept"])]
 
 
+@pytest.mark.slow  # trains runs: with the slow tests (the default run stays under 4 minutes)
 def test_a_resumed_run_continues_its_tracked_run_without_doubled_epochs(tmp_path, monkeypatch):
     plan = compile_text(SPEC.replace("seeds: 2", "seeds: 1"))
     results = ResultsDir(tmp_path)
@@ -100,3 +110,111 @@ def test_unknown_and_missing_trackers_are_clear_errors(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
     with pytest.raises(ValueError, match=r"pip install 'gstc\[tensorboard\]'"):
         tracking.check(["tensorboard"])
+
+
+# --- MLflow, against a real `mlflow server` on 127.0.0.1 ------------------------------------------------------
+
+
+def start_mlflow(folder) -> tuple[str, subprocess.Popen]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                             "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
+                             "--artifacts-destination", str(folder / "artifacts")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=folder,
+                            start_new_session=True)  # its own process group: the server and its workers die together
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200:
+                return uri, proc
+        except OSError:
+            time.sleep(0.5)
+    stop(proc)
+    raise AssertionError("mlflow server did not answer within 90 s")
+
+
+def stop(server) -> None:
+    """SIGKILL the mlflow server and every worker it started."""
+    try:
+        os.killpg(server.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    server.wait()
+
+
+@pytest.mark.slow  # 30 s: an mlflow server, and a spec trained twice (interrupted, then resumed)
+def test_mlflow_server_holds_each_run_once_with_every_epoch_after_a_resume(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    uri, server = start_mlflow(tmp_path)
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        plan = compile_text(SPEC)
+        results = ResultsDir(tmp_path / "results")
+        original = Trainer.run_epoch
+
+        def interrupted(self, epoch):  # the second run killed during epoch 3, after epoch 2's checkpoint
+            if epoch == 3 and self.runs[0].id == plan.runs[1].id:
+                raise KeyboardInterrupt
+            return original(self, epoch)
+
+        monkeypatch.setattr(Trainer, "run_epoch", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            tracked(plan, results, ("mlflow",))
+        monkeypatch.setattr(Trainer, "run_epoch", original)
+        report = tracked(plan, results, ("mlflow",))
+        assert not report.failed and not report.unfinished
+        client = MlflowClient(uri)
+        found = client.search_runs([client.get_experiment_by_name("tracked").experiment_id])
+        assert sorted(r.info.run_name for r in found) == sorted(r.id for r in plan.runs)  # one tracked run each
+        for one in found:
+            run_id = one.info.run_name
+            assert one.info.status == "FINISHED" and one.data.tags["gstc.config"] == "default"
+            history = client.get_metric_history(one.info.run_id, "epoch/test_acc")
+            epochs = read_jsonl(results.epochs_jsonl(run_id))
+            assert [(m.step, m.value) for m in history] == [(e["epoch"], pytest.approx(e["test_acc"])) for e in epochs]
+            assert one.data.params["train.optimizer.lr"] == "0.001"
+            assert {a.path for a in client.list_artifacts(one.info.run_id)} == {"run.json", "epochs.jsonl"}
+        assert read_json(results.run_json(plan.runs[1].id))["resumed_from"] == 2
+    finally:
+        stop(server)
+
+
+@pytest.mark.slow  # 20 s: an mlflow server killed while a spec trains
+def test_a_tracking_server_killed_mid_run_costs_one_warning_and_no_run(tmp_path, monkeypatch, capfd):
+    pytest.importorskip("mlflow")
+    uri, server = start_mlflow(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    plan = compile_text(SPEC)
+    original = Trainer.run_epoch
+
+    def kill_server(self, epoch):
+        if epoch == 2 and server.poll() is None:
+            stop(server)
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "run_epoch", kill_server)
+    report = tracked(plan, ResultsDir(tmp_path / "results"), ("mlflow",))
+    assert not report.failed and not report.unfinished
+    err = capfd.readouterr().err
+    assert err.count("warning: tracker mlflow failed") == 1, err
+    stop(server)
+
+
+@pytest.mark.slow  # 10 s: two runs trained
+def test_without_a_tracking_uri_mlflow_keeps_the_runs_in_its_default_local_store(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)  # MLflow's default store is in the current folder
+    plan = compile_text(SPEC)
+    tracked(plan, ResultsDir(tmp_path / "results"), ("mlflow",))
+    client = MlflowClient()
+    found = client.search_runs([client.get_experiment_by_name("tracked").experiment_id])
+    assert sorted(r.info.run_name for r in found) == sorted(r.id for r in plan.runs)
+    assert all(len(client.get_metric_history(r.info.run_id, "epoch/test_acc")) == 3 for r in found)
