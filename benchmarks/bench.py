@@ -6,7 +6,7 @@
     one run at a time. Written here for the comparison.
 (b) One gstc run: the runtime's Trainer (device-resident uint8 data, batches sliced
     from a seeded permutation, normalization and augmentation on the device).
-(c) gstc packs of K runs: K members trained as one model (README, "Packed runs").
+(c) gstc packs of K runs: K members trained as one model (docs/runtime.md, "Packed runs and speed").
 
 Every row trains the same model (runtime.models) with Adam and the same batch size on
 the same images. Timings alternate between the recipes (a, b, c, a, b, c, ...) after

@@ -16,7 +16,7 @@ reports reproducible, JSON-safe and honest about small samples:
   check by hand. Neither method reaches its nominal coverage at n = 5; the CI is a
   description of seed-to-seed spread, not a guarantee.
 - Two configurations run with the same seeds share their initialization, data order,
-  augmentation and random targets (README, "Same seed, same randomness"), so `compare`
+  augmentation and random targets (docs/runtime.md, "Same seed, same randomness"), so `compare`
   pairs their runs by seed: a paired permutation test (sign flips of the per-seed
   differences; exact, every one of the 2^n flips, up to 13 pairs) and the Wilcoxon
   signed-rank test, the mean paired difference with a bootstrap CI, and the paired

@@ -2,7 +2,7 @@
 
 The server is Red Hat's yaml-language-server, pinned in tests/editor/package.json (`npm ci --prefix
 tests/editor` installs it; .ci/run does, then runs `pytest -m editor`). Each document names the
-committed schema in its `# yaml-language-server: $schema=` comment, as the README tells users to.
+committed schema in its `# yaml-language-server: $schema=` comment, as docs/spec.md ("Editors") tells users to.
 """
 
 from __future__ import annotations
