@@ -522,8 +522,8 @@ def run(
                                                      "KEY=VALUE or a flag, e.g. constraint=a100 (repeatable)."),
     restart: Optional[List[str]] = typer.Option(None, "--restart", help="Train this run again from scratch "
                                                 "(repeatable): its files are moved to <out>/restarted/ first."),
-    track: Optional[List[str]] = typer.Option(None, "--track", help="Also log each run to a tracker: tensorboard or "
-                                              "mlflow (repeatable; default: $GSTC_TRACK, comma-separated)."),
+    track: Optional[List[str]] = typer.Option(None, "--track", help="Also log each run to a tracker: tensorboard, "
+                                              "mlflow or wandb (repeatable; default: $GSTC_TRACK, comma-separated)."),
 ) -> None:
     """Train every run of the plan that is not done yet; resumable at any point, here or on a cluster."""
     plan_ = _compile(spec, sets)

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Debian's Chromium, which the browser tests drive through Playwright (the dev extra installs Playwright, not a
+# browser); they are skipped without it.
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def chromium(playwright):
+    """Headless Chromium: as root it needs --no-sandbox; the rest keep it from calling home on a closed network."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"])
 # Every spec the project ships: the paper's and the examples.
 SHIPPED = sorted([*REPO.joinpath("specs").rglob("*.yaml"), *REPO.joinpath("examples").glob("*.yaml")])
 

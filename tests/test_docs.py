@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import CHROMIUM, chromium
+
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.slow  # a site build (about 5 s) and a browser
 
 
@@ -65,10 +66,7 @@ def test_every_page_loads_in_headless_chromium_and_search_finds_a_page(tmp_path)
     messages, elsewhere, failed = [], [], []
     try:
         with sync_playwright() as p:
-            # As root Chromium needs --no-sandbox; the rest keep it from calling home on a closed network.
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run"])
+            browser = chromium(p)
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on("console", lambda m: messages.append(f"{page.url}: {m.type}: {m.text}"))
             page.on("pageerror", lambda e: messages.append(f"{page.url}: pageerror: {e}"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import re
-import shutil
 
 import numpy as np
 import pytest
@@ -14,11 +13,10 @@ from typer.testing import CliRunner
 from gstc.cli import app
 from gstc.compile import compile_file
 from gstc.manifest import ResultsDir
-from tests.conftest import SMALL_SPEC, write
+from tests.conftest import CHROMIUM, SMALL_SPEC, chromium, write
 from tests.gstc.test_report import fake_run
 
 runner = CliRunner()
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # A sweep over a rate axis as well, so that every kind of figure is in the page.
 SWEPT = SMALL_SPEC.replace("seeds: 2", "seeds: 3") + "sweep:\n  prune.layers[0].amount: [0.25, 0.5]\n"
 
@@ -61,10 +59,7 @@ def test_html_report_in_headless_chromium(tmp_path):
     _, _, path, _ = html_report(tmp_path, SWEPT)
     messages, requests = [], []
     with sync_playwright() as p:
-        # As root Chromium needs --no-sandbox; the rest keep it from calling home on a closed network.
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        browser = chromium(p)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.on("console", lambda m: messages.append(f"{m.type}: {m.text}"))
         page.on("pageerror", lambda e: messages.append(f"pageerror: {e}"))

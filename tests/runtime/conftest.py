@@ -80,3 +80,24 @@ def ray_session():
             else:
                 os.environ[k] = v
         subprocess.run(["rm", "-rf", home])
+
+
+@pytest.fixture
+def wandb_offline(tmp_path, monkeypatch):
+    """No W&B account nor mode set, and every file W&B keeps outside the results folder in tmp_path."""
+    wandb = pytest.importorskip("wandb")
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL", "WANDB_DIR",
+                 "WANDB_SILENT", "WANDB_ERROR_REPORTING"):
+        monkeypatch.setenv(name, "")  # recorded, so that what the tracker sets is undone after the test
+        monkeypatch.delenv(name)
+    home = tmp_path / "home"
+    for name, folder in (("HOME", home), ("WANDB_CONFIG_DIR", home / "config"), ("WANDB_CACHE_DIR", home / "cache"),
+                         ("WANDB_DATA_DIR", home / "data")):
+        folder.mkdir(parents=True, exist_ok=True)
+        monkeypatch.setenv(name, str(folder))
+    from gstc.runtime import tracking
+
+    monkeypatch.setattr(tracking, "WANDB_OPEN", {})
+    wandb.teardown()  # W&B reads its environment once per process setup: a fresh one for this test
+    yield
+    wandb.teardown()

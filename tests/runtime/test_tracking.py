@@ -1,14 +1,19 @@
 """Trackers follow each run without touching it: TensorBoard's event files, read back with TensorBoard's own
-EventAccumulator, hold every epoch and event once (a resumed run too), and a tracker that fails warns once."""
+EventAccumulator, an MLflow server, and W&B's offline run files, read back record by record, hold every epoch and
+event once (a resumed run too), and a tracker that fails warns once."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import time
 import urllib.request
+import zlib
+from pathlib import Path
 
 import pytest
 
@@ -87,29 +92,37 @@ def test_a_resumed_run_continues_its_tracked_run_without_doubled_epochs(tmp_path
     assert steps == [1, 2, 3]
 
 
-@pytest.mark.slow  # 2 s: two runs trained
-def test_a_failing_tracker_warns_once_and_training_finishes(tmp_path, monkeypatch, capfd):
+@pytest.mark.slow  # 2 s: two runs trained (wandb: 3 s)
+@pytest.mark.parametrize("name", ["tensorboard", "wandb"])
+def test_a_failing_tracker_warns_once_and_training_finishes(name, tmp_path, monkeypatch, capfd, request):
+    if name == "wandb":
+        request.getfixturevalue("wandb_offline")
     plan = compile_text(SPEC)
 
     def down(self, run_id, step, metrics):
         raise OSError("the tracking server is down")
 
-    monkeypatch.setattr(tracking.TensorBoard, "log", down)
-    report = tracked(plan, ResultsDir(tmp_path))
+    monkeypatch.setattr(tracking.BUILT_IN[name], "log", down)
+    report = tracked(plan, ResultsDir(tmp_path), (name,))
     assert not report.failed and not report.unfinished
     err = capfd.readouterr().err
-    assert err.count("warning: tracker tensorboard failed") == 1 and "the tracking server is down" in err
+    assert err.count(f"warning: tracker {name} failed") == 1 and "the tracking server is down" in err
 
 
 def test_unknown_and_missing_trackers_are_clear_errors(monkeypatch):
     with pytest.raises(ValueError, match='unknown tracker \'tensorbord\' \\(did you mean "tensorboard"\\?\\)'):
         tracking.check(["tensorbord"])
+    with pytest.raises(ValueError, match='unknown tracker \'wandbb\' \\(did you mean "wandb"\\?\\)'):
+        tracking.check(["wandbb"])
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    hidden = {"tensorboard", "wandb"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in hidden else real(name, *a))
     with pytest.raises(ValueError, match=r"pip install 'gstc\[tensorboard\]'"):
         tracking.check(["tensorboard"])
+    with pytest.raises(ValueError, match=r"wandb needs wandb, which is not installed: pip install 'gstc\[wandb\]'"):
+        tracking.check(["wandb"])
 
 
 # --- MLflow, against a real `mlflow server` on 127.0.0.1 ------------------------------------------------------
@@ -218,3 +231,141 @@ def test_without_a_tracking_uri_mlflow_keeps_the_runs_in_its_default_local_store
     found = client.search_runs([client.get_experiment_by_name("tracked").experiment_id])
     assert sorted(r.info.run_name for r in found) == sorted(r.id for r in plan.runs)
     assert all(len(client.get_metric_history(r.info.run_id, "epoch/test_acc")) == 3 for r in found)
+
+
+# --- Weights & Biases, offline: no account, no network --------------------------------------------------------
+
+
+BLOCK = 32768  # W&B's .wandb files: a leveldb log of 32 KiB blocks, each record in checksummed chunks
+
+
+def wandb_records(path: Path):
+    """The records of a .wandb file, each parsed by W&B's own protobuf message (wandb 0.31 has no Python reader of
+    the framing any more: it is read here, each chunk's checksum checked)."""
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    data = path.read_bytes()
+    assert data[:6] == struct.pack("<4sH", b":W&B", 0xBEE1)
+    pos, payload = 7, b""
+    while pos + 7 <= len(data):
+        if BLOCK - pos % BLOCK < 7:  # a block's tail too short for a chunk header: zeros
+            pos += BLOCK - pos % BLOCK
+            continue
+        crc, length, kind = struct.unpack_from("<IHB", data, pos)
+        if kind == 0:  # the zeros after a block's last chunk
+            pos += BLOCK - pos % BLOCK
+            continue
+        chunk = data[pos + 7:pos + 7 + length]
+        assert zlib.crc32(chunk, zlib.crc32(bytes([kind]))) == crc
+        pos += 7 + length
+        payload = chunk if kind in (1, 2) else payload + chunk  # full, first; middle, last
+        if kind in (1, 4):
+            record = Record()
+            record.ParseFromString(payload)
+            yield record
+
+
+def wandb_folders(results: ResultsDir, run_id: str) -> list[Path]:
+    """The offline folders of a W&B run, one per training call."""
+    found = (results.root / "wandb" / "wandb").glob("offline-run-*")
+    return sorted(folder for folder in found if (folder / f"run-{run_id}.wandb").exists())
+
+
+def wandb_rows(folders: list[Path]) -> list[tuple[int, dict[str, float]]]:
+    """Every history row of these folders: (step, {metric: value}), W&B's own keys (_step, _runtime...) left out."""
+    rows = []
+    for folder in folders:
+        for record in wandb_records(next(folder.glob("*.wandb"))):
+            if record.HasField("history"):
+                items = {item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                         for item in record.history.item}
+                rows.append((record.history.step.num, {k: v for k, v in items.items() if not k.startswith("_")}))
+    return rows
+
+
+def series(rows: list[tuple[int, dict[str, float]]], metric: str) -> list[tuple[int, float]]:
+    return sorted((step, row[metric]) for step, row in rows if metric in row)
+
+
+def test_wandb_commits_an_epochs_row_at_its_end_so_a_resumed_run_logs_each_epoch_once(tmp_path, wandb_offline):
+    results = ResultsDir(tmp_path / "results")
+    params = {"train": {"optimizer": {"lr": 0.001}}}
+    first = tracking.WandB(results, "tracked")
+    first.open("run1", "default", params, None)
+    first.log("run1", 0, {"event/stability": 1.0})  # pruning at initialization
+    first.log("run1", 0, {})  # epoch 0 ends (checkpointed) without a record
+    first.log("run1", 1, {"epoch/test_acc": 10.0})
+    first.log("run1", 2, {"event/stability": 0.5})
+    first.log("run1", 2, {"epoch/test_acc": 20.0})
+    first.log("run1", 3, {"event/stability": 0.25})  # killed here, in epoch 3 after its event: never closed
+    second = tracking.WandB(results, "tracked")  # the same process trains it again, from epoch 2's checkpoint
+    second.open("run1", "default", params, 2)
+    second.log("run1", 3, {"event/stability": 0.25})
+    second.log("run1", 3, {"epoch/test_acc": 30.0})
+    second.close("run1", "done")
+    first_folder, second_folder = folders = wandb_folders(results, "run1")
+    assert wandb_rows([first_folder]) == [(0, {"event/stability": 1.0}), (1, {"epoch/test_acc": 10.0}),
+                                          (2, {"event/stability": 0.5, "epoch/test_acc": 20.0})]
+    assert wandb_rows([second_folder]) == [(3, {"event/stability": 0.25, "epoch/test_acc": 30.0})]
+    exits = [r.exit.exit_code for f in folders for r in wandb_records(next(f.glob("*.wandb"))) if r.HasField("exit")]
+    assert exits == [1, 0]  # the interrupted call's run finished when the next call opened it again
+
+
+@pytest.mark.slow  # 4 s: two runs trained, each a W&B run
+def test_wandb_offline_runs_hold_each_runs_config_epochs_events_and_files(tmp_path, wandb_offline, capfd):
+    plan = compile_text(SPEC)
+    results = ResultsDir(tmp_path / "results")
+    report = tracked(plan, results, ("wandb",))
+    assert not report.failed and not report.unfinished
+    for run in plan.runs:
+        folder, = wandb_folders(results, run.id)
+        assert folder.name.startswith("offline-run-") and folder.name.endswith(run.id)
+        records = list(wandb_records(folder / f"run-{run.id}.wandb"))
+        meta, = [r.run for r in records if r.HasField("run")]
+        assert (meta.run_id, meta.display_name, meta.project, meta.run_group) == (run.id, run.id, "tracked", "default")
+        config = {item.key: json.loads(item.value_json) for item in meta.config.update}
+        assert config["train"]["optimizer"]["lr"] == 0.001
+        rows = wandb_rows([folder])
+        epochs = read_jsonl(results.epochs_jsonl(run.id))
+        assert series(rows, "epoch/test_acc") == [(e["epoch"], pytest.approx(e["test_acc"])) for e in epochs]
+        event, = read_jsonl(results.events_jsonl(run.id))
+        assert series(rows, "event/stability") == [(2, pytest.approx(event["stability"]))]
+        assert series(rows, "kept/conv8") == [(2, event["layers"][0]["kept"])]
+        saved = {f.path for r in records if r.HasField("files") for f in r.files.files}
+        assert {"run.json", "epochs.jsonl"} <= saved
+        assert (folder / "files" / "run.json").read_bytes() == results.run_json(run.id).read_bytes()
+        assert (folder / "files" / "epochs.jsonl").read_bytes() == results.epochs_jsonl(run.id).read_bytes()
+        exit_code, = [r.exit.exit_code for r in records if r.HasField("exit")]
+        assert exit_code == 0
+    out, err = capfd.readouterr()
+    assert "wandb" not in out and "wandb" not in err  # no banner, no login prompt, no warning
+
+
+@pytest.mark.slow  # 3 s: a run trained twice (killed after epoch 3's pruning event, then resumed)
+def test_a_resumed_run_continues_its_wandb_run_with_each_epoch_once(tmp_path, wandb_offline, monkeypatch):
+    plan = compile_text(SPEC.replace("seeds: 2", "seeds: 1").replace("epochs: [2]", "epochs: [2, 3]"))
+    results = ResultsDir(tmp_path / "results")
+    original = Trainer.event
+
+    def killed(self, member, record):  # epoch 3's pruning event reaches the trackers, then the job is killed
+        original(self, member, record)
+        if record["epoch"] == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "event", killed)
+    with pytest.raises(KeyboardInterrupt):
+        tracked(plan, results, ("wandb",))
+    monkeypatch.setattr(Trainer, "event", original)
+    report = tracked(plan, results, ("wandb",))
+    assert not report.failed and not report.unfinished
+    run = plan.runs[0]
+    assert read_json(results.run_json(run.id))["resumed_from"] == 2
+    folders = wandb_folders(results, run.id)
+    assert len(folders) == 2  # one per call, the same W&B run id: `wandb sync` replays them in order
+    rows = wandb_rows(folders)
+    epochs = read_jsonl(results.epochs_jsonl(run.id))
+    assert series(rows, "epoch/test_acc") == [(e["epoch"], pytest.approx(e["test_acc"])) for e in epochs]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    events = read_jsonl(results.events_jsonl(run.id))
+    assert series(rows, "event/stability") == [(e["epoch"], pytest.approx(e["stability"])) for e in events]
+    assert [e["epoch"] for e in events] == [2, 3]
