@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from enum import Enum
 from pathlib import Path
@@ -79,7 +80,7 @@ def _metrics(names: Optional[List[str]], also: Optional[str] = None) -> tuple[st
     chosen = list(names or OUTCOMES)
     for name in chosen:
         if name not in SUMMARY_FIELDS:
-            _fail([SpecError("<command line>", 1, 1, "--metric", f"unknown metric {name!r}: choose from {', '.join(SUMMARY_FIELDS)}")])
+            _option_fail("--metric", f"unknown metric {name!r}: choose from {', '.join(SUMMARY_FIELDS)}")
     if also and also not in chosen:
         chosen.append(also)
     return tuple(chosen)
@@ -92,6 +93,16 @@ def _fail(errors: list[SpecError]) -> None:
     raise typer.Exit(1)
 
 
+def _option_fail(option: str, message: str) -> None:
+    """Bad input on the command line: `error: --OPTION: what was expected, found what`, exit status 1."""
+    text = message if not option or message.startswith((option + " ", option + ":")) else f"{option}: {message}"
+    _console(stderr=True).print(f"error: {text}", markup=False)
+    raise typer.Exit(1)
+
+
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")  # what --device accepts, checked before torch is imported
+
+
 def _parse_sets(sets: Optional[List[str]]) -> list[tuple[str, Any]]:
     from gstc.load import parse_scalar
 
@@ -99,11 +110,11 @@ def _parse_sets(sets: Optional[List[str]]) -> list[tuple[str, Any]]:
     for item in sets or []:
         path, sep, text = item.partition("=")
         if not sep or not path:
-            _fail([SpecError("<command line>", 1, 1, "", f"--set expects PATH=VALUE, found {item!r}")])
+            _option_fail("--set", f"expected PATH=VALUE, found {item!r}")
         try:
             out.append((path.strip(), parse_scalar(text) if text.strip() else ""))
         except SpecErrors as exc:
-            _fail([SpecError("<command line>", 1, 1, path, f"--set: cannot parse value {text!r}: {exc.errors[0].message}")])
+            _option_fail(f"--set {item}", f"cannot parse value {text!r}: {exc.errors[0].message}")
     return out
 
 
@@ -118,15 +129,26 @@ def _compile(spec: Path, sets: Optional[List[str]] = None):
 
 @app.command()
 def validate(
-    specs: List[Path] = typer.Argument(..., help="Spec files to check.", show_default=False),
+    specs: List[Path] = typer.Argument(..., help="Spec files to check, or folders: every *.yaml and *.yml under "
+                                       "them.", show_default=False),
     format: Format = typer.Option(Format.text, "--format", help="text, json, or github (::error annotations for CI)."),
 ) -> None:
     """Check specs: exit 0 when all are valid, 1 otherwise, listing every error."""
     from gstc.compile import check
     from gstc.load import load_file
 
-    results = []
+    files = []
     for spec in specs:
+        if spec.is_dir():  # a folder of specs, as CI jobs give it: walked, in a stable order
+            found = sorted(p for p in spec.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+            if not found:
+                _console(stderr=True).print(f"error: {spec} holds no *.yaml or *.yml file", markup=False)
+                raise typer.Exit(1)
+            files += found
+        else:
+            files.append(spec)
+    results = []
+    for spec in files:
         try:
             plan, errors = check(load_file(spec))
         except SpecErrors as exc:
@@ -300,30 +322,30 @@ def layers(
     if target.endswith((".yaml", ".yml")):
         return _spec_layers(Path(target), write, json_out)
     if write:
-        _fail([SpecError("<command line>", 1, 1, "--write", "--write writes a spec's layer files: give the spec "
-                         f"(gstc layers SPEC.yaml --write), not an architecture ({target})")])
+        _option_fail("--write", "--write writes a spec's layer files: give the spec "
+                         f"(gstc layers SPEC.yaml --write), not an architecture ({target})")
     if not width > 0:
-        _fail([SpecError("<command line>", 1, 1, "width", f"expected a width > 0, found {width}")])
+        _option_fail("--width", f"expected a width > 0, found {width}")
     problem = archs.check_arch(target)
     if problem:
-        _fail([SpecError("<command line>", 1, 1, "arch", problem)])
+        _option_fail("ARCH", problem)
     builder_args = _yaml_mapping(args, "--args")
     if target in archs.ARCHS:
         if builder_args:
-            _fail([SpecError("<command line>", 1, 1, "--args", f"{target} is built in and takes only --width")])
+            _option_fail("--args", f"{target} is built in and takes only --width")
         rows = [{"name": l.name, "filters": l.filters, "after": l.after, "groups": l.groups}
                 for l in archs.layers(target, width)]
     else:
         if width != 1.0:
-            _fail([SpecError("<command line>", 1, 1, "--width", f"--width applies to the built-in architectures; give "
-                             f"{target}'s own argument in --args")])
+            _option_fail("--width", f"--width applies to the built-in architectures; give "
+                             f"{target}'s own argument in --args")
         _need_torch(f"gstc layers {target}")
         from gstc.runtime.layer_files import layer_table
 
         try:
             rows = layer_table(target, builder_args, 1.0, channels, (size, size), classes)
         except ValueError as exc:
-            _fail([SpecError("<command line>", 1, 1, "arch", str(exc))])
+            _option_fail("ARCH", str(exc))
     _print_layers(f"{target}" + (f" (width {width:g})" if target in archs.ARCHS else ""), rows, json_out)
 
 
@@ -335,9 +357,9 @@ def _yaml_mapping(text: Optional[str], option: str) -> dict:
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        _fail([SpecError("<command line>", 1, 1, option, f"expected a YAML mapping such as '{{depth: 16}}': {exc}")])
+        _option_fail(option, f"expected a YAML mapping such as '{{depth: 16}}': {exc}")
     if not isinstance(value, dict):
-        _fail([SpecError("<command line>", 1, 1, option, f"expected a mapping such as '{{depth: 16}}', found {text!r}")])
+        _option_fail(option, f"expected a mapping such as '{{depth: 16}}', found {text!r}")
     return value
 
 
@@ -345,8 +367,8 @@ def _need_torch(what: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec("torch") is None:
-        _fail([SpecError("<command line>", 1, 1, "", f"{what} builds the model, which needs PyTorch: "
-                         "pip install torch torchvision")])
+        _option_fail("", f"{what} builds the model, which needs PyTorch: "
+                         "pip install torch torchvision")
 
 
 def _print_layers(title: str, rows: list[dict], json_out: bool) -> None:
@@ -436,7 +458,7 @@ def _pack_size(text: str):
     try:
         return parse_size(text)
     except ValueError as exc:
-        _fail([SpecError("<command line>", 1, 1, "--pack", str(exc))])
+        _option_fail("--pack", str(exc))
 
 
 def _select_runs(plan, variants: Optional[List[str]], seeds: Optional[str]):
@@ -447,8 +469,8 @@ def _select_runs(plan, variants: Optional[List[str]], seeds: Optional[str]):
         if unknown:
             from gstc.errors import did_you_mean
 
-            _fail([SpecError("<command line>", 1, 1, "--variant", f"no variant {unknown[0]!r}{did_you_mean(unknown[0], known)}; "
-                             f"the plan has: {', '.join(sorted(known))}")])
+            _option_fail("--variant", f"no variant {unknown[0]!r}{did_you_mean(unknown[0], known)}; "
+                             f"the plan has: {', '.join(sorted(known))}")
         chosen = {c.id for c in plan.configs if c.variant in variants}
         chains = {i for c in plan.configs if c.id in chosen and c.chain for level in c.chain for i in level}
         runs = [r for r in runs if r.config in chosen or r.id in chains]
@@ -456,7 +478,7 @@ def _select_runs(plan, variants: Optional[List[str]], seeds: Optional[str]):
         try:
             wanted = {int(s) for s in seeds.split(",") if s.strip()}
         except ValueError:
-            _fail([SpecError("<command line>", 1, 1, "--seeds", f"expected a comma-separated list of integers, found {seeds!r}")])
+            _option_fail("--seeds", f"expected a comma-separated list of integers, found {seeds!r}")
         runs = [r for r in runs if r.seed in wanted]
     from gstc.stages import with_inputs
 
@@ -475,7 +497,7 @@ def _gpu_list(text: str) -> list[int]:
     except ValueError:
         ids = []
     if not ids or any(i < 0 for i in ids) or len(set(ids)) != len(ids):
-        _fail([SpecError("<command line>", 1, 1, "--gpus", f"expected distinct CUDA device numbers such as 0,1, found {text!r}")])
+        _option_fail("--gpus", f"expected distinct CUDA device numbers such as 0,1, found {text!r}")
     return ids
 
 
@@ -488,7 +510,7 @@ def _check_executor_options(executor: ExecutorKind, given: dict[str, Any]) -> No
     for option, value in given.items():
         if value is not None and value != [] and executor not in owners[option]:
             with_ = " or ".join(f"--executor {o.value}" for o in owners[option])
-            _fail([SpecError("<command line>", 1, 1, option, f"{option} goes with {with_}, not --executor {executor.value}")])
+            _option_fail(option, f"{option} goes with {with_}, not --executor {executor.value}")
 
 
 @app.command()
@@ -534,7 +556,13 @@ def run(
     try:
         check_size(plan_, pack_size)
     except ValueError as exc:
-        _fail([SpecError("<command line>", 1, 1, "--pack", str(exc))])
+        _option_fail("--pack", str(exc))
+    if not DEVICE.fullmatch(device):
+        _option_fail("--device", f"expected auto, cpu, cuda or cuda:N, found {device!r}")
+    from gstc.manifest import ResultsDir
+
+    if ResultsDir(out).root.exists() and not ResultsDir(out).root.is_dir():
+        _option_fail("--out", f"{ResultsDir(out).root} is a file; the results go in a folder")
     _check_executor_options(executor, {"--gpus": gpus, "--address": address, "--gpus-per-task": gpus_per_task,
                                        "--slurm-partition": slurm_partition, "--slurm-time": slurm_time,
                                        "--slurm-gpus": slurm_gpus, "--slurm-cluster": slurm_cluster,
@@ -612,8 +640,8 @@ def _check_restart(spec: Path, runs, ids: list[str]) -> None:
     known = {r.id for r in runs}
     for rid in ids:
         if rid not in known:
-            _fail([SpecError("<command line>", 1, 1, "--restart", f"no run {rid!r} among the runs of {spec} this call "
-                             f"trains{did_you_mean(rid, known)}; `gstc status` lists them")])
+            _option_fail("--restart", f"no run {rid!r} among the runs of {spec} this call "
+                             f"trains{did_you_mean(rid, known)}; `gstc status` lists them")
 
 
 def _restart(results, ids: list[str], executor) -> None:
@@ -629,8 +657,8 @@ def _restart(results, ids: list[str], executor) -> None:
         with locks.claim_runs(results, [rid], wait=False) as claims:
             if rid in claims.busy:
                 executor.close()
-                _fail([SpecError("<command line>", 1, 1, "--restart", f"run {rid} is being trained by "
-                                 f"{locks.describe(claims.busy[rid])}; stop that worker first")])
+                _option_fail("--restart", f"run {rid} is being trained by "
+                                 f"{locks.describe(claims.busy[rid])}; stop that worker first")
             aside = results.restarted_dir(rid, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
             aside.parent.mkdir(parents=True, exist_ok=True)
             results.run_dir(rid).rename(aside)
@@ -652,7 +680,7 @@ def export_model(
     try:
         report = export_run(ResultsDir(out), run_id, batch=batch)
     except ValueError as exc:  # ExportError, and a model or dataset that cannot be built
-        _fail([SpecError("<command line>", 1, 1, "", str(exc))])
+        _option_fail("", str(exc))
     console = _console()
     for part in summary(report):
         console.print(part)
@@ -822,8 +850,8 @@ def diff_cmd(
         if not path.is_file():
             _fail([SpecError(str(path), 1, 1, "", "cannot read the file: no such file")])
     if fail_if_worse is not None and fail_if_worse not in d.BETTER:
-        _fail([SpecError("<command line>", 1, 1, "--fail-if-worse", f"{fail_if_worse!r} has no better direction; "
-                         f"choose from {', '.join(d.BETTER)}")])
+        _option_fail("--fail-if-worse", f"{fail_if_worse!r} has no better direction; "
+                         f"choose from {', '.join(d.BETTER)}")
     tested = _metrics(metrics, fail_if_worse)
     try:
         report = d.diff(str(a), str(b), ResultsDir(out), show_all, tested, correction.value, not unpaired)

@@ -514,7 +514,29 @@ def check(doc: Document, sets: list[tuple[str, Any]] | None = None,
     The spec's own keys (gstc, name, seeds, variants, sweep) are validated as they are;
     the base configuration only through its configurations: each variant x sweep point
     is validated and compiled after its overrides, so a base may leave a field to them.
+    An error at or under a path that `sets` (--set PATH=VALUE) gives is reported at that option.
     """
+    plan, errors = _check(doc, sets, tables)
+    return plan, [_blame_set(e, sets) for e in errors] if sets else errors
+
+
+def _dotted(path: str) -> str:
+    """An override path with its list indices in brackets, as errors spell paths: prune.layers[1].amount."""
+    return re.sub(r"\.(\d+)(?=\.|\[|$)", r"[\1]", str(path))
+
+
+def _blame_set(error: SpecError, sets: list[tuple[str, Any]]) -> SpecError:
+    for path, value in sets:
+        at = _dotted(path)
+        if error.path == at or error.path.startswith((at + ".", at + "[")):
+            shown = value if isinstance(value, str) else json.dumps(value)
+            return dataclasses.replace(error, option=f"--set {path}={shown}",
+                                       message=error.message.removeprefix("--set: "))
+    return error
+
+
+def _check(doc: Document, sets: list[tuple[str, Any]] | None,
+           tables: LayerTables | None) -> tuple[Plan | None, list[SpecError]]:
     collected = _Collected()
     tables = tables or LayerTables()
     search = [str(pathlib.Path(doc.file).resolve().parent)]  # a module:attribute plugin next to the spec

@@ -27,6 +27,9 @@ class SpecError:
     # The configurations that have this error, when not every one of them does (an override's
     # error, or a base node that some variant or sweep point leaves incomplete).
     configs: tuple[str, ...] = ()
+    # Set where the error comes from the command line rather than the file (`--set train.epochs=abc`): it is
+    # reported at that option, since no line of the file holds the value.
+    option: str = ""
 
     def where(self) -> str:
         """' (in configuration X)', ' (in configurations X and Y)', ...; '' for the whole spec."""
@@ -40,7 +43,7 @@ class SpecError:
         return f" (in {len(names)} configurations: {', '.join(names[:3])}, ...)"
 
     def format(self) -> str:
-        where = f"{self.file}:{self.line}:{self.col}"
+        where = self.option or f"{self.file}:{self.line}:{self.col}"
         what = (f"{self.path}: {self.message}" if self.path else self.message) + self.where()
         return f"{where}: error: {printable(what)}"
 
@@ -53,6 +56,8 @@ class SpecError:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["configs"] = list(self.configs)
+        if not self.option:
+            del out["option"]
         return out
 
 

@@ -28,6 +28,23 @@ def test_validate_ok_and_failing_files(tmp_path, small_spec):
     assert "1 error in 1 of 2 file(s)" in both.stderr
 
 
+def test_validate_walks_a_folder_for_yaml_and_yml_files(tmp_path):
+    """A CI job validates a folder of specs: every *.yaml and *.yml under it, nested ones too, in a stable order."""
+    write(tmp_path / "specs", SMALL_SPEC, "a.yaml")
+    write(tmp_path / "specs" / "more", SMALL_SPEC.replace("name: small", "name: b"), "b.yml")
+    write(tmp_path / "specs" / "more", SMALL_SPEC.replace("epochs: 10", "epochs: ten"), "c.yaml")
+    (tmp_path / "specs" / "notes.txt").write_text("not a spec")
+    out = runner.invoke(app, ["validate", str(tmp_path / "specs")])
+    assert out.exit_code == 1
+    assert [line.split(":")[0] for line in out.stdout.splitlines()] == [
+        str(tmp_path / "specs" / "a.yaml"), str(tmp_path / "specs" / "more" / "b.yml")]
+    assert f"{tmp_path / 'specs' / 'more' / 'c.yaml'}:8:11: error" in out.stderr and "in 1 of 3 file(s)" in out.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    none = runner.invoke(app, ["validate", str(empty)])
+    assert none.exit_code == 1 and f"{empty} holds no *.yaml or *.yml file" in none.stderr
+
+
 def test_validate_json_and_github_formats(tmp_path, small_spec):
     bad = write(tmp_path, SMALL_SPEC.replace("dataset: digits", "dataset: digit"), "bad.yaml")
     out = runner.invoke(app, ["validate", "--format", "json", str(small_spec), str(bad)])
@@ -72,7 +89,32 @@ def test_plan_set_overrides(small_spec):
     assert {r.epochs for r in plan.runs} == {9}
     assert plan.configs[0].resolved.train.optimizer.lr == 0.01
     bad = runner.invoke(app, ["plan", str(small_spec), "--set", "train.epochs"])
-    assert bad.exit_code == 1 and "--set expects PATH=VALUE" in bad.stderr
+    assert bad.exit_code == 1 and bad.stderr == "error: --set: expected PATH=VALUE, found 'train.epochs'\n"
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("train.epochs=abc", '--set train.epochs=abc: error: train.epochs: expected a valid integer, found "abc"'),
+    ("prune.nosuch=1", "--set prune.nosuch=1: error: prune.nosuch: unknown key 'nosuch' in prune"),
+    ("prune.layers.0.amount=2", "--set prune.layers.0.amount=2: error: prune.layers[0].amount: expected less than 1"),
+])
+def test_an_overrides_error_names_the_override_not_a_line_of_the_file(small_spec, value, expected):
+    """A value given by --set is on no line of the spec: its error is reported at the option that gave it."""
+    out = runner.invoke(app, ["plan", str(small_spec), "--set", value])
+    assert out.exit_code == 1 and out.stderr.startswith(expected), out.stderr
+    assert str(small_spec) not in out.stderr
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--pack", "abc"], "error: --pack: expected a positive integer or 'auto', found 'abc'\n"),
+    (["--device", "tpu"], "error: --device: expected auto, cpu, cuda or cuda:N, found 'tpu'\n"),
+    (["--out", "FILE"], "error: --out: FILE is a file; the results go in a folder\n"),
+])
+def test_bad_run_options_are_clear_errors_before_anything_runs(tmp_path, small_spec, args, expected):
+    """Bad input on the command line exits 1 with the option and what it expects, never an internal error."""
+    (tmp_path / "FILE").write_text("")
+    args = [str(tmp_path / "FILE") if a == "FILE" else a for a in args]
+    out = runner.invoke(app, ["run", str(small_spec), *args])
+    assert out.exit_code == 1 and out.stderr == expected.replace("FILE", str(tmp_path / "FILE")), out.stderr
 
 
 def test_layers_lists_names_and_counts():
