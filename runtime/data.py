@@ -186,9 +186,11 @@ def _mnist(d: DataSpec) -> tuple[np.ndarray, ...]:
         try:
             ds = cls(d.root, train=train, download=d.download)
         except RuntimeError as exc:
-            prefix = "train" if train else "t10k"
-            raise DataError(f"{cls.__name__} not found: {folder.resolve()} lacks {prefix}-images-idx3-ubyte or "
-                            f"{prefix}-labels-idx1-ubyte (torchvision's layout; {exc}). Put the unzipped files there, "
+            # torchvision looks for the four files whichever split it loads: name those not there
+            names = [f"{p}-{kind}" for p in ("train", "t10k") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+            missing = [n for n in names if not (folder / n).is_file()] or names
+            raise DataError(f"{cls.__name__} not found: {folder.resolve()} lacks {', '.join(missing)} "
+                            f"(torchvision's layout; {exc}). Put the unzipped files there, "
                             "or set data.download: true on a machine with a network") from None
         except (AssertionError, ValueError, TypeError, KeyError) as exc:
             raise DataError(f"{folder}: a file is not in the IDX format of {cls.__name__} ({type(exc).__name__}: {exc})") from None

@@ -273,8 +273,11 @@ def test_check_jsonschema_validates_every_shipped_spec_against_the_committed_sch
     and rejects a spec breaking a rule across fields, so the committed schema works outside the editor too."""
     import shutil
     import subprocess
+    import sys
+    from pathlib import Path
 
-    tool = shutil.which("check-jsonschema")
+    # Beside the running interpreter first: a venv's tools are there even when the venv is not activated.
+    tool = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent)) or shutil.which("check-jsonschema")
     assert tool, "check-jsonschema is a dev dependency: pip install -e '.[dev]'"
     schema = REPO / "schema" / "gstc.schema.json"
     ok = subprocess.run([tool, "--schemafile", str(schema), *map(str, SHIPPED)], capture_output=True, text=True)

@@ -137,9 +137,16 @@ def test_mnist_family_loads_torchvisions_raw_idx_files(tmp_path, dataset, folder
 
 
 def test_mnist_missing_or_malformed_files_are_named(tmp_path):
-    with pytest.raises(DataError, match=r"MNIST/raw lacks train-images-idx3-ubyte"):
+    with pytest.raises(DataError, match=r"MNIST/raw lacks train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+                       r"t10k-labels-idx1-ubyte "):
         load(DataSpec(dataset="mnist", root=str(tmp_path)))
     write_mnist(tmp_path)
+    labels = tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    kept = labels.read_bytes()
+    labels.unlink()  # only this one missing: the message names it, and only it
+    with pytest.raises(DataError, match=r"MNIST/raw lacks t10k-labels-idx1-ubyte \(torchvision"):
+        load(DataSpec(dataset="mnist", root=str(tmp_path)))
+    labels.write_bytes(kept)
     (tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x99\x03garbage")
     with pytest.raises(DataError, match="not in the IDX format of MNIST"):
         load(DataSpec(dataset="mnist", root=str(tmp_path)))
