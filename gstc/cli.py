@@ -40,15 +40,22 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
-def _print_tables(console, tables: list, empty: str | None = None) -> None:
-    """Print (title, header, rows, caption) tables with rich, one line per row where the terminal allows."""
+def _table(title: str):
+    """A rich table in gstc's compact style (a rule under the header, no frame, one space between columns), so
+    that the tables of `gstc plan`, `status` and `layers` keep their cells whole in an 80-column terminal."""
     from rich import box
-    from rich.markup import escape
     from rich.table import Table
 
+    return Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, show_edge=False,
+                 pad_edge=False, collapse_padding=True, padding=(0, 1, 0, 0))
+
+
+def _print_tables(console, tables: list, empty: str | None = None) -> None:
+    """Print (title, header, rows, caption) tables with rich, one line per row where the terminal allows."""
+    from rich.markup import escape
+
     for title, header, rows, caption in tables:
-        t = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, show_edge=False,
-                  pad_edge=False, collapse_padding=True, padding=(0, 1, 0, 0))
+        t = _table(title)
         for h in header:
             t.add_column(h, overflow="fold")
         for row in rows:
@@ -218,15 +225,15 @@ def plan(
         typer.echo(json.dumps(doc, indent=2))
         return
     from rich.markup import escape
-    from rich.table import Table
 
     out = _console()
     seeds = sorted({r.seed for r in p.runs})
     out.print(f"[bold]{p.spec}[/]: {p.description}" if p.description else f"[bold]{p.spec}[/]")
     out.print(f"{len(p.configs)} configurations x {len(seeds)} seeds ({', '.join(map(str, seeds))}) = {len(p.runs)} runs")
-    summary = Table(title="Configurations", title_justify="left")
+    summary = _table(title="Configurations")
     for col in ("configuration", "epochs", "pruned layers", "pruning epochs", "max rate", "runs", "params", "MACs"):
-        summary.add_column(col, overflow="fold", justify="right" if col[0] in "pM" else "left")
+        summary.add_column(col, overflow="fold", justify="right" if col[0] in "pM" else "left",
+                           no_wrap=col == "configuration")  # names stay whole; numbers wrap at their spaces
     for c in p.configs:
         runs = [r for r in p.runs if r.config == c.id]
         if c.chain is not None:  # a lottery chain: its levels' runs, some of them another configuration's
@@ -247,9 +254,9 @@ def plan(
         if c.chain is not None:
             out.print(_chain_table(p, c))
             continue
-        t = Table(title=f"{escape(c.id)}: per-layer schedule", title_justify="left")
+        t = _table(title=f"{escape(c.id)}: per-layer schedule")
         for col in ("layer", "units", "scoring/target/mode", "event epochs", "pruned per event", "kept", "rate"):
-            t.add_column(col, overflow="fold")
+            t.add_column(col, overflow="fold", no_wrap=col in ("layer", "scoring/target/mode"))
         for s in c.schedules:
             if s.group and s.group[0] != s.layer:
                 continue  # a global group: one row, its first layer's
@@ -267,7 +274,7 @@ def plan(
               f"{max(len(g) for g in compatible)}), which `gstc run --pack K` trains K at a time as one model")
     if packs is not None:
         by_id = {r.id: r for r in p.runs}
-        t = Table(title=f"Packs (--pack {pack})", title_justify="left")
+        t = _table(title=f"Packs (--pack {pack})")
         for col in ("pack", "runs", "members (configuration seed)"):
             t.add_column(col, overflow="fold")
         for pk in packs:
@@ -281,24 +288,26 @@ def plan(
 def _chain_table(p, c):
     """A lottery configuration's levels: what each starts from, its sparsity, its runs (the first seed's)."""
     from rich.markup import escape
-    from rich.table import Table
 
     by_id = {r.id: r for r in p.runs}
     lot = c.resolved.lottery
-    t = Table(title=f"{escape(c.id)}: {lot.levels} levels of {100 * lot.fraction:g}%, rewind {lot.rewind}"
-              + (f", control {lot.control}" if lot.control else ""), title_justify="left")
-    for col in ("level", "stage", "trains", "weights from", "pruned / kept", "sparsity", "run (seed "
+    t = _table(f"{escape(c.id)}: {lot.levels} levels of {100 * lot.fraction:g}%, rewind {lot.rewind}"
+               + (f", control {lot.control}" if lot.control else ""))
+    for col in ("level", "stage", "epochs", "start", "pruned/kept", "sparsity", "run (seed "
                 f"{by_id[c.chain[0][0]].seed})", "after"):
-        t.add_column(col, overflow="fold")
+        t.add_column(col, overflow="fold", no_wrap=col not in ("epochs", "start"))  # ids and counts stay whole
+    keeps = None
     for level, ids in enumerate(c.chain):
         r = by_id[ids[0]]
         st = r.stage
         counts = ", ".join(f"{e.prune}/{e.kept}" for e in st.events) or "-"
-        source = {"init": "initialization", "rewind": f"level 0 after epoch {st.start}",
-                  "trained": f"level {level - 1}'s trained", "reinit": "a fresh initialization"}[st.weights]
-        t.add_row(str(level), st.kind, f"epochs {st.start + 1}..{r.epochs}", source if level else "initialization",
-                  counts, f"{100 * st.sparsity:.1f}%", r.id + (f" (keeps epochs {st.keep})" if st.keep else ""),
-                  st.after or "-")
+        source = {"init": "init", "rewind": f"level 0, epoch {st.start}", "trained": f"level {level - 1}",
+                  "reinit": "fresh init"}[st.weights]
+        t.add_row(str(level), st.kind, f"{st.start + 1}..{r.epochs}", source if level else "init", counts,
+                  f"{100 * st.sparsity:.1f}%", r.id, st.after or "-")
+        keeps = keeps or st.keep
+    if keeps:
+        t.caption, t.caption_justify = f"level 0 keeps its weights after epochs {keeps}, which levels rewind to", "left"
     return t
 
 
@@ -375,11 +384,9 @@ def _print_layers(title: str, rows: list[dict], json_out: bool) -> None:
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
-    from rich.table import Table
 
     refused = sum(1 for row in rows if row.get("refused"))
-    t = Table(title=f"{title}: {len(rows) - refused} prunable layers" + (f", {refused} refused" if refused else ""),
-              title_justify="left")
+    t = _table(f"{title}: {len(rows) - refused} prunable layers" + (f", {refused} refused" if refused else ""))
     t.add_column("layer", overflow="fold")
     t.add_column("filters", justify="right")
     t.add_column("mask after")
@@ -694,7 +701,6 @@ def status(
 ) -> None:
     """Show which runs are done, running (with the worker that holds them), interrupted, failed or pending."""
     from rich.markup import escape
-    from rich.table import Table
 
     from gstc.manifest import DamagedFile, ResultsDir, read_jsonl, run_state
     from gstc.runtime.locks import STALE, Lock, read_lock  # torch-free: the lock files' protocol
@@ -705,7 +711,7 @@ def status(
     from gstc.runtime.slurm_queue import live_runs
 
     queued = live_runs(results.slurm_submitted(plan_.spec))  # {} without Slurm or submitted jobs
-    t = Table(title=f"{plan_.spec}: runs", title_justify="left")
+    t = _table(title=f"{plan_.spec}: runs")
     for col in ("configuration", "seed", "run", "status", "epoch", "best test acc", "worker"):
         t.add_column(col)
     counts: dict[str, int] = {}

@@ -143,3 +143,20 @@ def test_real_process_exit_status_and_no_traceback(tmp_path, args):
     proc = subprocess.run([sys.executable, "-m", "gstc", *argv], capture_output=True, text=True)
     assert proc.returncode == 1
     assert "cannot read the file" in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("spec", ["examples/quickstart.yaml", "examples/lottery.yaml", "examples/moving-masks.yaml"])
+def test_plan_tables_keep_names_and_ids_whole_in_80_columns(spec):
+    """In an 80-column terminal the plan's tables fit, and no configuration, layer, scoring, run id or count is cut
+    across lines (`scoring/t arget/mod e` was)."""
+    plan = compile_file(str(REPO / spec))
+    out = runner.invoke(app, ["plan", str(REPO / spec)], env={"COLUMNS": "80"})
+    assert out.exit_code == 0, out.stderr
+    table_lines = [line for line in out.stdout.splitlines() if "  " in line.strip()]  # rows: cells apart
+    assert table_lines and max(map(len, table_lines)) <= 80
+    words = set(out.stdout.split())
+    scheduled = [s for c in plan.configs if not c.chain for s in c.schedules]  # a lottery shows its levels instead
+    whole = {c.id for c in plan.configs} | {s.layer for s in scheduled}
+    whole |= {f"{s.scoring}/{s.target}/{s.mode.kind}" for s in scheduled}
+    whole |= {ids[0] for c in plan.configs if c.chain for ids in c.chain}  # each level's run (first seed)
+    assert whole <= words, whole - words
