@@ -434,14 +434,15 @@ def _run_entry(plan_run: Any, results: ResultsDir) -> dict:
     return entry
 
 
-def _correlations(runs: Iterable[dict], point: dict | None) -> list[dict]:
+def _correlations(runs: Iterable[dict], point: dict | None, over: str, configs: list[str]) -> list[dict]:
+    """Each pair of CORRELATIONS over these runs; `over` (all, pruned, point) and `configs` say which runs."""
     runs = list(runs)
     out = []
     for x, y in CORRELATIONS:
         pairs = [(r["summary"][x], r["summary"][y]) for r in runs
                  if _finite(r["summary"].get(x)) and _finite(r["summary"].get(y))]
         stats = correlate([p[0] for p in pairs], [p[1] for p in pairs], seed=BOOTSTRAP_SEED)
-        out.append({"x": x, "y": y, "point": point, **stats})
+        out.append({"x": x, "y": y, "point": point, "over": over, "configs": configs, **stats})
     return out
 
 
@@ -491,9 +492,13 @@ def build_manifest(plan: Plan, results: ResultsDir, environment: dict | None = N
     run.json's: the code and machine that trained it). configs: per configuration, its runs
     (`config_runs`: a lottery's, its last level), n done and summarize() of every summary metric over them (bootstrap seed
     BOOTSTRAP_SEED). correlations (with p-values and CIs, `correlate`): over all done
-    runs ("point": null), then over the done runs of each group of `correlation_groups`
-    (configurations whose `point` holds every entry of that group's; configurations with
-    an empty point only enter the overall entries).
+    runs ("point": null, "over": "all"); where some configurations prune and some do not,
+    over the done runs of those that prune ("over": "pruned": a baseline's best epoch may be
+    any epoch, a pruned run's only one from its last event on, which alone can make a
+    correlation over all runs); then over the done runs of each group of
+    `correlation_groups` ("over": "point": configurations whose `point` holds every entry of
+    that group's; configurations with an empty point only enter the overall entries). Each
+    entry lists the configurations it covers ("configs").
     """
     runs = [_run_entry(r, results) for r in plan.runs]
     done = [r for r in runs if r["status"] == "done"]
@@ -505,10 +510,13 @@ def build_manifest(plan: Plan, results: ResultsDir, environment: dict | None = N
                                    seed=BOOTSTRAP_SEED)
                    for name in SUMMARY_FIELDS}
         configs.append({"id": config.id, "n": len(mine), "runs": ids, "metrics": metrics})
-    correlations = _correlations(done, None)
+    correlations = _correlations(done, None, "all", [c.id for c in plan.configs])
+    pruned = [c.id for c in plan.configs if c.schedules or c.chain is not None]
+    if pruned and len(pruned) < len(plan.configs):
+        correlations += _correlations((r for r in done if r["config"] in set(pruned)), None, "pruned", pruned)
     for point in correlation_groups(plan):
-        ids = {c.id for c in plan.configs if c.point and all(c.point.get(k) == v for k, v in point.items())}
-        correlations.extend(_correlations((r for r in done if r["config"] in ids), point))
+        ids = [c.id for c in plan.configs if c.point and all(c.point.get(k) == v for k, v in point.items())]
+        correlations.extend(_correlations((r for r in done if r["config"] in set(ids)), point, "point", ids))
     return {
         "spec": plan.spec,
         "spec_hash": plan.spec_hash,

@@ -89,9 +89,9 @@ def build(plan: Plan, results: ResultsDir, metrics: tuple[str, ...] = OUTCOMES, 
             "manifest": manifest}
 
 
-def _group(point: dict | None) -> str:
+def _group(point: dict | None, over: str = "all") -> str:
     if point is None:
-        return "all runs"
+        return "pruned runs" if over == "pruned" else "all runs"
     return ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in point.items())
 
 
@@ -123,7 +123,7 @@ def tables(report: dict, wide: bool = True) -> list[render.Table]:
     for c in report["correlations"]:
         pair = f"{c['x']} / {c['y']}" if wide else f"{render.SHORT[c['x']]}~{render.SHORT[c['y']]}"
         sep = ", " if wide else ","
-        cells = [pair, _group(c["point"]), str(c["n"])]
+        cells = [pair, _group(c["point"], c.get("over", "all")), str(c["n"])]
         for stat, low, high, p in (("pearson_r", "pearson_ci_low", "pearson_ci_high", "pearson_p"),
                                    ("kendall_tau", "kendall_ci_low", "kendall_ci_high", "kendall_p")):
             value = "-" if c[stat] is None else f"{c[stat]:+.2f}"
@@ -133,8 +133,11 @@ def tables(report: dict, wide: bool = True) -> list[render.Table]:
         corr.append(cells)
     header = ["x / y" if wide else "x~y", "over", "n", "pearson r [95% CI]" if wide else "r [95% CI]", "p",
               "kendall tau [95% CI]" if wide else "tau [95% CI]", "p"]
+    pruned = next((c["configs"] for c in report["correlations"] if c.get("over") == "pruned"), None)
+    covers = (f"; pruned runs: those of {', '.join(pruned)} (a configuration that never prunes may peak at any "
+              "epoch, a pruned run only from its last event on)" if pruned else "")
     out.append(("Correlations over runs", header, corr,
-                "Pearson's CI from Fisher's z; Kendall's from a percentile bootstrap over runs"))
+                "Pearson's CI from Fisher's z; Kendall's from a percentile bootstrap over runs" + covers))
     return out
 
 

@@ -306,12 +306,18 @@ def test_manifest_correlations_equal_scipy(plan, filled):
     m = build_manifest(plan, filled)
     done = [r["summary"] for r in m["runs"] if r["status"] == "done"]
     assert len(done) == 7
-    assert [(c["x"], c["y"], c["point"]) for c in m["correlations"]] == [
-        ("mean_stability", "best_test_acc", None), ("mean_stability", "gen_gap", None)]
+    pruned = [c.id for c in plan.configs if c.schedules]
+    assert 0 < len(pruned) < len(plan.configs)  # a baseline beside pruned configurations
+    assert [(c["x"], c["y"], c["point"], c["over"]) for c in m["correlations"]] == [
+        ("mean_stability", "best_test_acc", None, "all"), ("mean_stability", "gen_gap", None, "all"),
+        ("mean_stability", "best_test_acc", None, "pruned"), ("mean_stability", "gen_gap", None, "pruned")]
+    assert [c["configs"] for c in m["correlations"]] == [[c.id for c in plan.configs]] * 2 + [pruned] * 2
     for c in m["correlations"]:
-        x, y = [s[c["x"]] for s in done], [s[c["y"]] for s in done]
+        # the pruned entries leave out the runs of configurations that never prune
+        runs = [r["summary"] for r in m["runs"] if r["status"] == "done" and r["config"] in c["configs"]]
+        x, y = [s[c["x"]] for s in runs], [s[c["y"]] for s in runs]
         p, k = st.pearsonr(x, y), st.kendalltau(x, y)
-        assert c["n"] == 7
+        assert c["n"] == len(runs) and (c["n"] == 7) == (c["over"] == "all")
         assert c["pearson_r"] == pytest.approx(p.statistic, abs=1e-12)
         assert c["pearson_p"] == pytest.approx(p.pvalue, rel=1e-9)
         assert c["kendall_tau"] == pytest.approx(k.statistic, abs=1e-12)
@@ -363,9 +369,9 @@ def test_sweep_points_get_their_own_correlations(tmp_path):
         write_run(results, run)
     m = build_manifest(plan, results)
     points = [c["point"] for c in m["correlations"]]
-    assert points == [None, None] + [{"train.optimizer.lr": 0.001}] * 2 + [{"train.optimizer.lr": 0.01}] * 2
+    assert points == [None] * 4 + [{"train.optimizer.lr": 0.001}] * 2 + [{"train.optimizer.lr": 0.01}] * 2
     done = {r["id"]: r for r in m["runs"]}
-    for c in m["correlations"][2:]:
+    for c in m["correlations"][4:]:
         ids = {r.id for r in plan.runs if plan.config(r.config).point == c["point"]}
         x = [done[i]["summary"][c["x"]] for i in ids]
         y = [done[i]["summary"][c["y"]] for i in ids]

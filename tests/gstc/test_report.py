@@ -102,7 +102,8 @@ def test_report_fits_80_columns_one_line_per_row(tmp_path):
     # every configuration row, comparison row and correlation row is one line: no cell wraps
     for config in ("baseline", "small", "large"):
         assert sum(line.startswith(config + " ") for line in lines) == (1 if config == "baseline" else 4)
-    assert sum(line.startswith("stab~") for line in lines) == 2
+    assert sum(line.startswith("stab~") for line in lines) == 4  # over all runs, and over the pruned runs alone
+    assert sum("pruned runs" in line for line in lines if line.startswith("stab~")) == 2
     wide = runner.invoke(app, ["report", str(spec), "--out", str(results.root)], env={"COLUMNS": "200"}).stdout
     assert "best_test_acc (%)" in wide and "[" in wide.split("best_test_acc (%)")[1].splitlines()[2]
 
@@ -121,7 +122,7 @@ def test_sweep_over_a_rate_axis_gets_a_figure_3_plot_and_per_value_correlations(
     assert str(tmp_path / "r" / "specs" / "small" / "sweep_prune_layers_0_amount.png") in rep["plots"]
     groups = [c["point"] for c in rep["correlations"] if c["x"] == "mean_stability" and c["y"] == "best_test_acc"]
     # overall, the 6 sweep points, then each value of each axis (the paper's Figure 3 correlates at each rate)
-    assert groups[0] is None and len(groups) == 1 + 6 + 2 + 3
+    assert groups[:2] == [None, None] and len(groups) == 2 + 6 + 2 + 3  # all runs, pruned runs, then the points
     assert {"prune.layers[0].amount": 0.5} in groups and {"prune.target": "largest"} in groups
     at = next(c for c in rep["correlations"] if c["point"] == {"prune.layers[0].amount": 0.5} and c["y"] == "best_test_acc")
     assert at["n"] == 4  # two targets x two seeds
