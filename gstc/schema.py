@@ -59,9 +59,17 @@ def _for_editors(properties: dict[str, Any]) -> None:
 
     - no title that only repeats the key (hover showed `Amount || Amount`);
     - an optional scalar `anyOf: [T, null]` as one `type: [T, "null"]` (its constraints apply to T only);
-    - no `default: null`, which completion inserted as `amount: ${1:null}`.
+    - no `default: null`, which completion inserted as `amount: ${1:null}`;
+    - a property whose value is one model (`schedule: ScheduleSpec or null`) titled by that model, as its fields
+      are, its two forms as `oneOf` (hover showed every form of an `anyOf`: `ScheduleSpec || LayerEntry`).
     """
     for name, body in properties.items():
+        options = body.get("anyOf", [body])
+        refs = [o["$ref"] for o in options if "$ref" in o]
+        if len(refs) == 1 and all("$ref" in o or o == {"type": "null"} for o in options):
+            body.setdefault("title", refs[0].rsplit("/", 1)[-1])
+            if "anyOf" in body:  # a model or null exclude each other: oneOf, whose hover shows the one title
+                body["oneOf"] = body.pop("anyOf")
         if body.get("title") == _auto_title(name):
             del body["title"]
         if "default" in body and body["default"] is None:

@@ -165,7 +165,9 @@ def hover(server, tmp_path, body: str, needle: str) -> str:
     (BASE + "variants:\n  L: {prune.target: largest}\n", "prune.target", "prune.target", "Which unpruned filters"),
     (BASE + "sweep:\n  prune.layers.0.amount: [0.1, 0.2]\n", "prune.layers.0.amount", "prune.layers[N].amount",
      "one per sweep point"),
-], ids=["optional-field", "schedule-field", "variant-path", "sweep-axis"])
+    (BASE.replace("{select: conv5, amount: 0.5}", "{select: conv5, amount: 0.5, schedule: {epochs: [3]}}"),
+     "schedule: {epochs", "ScheduleSpec", "Fields missing here come from prune.schedule"),
+], ids=["optional-field", "schedule-field", "variant-path", "sweep-axis", "entry-schedule"])
 def test_hover_shows_one_title_and_the_description(server, tmp_path, body, needle, title, description):
     shown_text = hover(server, tmp_path, body, needle).replace("\\[", "[").replace("\\]", "]")  # markdown escapes
     assert re.findall(r"^#### (.*)$", shown_text, re.M) == [title], shown_text
