@@ -56,6 +56,11 @@ def make_optimizer(params: Any, spec: AdamSpec | SGDSpec, fused: bool = False) -
 INTERRUPTIONS: list[type[BaseException]] = []
 
 
+class PackOutOfMemory(RuntimeError):
+    """A pack of several runs ran out of device memory: its worker trains it again in smaller packs, each member from
+    its last checkpoint (a run alone that runs out of memory fails, with the reason)."""
+
+
 @dataclass
 class Member:
     """One run of a pack: its plan entries, pruner and bookkeeping."""
@@ -204,6 +209,8 @@ class Trainer:
         except RuntimeError as exc:  # torch's (overflow, out of memory, ...): every member still training fails
             if isinstance(exc, tuple(INTERRUPTIONS)):
                 raise  # the job is being stopped from outside (a time limit): its runs resume, they did not fail
+            if isinstance(exc, torch.cuda.OutOfMemoryError) and len(self.alive) > 1:
+                raise PackOutOfMemory(f"a pack of {len(self.alive)} runs: {exc}") from exc
             for m in self.alive:
                 self.fail(m, epoch, f"{type(exc).__name__}: {exc}")
         for cb in self.callbacks:

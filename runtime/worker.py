@@ -33,7 +33,7 @@ from gstc.runtime.callbacks import Flatness, RunFiles
 from gstc.runtime.checkpoint import Checkpoints, epoch_of
 from gstc.runtime.data import Dataset, load, pack_input
 from gstc.runtime.tracking import Tracking
-from gstc.runtime.train import Callback, Trainer
+from gstc.runtime.train import Callback, PackOutOfMemory, Trainer
 
 
 def resolve_device(name: str) -> torch.device:
@@ -208,7 +208,16 @@ def run_pack(plan: Plan, runs: list[PlanRun], results: ResultsDir, device: torch
                 claims.release(members[0].id)
                 continue
             progress.start_pack(members, resumed or 0)
-            trainer.execute(resumed)
+            try:
+                trainer.execute(resumed)
+            except PackOutOfMemory:  # --pack too large for this device (or for what other tasks left of it)
+                del trainer
+                gc.collect()
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                half = len(members) // 2
+                queue[:0] = [members[:half], members[half:]]  # each half resumes from its checkpoints
+                continue
             for m in trainer.members:
                 claims.release(m.run.id)
                 if trainer.finished(m) or m.failure is not None:

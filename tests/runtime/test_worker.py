@@ -77,3 +77,35 @@ def test_a_checkpoint_of_gstc_0_1_0_resumes_with_the_same_numbers(tmp_path):
     assert [r["lr"] for r in read_jsonl(resumed.epochs_jsonl(run.id))] == pytest.approx([2e-3, 2e-4, 2e-4, 2e-5])
     assert "scheduler" in torch.load(resumed.checkpoint(run.id), weights_only=True)  # rewritten in today's form
     assert read_json(resumed.run_json(run.id))["environment"]["gstc"]
+
+
+@pytest.mark.slow  # 40 s: 3 runs of 3 epochs in float64, alone and as a pack split twice
+def test_a_pack_out_of_memory_is_trained_again_in_halves_with_the_numbers_of_runs_alone(tmp_path, monkeypatch):
+    """A pack that runs out of device memory (here: raised in its second epoch, as CUDA raises it) is not a failure of
+    its runs: the worker trains it again in halves, each member from its last checkpoint, down to runs alone."""
+    from gstc.runtime.train import Trainer
+
+    text = spec_text("vgg11_bn", 0.125, "", epochs=3).replace("seeds: 1", "seeds: 3")
+    plan = compile_text(text)
+    alone = ResultsDir(tmp_path / "alone")
+    run_plan(plan, alone, dtype=torch.float64)  # float64: a pack computes what its runs alone do up to rounding
+    original = Trainer.run_epoch
+    sizes = []
+
+    def oom(self, epoch):
+        sizes.append(len(self.members))
+        if len(self.alive) > 1 and epoch == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "run_epoch", oom)
+    packed = ResultsDir(tmp_path / "packed")
+    report, infos = run_plan(plan, packed, dtype=torch.float64, pack=3)
+    assert not report.failed and not report.unfinished and all(i["status"] == "done" for i in infos)
+    assert sizes[:2] == [3, 3] and 2 in sizes and max(sizes[2:]) < 3  # 3, then 1 + 2, then the 2 as 1 + 1
+    for run in plan.runs:
+        assert read_json(packed.run_json(run.id))["resumed_from"] == 1  # from the checkpoint after epoch 1
+        (got, _), (want, _) = numbers(packed, run.id), numbers(alone, run.id)
+        assert [r["epoch"] for r in got] == [1, 2, 3]
+        for a, b in zip(got, want):
+            assert {k: pytest.approx(v, rel=1e-9) if isinstance(v, float) else v for k, v in a.items()} == b
