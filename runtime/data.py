@@ -344,7 +344,8 @@ STATS = {"cifar10": CIFAR10_STATS, "cifar100": CIFAR100_STATS}
 
 def _free_bytes(device: torch.device) -> int:
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+        # an int: torch before 2.5 takes no torch.device here
+        return torch.cuda.mem_get_info(device.index if device.index is not None else torch.cuda.current_device())[0]
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 

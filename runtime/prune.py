@@ -118,10 +118,13 @@ class LayerState:
             return
         fresh = sel & ~(self.hold_w | self.hold_bn)  # a filter already held keeps its first saved values
         if restore == "trained" and fresh.any():
+            index = fresh.nonzero().flatten()  # on the host: copied once per device, not indexed by a host mask
+            on: dict[torch.device, torch.Tensor] = {}
             for key, tensor, positions in self.p.slots():
                 rows = tensor.detach() if positions is None else tensor.detach()[positions.to(tensor.device)]
                 store = self.saved.setdefault(key, torch.zeros_like(rows))
-                store[fresh] = rows[fresh]
+                at = on.setdefault(rows.device, index.to(rows.device))
+                store.index_copy_(0, at, rows.index_select(0, at))
         # A filter already in a window keeps the later of its two release times.
         later = torch.full_like(self.release_at, until)
         held = self.hold_w | self.hold_bn
@@ -145,12 +148,20 @@ class LayerState:
     def add_noise(self, sel: torch.Tensor, generator: torch.Generator) -> None:
         w = self.p.weight
         rows = sel.nonzero().flatten()
-        noise = torch.randn((len(rows), *w.shape[1:]), generator=generator, dtype=torch.float64)
-        step = (noise * float(self.noise_std)).to(w.dtype)
-        if w.device.type == "cuda":  # copied from pinned memory without waiting: a pageable copy syncs the stream
-            rows, step = rows.pin_memory(), step.pin_memory()
+        if w.device.type == "cuda":
+            # Drawn on the device in the weights' dtype, from a generator seeded by the run's noise generator (so
+            # still a function of seed and epoch): no float64 draw on the host and copy per batch. The rows are
+            # copied from pinned memory without waiting (a pageable copy syncs the stream).
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+            device_generator = torch.Generator(device=w.device).manual_seed(seed)
+            step = torch.randn((len(rows), *w.shape[1:]), generator=device_generator, device=w.device, dtype=w.dtype)
+            step.mul_(float(self.noise_std))
+            rows = rows.pin_memory().to(w.device, non_blocking=True)
+        else:  # float64 draws, as every CPU run so far: the same numbers
+            step = (torch.randn((len(rows), *w.shape[1:]), generator=generator, dtype=torch.float64)
+                    * float(self.noise_std)).to(w.dtype)
         with torch.no_grad():
-            w.index_add_(0, rows.to(w.device, non_blocking=True), step.to(w.device, non_blocking=True))
+            w.index_add_(0, rows, step)
 
     def release_due(self, batch: int) -> None:
         """End the zero windows whose release batch count has come (restoring saved values where asked)."""
@@ -158,12 +169,13 @@ class LayerState:
             return
         done = (self.release_at <= batch) & (self.hold_w | self.hold_bn)
         if self.saved:  # held with restore: trained
+            index = done.nonzero().flatten()  # on the host: copied once per device, not indexed by a host mask
+            on: dict[torch.device, torch.Tensor] = {}
             with torch.no_grad():
                 for key, tensor, positions in self.p.slots():
-                    if positions is None:
-                        tensor[done] = self.saved[key][done]
-                    else:
-                        tensor[positions[done].to(tensor.device)] = self.saved[key][done]
+                    at = on.setdefault(tensor.device, index.to(tensor.device))
+                    into = at if positions is None else positions.to(tensor.device).index_select(0, at)
+                    tensor.index_copy_(0, into, self.saved[key].index_select(0, at))
         self.hold_w &= ~done
         self.hold_bn &= ~done
         self.release_at[done] = NEVER

@@ -45,7 +45,16 @@ def resolve_device(name: str) -> torch.device:
         raise ValueError(f"--device {name}: this machine has no CUDA device (torch {torch.__version__}); use --device cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if device.type == "cuda":
+        strict_fp32()
     return device
+
+
+def strict_fp32() -> None:
+    """fp32 means fp32 on CUDA: no TF32 in convolutions (cuDNN's default allows it on Ampere and later, with a
+    10-bit mantissa) nor in matrix products; run.json's environment records the setting (`tf32`)."""
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 
 @dataclass
@@ -235,9 +244,10 @@ AUTO_MAX_PACK = 32  # --pack auto never packs more runs than this
 AUTO_MEMORY_FRACTION = 0.6  # of the GPU's memory a pack may plan to use (the rest: allocator slack, evaluation)
 
 
-def auto_pack_size(plan: Plan, group: list[PlanRun], device: torch.device, data: Dataset) -> int:
-    """--pack auto: on CUDA, as many runs as fit in AUTO_MEMORY_FRACTION of the GPU's memory,
-    from the peak memory of one training step of a single run; on the CPU, 1: memory says
+def auto_pack_size(plan: Plan, group: list[PlanRun], device: torch.device, data: Dataset, share: float = 1.0) -> int:
+    """--pack auto: on CUDA, as many runs as fit in AUTO_MEMORY_FRACTION of the GPU's memory this task may use (the
+    smaller of the memory free now, which other processes' use leaves, and `share` of the total, what Ray's
+    --gpus-per-task gives the task), from the peak memory of one training step of a single run; on the CPU, 1: memory says
     nothing there, and packs pay only for narrow models (benchmarks/RESULTS.md: ResNet20/56
     at width 0.25 gain 1.6-2.4x with packs of 2-4; VGG11 and ResNet18 lose), so a pack size
     on the CPU is the user's explicit --pack K.
@@ -257,12 +267,18 @@ def auto_pack_size(plan: Plan, group: list[PlanRun], device: torch.device, data:
     del probe, out
     gc.collect()  # the Trainer holds reference cycles (pruners' recorders): free its memory now, not at some later gc
     torch.cuda.empty_cache()
-    total = torch.cuda.get_device_properties(device).total_memory
-    return max(1, min(AUTO_MAX_PACK, len(group), int(AUTO_MEMORY_FRACTION * total / max(peak, 1))))
+    free, total = torch.cuda.mem_get_info(_index(device))
+    usable = min(free, share * total - base)  # base: this process's data, already on the device
+    return max(1, min(AUTO_MAX_PACK, len(group), int(AUTO_MEMORY_FRACTION * usable / max(peak, 1))))
+
+
+def _index(device: torch.device) -> int:
+    """A CUDA device's index (torch.cuda.mem_get_info takes an int on every torch gstc supports)."""
+    return device.index if device.index is not None else torch.cuda.current_device()
 
 
 def local_packs(plan: Plan, runs: Iterable[PlanRun], results: ResultsDir, device: torch.device,
-                pack: int | str = 1, datasets: dict[str, Dataset] | None = None) -> list[list[PlanRun]]:
+                pack: int | str = 1, datasets: dict[str, Dataset] | None = None, share: float = 1.0) -> list[list[PlanRun]]:
     """The runs not done yet, in packs: of `pack` runs, or with 'auto', sized by this device's memory."""
     by_id = {r.id: r for r in plan.runs}
     todo = [r for r in runs if run_status(results, r.id) != "done"]
@@ -273,7 +289,7 @@ def local_packs(plan: Plan, runs: Iterable[PlanRun], results: ResultsDir, device
         size = pack
         if pack == "auto":
             data = _dataset(plan.config(group[0].config), device, datasets)
-            size = auto_pack_size(plan, group, device, data)
+            size = auto_pack_size(plan, group, device, data, share)
         packs += make_packs(plan, group, int(size))
     return [[by_id[i] for i in p.runs] for p in packs]
 
@@ -316,6 +332,6 @@ def work(plan_json: str, job: dict) -> dict:
     runs = [by_id[i] for i in job["runs"]]
     datasets: dict = {}
     outcomes: list[Outcome] = []
-    for members in local_packs(plan, runs, results, device, job["pack"], datasets):
+    for members in local_packs(plan, runs, results, device, job["pack"], datasets, job.get("gpu_share", 1.0)):
         outcomes += run_pack(plan, members, results, device, None, dtype, datasets, job.get("track", ()))
     return {"host": socket.gethostname(), "pid": os.getpid(), "device": str(device), **summary(outcomes)}

@@ -95,6 +95,7 @@ class Remote:
     name = "remote"
     device = "cpu"
     threads: int | None = None  # torch threads per worker: the CPUs a task or job is given (None: torch's default)
+    gpu_share = 1.0  # of a GPU each task is given (Ray's --gpus-per-task): what --pack auto may plan to fill
     track: list[str] = []  # trackers that follow the runs (gstc.runtime.tracking), set by make_executor
 
     def check(self) -> None:
@@ -110,7 +111,8 @@ class Remote:
         else:
             ids = [p.runs for p in make_packs(plan, todo, int(pack))]
         return ordered(plan, [{"index": i, "runs": r, "results": str(results.root), "device": self.device,
-                               "pack": pack, "dtype": "float32", "threads": self.threads, "track": self.track}
+                               "pack": pack, "dtype": "float32", "threads": self.threads, "track": self.track,
+                               "gpu_share": self.gpu_share}
                               for i, r in enumerate(ids)])
 
     def environment(self) -> dict:

@@ -116,6 +116,7 @@ class RayExecutor(Remote):
                                 "GPUs); leave it out")
         self.device = "cuda" if wants_gpu else "cpu"
         self.num_gpus = (self.gpus_per_task or 1.0) if wants_gpu else 0
+        self.gpu_share = self.gpus_per_task or 1.0  # other tasks may share the GPU: --pack auto sizes to this share
 
     def run(self, plan: Plan, jobs: list[dict], results: ResultsDir, progress: Progress, tick: Tick) -> Report:
         ray = self.ray

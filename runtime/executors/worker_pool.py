@@ -40,6 +40,8 @@ class WorkerPool(Remote):
         if not devices:
             raise ExecutorError("--gpus: no device given")
         self.devices, self.retries = devices, retries
+        # Each worker computes with its share of the cores (torch's default is every core, in every worker).
+        self.threads = max(1, (os.cpu_count() or 1) // len(devices))
         self.device = devices[0].split(":")[0]
 
     def check(self) -> None:

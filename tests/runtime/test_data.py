@@ -266,3 +266,14 @@ def test_grayscale_28x28_images_train_a_built_in_resnet(tmp_path):
     assert infos[0]["status"] == "done"
     assert [r["kept"] for r in read_jsonl(results.epochs_jsonl(plan.runs[0].id))][-1] == {
         f"layer3.{b}.conv1": 8 for b in range(3)}
+
+
+def test_free_cuda_memory_is_asked_of_the_device_by_its_index(monkeypatch):
+    """torch.cuda.mem_get_info took only an int before torch 2.5 (pyproject allows 2.4): gstc passes the index."""
+    from gstc.runtime import data
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index: asked.append(index) or (7 << 30, 80 << 30))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    assert data._free_bytes(torch.device("cuda")) == 7 << 30 and data._free_bytes(torch.device("cuda:1")) == 7 << 30
+    assert asked == [3, 1] and all(type(i) is int for i in asked)

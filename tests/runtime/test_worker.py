@@ -109,3 +109,17 @@ def test_a_pack_out_of_memory_is_trained_again_in_halves_with_the_numbers_of_run
         assert [r["epoch"] for r in got] == [1, 2, 3]
         for a, b in zip(got, want):
             assert {k: pytest.approx(v, rel=1e-9) if isinstance(v, float) else v for k, v in a.items()} == b
+
+
+def test_fp32_on_cuda_is_fp32_and_run_json_says_so(monkeypatch):
+    """cuDNN lets convolutions round to TF32 by default on Ampere and later: a CUDA device turns that off, for
+    convolutions and matrix products, and the environment records it."""
+    from gstc.runtime.environment import environment
+
+    assert "tf32" not in environment(torch.device("cpu"))  # a CPU run's environment is as before
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert worker.resolve_device("cuda").type == "cuda"
+    assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
