@@ -219,9 +219,11 @@ def plan(
     # auto sizes packs by the device's memory at run time; the plan shows the largest possible packs.
     packs = make_packs(p, p.runs, len(p.runs) if pack_size == "auto" else pack_size) if pack_size else None
     if json_out:
+        if packs is None:  # pydantic's own writer: the same text as json.dumps(indent=2), several times faster
+            typer.echo(p.model_dump_json(indent=2))
+            return
         doc = p.model_dump(mode="json")
-        if packs is not None:
-            doc["packs"] = [pk.model_dump(mode="json") for pk in packs]
+        doc["packs"] = [pk.model_dump(mode="json") for pk in packs]
         typer.echo(json.dumps(doc, indent=2))
         return
     from rich.markup import escape

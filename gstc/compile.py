@@ -701,15 +701,19 @@ def _check(doc: Document, sets: list[tuple[str, Any]] | None,
             seen.update(r.id for r in chain_runs)
             continue
         order = {s.layer: k for k, s in enumerate(c.schedules)}  # table order (dense layers after the convs)
+        # model_construct: the compiler's own typed values, not input to validate (a sweep of 100,000 runs plans
+        # in seconds; benchmarks/plan_scale.py)
         events = sorted(
-            (PlanEvent(epoch=e, layer=s.layer, prune=p, kept=k, of=s.kept[0] + s.pruned[0], group=s.group)
+            (PlanEvent.model_construct(epoch=e, layer=s.layer, prune=p, kept=k, of=s.kept[0] + s.pruned[0],
+                                       group=list(s.group))
              for s in c.schedules for e, p, k in zip(s.epochs, s.pruned, s.kept)
              if p > 0 and (not s.group or s.group[0] == s.layer)),  # a global group's event: once, by its first
             key=lambda ev: (ev.epoch, order[ev.layer]),
         )
+        configs[n] = c.model_copy(update={"events": events})  # stored once; each run shares the list
         for seed in seeds:
-            runs.append(PlanRun(id=run_id(c.hash, seed), config=c.id, seed=seed, epochs=c.resolved.train.epochs,
-                                events=events))
+            runs.append(PlanRun.model_construct(id=run_id(c.hash, seed), config=c.id, seed=seed,
+                                                epochs=c.resolved.train.epochs, events=events, stage=None))
     runs = stages.dense_keep(runs)
     try:
         base = BaseConfig.model_validate(config_raw)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from functools import cached_property
+
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from gstc.plugins import Choice
 
@@ -93,7 +95,7 @@ class Counts(Frozen):
 
 
 class PlanConfig(Compact):
-    OMITTED = ("chain",)
+    OMITTED = ("chain", "events")
 
     id: str = Field(description="Variant name, then [path=value,...] for a sweep point.")
     variant: str = Field(description="Variant name ('default' without variants).")
@@ -107,6 +109,9 @@ class PlanConfig(Compact):
                                      "is known only by loading the data.")
     chain: Optional[list[list[str]]] = Field(default=None, description="A lottery configuration: its runs by level "
                                              "(0..levels), each level's by seed; left out of the JSON otherwise.")
+    events: list["PlanEvent"] = Field(default_factory=list, description="Every (epoch, layer) with prune > 0, by "
+                                      "epoch then layer order: what each of its runs does (stored once here, not in "
+                                      "every run); left out of the JSON when empty (a baseline, a lottery).")
 
 
 
@@ -159,7 +164,9 @@ class PlanRun(Compact):
     config: str = Field(description="Configuration id.")
     seed: int = Field(description="Random seed.")
     epochs: int = Field(description="Training epochs.")
-    events: list[PlanEvent] = Field(description="Every (epoch, layer) with prune > 0, by epoch then layer order.")
+    events: list[PlanEvent] = Field(default_factory=list, exclude=True, description="Every (epoch, layer) with "
+                                    "prune > 0, by epoch then layer order: its configuration's events (PlanConfig.events, "
+                                    "which the JSON holds once per configuration); a plan fills them in when loaded.")
     stage: Optional[PlanStage] = Field(default=None, description="A level of a lottery chain: what it starts from; "
                                        "left out of the JSON for a run of its own.")
 
@@ -180,11 +187,27 @@ class Plan(Frozen):
     paths: list[str] = Field(default_factory=list, description="Absolute folders searched first for the import paths "
                              "(module:attribute) of own architectures and datasets: the spec's folder, where it uses any.")
 
+    @model_validator(mode="after")
+    def _runs_events(self) -> "Plan":
+        """Each run's events are its configuration's, stored once per configuration in the JSON: a run read from
+        JSON gets its configuration's list (one list, shared by every run of the configuration)."""
+        by_id = {c.id: c for c in self.configs}
+        for run in self.runs:
+            config = by_id.get(run.config)
+            if config is None or run.stage is not None:
+                continue
+            if not run.events and config.events:
+                run.__dict__["events"] = config.events  # frozen: filled in once, as it is validated
+            elif run.events and not config.events:  # a plan written before: events in every run, none in its config
+                config.__dict__["events"] = run.events
+        return self
+
+    @cached_property
+    def _configs(self) -> dict[str, PlanConfig]:
+        return {c.id: c for c in self.configs}
+
     def config(self, config_id: str) -> PlanConfig:
-        for c in self.configs:
-            if c.id == config_id:
-                return c
-        raise KeyError(config_id)
+        return self._configs[config_id]
 
 
 __all__ = ["AdamSpec", "MovingSpec", "BaseConfig", "DataSpec", "Duration", "FlatnessSpec", "ForeignMode", "Frozen", "GaussianMode", "LayerSchedule",

@@ -121,7 +121,7 @@ def test_plan_round_trips_through_json():
     assert again == plan
     data = json.loads(plan.model_dump_json())
     assert {"gstc", "spec", "spec_hash", "layers", "configs", "runs"} <= set(data)
-    pruned = next(r for r in data["runs"] if r["events"])  # run 0 is the baseline: no events
+    pruned = next(c for c in data["configs"] if c.get("events"))  # the baseline's is left out: it has none
     assert set(pruned["events"][0]) == {"epoch", "layer", "prune", "kept", "of"}
     with pytest.raises(Exception):
         plan.runs[0].seed = 5  # frozen
@@ -376,3 +376,28 @@ sweep: {prune.layers.0.amount: [0.3, 0.6]}
     assert errors == [] and len(plan.configs) == 2
     other, _ = check(load_text(text.replace(".inf", "-.inf"), "r.yaml"))
     assert other.spec_hash != plan.spec_hash
+
+
+def test_a_plan_stores_each_configurations_events_once_and_its_runs_get_them_back(small_spec):
+    """A sweep of 22,000 runs repeated every configuration's events in each run (a 125 MB plan): the JSON holds them
+    once per configuration, and a plan read from JSON gives each run its configuration's events again. A plan
+    written the old way (events in every run) still loads, to the same plan."""
+    import json
+
+    from gstc.plan import Plan
+
+    plan = compile_file(str(small_spec))
+    doc = json.loads(plan.model_dump_json())
+    assert all("events" not in r for r in doc["runs"])
+    with_events = {c["id"] for c in doc["configs"] if c.get("events")}
+    assert with_events == {c.id for c in plan.configs if c.schedules} and "baseline" not in with_events
+    back = Plan.model_validate_json(plan.model_dump_json())
+    assert back == plan and sum(len(r.events) for r in back.runs) == sum(len(r.events) for r in plan.runs) > 0
+    for run in back.runs:
+        if run.events:  # one list per configuration, shared by its runs
+            assert run.events is back.config(run.config).events
+    old = json.loads(plan.model_dump_json())
+    events = {c["id"]: c.pop("events", []) for c in old["configs"]}
+    for r in old["runs"]:
+        r["events"] = events[r["config"]]
+    assert Plan.model_validate(old) == plan

@@ -296,7 +296,8 @@ def test_status_names_the_worker_of_a_running_run_and_spots_interrupted_ones(spe
     with locks.claim_runs(results, [held.id]) as claims:
         result = cli_status(str(spec), "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
-    rows = {line.split("│")[3].strip(): line for line in result.output.splitlines() if line.count("│") > 5}
+    ids = {r.id for r in plan.runs}
+    rows = {word: line for line in result.output.splitlines() for word in line.split() if word in ids}
     info = claims.locks[held.id].info
     assert "running" in rows[held.id] and f"{info['host']} pid {info['pid']}" in rows[held.id]
     assert "interrupted" in rows[dead.id] and "pending" in rows[plan.runs[2].id]
