@@ -364,11 +364,6 @@ def run_status(results: ResultsDir, run_id: str) -> str:
     return run_state(results, run_id)[0]
 
 
-def damage(results: ResultsDir, run_id: str) -> dict | None:
-    """See `run_state`."""
-    return run_state(results, run_id)[2]
-
-
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 

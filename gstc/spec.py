@@ -479,6 +479,5 @@ class Spec(BaseConfig, SpecHeader):
 
 
 CONFIG_FIELDS = tuple(BaseConfig.model_fields)  # the parts of a spec that overrides may touch
-HEADER_FIELDS = tuple(SpecHeader.model_fields)
 
 __all__ = ["Duration", "MovingSpec", "ForeignMode", "GaussianMode", "Mode", "PruneMode", "Strict", "ZeroMode"]

@@ -18,8 +18,8 @@ from scipy import stats as st
 
 from gstc.compile import compile_file
 from gstc.manifest import (
-    BOOTSTRAP_SEED, SUMMARY_FIELDS, DamagedFile, ResultsDir, damage, append_jsonl, build_manifest, read_json, read_jsonl,
-    run_status, summarize_run, truncate_jsonl, write_json, write_manifest,
+    BOOTSTRAP_SEED, SUMMARY_FIELDS, DamagedFile, ResultsDir, append_jsonl, build_manifest, read_json, read_jsonl,
+    run_state, run_status, summarize_run, truncate_jsonl, write_json, write_manifest,
 )
 from gstc.stats import summarize
 
@@ -232,16 +232,16 @@ def test_run_status(plan, tmp_path):
     # Unreadable run.json files are a status of their own, with the file and the reason (never an exception).
     write_json(results.run_json(a.id), {"status": "exploded"})
     assert run_status(results, a.id) == "damaged"
-    assert damage(results, a.id) == {"file": str(results.run_json(a.id)),
+    assert run_state(results, a.id)[2] == {"file": str(results.run_json(a.id)),
                                      "reason": "has an unknown status 'exploded' (expected running, done or failed)"}
     results.run_json(b.id).write_text('{"id": "x", "sta')  # cut short
-    assert run_status(results, b.id) == "damaged" and "is not valid JSON" in damage(results, b.id)["reason"]
-    assert damage(results, c.id) is None
+    assert run_status(results, b.id) == "damaged" and "is not valid JSON" in run_state(results, b.id)[2]["reason"]
+    assert run_state(results, c.id)[2] is None
     # damaged.json: what `gstc run` found wrong with another of the run's files
     write_json(results.damaged_json(c.id), {"file": "checkpoint.pt", "reason": "is cut short"})
     assert run_status(results, c.id) == "done"  # a finished run stays finished
     write_run(results, c, status="running", last_epoch=2)
-    assert run_status(results, c.id) == "damaged" and damage(results, c.id)["reason"] == "is cut short"
+    assert run_status(results, c.id) == "damaged" and run_state(results, c.id)[2]["reason"] == "is cut short"
 
 
 # --- the manifest ------------------------------------------------------------------------
