@@ -657,7 +657,7 @@ def _restart(results, ids: list[str], executor) -> None:
     """`--restart RUN_ID`: move the run's folder aside (under the run's lock) so that it trains from scratch."""
     import time
 
-    from gstc.runtime import locks
+    from gstc import locks
 
     err = _console(stderr=True)
     for rid in ids:
@@ -705,12 +705,12 @@ def status(
     from rich.markup import escape
 
     from gstc.manifest import DamagedFile, ResultsDir, read_jsonl, run_state
-    from gstc.runtime.locks import STALE, Lock, read_lock  # torch-free: the lock files' protocol
+    from gstc.locks import STALE, Lock, read_lock  # torch-free: the lock files' protocol
 
     plan_ = _compile(spec, sets)
     results = ResultsDir(out)
-    from gstc.runtime.locks import worker_text
-    from gstc.runtime.slurm_queue import live_runs
+    from gstc.locks import worker_text
+    from gstc.slurm_queue import live_runs
 
     queued = live_runs(results.slurm_submitted(plan_.spec))  # {} without Slurm or submitted jobs
     t = _table(title=f"{plan_.spec}: runs")

@@ -3,7 +3,7 @@
 ```
 <root>/runs/<run-id>/{run.json, epochs.jsonl, events.jsonl, flatness.json, checkpoint.pt}
 <root>/runs/<run-id>/rewind-<epoch>.pt            # a lottery's level 0: its weights after that epoch
-<root>/runs/<run-id>/{lock.json, claims.jsonl}   # who trains the run now (gstc.runtime.locks); every claim of it
+<root>/runs/<run-id>/{lock.json, claims.jsonl}   # who trains the run now (gstc.locks); every claim of it
 <root>/runs/<run-id>/damaged.json                # which of its files `gstc run` found unreadable, and why
 <root>/runs/<run-id>/export/{model.pt2, export.json}   # `gstc export-model`: the pruned model, physically smaller
 <root>/restarted/<run-id>.<UTC time>/            # a run's files before `gstc run --restart RUN_ID`
@@ -143,7 +143,7 @@ class ResultsDir:
         return self.run_dir(run_id) / f"rewind-{epoch}.pt"
 
     def lock(self, run_id: str) -> Path:
-        """The run's lock (gstc.runtime.locks): present while a worker trains the run."""
+        """The run's lock (gstc.locks): present while a worker trains the run."""
         return self.run_dir(run_id) / "lock.json"
 
     def claims_jsonl(self, run_id: str) -> Path:

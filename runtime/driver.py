@@ -13,7 +13,7 @@ import torch
 
 from gstc.manifest import ResultsDir, run_state, write_manifest
 from gstc.plan import Plan, PlanRun
-from gstc.runtime import locks
+from gstc import locks
 from gstc.runtime.executors import Executor, ExecutorError, Interrupted, Report, Tick
 from gstc.runtime.worker import Progress, Quiet
 

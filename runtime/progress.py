@@ -17,7 +17,7 @@ from gstc.plan import Plan, PlanRun
 from gstc.runtime.driver import execute
 from gstc.runtime.executors import Executor, Report
 from gstc.runtime.executors.in_process import InProcess
-from gstc.runtime.locks import describe
+from gstc.locks import describe
 from gstc.runtime.worker import Outcome, Progress as WorkerProgress, Quiet
 
 

@@ -1,6 +1,6 @@
 """The unit of work of every executor: `run_pack` trains one pack of runs, here, to the end.
 
-It claims the pack's runs (gstc.runtime.locks), so that no run is trained by two workers
+It claims the pack's runs (gstc.locks), so that no run is trained by two workers
 at once; skips those done; checks the others' files (a run whose run.json, JSONL files
 or checkpoint cannot be read is reported as damaged, left as it is, and the others go
 on); resumes them from their checkpoints; and trains them with the trainer's callbacks
@@ -28,7 +28,8 @@ import torch
 from gstc.manifest import DamagedFile, ResultsDir, read_json, read_jsonl, read_run, run_status, write_json
 from gstc.packs import groups, make_packs
 from gstc.plan import Plan, PlanConfig, PlanRun
-from gstc.runtime import locks, stages
+from gstc import locks
+from gstc.runtime import stages
 from gstc.runtime.callbacks import Flatness, RunFiles
 from gstc.runtime.checkpoint import Checkpoints, epoch_of
 from gstc.runtime.data import Dataset, load, pack_input

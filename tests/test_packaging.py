@@ -39,31 +39,16 @@ def test_the_wheel_holds_only_gstc_owned_names_and_every_source_file(tmp_path: P
 
 
 def test_the_runtime_is_imported_as_gstc_runtime():
-    # gstc.runtime.locks imports no torch: the test stays quick
-    code = "import gstc.runtime.locks as m, sys; print(m.__name__, m.__file__, 'runtime' in sys.modules)"
+    # An editable install maps gstc.runtime to runtime/ by its own finder (gstc adds no import hook); importing the
+    # package imports no torch, so the test stays quick.
+    code = "import gstc.runtime as m, sys; print(m.__name__, m.__file__, 'runtime' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["gstc.runtime.locks", str(REPO / "runtime" / "locks.py"), "False"]  # no `runtime`
+    assert proc.stdout.split() == ["gstc.runtime", str(REPO / "runtime" / "__init__.py"), "False"]  # no `runtime`
 
 
-def test_a_checkout_used_without_installing_it_finds_the_runtime(tmp_path: Path):
-    # `PYTHONPATH=.` in a checkout (a lent GPU machine runs the tests so): python -S skips site-packages,
-    # so neither an installed gstc nor its editable finder can answer.
-    code = f"import sys; sys.path.insert(0, {str(REPO)!r}); import gstc.runtime as r, gstc; print(r.__file__, gstc.__file__)"
-    proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == [str(REPO / "runtime" / "__init__.py"), str(REPO / "gstc" / "__init__.py")]
-
-
-def test_a_second_checkout_runs_its_own_runtime(tmp_path: Path):
-    # A worktree of another commit used with PYTHONPATH, while this checkout is installed editable: its
-    # gstc.runtime is its own, not the installed one (provenance names the commit whose code runs).
-    other = tmp_path / "other"
-    for name in ("gstc/__init__.py", "runtime/__init__.py", "pyproject.toml"):
-        (other / name).parent.mkdir(parents=True, exist_ok=True)
-        (other / name).write_text((REPO / name).read_text())
-    code = "import gstc.runtime as r; print(r.__file__)"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": str(other)})
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == str(other / "runtime" / "__init__.py")
+def test_gstc_puts_no_import_hook_in_front_of_python(tmp_path: Path):
+    """Importing gstc leaves sys.meta_path as it was: an installed gstc is found the way Python finds packages."""
+    code = "import sys; before = list(sys.meta_path); import gstc; print(sys.meta_path == before)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == "True", proc.stderr

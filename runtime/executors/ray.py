@@ -10,7 +10,7 @@ from gstc.manifest import ResultsDir
 from gstc.plan import Plan
 from gstc.runtime.executors import (ExecutorError, POLL_SECONDS, RETRIES, Remote, Report, Tick, job_text,
                                       last_line, plan_for_workers)
-from gstc.runtime.locks import JOB_ENV
+from gstc.locks import JOB_ENV
 from gstc.runtime.worker import Progress, permanent, work
 
 

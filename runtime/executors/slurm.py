@@ -21,7 +21,7 @@ from gstc.manifest import ResultsDir
 from gstc.plan import Plan
 from gstc.runtime.executors import (ExecutorError, POLL_SECONDS, Remote, Report, Tick, job_text, last_line,
                                       plan_for_workers)
-from gstc.runtime.slurm_queue import end_state, live_runs, queue_states, record_submitted
+from gstc.slurm_queue import end_state, live_runs, queue_states, record_submitted
 from gstc.runtime.worker import Progress, work
 
 try:

@@ -285,7 +285,7 @@ def cli_status(*args: str):
 
 def test_status_names_the_worker_of_a_running_run_and_spots_interrupted_ones(spec, plan, tmp_path):
     from gstc.manifest import write_json
-    from gstc.runtime import locks
+    from gstc import locks
 
     results = ResultsDir(tmp_path)
     held, dead = plan.runs[0], plan.runs[1]
@@ -418,7 +418,7 @@ def test_a_job_at_its_time_limit_is_requeued_only_when_it_progressed(tmp_path):
 def test_sbatch_options_and_the_worker_named_in_locks(monkeypatch):
     pytest.importorskip("submitit")
     from gstc.runtime.executors.slurm import _sbatch_options
-    from gstc.runtime.locks import worker_job, worker_text
+    from gstc.locks import worker_job, worker_text
 
     assert _sbatch_options(["constraint=a100", "--exclusive", "mail-type=END"]) == {
         "constraint": "a100", "exclusive": "", "mail_type": "END"}
@@ -436,7 +436,7 @@ def test_sbatch_options_and_the_worker_named_in_locks(monkeypatch):
 
 def test_squeue_answers_are_read_as_the_live_jobs(tmp_path, monkeypatch):
     """A fake squeue on PATH: its answers, an unknown job id, and no squeue at all."""
-    from gstc.runtime.slurm_queue import live_runs, queue_states, record_submitted
+    from gstc.slurm_queue import live_runs, queue_states, record_submitted
 
     bin_ = tmp_path / "bin"
     bin_.mkdir()

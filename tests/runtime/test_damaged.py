@@ -136,7 +136,7 @@ def test_epoch_records_missing_behind_the_checkpoint_are_damage(copy):
 
 
 def test_restart_leaves_a_run_that_a_live_worker_trains(copy):
-    from gstc.runtime import locks
+    from gstc import locks
 
     spec, results, reference, damaged, other = copy
     with locks.claim_runs(results, [damaged.id]):  # a live worker holds it

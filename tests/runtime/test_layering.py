@@ -1,5 +1,6 @@
 """The runtime imports nothing of the compiler: from gstc, only the plan (with its packs), the results layout
-(manifest), the atomic writer and provenance, and itself."""
+(manifest), the atomic writer, provenance, locks and itself; and the torch-free commands import nothing of the
+runtime (dependencies run one way)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ RUNTIME = Path(__file__).resolve().parents[2] / "runtime"
 # plugins, scorings, methods and modes: the registries whose plugins the runtime calls (torch-free modules; their
 # `score`, `apply` and `start` get torch tensors)
 ALLOWED = {"gstc.plan", "gstc.packs", "gstc.manifest", "gstc.atomic", "gstc.provenance", "gstc.archs", "gstc.errors",
-           "gstc.costs", "gstc.datasets", "gstc.plugins", "gstc.scorings", "gstc.methods", "gstc.modes"}
+           "gstc.costs", "gstc.datasets", "gstc.plugins", "gstc.scorings", "gstc.methods", "gstc.modes",
+           "gstc.locks", "gstc.slurm_queue"}  # the lock files' protocol and Slurm's queue: torch-free, gstc status reads them
 
 
 def test_runtime_imports_only_the_plan_and_manifest_from_gstc():
@@ -40,7 +42,7 @@ def test_the_runtimes_modules_import_each_other_without_a_circle():
         found = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("gstc.runtime"):
-                # `from gstc.runtime import locks` imports the module gstc.runtime.locks
+                # `from gstc.runtime import worker` imports the module gstc.runtime.worker
                 subs = {f"{node.module}.{a.name}" for a in node.names}
                 found |= subs if node.module == "gstc.runtime" else {node.module}
         imports[name] = found - {name}
@@ -58,3 +60,23 @@ def test_the_runtimes_modules_import_each_other_without_a_circle():
         return False
 
     assert [m for m in imports if reach(m, m, set())] == []
+
+
+def test_the_torch_free_commands_import_nothing_of_the_runtime(tmp_path):
+    """validate, plan, status, report and diff, run in a fresh interpreter: no gstc.runtime module is loaded."""
+    import subprocess
+    import sys
+
+    spec = Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml"
+    code = f"""
+import sys
+from typer.testing import CliRunner
+from gstc.cli import app
+for args in (["validate"], ["plan"], ["status", "--out", {str(tmp_path)!r}], ["report", "--out", {str(tmp_path)!r}],
+             ["diff", {str(spec)!r}]):
+    CliRunner().invoke(app, [args[0], {str(spec)!r}, *args[1:]])
+print(sorted(m for m in sys.modules if m.startswith("gstc.runtime") or m == "torch"))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout

@@ -1,4 +1,4 @@
-"""gstc.runtime.locks: claim, release, heartbeat, stale take-over, and races between processes."""
+"""gstc.locks: claim, release, heartbeat, stale take-over, and races between processes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 from gstc.manifest import ResultsDir
-from gstc.runtime import locks
+from gstc import locks
 from tests.conftest import REPO
 
 
@@ -173,7 +173,7 @@ def test_hold_waits_for_the_holder_to_release(tmp_path):
 CONTENDER = textwrap.dedent("""\
     import sys, time
     from gstc.manifest import ResultsDir
-    from gstc.runtime import locks
+    from gstc import locks
     from pathlib import Path
     results, start, rounds, me, n = ResultsDir(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
     kept = []

@@ -14,7 +14,8 @@ from tests.runtime.test_locks import lock_content
 
 torch = pytest.importorskip("torch")
 
-from gstc.runtime import locks, worker  # noqa: E402
+from gstc import locks  # noqa: E402
+from gstc.runtime import worker  # noqa: E402
 
 
 def numbers(results: ResultsDir, run_id: str):
