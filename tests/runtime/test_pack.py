@@ -152,8 +152,8 @@ def assert_close(a, b, path="") -> None:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("text, pack", [(VGG, 3), (RESNET, 6), (WEIGHTS, 3),
-                                        pytest.param(PROBES, 2, marks=pytest.mark.slow)],  # 9 s
+@pytest.mark.parametrize("text, pack", [(VGG, 3), pytest.param(RESNET, 6, marks=pytest.mark.slow),  # 15 s
+                                        (WEIGHTS, 3), pytest.param(PROBES, 2, marks=pytest.mark.slow)],  # 9 s
                          ids=["vgg11-pack3", "resnet20-pack6", "vgg11-weights-pack3", "vgg11-probes-pack2"])
 def test_a_pack_computes_what_separate_runs_compute(text, pack, device, tmp_path):
     plan = compile_text(text)
