@@ -108,6 +108,5 @@ def run_id(config_hash: str, seed: int) -> str:
 
 
 def pack_key(sections: dict[str, Any]) -> str:
-    """Hash of the sections the members of a pack must share (their canonical forms)."""
-    shared = {name: canonical(value) for name, value in sections.items()}
-    return hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:12]
+    """Hash of the sections the members of a pack must share (their canonical forms); compared, never stored."""
+    return digest({name: canonical(value) for name, value in sections.items()}, 12)
