@@ -111,6 +111,9 @@ class MLflow:
             for i in range(0, len(items), 100):  # MLflow takes at most 100 parameters a batch
                 self.client.log_batch(mlflow_id, params=items[i:i + 100])
         self.runs[run_id], self.logged[run_id] = mlflow_id, history
+        if resumed_from is not None:  # epochs up to the checkpoint that a killed call had not logged yet
+            for step, row in sorted(recorded(self.results, run_id, -1, resumed_from).items()):
+                self.log(run_id, step, row)
 
     def log(self, run_id: str, step: int, metrics: dict[str, float]) -> None:
         import time
@@ -215,15 +218,9 @@ class WandB:
         """The epochs up to the checkpoint that W&B may not hold: a call killed with SIGKILL loses what wandb had
         not written yet (offline, its whole folder), so the rows after the last step a closed call committed (its
         marker) are logged again from the run's own files. A step W&B already holds online is dropped by W&B."""
-        from gstc.manifest import read_jsonl
-
         marker = _marker(self.results, run_id)
         held = json.loads(marker.read_text())["step"] if marker.exists() else -1
-        rows: dict[int, dict[str, float]] = {}
-        for path in (self.results.events_jsonl(run_id), self.results.epochs_jsonl(run_id)):  # an epoch's events first
-            for record in read_jsonl(path) if path.exists() else []:
-                if held < record["epoch"] <= resumed_from:
-                    rows.setdefault(record["epoch"], {}).update(metrics(record))
+        rows = recorded(self.results, run_id, held, resumed_from)
         for step in sorted(rows):
             self._commit(run_id, step, rows[step])
 
@@ -305,6 +302,19 @@ def _wandb_credentials() -> bool:
         return wbnetrc.read_netrc_auth(host=os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai") is not None
     except Exception:  # no .netrc, or wandb's private module moved: as if none
         return False
+
+
+def recorded(results: ResultsDir, run_id: str, after: int, upto: int) -> dict[int, dict[str, float]]:
+    """The run's own records of the epochs after `after` up to `upto` (its checkpoint), as tracker rows by epoch:
+    what a resumed call logs again where a killed one may not have reached its tracker."""
+    from gstc.manifest import read_jsonl
+
+    rows: dict[int, dict[str, float]] = {}
+    for path in (results.events_jsonl(run_id), results.epochs_jsonl(run_id)):  # an epoch's events first
+        for record in read_jsonl(path) if path.exists() else []:
+            if after < record["epoch"] <= upto:
+                rows.setdefault(record["epoch"], {}).update(metrics(record))
+    return rows
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
