@@ -121,10 +121,11 @@ def run(
         _option_fail("--pack", str(exc))
     if not DEVICE.fullmatch(device):
         _option_fail("--device", f"expected auto, cpu, cuda or cuda:N, found {device!r}")
-    from gstc.manifest import ResultsDir
+    from gstc.manifest import ResultsDir, read_run
 
-    if ResultsDir(out).root.exists() and not ResultsDir(out).root.is_dir():
-        _option_fail("--out", f"{ResultsDir(out).root} is a file; the results go in a folder")
+    results = ResultsDir(out)
+    if results.root.exists() and not results.root.is_dir():
+        _option_fail("--out", f"{results.root} is a file; the results go in a folder")
     _check_executor_options(executor, {"--gpus": gpus, "--address": address, "--gpus-per-task": gpus_per_task,
                                        "--slurm-partition": slurm_partition, "--slurm-time": slurm_time,
                                        "--slurm-gpus": slurm_gpus, "--slurm-cluster": slurm_cluster,
@@ -136,14 +137,12 @@ def run(
 
     if importlib.util.find_spec("torch") is None:
         _fail([SpecError(str(spec), 1, 1, "", "gstc run needs PyTorch, which is not installed: pip install torch torchvision")])
-    from gstc.manifest import ResultsDir, read_run
     from gstc.runtime.data import DataError
     from gstc.runtime.driver import ExecutorError, Interrupted, make_executor
     from gstc.runtime.progress import run_with_progress
     from gstc.runtime.tracking import ENV
 
     trackers = track or [t.strip() for t in os.environ.get(ENV, "").split(",") if t.strip()]
-    results = ResultsDir(out)
     _check_restart(spec, runs, restart or [])
     try:
         ex = make_executor(executor.value, device, gpu_ids, address, gpus_per_task, slurm_partition, slurm_time,
