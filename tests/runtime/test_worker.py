@@ -118,9 +118,14 @@ def test_fp32_on_cuda_is_fp32_and_run_json_says_so(monkeypatch):
     from gstc.runtime.environment import environment
 
     assert "tf32" not in environment(torch.device("cpu"))  # a CPU run's environment is as before
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert worker.resolve_device("cuda").type == "cuda"
-    assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
+    # The two flags are properties of torch's backend modules, not entries of their __dict__: pytest 9.2's
+    # monkeypatch would restore them by deleting the attribute, which those modules refuse. Plain assignment.
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        assert worker.resolve_device("cuda").type == "cuda"
+        assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
