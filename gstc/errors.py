@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterable, Sequence
 
 
@@ -67,6 +67,36 @@ class SpecErrors(Exception):
     def __init__(self, errors: Sequence[SpecError]):
         self.errors = list(errors)
         super().__init__("\n".join(e.format() for e in self.errors))
+
+
+class Collected:
+    """Errors of the whole spec, each once. A configuration's error is kept with the configurations
+    that had it, so that one in every configuration of the base is reported once, as the base's."""
+
+    def __init__(self) -> None:
+        self.errors: dict[tuple, SpecError] = {}
+        self.configs: dict[tuple, dict[str, None]] = {}  # error -> the configurations that had it, in order
+
+    def add(self, errs: list[SpecError], config: str | None = None) -> None:
+        for e in errs:
+            key = (e.file, e.line, e.col, e.path, e.message)
+            self.errors.setdefault(key, e)
+            if config is not None:
+                self.configs.setdefault(key, {})[config] = None
+
+    def __bool__(self) -> bool:
+        return bool(self.errors)
+
+    def result(self, all_configs: dict[str, None], override_marks: set[tuple[int, int]]) -> list[SpecError]:
+        """Every error once, in file order, with the configurations that had it; none where every configuration of
+        `all_configs` had it at a node no override wrote (`override_marks`: the overrides' positions)."""
+        out = []
+        for key, e in self.errors.items():
+            names = self.configs.get(key, {})
+            if names and (e.line, e.col) not in override_marks and all_configs.keys() <= names.keys():
+                names = {}  # the base's error: every configuration has it
+            out.append(replace(e, configs=tuple(names)))
+        return sorted(out, key=lambda e: (e.line, e.col))
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

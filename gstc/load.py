@@ -33,6 +33,7 @@ from gstc.errors import SpecError, SpecErrors, dotted, show
 MAX_BYTES = 1 << 20  # 1 MiB: a spec is twenty lines; anything near this is a mistake
 MAX_DEPTH = 32  # nesting levels of mappings/lists
 MAX_NODES = 100_000  # values built, counting every alias expansion
+PLAIN_KEYS = "mapping keys must be plain strings"  # the JSON Schema says it too (gstc.schema)
 
 Path = tuple[Any, ...]
 
@@ -188,7 +189,7 @@ class _Builder:
                 merges.extend(value_node.value if isinstance(value_node, SequenceNode) else [value_node])
                 continue
             if not isinstance(key_node, ScalarNode) or key_node.tag not in (_STR, _INT, _FLOAT, _BOOL, _NULL):
-                self.fail(key_node, path, "mapping keys must be plain strings")
+                self.fail(key_node, path, PLAIN_KEYS)
                 continue
             key = key_node.value  # keys are names: always their text (so `1:` or `no:` stay "1", "no")
             if key in out:

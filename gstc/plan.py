@@ -3,8 +3,8 @@
 The runtime reads exactly this (as JSON) and never a YAML spec. Everything a run does
 (which layers prune at which epoch, how many filters, how, with what scoring and
 target) is decided here. A configuration's resolved sections and a schedule's mode are
-the spec's own models (`gstc.spec`), so every default is defined once, there, and the
-runtime reads typed fields; they are re-exported here for the runtime.
+the spec's own models (`gstc.spec` and its sections), so every default is defined once,
+there, and the runtime reads typed fields; they are re-exported here for the runtime.
 """
 
 from __future__ import annotations
@@ -17,8 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_valid
 
 from gstc.plugins import Choice
 
-from gstc.spec import (MovingSpec, AdamSpec, BaseConfig, DataSpec, Duration, FlatnessSpec, ForeignMode, GaussianMode, MeasureSpec, Method, Mode, nm,
-                       ModelSpec, PruneMode, Scoring, SGDSpec, Target, TrainSpec, ZeroMode)
+from gstc.modes import Duration, ForeignMode, Mode
+from gstc.modes.gaussian import GaussianMode
+from gstc.modes.prune import PruneMode
+from gstc.modes.zero import ZeroMode
+from gstc.moving import MovingSpec
+from gstc.prune_spec import Method, Scoring, Target, nm
+from gstc.sections import AdamSpec, DataSpec, FlatnessSpec, MeasureSpec, ModelSpec, SGDSpec, TrainSpec
+from gstc.spec import BaseConfig
 
 
 class Frozen(BaseModel):
@@ -63,7 +69,7 @@ class LayerSchedule(Frozen):
     amount: float = Field(description="Total fraction of the original units removed by the last event.")
     rate: float = Field(description="Iterative pruning rate: amount / number of events (the equal curve's step).")
     curve: Literal["equal", "linear", "cubic"] = Field(default="equal", description="How the amount is spread over "
-                                                       "the events (gstc.spec.ScheduleSpec.curve).")
+                                                       "the events (gstc.prune_spec.ScheduleSpec.curve).")
     pruned: list[int] = Field(description="Units pruned at each scheduled epoch (global scope: the group's).")
     kept: list[int] = Field(description="Units kept after each scheduled epoch (global scope: the group's).")
     method: Method = Field(default=Choice(name="rank"), description="The pruning method, with every parameter "

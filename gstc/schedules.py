@@ -23,11 +23,12 @@ from gstc.errors import SpecError, did_you_mean, dotted
 from gstc.load import Document
 from gstc.plan import LayerSchedule
 from gstc.methods import METHODS
-from gstc.modes import MODES
+from gstc.modes import MODES, ForeignMode
 from gstc.plugins import Choice, PluginError
 from gstc.plugins import Use, UseLayer, checks
 from gstc.scorings import SCORINGS
-from gstc.spec import BaseConfig, ForeignMode, LayerEntry, PruneSpec, ScheduleSpec, nm
+from gstc.prune_spec import NEITHER, LayerEntry, PruneSpec, ScheduleSpec, nm, start_after_end
+from gstc.spec import BaseConfig
 
 
 def _exact(value: float) -> Fraction:
@@ -83,7 +84,7 @@ def _event_epochs(entry: LayerEntry, default: ScheduleSpec | None) -> tuple[list
         return None, "no schedule: give this entry or prune.schedule a `start` (or `epochs: [...]`)", blame
     end = start if end is None else end
     if start > end:
-        return None, f"start ({start}) is after end ({end})", blame
+        return None, start_after_end(start, end), blame
     if every is None and end > start:
         return None, f"`every` is needed for events from {start} to {end}", blame
     return range(start, end + 1, every or 1), None, blame  # a range: `end` may be huge (checked by the caller)
@@ -244,7 +245,7 @@ def compile_prune(cfg: BaseConfig, table: list[archs.Layer], doc: Document, cost
             continue
         groups = nm(prune.granularity) is not None
         if amount is None and rate is None and not groups:
-            err(at, "give `amount` (total fraction removed) or `rate` (fraction per event), here or in prune")
+            err(at, NEITHER)
             continue
         n = len(epochs)
         # N:M without an amount: every group (N of every M weights kept, the pattern's own sparsity).

@@ -4,7 +4,7 @@ Pydantic emits draft 2020-12 (`$defs`, `prefixItems`) plus OpenAPI's `discrimina
 VS Code's YAML extension understands draft-07, so we rewrite those few constructs, then
 add what the models check in code: one `Mode` object dispatched on `kind`, the rules
 across fields that JSON Schema can state, and typed override paths for variants, sweep
-axes and `zip` (the compiler's own list of paths). The committed copy lives at
+axes and `zip` (the compiler's own list of paths, gstc.overrides). The committed copy lives at
 schema/gstc.schema.json (a test keeps it current; tests/gstc/test_editor.py checks what
 the real server makes of it).
 """
@@ -15,10 +15,13 @@ import json
 import re
 from typing import Any
 
-from gstc.compile import ANY_INDEX, override_paths
-from gstc.modes import PARAMS
+from gstc.load import PLAIN_KEYS
+from gstc.modes import ONE_DURATION, PARAMS
+from gstc.overrides import ANY_INDEX, override_paths
 from gstc.plugins import IMPORT_PATTERN
-from gstc.spec import NM_PATTERN, VARIANT_PATTERN, Spec
+from gstc.prune_spec import DEFAULT_NOT_BOTH, NEITHER, NM_PATTERN, ONE_FORM
+from gstc.sections import NESTEROV
+from gstc.spec import VARIANT_PATTERN, Spec
 
 SCHEMA_ID = "https://gstc.dev/schema/gstc.schema.json"
 
@@ -137,14 +140,11 @@ def _given(kind: str, *names: str) -> dict[str, Any]:
 NEITHER_GIVEN = {"not": {"anyOf": [_given("number", "amount"), _given("number", "rate")]}}  # no amount, no rate
 
 
+# The schema's own words (the other messages are the models' own, imported): gstc.schedules says the same rule
+# naming where each of the two values is, which a schema cannot.
 NOT_BOTH = "both amount and rate apply to this entry; give one"
-DEFAULT_NOT_BOTH = "give a default `amount` or a default `rate`, not both"
-NESTEROV = "nesterov: true needs momentum > 0"
-ONE_FORM = "give either `epochs: [...]` or start/end/every, not both"
-ONE_DURATION = "give exactly one of `batches` or `epochs`"
 WITH_DEFAULT_RATE = "both this amount and the default prune.rate apply to this entry; give one"
 WITH_DEFAULT_AMOUNT = "both this rate and the default prune.amount apply to this entry; give one"
-NEITHER = "give `amount` (total fraction removed) or `rate` (fraction per event), here or in prune"
 
 
 def _entries(rule: dict[str, Any]) -> dict[str, Any]:
@@ -352,7 +352,7 @@ def json_schema() -> dict[str, Any]:
     _overrides(schema)
     # A complex key (`? [a, b]`) gets the server's own "Property {0} is not allowed." (it formats only string
     # names); this puts gstc's message beside it.
-    schema["propertyNames"] = {"type": ["string", "number", "boolean", "null"], "errorMessage": "mapping keys must be plain strings"}
+    schema["propertyNames"] = {"type": ["string", "number", "boolean", "null"], "errorMessage": PLAIN_KEYS}
     schema = {"$schema": "http://json-schema.org/draft-07/schema#", "$id": SCHEMA_ID,
               "title": "gstc experiment spec (format 1)", **{k: v for k, v in schema.items() if k != "title"}}
     return schema

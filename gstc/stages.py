@@ -23,7 +23,8 @@ from gstc.errors import SpecError
 from gstc.ids import canonical, digest
 from gstc.load import Document
 from gstc.plan import LayerSchedule, Plan, PlanEvent, PlanRun, PlanStage
-from gstc.spec import BaseConfig, ScheduleSpec
+from gstc.prune_spec import ScheduleSpec
+from gstc.spec import BaseConfig
 
 LEVEL_FIELDS = ("amount", "rate", "schedule", "mode")  # what a lottery decides for each prune.layers entry
 

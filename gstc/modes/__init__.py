@@ -35,6 +35,7 @@ BUILTINS = {
 }
 
 MODES = Registry("mode", "gstc.modes", BUILTINS, required=("description", "Params", "start"))
+ONE_DURATION = "give exactly one of `batches` or `epochs`"  # the JSON Schema says it too (gstc.schema)
 
 
 class Duration(Strict):
@@ -46,7 +47,7 @@ class Duration(Strict):
     @model_validator(mode="after")
     def _exactly_one(self) -> "Duration":
         if (self.batches is None) == (self.epochs is None):
-            raise ValueError("give exactly one of `batches` or `epochs`")
+            raise ValueError(ONE_DURATION)
         return self
 
     def length(self, batches_per_epoch: int) -> int:
@@ -73,7 +74,7 @@ def kind(value: Any) -> Any:
 
 
 # The spec's `mode`: one of the registered modes' models, told apart by `kind` (the short form `mode: prune` for a
-# mode whose keys all have defaults), or a mode of the spec's own. Built when gstc.spec is imported.
+# mode whose keys all have defaults), or a mode of the spec's own. Built when this package is imported.
 PARAMS = plugin_params()  # (kind, model) of every registered mode, in registry order
 _BARE = tuple(k for k, p in PARAMS if not [f for n, f in p.model_fields.items() if n != "kind" and f.is_required()])
 Mode = Annotated[

@@ -7,7 +7,9 @@ from fractions import Fraction
 
 import pytest
 
-from gstc.compile import check, compile_file, kept_counts, parse_path
+from gstc.compile import check, compile_file
+from gstc.overrides import parse_path
+from gstc.schedules import kept_counts
 from gstc.errors import SpecErrors
 from gstc.load import load_text
 from gstc.plan import Plan
@@ -128,9 +130,12 @@ def test_plan_round_trips_through_json():
 
 
 def test_the_plan_carries_typed_sections_with_every_default_filled_in():
-    # The runtime reads typed fields: a mode is its kind's model (defaults from gstc.spec, defined once), in the
-    # plan and after a JSON round trip alike.
-    from gstc.spec import GaussianMode, PruneMode, TrainSpec, ZeroMode
+    # The runtime reads typed fields: a mode is its kind's model (defaults from the spec's models, defined once), in
+    # the plan and after a JSON round trip alike.
+    from gstc.modes.gaussian import GaussianMode
+    from gstc.modes.prune import PruneMode
+    from gstc.modes.zero import ZeroMode
+    from gstc.sections import TrainSpec
 
     text = SMALL_SPEC.replace("  large: {prune.target: largest}\n",
                               "  zeroed: {prune.mode: {kind: zero, duration: {batches: 3}}}\n"

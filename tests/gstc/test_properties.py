@@ -17,8 +17,9 @@ import yaml
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
-from gstc import spec as spec_models
+from gstc import prune_spec, sections, spec
 from gstc.compile import check
 from gstc.errors import SpecError, SpecErrors
 from gstc.load import load_text
@@ -110,10 +111,12 @@ BASE_DATA = [load_text(text, "base.yaml").data for text in BASES]
 
 
 def _field_names() -> list[str]:
+    """The fields of the spec language's own models (not of the modes, lottery and moving sections)."""
     names: set[str] = set()
-    for obj in vars(spec_models).values():
-        if isinstance(obj, type) and issubclass(obj, spec_models.BaseModel) and obj.__module__ == spec_models.__name__:
-            names.update(obj.model_fields)
+    for module in (spec, sections, prune_spec):
+        for obj in vars(module).values():
+            if isinstance(obj, type) and issubclass(obj, BaseModel) and obj.__module__ == module.__name__:
+                names.update(obj.model_fields)
     return sorted(names)
 
 

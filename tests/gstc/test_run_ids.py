@@ -94,7 +94,7 @@ def test_every_shipped_spec_keeps_its_run_ids():
     # (Spec hashes are pinned too, though they name no folder.) Moved once, on purpose: the four pruned runs
     # of examples/torchvision-mobilenet.yaml, when a pruned expansion conv began to take the depthwise conv
     # that reads it along (before, each pruned channel came back as that conv's BN shift): their numbers
-    # changed, so their ids had to (gstc.compile._semantic, "with").
+    # changed, so their ids had to (gstc.identity._semantic, "with").
     pinned = json.loads(PINS.read_text())
     assert set(pinned) == {str(p.relative_to(REPO)) for p in SHIPPED}
     assert shipped_ids() == pinned
@@ -105,7 +105,8 @@ def plus_models(**fields):
     (Spec, BaseConfig) subclasses whose `train` section has the extra fields with their defaults."""
     from pydantic import Field, create_model
 
-    from gstc.spec import BaseConfig, Spec, TrainSpec
+    from gstc.sections import TrainSpec
+    from gstc.spec import BaseConfig, Spec
 
     train = create_model("TrainSpecPlus", __base__=TrainSpec,
                          **{k: (type(v), Field(default=v, description="test only")) for k, v in fields.items()})
@@ -176,7 +177,7 @@ def test_the_canonical_form_of_the_shipped_specs_is_format_1s_model_dump():
 
 def spec_models():
     """Every spec model class reachable from Spec, with its fields."""
-    from gstc.compile import _is_model, _unwrap
+    from gstc.overrides import is_model, unwrap
     from gstc.spec import Spec
 
     seen: dict[type, None] = {}
@@ -189,8 +190,8 @@ def spec_models():
         for field in model.model_fields.values():
             stack = [field.annotation]
             while stack:
-                for t in _unwrap(stack.pop()):
-                    if _is_model(t):
+                for t in unwrap(stack.pop()):
+                    if is_model(t):
                         todo.append(t)
                     elif get_origin(t) in (list, tuple, dict):
                         stack.extend(get_args(t))

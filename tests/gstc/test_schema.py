@@ -9,7 +9,8 @@ import jsonschema
 import pytest
 import yaml
 
-from gstc.compile import ANY_INDEX, check, check_override_path, override_paths
+from gstc.compile import check
+from gstc.overrides import ANY_INDEX, check_override_path, override_paths
 from gstc.load import load_text
 from gstc.schema import UNIQUE_ITEMS, _node, json_schema, schema_text
 from gstc.spec import Spec
