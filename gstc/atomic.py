@@ -8,9 +8,9 @@
 - `create(path, data)`: the same, but only when `path` does not exist yet, atomically
   (a hard link, which fails when the target exists, on NFS too): how a lock is claimed.
 
-Appending a line to a JSONL file (`gstc.manifest.append_jsonl`) is the one other way
+Appending a line to a JSONL file (`gstc.jsonio.append_jsonl`) is the one other way
 results grow: one write and an fsync per line. Result paths themselves belong to
-`gstc.manifest`; this module only knows how to write safely.
+`gstc.paths`; this module only knows how to write safely.
 """
 
 from __future__ import annotations

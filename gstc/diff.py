@@ -8,10 +8,10 @@ Four parts, computed from plans and run folders only:
    schedules that differ;
 3. metrics, where both sides have finished runs: per matched configuration and tested
    metric (`OUTCOMES` unless chosen), A's and B's mean with a 95% bootstrap CI and
-   `gstc.stats.compare`: runs paired by seed where both sides ran the same seeds (else
+   `gstc.comparisons.compare`: runs paired by seed where both sides ran the same seeds (else
    unpaired, saying why), the difference B - A with a bootstrap CI, a permutation test
    and a rank test, an effect size with its CI; the p-values of all rows corrected
-   together (`gstc.stats.family`: Holm by default), `*` on the adjusted p;
+   together (`gstc.comparisons.family`: Holm by default), `*` on the adjusted p;
 4. provenance, where both sides have runs: which code (gstc version, source commit and
    whether it had uncommitted changes) and which environment (Python, torch, CUDA,
    cuDNN, device, host, threads) computed them, each value with its number of runs,
@@ -29,10 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from gstc import render
-from gstc.manifest import OUTCOMES, SUMMARY_FIELDS, ResultsDir, build_manifest, metric_values, read_json
+from gstc.comparisons import ALPHA, compare, family
+from gstc.jsonio import read_json
+from gstc.manifest import build_manifest, metric_values
+from gstc.paths import ResultsDir
 from gstc.plan import Plan, PlanConfig
 from gstc.provenance import PROVENANCE, tally
-from gstc.stats import ALPHA, compare, family, summarize
+from gstc.stats import summarize
+from gstc.summary import OUTCOMES, SUMMARY_FIELDS
 
 SEED = 0  # resampling seed of the difference CI and the permutation test
 # Which direction is better, for --fail-if-worse (best_epoch has none).
@@ -125,7 +129,7 @@ UNPAIRED = "--unpaired given"
 
 
 def compare_runs(a: list[float], b: list[float], seeds_a: list[int], seeds_b: list[int], paired: bool = True) -> dict:
-    """`gstc.stats.compare` of two configurations' runs, by seed unless `paired` is False."""
+    """`gstc.comparisons.compare` of two configurations' runs, by seed unless `paired` is False."""
     if paired:
         return compare(a, b, seeds_a, seeds_b, seed=SEED)
     return compare(a, b, seed=SEED) | {"pairing": UNPAIRED}

@@ -28,7 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gstc.manifest import SUMMARY_FIELDS, DamagedFile, ResultsDir, build_manifest, read_json, read_jsonl
+from gstc.jsonio import DamagedFile, read_json, read_jsonl
+from gstc.manifest import build_manifest
+from gstc.paths import ResultsDir
+from gstc.summary import SUMMARY_FIELDS
 from gstc.plan import Plan
 
 TABLES = ("runs", "epochs", "events", "flatness")
@@ -142,7 +145,7 @@ def _typed(pd: Any, frame: Any, categories: dict[str, list[str]], status: bool =
         if name in frame and (name in ("config", "variant") or name in frame.columns):
             frame[name] = pd.Categorical(frame[name], categories=values)
     if status:
-        from gstc.manifest import STATUSES
+        from gstc.runstate import STATUSES
 
         frame["status"] = pd.Categorical(frame["status"], categories=list(STATUSES))
     for name in ("layer", "kind", "stage"):

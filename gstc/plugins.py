@@ -9,6 +9,11 @@ A plugin is an object (usually a class with class attributes) found by name in a
   `[project.entry-points."gstc.scorings"] taylor = "mylab.scores:Taylor"`;
 - a `module:attribute` written in the spec itself (searched first in the spec's folder).
 
+The spec's folder is put on the import path only for as long as it is needed: for one
+import while the compiler checks a spec (`import_target`'s `search`), or for the block
+of `import_path` while a worker builds and trains a plan's runs. Importing leaves
+`sys.path` as it was.
+
 Each plugin brings a Pydantic model of its parameters (`Params`), which the compiler
 validates without torch. A plugin's module must therefore import torch only inside the
 functions that run on the model (gstc's built-ins do).
@@ -23,36 +28,53 @@ import importlib
 import json
 import os
 import sys
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from gstc.archs import IMPORT_PATTERN
 from gstc.errors import did_you_mean
 
-SEARCH_PATH: list[str] = []  # folders searched first for import paths (the spec's folder): set by whoever holds the spec
-
 
 class PluginError(ValueError):
     """A plugin name that names nothing, or a plugin that cannot be loaded."""
 
 
-def import_target(target: str, what: str, search: Optional[list[str]] = None) -> Any:
-    """`module:attribute` -> the attribute, looking first in `search` (default SEARCH_PATH), then the current
-    folder, then installed packages; PluginError naming what could not be found."""
-    module_name, _, attr = target.partition(":")
-    folders = SEARCH_PATH if search is None else search
-    for folder in [*folders, os.getcwd()][::-1]:  # the spec's folder, then the current one, then the rest
-        if folder in sys.path:
-            sys.path.remove(folder)
-        sys.path.insert(0, folder)
+@contextmanager
+def import_path(folders: Sequence[str]) -> Iterator[None]:
+    """Within the block, `folders` (a plan's `paths`: the spec's folder) and then the current folder come first on
+    the import path, ahead of installed packages. Afterwards the entries it put there are taken off again, so that
+    `sys.path` is as it was, whatever else the block added to it."""
+    added = [*folders, os.getcwd()]
+    sys.path[:0] = added
     try:
-        module = importlib.import_module(module_name)
+        yield
+    finally:
+        for entry in added:
+            try:
+                sys.path.remove(entry)  # the first equal entry: the one put there (equal entries are interchangeable)
+            except ValueError:
+                pass  # the block took it off itself
+
+
+def import_target(target: str, what: str, search: Optional[Sequence[str]] = None) -> Any:
+    """`module:attribute` -> the attribute; PluginError naming what could not be found.
+
+    With `search`, the module is looked for in those folders, then the current folder, then installed packages
+    (`import_path`, for this import only); without, on the import path as it stands (a worker imports inside
+    `import_path(plan.paths)`).
+    """
+    module_name, _, attr = target.partition(":")
+    try:
+        with import_path(search) if search is not None else nullcontext():
+            module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
-            raise PluginError(f"{what} {target!r}: no module named {exc.name!r} (looked in "
-                              f"{', '.join([*folders, 'the current folder', 'installed packages'])})") from None
+            where = (", ".join([*search, "the current folder", "installed packages"]) if search is not None
+                     else "the import path")
+            raise PluginError(f"{what} {target!r}: no module named {exc.name!r} (looked in {where})") from None
         raise
     obj = module
     for part in attr.split("."):
@@ -190,9 +212,9 @@ class Registry:
                           f"(or module:attribute for your own; installed packages add names through the "
                           f"entry-point group {self.group})")
 
-    def get(self, name: str, search: Optional[list[str]] = None) -> Any:
-        """The plugin object named `name` (imported once per search path)."""
-        key = (name, tuple(SEARCH_PATH if search is None else search))
+    def get(self, name: str, search: Optional[Sequence[str]] = None) -> Any:
+        """The plugin object named `name` (imported once per search path; `search` as `import_target`'s)."""
+        key = (name, None if search is None else tuple(search))
         if key not in self._cache:
             target = self.target(name)
             try:
@@ -212,7 +234,7 @@ class Registry:
             self._cache[key] = plugin
         return self._cache[key]
 
-    def load(self, choice: Choice, search: Optional[list[str]] = None) -> Loaded:
+    def load(self, choice: Choice, search: Optional[Sequence[str]] = None) -> Loaded:
         """The plugin with its parameters validated; PluginError, or pydantic's ValidationError for the parameters."""
         plugin = self.get(choice.name, search)
         return Loaded(choice.name, plugin, plugin.Params.model_validate(choice.params))

@@ -90,7 +90,7 @@ def pvalue(p: float | None) -> str:
 
 def comparisons(rows: list[dict], fam: dict, wide: bool, fmt: Callable[[str], Format | None], a_label: str, b_label: str,
                 title: str) -> Table:
-    """The table of a family of comparisons (`gstc.stats.compare` rows with `config`, `metric`, `a`, `b`);
+    """The table of a family of comparisons (`gstc.comparisons.compare` rows with `config`, `metric`, `a`, `b`);
     `fmt(metric)` formats that metric's numbers."""
     side = lambda s, f: "-" if not s else estimate(s["mean"], s["ci_low"], s["ci_high"], wide, f)  # noqa: E731
     body = []

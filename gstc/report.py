@@ -18,12 +18,15 @@ import numpy as np
 from scipy import stats as st
 
 from gstc import render, report_lottery
-from gstc.manifest import (BOOTSTRAP_SEED, OUTCOMES, SUMMARY_FIELDS, DamagedFile, ResultsDir, build_manifest,
-                           metric_values, read_json, read_jsonl)
+from gstc.comparisons import family
+from gstc.diff import compare_runs
+from gstc.jsonio import DamagedFile, read_json, read_jsonl
+from gstc.manifest import BOOTSTRAP_SEED, build_manifest, metric_values
+from gstc.paths import ResultsDir
 from gstc.plan import Plan, PlanConfig
 from gstc.render import estimate, number, pvalue, short_id
-from gstc.diff import compare_runs
-from gstc.stats import family, summarize
+from gstc.stats import summarize
+from gstc.summary import OUTCOMES, SUMMARY_FIELDS
 
 UNITS = {"best_test_acc": "%", "best_epoch": "epoch", "gen_gap": "points", "mean_stability": "%", "final_params": "",
          "final_nonzero": ""}

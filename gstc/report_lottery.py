@@ -5,7 +5,7 @@ For each lottery configuration (a chain: gstc.stages) and level: the level's spa
 the pruned layers' weights, from the plan) and the best test accuracy of its done runs
 (mean and 95% bootstrap CI over seeds). Then, at every level >= 1, each lottery
 configuration against the first one (e.g. rewinding to init against the other rewinding
-choices and the controls), paired by seed, corrected together (`gstc.stats.family`).
+choices and the controls), paired by seed, corrected together (`gstc.comparisons.family`).
 Level 0 is one run per seed, shared by every configuration: nothing to compare there.
 """
 
@@ -14,10 +14,11 @@ from __future__ import annotations
 from typing import Any
 
 from gstc import render
+from gstc.comparisons import family
 from gstc.diff import compare_runs
 from gstc.manifest import BOOTSTRAP_SEED
 from gstc.plan import Plan
-from gstc.stats import family, summarize
+from gstc.stats import summarize
 
 METRIC = "best_test_acc"
 

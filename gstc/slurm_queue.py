@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from gstc.atomic import write_text
-from gstc.manifest import DamagedFile, read_json
+from gstc.jsonio import DamagedFile, read_json
 
 SQUEUE_TIMEOUT = 30  # seconds: a slurmctld that does not answer must not hang gstc
 

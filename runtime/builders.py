@@ -26,11 +26,11 @@ from torch import nn
 
 from gstc.archs import TORCHVISION_PREFIX, check_arch, classify, plugin_targets
 from gstc.errors import did_you_mean
-from gstc.plugins import SEARCH_PATH, import_target  # noqa: F401  (SEARCH_PATH: set by the worker and `gstc layers`)
+from gstc.plugins import import_target
 from gstc.runtime.discover import Discovered, DiscoveryError, find
 
-# The folders searched first for import paths (the plan's spec folder) and the import itself are gstc.plugins',
-# shared with scorings, methods and modes given as module:attribute.
+# The import itself is gstc.plugins', shared with scorings, methods and modes given as module:attribute; the plan's
+# spec folder is on the import path while a worker builds and trains (`gstc.plugins.import_path`).
 
 
 def resolve(arch: str) -> Callable[..., nn.Module]:

@@ -1,7 +1,7 @@
 """What plugs into the training loop besides checkpoints: result files and flatness measurements.
 
 `RunFiles` owns a member's run.json, epochs.jsonl and events.jsonl (paths from
-`gstc.manifest.ResultsDir`, written through its helpers: whole files atomically, JSONL
+`gstc.paths.ResultsDir`, written through `gstc.jsonio`: whole files atomically, JSONL
 one fsynced line at a time). `Flatness` measures `measure.flatness` at its epochs into
 flatness.json. Both run before `checkpoint.Checkpoints` in the callbacks' order, so a
 checkpoint never stands ahead of the files (a kill between the two replays the epoch).
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from gstc.manifest import ResultsDir, append_jsonl, read_json, read_jsonl, summarize_run, truncate_jsonl, write_json
+from gstc.jsonio import append_jsonl, read_json, read_jsonl, truncate_jsonl, write_json
+from gstc.paths import ResultsDir
+from gstc.summary import summarize_run
 from gstc.runtime.data import normalize
 from gstc.runtime.environment import environment
 from gstc.runtime.flatness import measure as measure_flatness

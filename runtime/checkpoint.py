@@ -21,7 +21,8 @@ from typing import Any
 import torch
 
 from gstc import atomic
-from gstc.manifest import DamagedFile, ResultsDir
+from gstc.jsonio import DamagedFile
+from gstc.paths import ResultsDir
 from gstc.runtime.models import member, member_state, pack_states
 from gstc.runtime.train import Callback, Trainer
 

@@ -19,8 +19,10 @@ from typing import Any
 import torch
 
 from gstc.atomic import write_text
-from gstc.manifest import ResultsDir, read_json
+from gstc.jsonio import read_json
+from gstc.paths import ResultsDir
 from gstc.plan import Plan, PlanRun
+from gstc.plugins import import_path
 from gstc.runtime.checkpoint import load
 from gstc.runtime.export import dense, latency, macs, physical, removed_channels
 
@@ -44,16 +46,15 @@ def load_run_model(plan: Plan, run: PlanRun, results: ResultsDir) -> tuple[torch
     """The run's model with its checkpoint's weights and masks; the checkpoint's epoch; the input shape."""
     from gstc.runtime.data import describe
     from gstc.runtime.models import build_model
-    from gstc.runtime.worker import search_paths
 
     path = results.checkpoint(run.id)
     if not path.exists():
         raise ExportError(f"run {run.id} has no checkpoint yet ({path}): train it with `gstc run SPEC` first")
     config = plan.config(run.config)
-    search_paths(plan)
-    channels, size, classes = describe(config.resolved.data)
-    model = build_model(config.resolved.model.arch, config.resolved.model.width, classes, layers=config.layers,
-                        channels=channels, size=size, args=config.resolved.model.args)
+    with import_path(plan.paths):  # own architectures and datasets: the spec's folder first
+        channels, size, classes = describe(config.resolved.data)
+        model = build_model(config.resolved.model.arch, config.resolved.model.width, classes, layers=config.layers,
+                            channels=channels, size=size, args=config.resolved.model.args)
     state = load(path, map_location="cpu")
     model.load_state_dict(state["model"])
     return model.eval(), int(state["epoch"]), (channels, *size)

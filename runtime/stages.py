@@ -27,7 +27,9 @@ from typing import Any
 import torch
 
 from gstc import atomic
-from gstc.manifest import DamagedFile, ResultsDir, run_status
+from gstc.jsonio import DamagedFile
+from gstc.paths import ResultsDir
+from gstc.runstate import run_status
 from gstc.plan import Plan, PlanRun
 from gstc.runtime.data import REINIT, SHUFFLE, TARGETS, epoch_generator
 from gstc.runtime.checkpoint import load

@@ -51,7 +51,7 @@ def export_tables(
 ) -> None:
     """The results as tables for R or a spreadsheet: runs, epochs, events, flatness (as `gstc.results` gives them)."""
     from gstc.frames import ResultsError, export, results
-    from gstc.manifest import ResultsDir
+    from gstc.paths import ResultsDir
 
     plan_ = _compile(spec, sets)
     where = ResultsDir(out)
@@ -81,7 +81,7 @@ def report(
 ) -> None:
     """Tables (metrics with CIs, comparisons with the baseline, correlations), PNG plots and an HTML report."""
     from gstc import report as r
-    from gstc.manifest import ResultsDir
+    from gstc.paths import ResultsDir
 
     plan_ = _compile(spec, sets)
     results = ResultsDir(out)
@@ -127,7 +127,7 @@ def diff_cmd(
 ) -> None:
     """Compare two specs: resolved configurations, plans, and results paired by seed, with CIs."""
     from gstc import diff as d
-    from gstc.manifest import ResultsDir
+    from gstc.paths import ResultsDir
 
     for path in (a, b):
         if not path.is_file():

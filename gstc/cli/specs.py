@@ -240,10 +240,12 @@ def layers(
             _option_fail("--width", f"--width applies to the built-in architectures; give "
                              f"{target}'s own argument in --args")
         _need_torch(f"gstc layers {target}")
+        from gstc.plugins import import_path
         from gstc.runtime.layer_files import layer_table
 
         try:
-            rows = layer_table(target, builder_args, 1.0, channels, (size, size), classes)
+            with import_path([]):  # a module:attribute in the current folder
+                rows = layer_table(target, builder_args, 1.0, channels, (size, size), classes)
         except ValueError as exc:
             _option_fail("ARCH", str(exc))
     _print_layers(f"{target}" + (f" (width {width:g})" if target in archs.ARCHS else ""), rows, json_out)
@@ -302,13 +304,13 @@ def _spec_layers(spec: Path, write: bool, json_out: bool) -> None:
         typer.echo(f"{spec}: every architecture is built in; their tables are gstc's own (gstc layers ARCH lists them)")
         return
     _need_torch(f"gstc layers {spec}")
-    from gstc.runtime import builders
+    from gstc.plugins import import_path
     from gstc.runtime.data import DataError
     from gstc.runtime.layer_files import layer_files
 
-    builders.SEARCH_PATH[:] = [str(spec.resolve().parent)]
     try:
-        files = layer_files(collector.models)
+        with import_path([str(spec.resolve().parent)]):  # the spec's own modules: its folder first
+            files = layer_files(collector.models)
     except (DataError, ValueError) as exc:
         _fail([SpecError(str(spec), 1, 1, "", str(exc))])
     for file, models in files.items():

@@ -12,7 +12,9 @@ from typer.testing import CliRunner
 from gstc.cli import app
 from gstc.compile import compile_file
 from gstc.provenance import PROVENANCE
-from gstc.manifest import ResultsDir, write_json, write_manifest
+from gstc.jsonio import write_json
+from gstc.manifest import write_manifest
+from gstc.paths import ResultsDir
 from gstc.stats import summarize
 from tests.conftest import SMALL_SPEC, write
 

@@ -10,7 +10,10 @@ import sys
 import pytest
 
 from gstc.compile import compile_file
-from gstc.manifest import SUMMARY_FIELDS, ResultsDir, build_manifest, read_jsonl
+from gstc.jsonio import read_jsonl
+from gstc.manifest import build_manifest
+from gstc.paths import ResultsDir
+from gstc.summary import SUMMARY_FIELDS
 from tests.conftest import REPO
 
 pd = pytest.importorskip("pandas")

@@ -1,4 +1,4 @@
-"""gstc.manifest: the results layout, JSON/JSONL helpers, run summaries and the manifest.
+"""gstc.manifest: every run's status and summary, per-configuration statistics and correlations.
 
 Run folders are written by hand here (no torch, no training), with numbers chosen so
 every summary can be checked against values computed in the test.
@@ -10,18 +10,16 @@ import json
 import math
 import os
 import textwrap
-from pathlib import Path
 
-import numpy as np
 import pytest
 from scipy import stats as st
 
 from gstc.compile import compile_file
-from gstc.manifest import (
-    BOOTSTRAP_SEED, SUMMARY_FIELDS, DamagedFile, ResultsDir, append_jsonl, build_manifest, read_json, read_jsonl,
-    run_state, run_status, summarize_run, truncate_jsonl, write_json, write_manifest,
-)
+from gstc.jsonio import append_jsonl, read_jsonl, write_json
+from gstc.manifest import BOOTSTRAP_SEED, build_manifest, write_manifest
+from gstc.paths import ResultsDir
 from gstc.stats import summarize
+from gstc.summary import SUMMARY_FIELDS, summarize_run
 
 SPEC = textwrap.dedent(
     """\
@@ -93,155 +91,6 @@ def plan(tmp_path_factory):
 
 def runs_of(plan, config: str):
     return [r for r in plan.runs if r.config == config]
-
-
-def epoch_records(tests, trains=None, params_=None):
-    return [{"epoch": i, "train_acc": (trains or [90.0] * len(tests))[i - 1], "test_acc": t,
-             "params": (params_ or [100] * len(tests))[i - 1]} for i, t in enumerate(tests, start=1)]
-
-
-# --- layout ------------------------------------------------------------------------------
-
-
-def test_paths(tmp_path):
-    r = ResultsDir(tmp_path)
-    assert r.run_dir("abc") == tmp_path / "runs" / "abc"
-    assert r.run_json("abc") == tmp_path / "runs" / "abc" / "run.json"
-    assert r.epochs_jsonl("abc") == tmp_path / "runs" / "abc" / "epochs.jsonl"
-    assert r.events_jsonl("abc") == tmp_path / "runs" / "abc" / "events.jsonl"
-    assert r.flatness_json("abc") == tmp_path / "runs" / "abc" / "flatness.json"
-    assert r.checkpoint("abc") == tmp_path / "runs" / "abc" / "checkpoint.pt"
-    assert r.spec_dir("fig2") == tmp_path / "specs" / "fig2"
-    assert r.manifest_json("fig2") == tmp_path / "specs" / "fig2" / "manifest.json"
-    for bad in ("", "..", "a/b"):
-        with pytest.raises(ValueError):
-            r.run_dir(bad)
-
-
-def test_root_from_env_then_default(tmp_path, monkeypatch):
-    monkeypatch.setenv("GSTC_RESULTS", str(tmp_path / "env"))
-    assert ResultsDir().root == tmp_path / "env"
-    assert ResultsDir(tmp_path / "arg").root == tmp_path / "arg"
-    monkeypatch.delenv("GSTC_RESULTS")
-    assert ResultsDir().root == Path("results")
-
-
-# --- JSON and JSONL ----------------------------------------------------------------------
-
-
-def test_write_json_is_strict_and_atomic(tmp_path):
-    path = tmp_path / "a" / "x.json"
-    write_json(path, {"b": float("nan"), "a": [float("inf"), np.int64(3), np.float32(0.5)], "c": (1, 2)})
-    text = path.read_text()
-    assert text == '{\n  "b": null,\n  "a": [\n    null,\n    3,\n    0.5\n  ],\n  "c": [\n    1,\n    2\n  ]\n}\n'
-    assert read_json(path) == {"b": None, "a": [None, 3, 0.5], "c": [1, 2]}
-    assert os.listdir(path.parent) == ["x.json"]  # no temporary file left behind
-
-
-def test_read_jsonl_skips_torn_last_line(tmp_path):
-    path = tmp_path / "e.jsonl"
-    path.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3, "test_a')
-    assert read_jsonl(path) == [{"epoch": 1}, {"epoch": 2}]
-    path.write_bytes(b'{"epoch": 1}\n{"epoch": 2, "x": "\xc3')  # torn inside a UTF-8 character
-    assert read_jsonl(path) == [{"epoch": 1}]
-    path.write_text('{"epoch": 1}\n{"epoch": 2}')  # complete, only the newline missing
-    assert read_jsonl(path) == [{"epoch": 1}, {"epoch": 2}]
-    assert read_jsonl(tmp_path / "missing.jsonl") == []
-
-
-def test_read_jsonl_bad_middle_line_is_an_error(tmp_path):
-    path = tmp_path / "e.jsonl"
-    path.write_text('{"epoch": 1}\n{"epoch": 2\n{"epoch": 3}\n')
-    with pytest.raises(DamagedFile, match=r"e.jsonl: has a line \(2\) that is not a JSON object") as info:
-        read_jsonl(path)
-    assert info.value.path == path
-
-
-def test_append_jsonl_after_torn_line(tmp_path):
-    path = tmp_path / "r" / "e.jsonl"
-    append_jsonl(path, {"epoch": 1, "loss": float("nan")})
-    with open(path, "a") as fh:
-        fh.write('{"epoch": 2, "te')  # killed mid-write
-    append_jsonl(path, {"epoch": 2})
-    assert path.read_text() == '{"epoch": 1, "loss": null}\n{"epoch": 2}\n'
-    with open(path, "a") as fh:
-        fh.write('{"epoch": 3}')  # complete record, newline missing: kept
-    append_jsonl(path, {"epoch": 4})
-    assert [r["epoch"] for r in read_jsonl(path)] == [1, 2, 3, 4]
-    assert path.read_text().endswith('{"epoch": 3}\n{"epoch": 4}\n')
-
-
-def test_truncate_jsonl(tmp_path):
-    path = tmp_path / "e.jsonl"
-    for epoch in range(1, 6):
-        append_jsonl(path, {"epoch": epoch})
-    with open(path, "a") as fh:
-        fh.write('{"epoch": 6, ')
-    assert truncate_jsonl(path, lambda r: r["epoch"] <= 3) == 3
-    assert path.read_text() == '{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n'
-    assert os.listdir(tmp_path) == ["e.jsonl"]
-    assert truncate_jsonl(path, lambda r: False) == 0
-    assert path.read_text() == "" and read_jsonl(path) == []
-    assert truncate_jsonl(tmp_path / "none.jsonl", lambda r: True) == 0
-    assert not (tmp_path / "none.jsonl").exists()
-
-
-# --- run summaries -----------------------------------------------------------------------
-
-
-def test_summarize_run_baseline_uses_all_epochs_first_best():
-    epochs = epoch_records([50, 60, 72, 65, 72, 70], trains=[60, 70, 80, 85, 88, 90], params_=[9, 9, 9, 9, 9, 8])
-    assert summarize_run(epochs, []) == {"best_test_acc": 72, "best_epoch": 3, "gen_gap": 8,
-                                         "mean_stability": 100.0, "final_params": 8}
-
-
-def test_summarize_run_best_from_last_pruning_epoch_on():
-    epochs = epoch_records([50, 60, 76, 71, 74, 74], trains=[60, 70, 80, 85, 90.5, 91], params_=[10, 9, 9, 8, 8, 8])
-    events = [{"epoch": 4, "stability": 80.0}, {"epoch": 2, "stability": 95.5}]
-    s = summarize_run(list(reversed(epochs)), events)  # record order does not matter
-    assert s == {"best_test_acc": 74, "best_epoch": 5, "gen_gap": 16.5, "mean_stability": 87.75, "final_params": 8}
-    # the last pruning epoch itself is in the window (its accuracy is measured after pruning)
-    assert summarize_run(epoch_records([50, 60, 76, 75, 74, 74]), events)["best_epoch"] == 4
-
-
-def test_summarize_run_scratch_event_does_not_count():
-    epochs = epoch_records([50, 80, 70])
-    scratch = {"epoch": 0, "stability": 10.0}
-    # only an epoch-0 event: a run that never prunes during training
-    assert summarize_run(epochs, [scratch]) == summarize_run(epochs, [])
-    assert summarize_run(epochs, [scratch])["mean_stability"] == 100.0
-    assert summarize_run(epochs, [scratch])["best_epoch"] == 2
-    s = summarize_run(epochs, [scratch, {"epoch": 3, "stability": 90.0}])
-    assert (s["mean_stability"], s["best_epoch"], s["best_test_acc"]) == (90.0, 3, 70)
-
-
-def test_summarize_run_without_epochs():
-    with pytest.raises(ValueError, match="no epoch"):
-        summarize_run([], [{"epoch": 1, "stability": 90.0}])
-
-
-def test_run_status(plan, tmp_path):
-    results = ResultsDir(tmp_path)
-    a, b, c = runs_of(plan, "small")
-    assert run_status(results, a.id) == "pending"
-    write_run(results, a, status="running", last_epoch=2)
-    write_run(results, b, status="failed", last_epoch=3)
-    write_run(results, c)
-    assert [run_status(results, r.id) for r in (a, b, c)] == ["running", "failed", "done"]
-    assert read_json(results.run_json(b.id))["error"] == {"epoch": 3, "reason": "training loss is nan"}
-    # Unreadable run.json files are a status of their own, with the file and the reason (never an exception).
-    write_json(results.run_json(a.id), {"status": "exploded"})
-    assert run_status(results, a.id) == "damaged"
-    assert run_state(results, a.id)[2] == {"file": str(results.run_json(a.id)),
-                                     "reason": "has an unknown status 'exploded' (expected running, done or failed)"}
-    results.run_json(b.id).write_text('{"id": "x", "sta')  # cut short
-    assert run_status(results, b.id) == "damaged" and "is not valid JSON" in run_state(results, b.id)[2]["reason"]
-    assert run_state(results, c.id)[2] is None
-    # damaged.json: what `gstc run` found wrong with another of the run's files
-    write_json(results.damaged_json(c.id), {"file": "checkpoint.pt", "reason": "is cut short"})
-    assert run_status(results, c.id) == "done"  # a finished run stays finished
-    write_run(results, c, status="running", last_epoch=2)
-    assert run_status(results, c.id) == "damaged" and run_state(results, c.id)[2]["reason"] == "is cut short"
 
 
 # --- the manifest ------------------------------------------------------------------------

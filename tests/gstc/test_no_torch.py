@@ -77,7 +77,7 @@ def test_gstc_modules_do_not_import_torch(poisoned_env):
 def test_report_does_not_import_torch(fmt, small_spec, poisoned_env, tmp_path):
     # A report is read from run folders: tables, comparisons, plots and the HTML page need no torch.
     from gstc.compile import compile_file
-    from gstc.manifest import ResultsDir
+    from gstc.paths import ResultsDir
     from tests.gstc.test_report import fake_run
 
     results = ResultsDir(tmp_path / "r")

@@ -8,9 +8,12 @@ from typer.testing import CliRunner
 
 from gstc.cli import app
 from gstc.compile import compile_file
-from gstc.manifest import ResultsDir, append_jsonl, build_manifest, metric_values, write_json
+from gstc.jsonio import append_jsonl, write_json
+from gstc.manifest import build_manifest, metric_values
+from gstc.paths import ResultsDir
 from gstc.report import sweep_axes
-from gstc.stats import adjust, compare, summarize
+from gstc.comparisons import adjust, compare
+from gstc.stats import summarize
 from tests.conftest import SMALL_SPEC, write
 
 runner = CliRunner()
@@ -63,7 +66,7 @@ def test_report_tables_plots_and_partial_results(tmp_path):
 
 def test_comparisons_with_the_baseline_are_paired_and_corrected(tmp_path):
     """Every configuration is compared with the baseline seed by seed, on the outcomes, the p-values
-    corrected together; the numbers are gstc.stats.compare's on the runs' summaries."""
+    corrected together; the numbers are gstc.comparisons.compare's on the runs' summaries."""
     spec = write(tmp_path, SMALL_SPEC.replace("seeds: 2", "seeds: 8"), "s.yaml")
     plan = compile_file(str(spec))
     results = ResultsDir(tmp_path / "r")

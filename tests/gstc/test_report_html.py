@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from gstc.cli import app
 from gstc.compile import compile_file
-from gstc.manifest import ResultsDir
+from gstc.paths import ResultsDir
 from tests.conftest import CHROMIUM, SMALL_SPEC, chromium, write
 from tests.gstc.test_report import fake_run
 

@@ -13,7 +13,8 @@ import pytest
 
 from gstc.compile import check
 from gstc.load import load_text
-from gstc.manifest import ResultsDir, read_run
+from gstc.paths import ResultsDir
+from gstc.runstate import read_run
 from gstc.plan import Plan, PlanRun
 from tests.conftest import REPO
 from tests.runtime import fault_injection

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from gstc.compile import compile_file
-from gstc.manifest import ResultsDir, read_json, read_jsonl
+from gstc.jsonio import read_json, read_jsonl
+from gstc.paths import ResultsDir
 from tests.conftest import REPO
 
 torch = pytest.importorskip("torch")
@@ -284,8 +285,9 @@ def cli_status(*args: str):
 
 
 def test_status_names_the_worker_of_a_running_run_and_spots_interrupted_ones(spec, plan, tmp_path):
-    from gstc.manifest import write_json
     from gstc import locks
+    from gstc.claims import claim_runs
+    from gstc.jsonio import write_json
 
     results = ResultsDir(tmp_path)
     held, dead = plan.runs[0], plan.runs[1]
@@ -293,7 +295,7 @@ def test_status_names_the_worker_of_a_running_run_and_spots_interrupted_ones(spe
         write_json(results.run_json(run.id), {"id": run.id, "status": "running"})
     results.lock(dead.id).write_text(json.dumps({**locks.machine(), "pid": 2**22 + 1, "token": "x", "owner": "gone",
                                                  "heartbeat": time.time()}))
-    with locks.claim_runs(results, [held.id]) as claims:
+    with claim_runs(results, [held.id]) as claims:
         result = cli_status(str(spec), "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     ids = {r.id for r in plan.runs}
@@ -403,7 +405,7 @@ def test_only_failures_another_attempt_may_not_meet_are_retried():
 
 def test_a_job_at_its_time_limit_is_requeued_only_when_it_progressed(tmp_path):
     pytest.importorskip("submitit")
-    from gstc.manifest import append_jsonl
+    from gstc.jsonio import append_jsonl
     from gstc.runtime.executors.slurm import PackJob
 
     results = ResultsDir(tmp_path / "r")

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from gstc.cli import app
 from gstc.compile import compile_file
-from gstc.manifest import ResultsDir, read_json, read_jsonl, write_json
+from gstc.jsonio import read_json, read_jsonl, write_json
+from gstc.paths import ResultsDir
 
 torch = pytest.importorskip("torch")
 
@@ -136,10 +137,10 @@ def test_epoch_records_missing_behind_the_checkpoint_are_damage(copy):
 
 
 def test_restart_leaves_a_run_that_a_live_worker_trains(copy):
-    from gstc import locks
+    from gstc.claims import claim_runs
 
     spec, results, reference, damaged, other = copy
-    with locks.claim_runs(results, [damaged.id]):  # a live worker holds it
+    with claim_runs(results, [damaged.id]):  # a live worker holds it
         held = gstc("run", str(spec), "--out", str(results.root), "--device", "cpu", "--restart", damaged.id)
     assert held.exit_code == 1 and f"run {damaged.id} is being trained by" in held.stderr, held.output
     assert results.run_json(damaged.id).exists() and not (results.root / "restarted").exists()  # nothing moved

@@ -249,7 +249,8 @@ def test_an_own_dataset_by_import_path(tmp_path):
 
 def test_grayscale_28x28_images_train_a_built_in_resnet(tmp_path):
     # The model gets the data's channel count: ResNet20's stem reads 1 channel, its pooling any size.
-    from gstc.manifest import ResultsDir, read_jsonl
+    from gstc.jsonio import read_jsonl
+    from gstc.paths import ResultsDir
     from tests.runtime.conftest import compile_text, run_plan
 
     write_mnist(tmp_path, train=40, test=10)

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from gstc.cli import app
 from gstc.compile import compile_file
-from gstc.manifest import ResultsDir, read_json, read_jsonl
+from gstc.jsonio import read_json, read_jsonl
+from gstc.paths import ResultsDir
 from tests.conftest import REPO
 from tests.runtime.conftest import run_plan
 

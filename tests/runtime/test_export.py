@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from gstc.cli import app
-from gstc.manifest import ResultsDir, read_jsonl
+from gstc.jsonio import read_jsonl
+from gstc.paths import ResultsDir
 from tests.runtime.conftest import compile_text, run_plan, spec_text
 
 torch = pytest.importorskip("torch")

@@ -1,6 +1,6 @@
 """The runtime imports nothing of the compiler: from gstc, only the plan (with its packs), the results layout
-(manifest), the atomic writer, provenance, locks and itself; and the torch-free commands import nothing of the
-runtime (dependencies run one way)."""
+and its files (paths, jsonio, runstate, summary, manifest), the atomic writer, provenance, locks and itself; and
+the torch-free commands import nothing of the runtime (dependencies run one way)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ RUNTIME = Path(__file__).resolve().parents[2] / "runtime"
 # costs: a model's parameter and MAC counts, which the plan shows and the runtime records; datasets: known shapes;
 # plugins, scorings, methods and modes: the registries whose plugins the runtime calls (torch-free modules; their
 # `score`, `apply` and `start` get torch tensors)
-ALLOWED = {"gstc.plan", "gstc.packs", "gstc.manifest", "gstc.atomic", "gstc.provenance", "gstc.archs", "gstc.errors",
+ALLOWED = {"gstc.plan", "gstc.packs", "gstc.paths", "gstc.jsonio", "gstc.runstate", "gstc.summary", "gstc.manifest",
+           "gstc.atomic", "gstc.provenance", "gstc.archs", "gstc.errors",
            "gstc.costs", "gstc.datasets", "gstc.plugins", "gstc.scorings", "gstc.methods", "gstc.modes",
-           "gstc.locks", "gstc.slurm_queue"}  # the lock files' protocol and Slurm's queue: torch-free, gstc status reads them
+           "gstc.locks", "gstc.claims", "gstc.slurm_queue"}  # the lock files' protocol, claims of runs and Slurm's queue:
+           # torch-free, gstc status reads them
 
 
 def test_runtime_imports_only_the_plan_and_manifest_from_gstc():

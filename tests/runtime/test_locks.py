@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 
-from gstc.manifest import ResultsDir
+from gstc.paths import ResultsDir
 from gstc import locks
+from gstc.claims import claim_runs, hold
 from tests.conftest import REPO
 
 
@@ -39,25 +40,25 @@ def leftovers(folder: Path) -> list[str]:
 
 def test_claim_writes_the_owner_and_release_removes_it(tmp_path):
     results = ResultsDir(tmp_path)
-    with locks.claim_runs(results, ["a", "b"]) as claims:
+    with claim_runs(results, ["a", "b"]) as claims:
         assert claims.held == ["a", "b"] and not claims.busy
         info = locks.read_lock(results.lock("a"))
         assert info["pid"] == os.getpid() and info["host"] == locks.machine()["host"]
         assert info["owner"] == f"{info['host']}:{os.getpid()}:{info['token']}"
         # A second claim (another worker in this process) finds both busy, with the holder named.
-        with locks.claim_runs(results, ["a", "b", "c"]) as other:
+        with claim_runs(results, ["a", "b", "c"]) as other:
             assert other.held == ["c"] and set(other.busy) == {"a", "b"}
             assert other.busy["a"]["token"] == info["token"]
     assert not results.lock("a").exists() and not results.lock("b").exists() and not results.lock("c").exists()
     assert leftovers(results.run_dir("a")) == []
-    with locks.claim_runs(results, ["a"]) as again:  # released: free again
+    with claim_runs(results, ["a"]) as again:  # released: free again
         assert again.held == ["a"]
 
 
 def test_a_lock_whose_process_died_is_taken_over_at_once(tmp_path):
     results = ResultsDir(tmp_path)
     old = lock_content(results.lock("a"), pid=dead_pid(), token="dead")  # fresh heartbeat, but its process is gone
-    with locks.claim_runs(results, ["a"], wait=False) as claims:
+    with claim_runs(results, ["a"], wait=False) as claims:
         assert claims.held == ["a"]
         assert locks.read_lock(results.lock("a"))["token"] != old["token"]
     assert leftovers(results.run_dir("a")) == []
@@ -96,12 +97,12 @@ def test_a_live_process_keeps_its_lock(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         lock_content(results.lock("a"), pid=holder.pid, token="alive")
-        with locks.claim_runs(results, ["a"], wait=False) as claims:
+        with claim_runs(results, ["a"], wait=False) as claims:
             assert claims.held == [] and claims.busy["a"]["token"] == "alive"
     finally:
         holder.kill()
         holder.wait()
-    with locks.claim_runs(results, ["a"], wait=False) as claims:  # now dead: taken over
+    with claim_runs(results, ["a"], wait=False) as claims:  # now dead: taken over
         assert claims.held == ["a"]
 
 
@@ -110,7 +111,7 @@ def test_an_old_heartbeat_from_another_machine_is_stale(tmp_path, monkeypatch):
     results = ResultsDir(tmp_path)
     lock_content(results.lock("old"), host="node7", pid=os.getpid(), heartbeat=time.time() - 31)
     lock_content(results.lock("new"), host="node7", pid=os.getpid(), heartbeat=time.time() - 5)
-    with locks.claim_runs(results, ["old", "new"], wait=False) as claims:
+    with claim_runs(results, ["old", "new"], wait=False) as claims:
         assert claims.held == ["old"] and set(claims.busy) == {"new"}  # its pid means nothing here
 
 
@@ -130,7 +131,7 @@ def test_a_holder_elsewhere_is_watched_until_its_heartbeat_moves_or_goes_stale(t
     thread.start()
     try:
         t0 = time.monotonic()
-        with locks.claim_runs(results, ["alive", "dead"]) as claims:
+        with claim_runs(results, ["alive", "dead"]) as claims:
             waited = time.monotonic() - t0
             assert claims.held == ["dead"] and set(claims.busy) == {"alive"}
             assert 0.9 < waited < 5.0  # the dead one went stale after ~1 s of silence
@@ -143,7 +144,7 @@ def test_heartbeat_moves_and_a_lock_taken_over_is_marked_lost(tmp_path, monkeypa
     # (the worker then stops training that run: tests/runtime/test_worker.py)
     monkeypatch.setenv(locks.HEARTBEAT_ENV, "0.05")
     results = ResultsDir(tmp_path)
-    with locks.claim_runs(results, ["a"]) as claims:
+    with claim_runs(results, ["a"]) as claims:
         first = locks.read_lock(results.lock("a"))["heartbeat"]
         time.sleep(0.3)
         assert locks.read_lock(results.lock("a"))["heartbeat"] > first
@@ -157,9 +158,9 @@ def test_heartbeat_moves_and_a_lock_taken_over_is_marked_lost(tmp_path, monkeypa
 def test_hold_waits_for_the_holder_to_release(tmp_path):
     path = tmp_path / "manifest.lock"
     order = []
-    with locks.hold(path):
+    with hold(path):
         def second():
-            with locks.hold(path):
+            with hold(path):
                 order.append("second")
 
         thread = threading.Thread(target=second)
@@ -172,15 +173,15 @@ def test_hold_waits_for_the_holder_to_release(tmp_path):
 
 CONTENDER = textwrap.dedent("""\
     import sys, time
-    from gstc.manifest import ResultsDir
-    from gstc import locks
+    from gstc.paths import ResultsDir
+    from gstc.claims import Claims
     from pathlib import Path
     results, start, rounds, me, n = ResultsDir(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
     kept = []
     for r in range(rounds):
         while time.time() < start + 0.4 * r:
             pass  # spin: every contender attempts within microseconds of the others
-        claims = locks.Claims({str(r): results.lock(str(r))}).claim(wait=False)
+        claims = Claims({str(r): results.lock(str(r))}).claim(wait=False)
         kept.append(claims)  # held to the end: a later claim of this round would be legitimate
         print(r, bool(claims.held), flush=True)
     Path(sys.argv[1], f"done-{me}").touch()

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from gstc.cli import app
 from gstc.compile import compile_file
-from gstc.manifest import ResultsDir, read_json, read_jsonl
+from gstc.jsonio import read_json, read_jsonl
+from gstc.paths import ResultsDir
 from gstc.scorings.ebn import expected_relu as _expected_relu_bn
 from tests.runtime.conftest import compile_text, run_plan, spec_text
 

@@ -14,7 +14,8 @@ import warnings
 
 import pytest
 
-from gstc.manifest import ResultsDir, read_json, read_jsonl
+from gstc.jsonio import read_json, read_jsonl
+from gstc.paths import ResultsDir
 from gstc.packs import make_packs
 from tests.runtime.conftest import CUDA, DEVICES, compile_text, run_plan
 

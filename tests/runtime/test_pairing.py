@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from gstc.manifest import ResultsDir, read_jsonl
+from gstc.jsonio import read_jsonl
+from gstc.paths import ResultsDir
 from tests.runtime.conftest import compile_text, run_plan
 
 SPEC = """\

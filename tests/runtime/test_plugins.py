@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from gstc.manifest import ResultsDir, read_json, read_jsonl
+from gstc.jsonio import read_json, read_jsonl
+from gstc.paths import ResultsDir
 from tests.conftest import REPO
 
 torch = pytest.importorskip("torch")

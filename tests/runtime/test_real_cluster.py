@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from gstc.compile import compile_file
-from gstc.manifest import ResultsDir, read_jsonl
+from gstc.jsonio import read_jsonl
+from gstc.paths import ResultsDir
 from tests.conftest import REPO
 from tests.runtime.test_data import write_cifar
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from gstc.compile import compile_file
-from gstc.manifest import ResultsDir, read_json, read_jsonl
+from gstc.jsonio import read_json, read_jsonl
+from gstc.paths import ResultsDir
 
 torch = pytest.importorskip("torch")
 

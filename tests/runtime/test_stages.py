@@ -8,7 +8,8 @@ from fractions import Fraction
 
 import pytest
 
-from gstc.manifest import ResultsDir, read_jsonl
+from gstc.jsonio import read_jsonl
+from gstc.paths import ResultsDir
 
 from tests.runtime.conftest import compile_text, run_plan
 
@@ -188,7 +189,7 @@ def test_a_spec_sharing_levels_trains_only_the_levels_it_adds(tmp_path):
 
 
 def test_a_level_waits_on_an_input_not_done_and_a_damaged_input_is_named_with_its_run(tmp_path):
-    from gstc.manifest import write_json
+    from gstc.jsonio import write_json
 
     results = ResultsDir(tmp_path)
     plan = compile_text(small(3))
@@ -224,7 +225,7 @@ def test_kill_9_mid_level_then_resume_gives_the_same_numbers(tmp_path):
     import time
 
     from gstc.compile import compile_file
-    from gstc.manifest import read_json
+    from gstc.jsonio import read_json
     from tests.runtime.test_run import gstc, numbers
 
     spec = tmp_path / "chain.yaml"

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from gstc.manifest import ResultsDir, read_json, read_jsonl
+from gstc.jsonio import read_json, read_jsonl
+from gstc.paths import ResultsDir
 from tests.conftest import REPO, write
 
 pytestmark = pytest.mark.slow  # 20-40 s each: gstc run started twice, a tracker's reader (and an mlflow server)

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from gstc.manifest import ResultsDir, read_json, read_jsonl
+from gstc.jsonio import read_json, read_jsonl
+from gstc.paths import ResultsDir
 from tests.runtime.conftest import compile_text, run_plan, spec_text
 from tests.runtime.test_locks import lock_content
 
