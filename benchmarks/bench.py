@@ -51,9 +51,11 @@ sys.path.insert(0, str(ROOT))
 
 from gstc.compile import check, compile_file  # noqa: E402
 from gstc.load import load_text  # noqa: E402
-from gstc.runtime.data import CLASSES, Dataset, _synthetic, load  # noqa: E402
+from gstc.runtime.data import CLASSES, Dataset, load  # noqa: E402
+from gstc.runtime.loaders import _synthetic  # noqa: E402
 from gstc.runtime.models import build_model  # noqa: E402
-from gstc.runtime.prune import Pruner, StepHooks  # noqa: E402
+from gstc.runtime.prune import Pruner  # noqa: E402
+from gstc.runtime.step_hooks import StepHooks  # noqa: E402
 from gstc.runtime.train import Trainer  # noqa: E402
 
 ARCHS = ["vgg11_bn", "resnet18", "resnet20", "resnet56"]

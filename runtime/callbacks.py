@@ -3,7 +3,7 @@
 `RunFiles` owns a member's run.json, epochs.jsonl and events.jsonl (paths from
 `gstc.paths.ResultsDir`, written through `gstc.jsonio`: whole files atomically, JSONL
 one fsynced line at a time). `Flatness` measures `measure.flatness` at its epochs into
-flatness.json. Both run before `checkpoint.Checkpoints` in the callbacks' order, so a
+flatness.json. Both are in the FILES phase (gstc.runtime.train), before `checkpoint.Checkpoints`, so a
 checkpoint never stands ahead of the files (a kill between the two replays the epoch).
 """
 
@@ -14,16 +14,19 @@ import torch
 from gstc.jsonio import append_jsonl, read_json, read_jsonl, truncate_jsonl, write_json
 from gstc.paths import ResultsDir
 from gstc.summary import summarize_run
-from gstc.runtime.data import normalize
+from gstc.runtime.batches import normalize
 from gstc.runtime.environment import environment
 from gstc.runtime.flatness import measure as measure_flatness
-from gstc.runtime.train import Callback, Member, Trainer
+from gstc.runtime.records import EpochRecord, EventRecord
+from gstc.runtime.train import FILES, Callback, Member, Trainer
 
 FLATNESS_SUBSET_SEED = 0  # the same test images for every run, so flatness compares across runs
 
 
 class RunFiles(Callback):
     """run.json ("running", then "done" with the summary or "failed" with the reason), epochs.jsonl, events.jsonl."""
+
+    phase = FILES
 
     def __init__(self, results: ResultsDir) -> None:
         self.results = results
@@ -46,10 +49,10 @@ class RunFiles(Callback):
                               "pack": {"size": trainer.pack, "runs": [r.id for r in trainer.runs]}}
             write_json(results.run_json(rid), {**self.info[rid], "status": "running"})
 
-    def event(self, trainer: Trainer, member: Member, record: dict) -> None:
+    def event(self, trainer: Trainer, member: Member, record: EventRecord) -> None:
         append_jsonl(self.results.events_jsonl(member.run.id), record)
 
-    def epoch_end(self, trainer: Trainer, epoch: int, records: dict[int, dict]) -> None:
+    def epoch_end(self, trainer: Trainer, epoch: int, records: dict[int, EpochRecord]) -> None:
         for m in trainer.alive:
             if m.k in records:
                 append_jsonl(self.results.epochs_jsonl(m.run.id), records[m.k])
@@ -72,10 +75,12 @@ class RunFiles(Callback):
 class Flatness(Callback):
     """flatness.json: {"subset_seed", "subset": [...], "epochs": {"<epoch>": {...}}}; re-measuring an epoch replaces it."""
 
+    phase = FILES
+
     def __init__(self, results: ResultsDir) -> None:
         self.results = results
 
-    def epoch_end(self, trainer: Trainer, epoch: int, records: dict[int, dict]) -> None:
+    def epoch_end(self, trainer: Trainer, epoch: int, records: dict[int, EpochRecord]) -> None:
         for m in trainer.alive:
             if m.k in records and epoch in m.flatness_epochs:
                 self.measure(trainer, m, epoch)

@@ -24,7 +24,8 @@ from gstc import atomic
 from gstc.jsonio import DamagedFile
 from gstc.paths import ResultsDir
 from gstc.runtime.models import member, member_state, pack_states
-from gstc.runtime.train import Callback, Trainer
+from gstc.runtime.records import EpochRecord
+from gstc.runtime.train import CHECKPOINT, Callback, Trainer
 
 _ESCAPES = re.compile(r"\x1b\[[0-9;]*m")
 KEYS = ("epoch", "seconds", "model", "optimizer", "pruner", "rng")  # besides "scheduler" (or "scheduler_epoch")
@@ -94,10 +95,12 @@ def epoch_of(results: ResultsDir, run_id: str) -> int | None:
 class Checkpoints(Callback):
     """Saves every member still training after each epoch; `restore` loads them before the loop."""
 
+    phase = CHECKPOINT
+
     def __init__(self, results: ResultsDir) -> None:
         self.results = results
 
-    def epoch_end(self, trainer: Trainer, epoch: int, records: dict[int, dict]) -> None:
+    def epoch_end(self, trainer: Trainer, epoch: int, records: dict[int, EpochRecord]) -> None:
         model, opt = trainer.model.state_dict(), trainer.opt.state_dict()
         scheduler = trainer.sched.state_dict()
         for m in trainer.alive:

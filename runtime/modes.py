@@ -1,7 +1,7 @@
 """The primitives a mode plugin's `start` works through (gstc.modes), for one layer's state at one event.
 
 A mode decides what happens to the units an event targets; the states carry it out:
-`LayerState` (filters: conv rows, BN channels and the channel mask, gstc.runtime.prune) and
+`LayerState` (filters: conv rows, BN channels and the channel mask, gstc.runtime.layer_state) and
 `WeightState` (single weights, and the weights N:M groups prune, gstc.runtime.units). Both
 offer the same two primitives:
 

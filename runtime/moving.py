@@ -21,7 +21,8 @@ from typing import Any
 import torch
 
 from gstc.plan import MovingSpec
-from gstc.runtime.data import GROW, epoch_generator
+from gstc.runtime.records import MoveLayer, MoveRecord
+from gstc.runtime.rng import GROW, epoch_generator
 
 
 def fraction(batch: int, end: int, drop: float) -> float:
@@ -83,10 +84,10 @@ class Moving:
                 if record["layers"]:  # the last moves of the cosine may move nothing
                     trainer.event(m, record)
 
-    def move_member(self, trainer: Any, m: Any, spec: Any, t: int) -> dict:
+    def move_member(self, trainer: Any, m: Any, spec: Any, t: int) -> MoveRecord:
         share = fraction(t, self.end[m.k], spec.drop)
         generator = epoch_generator(m.run.seed, t, GROW)
-        layers = []
+        layers: list[MoveLayer] = []
         for name, st in m.pruner.weights.items():
             inactive = int(st.held.sum())
             active = st.held.numel() - inactive

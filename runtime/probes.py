@@ -19,7 +19,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from gstc.runtime.data import PROBE, epoch_generator, pack_input
+from gstc.runtime.batches import pack_input
+from gstc.runtime.rng import PROBE, epoch_generator
 
 Trainer = Member = Any  # gstc.runtime.train's (its pruning plug-in, gstc.runtime.pruning, calls this module)
 

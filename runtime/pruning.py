@@ -16,9 +16,11 @@ from typing import Any, Protocol
 
 import torch
 
-from gstc.runtime.data import TARGETS, epoch_generator
+from gstc.runtime.rng import TARGETS, epoch_generator
 from gstc.runtime.probes import probe
-from gstc.runtime.prune import PluginFailed, Pruner, StepHooks
+from gstc.runtime.records import LayerEvent, PruneEvent
+from gstc.runtime.prune import PluginFailed, Pruner
+from gstc.runtime.step_hooks import StepHooks
 
 
 class StepPlugin(Protocol):
@@ -91,9 +93,10 @@ class Pruning:
         return post_loss, post
 
 
-def event_record(epoch: int, pre: float | None, post: float, layers: list[dict], **extra: Any) -> dict[str, Any]:
-    """An events.jsonl record: test accuracy before (None: not measured) and after, the stability, per-layer counts."""
-    record: dict[str, Any] = {"epoch": epoch, **extra, "pre_acc": pre, "post_acc": post, "instability": None,
+def event_record(epoch: int, pre: float | None, post: float, layers: list[LayerEvent], **extra: Any) -> PruneEvent:
+    """An events.jsonl record: test accuracy before (None: not measured) and after, the stability, per-layer counts;
+    `extra`: a lottery level's start and level, written after the epoch."""
+    record: PruneEvent = {"epoch": epoch, **extra, "pre_acc": pre, "post_acc": post, "instability": None,
                               "stability": None, "layers": layers}
     if pre is not None:
         instability = 100.0 * (pre - post) / pre if pre > 0 else 0.0

@@ -31,11 +31,12 @@ from gstc.jsonio import DamagedFile
 from gstc.paths import ResultsDir
 from gstc.runstate import run_status
 from gstc.plan import Plan, PlanRun
-from gstc.runtime.data import REINIT, SHUFFLE, TARGETS, epoch_generator
+from gstc.runtime.rng import REINIT, SHUFFLE, TARGETS, epoch_generator
 from gstc.runtime.checkpoint import load
 from gstc.runtime.models import build_model, member_state
 from gstc.runtime.pruning import event_record
-from gstc.runtime.train import Callback, Trainer
+from gstc.runtime.records import EpochRecord
+from gstc.runtime.train import FILES, Callback, Trainer
 
 
 def load_state(path: Any, device: torch.device | str = "cpu", weights: bool = False, **kwargs: Any) -> dict:
@@ -49,10 +50,12 @@ def load_state(path: Any, device: torch.device | str = "cpu", weights: bool = Fa
 class RewindPoints(Callback):
     """Level 0 keeps its weights after the epochs later levels rewind to (`stage.keep`), before its checkpoint."""
 
+    phase = FILES
+
     def __init__(self, results: ResultsDir) -> None:
         self.results = results
 
-    def epoch_end(self, trainer: Trainer, epoch: int, records: dict[int, dict]) -> None:
+    def epoch_end(self, trainer: Trainer, epoch: int, records: dict[int, EpochRecord]) -> None:
         for m in trainer.alive:
             stage = m.run.stage
             if stage is not None and epoch in stage.keep:

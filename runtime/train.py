@@ -6,10 +6,12 @@ data order, augmentation, pruner (masks, events, windows), measurements, checkpo
 files, and its numbers are those it would have alone (tests/runtime/test_pack.py).
 
 The loop (`Trainer.execute`) stays short: an epoch trains, prunes where the plan says,
-evaluates, and hands its records to the callbacks, which write result files
-(`callbacks.RunFiles`), measure flatness (`callbacks.Flatness`), checkpoint
-(`checkpoint.Checkpoints`) and show progress. The caller restores state before it and
-may stop it at an epoch boundary (`stop`): a worker that lost a run's lock does.
+evaluates, and hands its records (gstc.runtime.records) to the callbacks, which write
+result files (`callbacks.RunFiles`), measure flatness (`callbacks.Flatness`), checkpoint
+(`checkpoint.Checkpoints`), show progress and feed trackers, in the order of their
+phases (`ordered`: files, then the checkpoint, then what reports). The caller restores
+state before it and may stop it at an epoch boundary (`stop`): a worker that lost a run's
+lock does.
 
 Every random draw comes from a generator derived from (seed, epoch, purpose), so a run
 resumed from the checkpoint of epoch e replays epoch e+1 exactly as an uninterrupted run
@@ -23,18 +25,20 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
 
-from gstc.plan import AdamSpec, FlatnessSpec, PlanConfig, PlanEvent, PlanRun, SGDSpec
-from gstc.runtime.data import (AUGMENT, NOISE, ORDER, PROBE, TARGETS, Dataset, crop_flip, crop_flip_draws,  # noqa: F401
-                               epoch_generator, pack_input)
+from gstc.plan import AdamSpec, FlatnessSpec, PlanConfig, PlanEvent, PlanRun, SGDSpec, TrainSpec
+from gstc.runtime.batches import crop_flip, crop_flip_draws, pack_input
+from gstc.runtime.data import Dataset
 from gstc.runtime.models import build_model, member_state, pack_states
 from gstc.runtime.moving import Moving
 from gstc.runtime.prune import Pruner
 from gstc.runtime.pruning import Pruning, StepPlugin
+from gstc.runtime.records import EpochRecord, EventRecord
+from gstc.runtime.rng import AUGMENT, NOISE, ORDER, epoch_generator
 
 EVAL_BATCH = 1000  # test images per evaluation batch (BN in eval mode: the size changes no number)
 
@@ -83,16 +87,32 @@ class Member:
         return set() if spec is None else {self.run.epochs} if spec.at == "final" else set(spec.at)
 
 
+# When a callback runs, at every hook: phases in this order, and the callbacks of one phase in the order given. A
+# call can be killed between any two callbacks, and the call that resumes the run starts after its checkpoint:
+FILES = 0  # the run's own files (RunFiles, Flatness, RewindPoints): before the checkpoint, so that it never stands
+#            ahead of them (a kill between the two trains that epoch again, and its lines are replaced)
+CHECKPOINT = 1  # Checkpoints: the epoch a resumed call starts after
+REPORT = 2  # what shows the run outside its folder (progress, trackers): after the checkpoint, so that no epoch shown
+#             is trained again by a resumed call; at the end, after run.json says done (trackers save it)
+
+
+def ordered(callbacks: list["Callback"]) -> list["Callback"]:
+    """The callbacks in the order they run: by phase, and in the order given within a phase."""
+    return sorted(callbacks, key=lambda cb: getattr(cb, "phase", REPORT))  # a stable sort
+
+
 class Callback(Protocol):
     """What plugs into the loop. Each hook gets the trainer; subclass for the no-op defaults."""
+
+    phase: ClassVar[int] = REPORT  # when it runs among the others (FILES, CHECKPOINT, REPORT)
 
     def start(self, trainer: "Trainer", resumed_from: int | None) -> None:
         """Before the first epoch; `resumed_from`: the checkpoint's epoch, None for a fresh start."""
 
-    def event(self, trainer: "Trainer", member: Member, record: dict) -> None:
-        """A member's pruning epoch: pre/post accuracy, stability, per-layer counts."""
+    def event(self, trainer: "Trainer", member: Member, record: EventRecord) -> None:
+        """A member's pruning epoch (pre/post accuracy, stability, per-layer counts), or a moving mask's move."""
 
-    def epoch_end(self, trainer: "Trainer", epoch: int, records: dict[int, dict]) -> None:
+    def epoch_end(self, trainer: "Trainer", epoch: int, records: dict[int, EpochRecord]) -> None:
         """After each epoch (and after epoch 0's scratch events): records of the members still training, by k."""
 
     def failed(self, trainer: "Trainer", member: Member, epoch: int, reason: str) -> None:
@@ -100,6 +120,11 @@ class Callback(Protocol):
 
     def end(self, trainer: "Trainer") -> None:
         """After the loop: every member is finished, failed, or stopped with the pack."""
+
+
+def derived() -> Any:
+    """A Trainer field that __post_init__ sets from the arguments: not an argument, and left out of repr and ==."""
+    return field(init=False, repr=False, compare=False)
 
 
 @dataclass
@@ -116,9 +141,29 @@ class Trainer:
     # None: on CUDA, and on the CPU in float32/bf16 (oneDNN's channels-last kernels: VGG11
     # width 0.25 steps 1.3x faster there, benchmarks/RESULTS.md); float64 has no oneDNN
     # kernels and stays contiguous.
-    channels_last: bool | None = None
+    channels_last: bool | None = None  # resolved to a bool by __post_init__
+
+    # The trainer's state, all set by __post_init__ from the arguments above:
+    pack: int = derived()  # K, the runs trained together (1: a run alone)
+    epochs: int = derived()  # the last epoch to train (every member's train.epochs)
+    train_cfg: TrainSpec = derived()  # the train section, the same for every member
+    augment: bool = derived()  # random crops and flips of the training batches (data.augment)
+    arch: dict[str, Any] = derived()  # build_model's arguments: the plan's model section, shaped by the data
+    model: torch.nn.Module = derived()  # the packed model (a pack of 1: the run's own), on `device` in `dtype`
+    opt: torch.optim.Optimizer = derived()  # every member's parameters: members share none
+    sched: torch.optim.lr_scheduler.MultiStepLR = derived()  # steps once per epoch, after its training
+    members: list[Member] = derived()  # by k, the member's place in the pack
+    pruning: Pruning = derived()  # the pruning plug-in: each member's pruner and the pack's step hooks
+    plugins: list[StepPlugin] = derived()  # called around every step, in this order (see __post_init__)
+    batch_size: int = derived()  # training images per batch, per member
+    batches: int = derived()  # training batches per epoch (the last one may be smaller)
+    autocast: Any = derived()  # torch.autocast in bfloat16 for precision bf16, else a null context
+    table: list[tuple[str, int]] = derived()  # (layer, filters) of each layer, in the layer table's order
+    start: int = derived()  # the epoch training starts after: 0, or a lottery level's rewind epoch
+    epoch: int = derived()  # the last epoch completed
 
     def __post_init__(self) -> None:
+        self.callbacks = ordered(self.callbacks)
         cfg = self.configs[0].resolved
         self.pack = k = len(self.runs)
         self.epochs = self.runs[0].epochs
@@ -216,7 +261,7 @@ class Trainer:
         for cb in self.callbacks:
             cb.end(self)
 
-    def run_epoch(self, epoch: int) -> dict[int, dict]:
+    def run_epoch(self, epoch: int) -> dict[int, EpochRecord]:
         """Train, step the LR, prune where planned, evaluate: per member still training, the epoch's record."""
         t0 = time.perf_counter()
         lr = self.opt.param_groups[0]["lr"]
@@ -227,7 +272,7 @@ class Trainer:
         self.sched.step()
         test_loss, test_acc = self.plugins_epoch(epoch) or self.evaluate()
         seconds = time.perf_counter() - t0
-        records = {}
+        records: dict[int, EpochRecord] = {}
         for m in self.alive:
             params, macs = self.count(m)
             records[m.k] = {"epoch": epoch, "train_loss": train_loss[m.k], "train_acc": train_acc[m.k],
@@ -238,7 +283,7 @@ class Trainer:
             m.seconds += seconds
         return records
 
-    def end_epoch(self, epoch: int, records: dict[int, dict]) -> None:
+    def end_epoch(self, epoch: int, records: dict[int, EpochRecord]) -> None:
         self.epoch = epoch
         for cb in self.callbacks:
             cb.epoch_end(self, epoch, records)
@@ -255,8 +300,8 @@ class Trainer:
         """The pruning events of `epoch` with their evaluations (what an event epoch runs after training)."""
         return self.pruning.epoch(self, epoch)
 
-    def event(self, m: Member, record: dict) -> None:
-        """A member's pruning epoch, for the callbacks (result files, progress)."""
+    def event(self, m: Member, record: EventRecord) -> None:
+        """A member's pruning epoch or move, for the callbacks (result files, progress, trackers)."""
         for cb in self.callbacks:
             cb.event(self, m, record)
 

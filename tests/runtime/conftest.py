@@ -96,9 +96,9 @@ def wandb_offline(tmp_path, monkeypatch):
                          ("WANDB_DATA_DIR", home / "data")):
         folder.mkdir(parents=True, exist_ok=True)
         monkeypatch.setenv(name, str(folder))
-    from gstc.runtime import tracking
+    from gstc.runtime import wandb_tracker
 
-    monkeypatch.setattr(tracking, "WANDB_OPEN", {})
+    monkeypatch.setattr(wandb_tracker, "WANDB_OPEN", {})  # the table WandB and its exit hook read
     wandb.teardown()  # W&B reads its environment once per process setup: a fresh one for this test
     yield
     wandb.teardown()

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from gstc.plan import DataSpec
-from gstc.runtime.data import DataError, crop_flip, crop_flip_draws, epoch_generator, load, normalize
+from gstc.runtime.batches import crop_flip, crop_flip_draws, normalize
+from gstc.runtime.data import DataError, load
+from gstc.runtime.rng import epoch_generator
 
 torch = pytest.importorskip("torch")
 
@@ -120,8 +122,8 @@ def write_mnist(root, folder: str = "MNIST", train: int = 12, test: int = 6, see
 
 
 def test_the_runtime_loads_every_dataset_the_spec_language_names():
-    from gstc.runtime.data import LOADERS
-    from gstc.spec import DATASETS
+    from gstc.runtime.loaders import LOADERS
+    from gstc.datasets import DATASETS
 
     assert set(LOADERS) == set(DATASETS)
 
@@ -218,10 +220,10 @@ def test_imagefolder_errors_name_the_folder_or_file(tmp_path):
 
 
 def test_a_dataset_too_large_for_the_device_says_how_large(tmp_path, monkeypatch):
-    import gstc.runtime.data as data
+    from gstc.runtime import loaders
 
     write_folder(tmp_path)
-    monkeypatch.setattr(data, "_free_bytes", lambda device: 4096)
+    monkeypatch.setattr(loaders, "_free_bytes", lambda device: 4096)
     with pytest.raises(DataError, match=r"take 0.00 GiB as uint8, and cpu has 0.00 GiB free"):
         load(DataSpec(dataset="imagefolder", root=str(tmp_path), image_size=16))
 
@@ -271,10 +273,10 @@ def test_grayscale_28x28_images_train_a_built_in_resnet(tmp_path):
 
 def test_free_cuda_memory_is_asked_of_the_device_by_its_index(monkeypatch):
     """torch.cuda.mem_get_info took only an int before torch 2.5 (pyproject allows 2.4): gstc passes the index."""
-    from gstc.runtime import data
+    from gstc.runtime import loaders
 
     asked = []
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index: asked.append(index) or (7 << 30, 80 << 30))
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
-    assert data._free_bytes(torch.device("cuda")) == 7 << 30 and data._free_bytes(torch.device("cuda:1")) == 7 << 30
+    assert loaders._free_bytes(torch.device("cuda")) == 7 << 30 and loaders._free_bytes(torch.device("cuda:1")) == 7 << 30
     assert asked == [3, 1] and all(type(i) is int for i in asked)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gstc.runtime.models import build_model
-from gstc.runtime.prune import Pruner, StepHooks, choose
+from gstc.runtime.methods import choose
+from gstc.runtime.prune import Pruner
+from gstc.runtime.step_hooks import StepHooks
 from tests.runtime.conftest import compile_text, spec_text
 
 torch = pytest.importorskip("torch")

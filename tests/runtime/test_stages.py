@@ -18,7 +18,9 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 from torch.nn.utils import prune as torch_prune  # noqa: E402
 
-from gstc.runtime.data import ORDER, epoch_generator, load, pack_input  # noqa: E402
+from gstc.runtime.batches import pack_input  # noqa: E402
+from gstc.runtime.data import load  # noqa: E402
+from gstc.runtime.rng import ORDER, epoch_generator  # noqa: E402
 from gstc.runtime.models import build_model  # noqa: E402
 
 EPOCHS, LEVELS, BATCH = 3, 2, 128

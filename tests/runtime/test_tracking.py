@@ -27,7 +27,7 @@ pytest.importorskip("tensorboard")
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
-from gstc.runtime import tracking  # noqa: E402
+from gstc.runtime import tracking, wandb_tracker  # noqa: E402
 from gstc.runtime.driver import execute  # noqa: E402
 from gstc.runtime.executors.in_process import InProcess  # noqa: E402
 from gstc.runtime.train import Trainer  # noqa: E402
@@ -291,7 +291,7 @@ def series(rows: list[tuple[int, dict[str, float]]], metric: str) -> list[tuple[
 def test_wandb_commits_an_epochs_row_at_its_end_so_a_resumed_run_logs_each_epoch_once(tmp_path, wandb_offline):
     results = ResultsDir(tmp_path / "results")
     params = {"train": {"optimizer": {"lr": 0.001}}}
-    first = tracking.WandB(results, "tracked")
+    first = wandb_tracker.WandB(results, "tracked")
     first.open("run1", "default", params, None)
     first.log("run1", 0, {"event/stability": 1.0})  # pruning at initialization
     first.log("run1", 0, {})  # epoch 0 ends (checkpointed) without a record
@@ -299,7 +299,7 @@ def test_wandb_commits_an_epochs_row_at_its_end_so_a_resumed_run_logs_each_epoch
     first.log("run1", 2, {"event/stability": 0.5})
     first.log("run1", 2, {"epoch/test_acc": 20.0})
     first.log("run1", 3, {"event/stability": 0.25})  # killed here, in epoch 3 after its event: never closed
-    second = tracking.WandB(results, "tracked")  # the same process trains it again, from epoch 2's checkpoint
+    second = wandb_tracker.WandB(results, "tracked")  # the same process trains it again, from epoch 2's checkpoint
     second.open("run1", "default", params, 2)
     second.log("run1", 3, {"event/stability": 0.25})
     second.log("run1", 3, {"epoch/test_acc": 30.0})

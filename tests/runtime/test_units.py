@@ -8,7 +8,8 @@ import copy
 import pytest
 
 from gstc.runtime.models import build_model
-from gstc.runtime.prune import Pruner, StepHooks
+from gstc.runtime.prune import Pruner
+from gstc.runtime.step_hooks import StepHooks
 from tests.runtime.conftest import compile_text, spec_text
 from tests.runtime.test_prune import train_steps
 
@@ -139,8 +140,9 @@ def test_snip_scores_equal_gradient_times_weight_on_the_same_batch(granularity):
 def test_snip_chooses_at_epoch_0_through_the_trainers_probe(tmp_path):
     """In a run, SNIP's gradients come from the trainer's probe, on batches drawn for the event: the pruned weights
     are the smallest |g * w| of the gradient the test computes on the same batch from the same initialization."""
-    from gstc.runtime.data import epoch_generator, normalize
-    from gstc.runtime.train import PROBE, Trainer
+    from gstc.runtime.batches import normalize
+    from gstc.runtime.rng import PROBE, epoch_generator
+    from gstc.runtime.train import Trainer
     from gstc.runtime.worker import load
 
     plan = compile_text(spec_text("vgg11_bn", 0.125, "prune:\n  granularity: weight\n  scoring: snip\n"
@@ -225,8 +227,8 @@ def test_grasp_removes_the_smallest_w_times_hessian_gradient_computed_by_torch_f
     differentiation (torch.func.jvp of torch.func.grad) on the batch the trainer's probe draws."""
     from torch.func import functional_call, grad, jvp, replace_all_batch_norm_modules_
 
-    from gstc.runtime.data import epoch_generator, normalize
-    from gstc.runtime.train import PROBE
+    from gstc.runtime.batches import normalize
+    from gstc.runtime.rng import PROBE, epoch_generator
 
     run, trainer = trainer_for("prune:\n  granularity: weight\n  scoring: grasp\n  schedule: {epochs: [0]}\n"
                                "  layers:\n    - {select: conv6, amount: 0.5}\n")
