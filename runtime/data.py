@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gstc.datasets import CLASSES, SHAPES, known_shape  # noqa: F401 (SHAPES: for importers)
+from gstc.datasets import CLASSES, SHAPES, known_shape, unknown_dataset  # noqa: F401 (SHAPES: for importers)
 from gstc.plan import DataSpec
 from gstc.runtime.loaders import LOADERS, STATS, DataError, check_memory, folder_classes, own
 
@@ -48,7 +48,7 @@ def load(data: DataSpec, device: torch.device | str = "cpu") -> Dataset:
     name = data.dataset
     loader = LOADERS.get(name) or (own if ":" in name else None)
     if loader is None:
-        raise DataError(f"unknown dataset {name!r}; known: {', '.join(LOADERS)}, or module:function")
+        raise DataError(unknown_dataset(name))
     train_x, train_y, test_x, test_y = (torch.from_numpy(np.ascontiguousarray(a)) for a in loader(data))
     if len(train_y) == 0 or len(test_y) == 0:
         raise DataError(f"dataset {name}: {len(train_y)} training and {len(test_y)} test images; both must be some")

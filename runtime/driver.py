@@ -1,37 +1,43 @@
 """The one driver: what `gstc run` runs, with every executor, and what the tests run.
 
-`execute(plan, runs, results, executor, pack)` turns the runs not done into the
-executor's jobs, has them carried out, rebuilds the spec's manifest from the run folders
-(never from a worker's memory), and says from those folders and the locks which runs
-failed, are damaged, are held by other live workers, or did not finish.
-`make_executor` builds and checks the executor `gstc run --executor ...` asks for.
+`execute(plan, runs, results, executor, pack, progress)` decides, once, which of the runs
+are not done; has the executor turn them into jobs and carry them out, telling `progress`
+as they go; rebuilds the spec's manifest from the run folders (never from a worker's
+memory); and says from those folders and the locks which runs failed, are damaged, are
+held by other live workers, or did not finish. The executor comes from its options
+(`build`).
 """
 
 from __future__ import annotations
 
-import torch
-
-from gstc.manifest import ResultsDir, run_state, write_manifest
+from gstc.manifest import write_manifest
+from gstc.paths import ResultsDir
+from gstc.runstate import run_state, run_status
 from gstc.plan import Plan, PlanRun
 from gstc import locks
-from gstc.runtime.executors import Executor, ExecutorError, Interrupted, Report, Tick
-from gstc.runtime.worker import Progress, Quiet
+from gstc.claims import hold
+from gstc.executor_options import LocalOptions, Options, RayOptions, SlurmOptions
+from gstc.runtime.executors import Executor, ExecutorError, Interrupted, Report
+from gstc.runtime.progress import Progress, Quiet
 
 
 def rebuild_manifest(plan: Plan, results: ResultsDir, env: dict) -> None:
     """Rebuild the spec's manifest from the run folders, under the spec's manifest lock: of two
     processes finishing together, the one that writes last has read the other's runs."""
-    with locks.hold(results.manifest_lock(plan.spec)):
+    with hold(results.manifest_lock(plan.spec)):
         write_manifest(plan, results, env)
 
 
 def execute(plan: Plan, runs: list[PlanRun], results: ResultsDir, executor: Executor, pack: int | str = 1,
-            progress: Progress | None = None, tick: Tick = lambda: None) -> Report:
+            progress: Progress | None = None) -> Report:
     """Run every selected run not done yet with `executor`, rebuild the manifest, and report on every run."""
     progress = progress or Quiet()
+    todo = [r for r in runs if run_status(results, r.id) != "done"]  # the one place that decides what trains
+    where = executor.device if executor.name == "local" else f"{executor.name} workers ({executor.device})"
+    progress.begin(plan, runs, todo, where)
     try:
-        jobs = executor.jobs(plan, runs, results, pack)
-        report = executor.run(plan, jobs, results, progress, tick)
+        jobs = executor.jobs(plan, todo, results, pack)
+        report = executor.run(plan, jobs, results, progress)
     except KeyboardInterrupt:
         raise Interrupted(executor.on_interrupt()) from None
     finally:
@@ -52,49 +58,38 @@ def execute(plan: Plan, runs: list[PlanRun], results: ResultsDir, executor: Exec
     return report
 
 
-def make_executor(kind: str, device: str = "auto", gpus: list[int] | None = None, address: str | None = None,
-                  gpus_per_task: float | None = None, slurm_partition: str | None = None,
-                  slurm_time: str | None = None, slurm_gpus: int | None = None,
-                  slurm_cluster: str | None = None, dtype: torch.dtype = torch.float32, cpus: int | None = None,
-                  slurm: dict | None = None, track: list[str] | None = None) -> Executor:
-    """The executor `gstc run --executor KIND` asks for, checked up front (ExecutorError); `track`: the trackers
-    its workers feed (gstc.runtime.tracking)."""
+def build(options: Options) -> Executor:
+    """The executor its options object asks for (gstc.executor_options), checked up front (ExecutorError)."""
     executor: Executor
-    if kind == "local":
-        if gpus:
-            if device not in ("auto", "cuda"):
-                raise ExecutorError(f"--gpus trains on CUDA devices; it cannot go with --device {device}")
-            from gstc.runtime.executors.worker_pool import WorkerPool
+    if isinstance(options, LocalOptions) and options.gpus:
+        if options.device not in ("auto", "cuda"):
+            raise ExecutorError(f"--gpus trains on CUDA devices; it cannot go with --device {options.device}")
+        from gstc.runtime.executors.worker_pool import WorkerPool
 
-            executor = WorkerPool([f"cuda:{i}" for i in gpus])
-        else:
-            from gstc.runtime.executors.in_process import InProcess
+        executor = WorkerPool([f"cuda:{i}" for i in options.gpus], options=options)
+    elif isinstance(options, LocalOptions):
+        from gstc.runtime.executors.in_process import InProcess
 
-            try:
-                executor = InProcess(device, dtype)
-            except ValueError as exc:
-                raise ExecutorError(str(exc)) from None
-    elif kind == "ray":
+        try:
+            executor = InProcess(options)
+        except ValueError as exc:
+            raise ExecutorError(str(exc)) from None
+    elif isinstance(options, RayOptions):
         from gstc.runtime.executors.ray import RayExecutor
 
-        executor = RayExecutor(device, address, gpus_per_task, cpus=cpus)
-    elif kind == "slurm":
+        executor = RayExecutor(options)
+    elif isinstance(options, SlurmOptions):
         from gstc.runtime.executors.slurm import SlurmExecutor
 
-        executor = SlurmExecutor(device, slurm_partition, slurm_time, slurm_gpus, slurm_cluster, cpus=cpus,
-                                 **(slurm or {}))
+        executor = SlurmExecutor(options)
     else:
-        raise ExecutorError(f"--executor: expected local, ray or slurm, found {kind!r}")
-    if track:
+        raise ExecutorError(f"no executor reads {type(options).__name__}")
+    if options.track:
         from gstc.runtime import tracking
 
         try:
-            tracking.check(track)
+            tracking.check(list(options.track))
         except ValueError as exc:
             raise ExecutorError(str(exc)) from None
-        executor.track = list(track)
     executor.check()
     return executor
-
-
-__all__ = ["ExecutorError", "Interrupted", "Report", "execute", "make_executor", "rebuild_manifest"]

@@ -1,108 +1,71 @@
-"""`gstc run`'s terminal display: overall runs, the current run's epochs, ETA, last accuracy.
+"""The one progress sink: what every executor tells as the runs go, and the watch that tells it for workers elsewhere.
 
-In-process runs report each epoch through callbacks; runs trained by workers elsewhere
-(`--gpus`, Ray, Slurm) are followed by reading their run folders every few seconds.
+The driver hands each executor a `Progress`. The in-process executor feeds it from the
+trainer's callbacks; the executors whose workers run elsewhere (worker processes, Ray,
+Slurm) feed it through a `FolderWatch`, which reads the run folders every few seconds
+(the folders, not the workers' memory, are what a run has done). `gstc run`'s display
+(gstc.runtime.display) is one such sink; `Quiet` is the sink that says nothing.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Protocol
 
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-from gstc.manifest import ResultsDir, run_status
+from gstc.jsonio import read_jsonl
+from gstc.paths import ResultsDir
+from gstc.runstate import run_state
 from gstc.plan import Plan, PlanRun
-from gstc.runtime.driver import execute
-from gstc.runtime.executors import Executor, Report
-from gstc.runtime.executors.in_process import InProcess
-from gstc.locks import describe
-from gstc.runtime.worker import Outcome, Progress as WorkerProgress, Quiet
+from gstc.runtime.jobs import Outcome
 
 
-class _Display(WorkerProgress):
-    def __init__(self, progress: Progress, total: int):
-        self.p = progress
-        self.overall = progress.add_task("runs", total=total, info="")
-        self.current = progress.add_task("", total=1, info="", visible=False)
-        self.shown = ""
+class Progress(Protocol):
+    """What the runs tell as they go; subclass for the no-op defaults."""
+
+    def begin(self, plan: Plan, runs: list[PlanRun], todo: list[PlanRun], where: str) -> None:
+        """The driver's decision: of `runs`, `todo` are not done and train on `where`."""
 
     def start_pack(self, runs: list[PlanRun], done_epochs: int) -> None:
-        first = runs[0]
-        more = f" + {len(runs) - 1} packed" if len(runs) > 1 else ""
-        self.shown = first.id  # the bar follows the pack's first member; the others advance with it
-        self.p.reset(self.current, total=first.epochs, completed=done_epochs, visible=True,
-                     description=escape(f"{first.config} seed {first.seed}{more}"), info="")
+        """A pack starts training here, from epoch `done_epochs` (in-process only)."""
 
     def epoch(self, run: PlanRun, record: dict) -> None:
-        if run.id == self.shown:
-            self.p.update(self.current, completed=record["epoch"],
-                          info=f"test {record['test_acc']:.2f}%  train {record['train_acc']:.2f}%")
+        """A run finished an epoch (its epochs.jsonl record), after its files and checkpoint were written."""
 
     def end_run(self, run: PlanRun, outcome: Outcome) -> None:
-        self.p.advance(self.overall)
-        if outcome.status == "failed":
-            self.p.console.print(f"[red]run {run.id} failed[/]: {escape(outcome.info['error']['reason'])}")
+        """A run ended: done, failed, damaged, or stopped (another worker took over its lock)."""
 
     def busy(self, run: PlanRun, holder: dict) -> None:
-        self.p.advance(self.overall)
-        self.p.console.print(f"run {run.id} ({escape(run.config)}, seed {run.seed}) is being trained by "
-                             f"{escape(describe(holder))}: left to it")
-
-    def damaged(self, run: PlanRun, damage: dict) -> None:
-        self.p.advance(self.overall)
-        self.p.console.print(f"[red]run {run.id} is damaged[/]: {escape(damage['file'])} {escape(damage['reason'])}")
+        """Another live worker holds the run's lock (holder: the lock's content): it is left to that worker."""
 
 
-class _Poller:
-    """For workers elsewhere (processes, Ray, Slurm): runs finished and epochs written, read from the run folders."""
+class Quiet(Progress):
+    """Says nothing."""
 
-    def __init__(self, progress: Progress, runs: list[PlanRun], results: ResultsDir, every: float = 5.0) -> None:
-        self.p, self.results, self.every = progress, results, every
+
+class FolderWatch:
+    """For workers elsewhere: the epochs recorded and the runs ended, read from the run folders and told to
+    `progress`, at most every `every` seconds (shared storage is not free to read)."""
+
+    def __init__(self, results: ResultsDir, runs: list[PlanRun], progress: Progress, every: float = 5.0) -> None:
+        self.results, self.progress, self.every = results, progress, every
         self.open = {r.id: r for r in runs}
-        self.epochs: dict[str, int] = {}
-        self.overall = progress.add_task("runs", total=len(runs), info="")
-        self.current = progress.add_task("epochs", total=sum(r.epochs for r in runs), info="")
-        self.last = 0.0
+        self.seen: dict[str, int] = {}  # run id -> epoch records already told
+        self.last = float("-inf")
 
-    def tick(self) -> None:
-        if time.monotonic() - self.last < self.every:
+    def poll(self, now: bool = False) -> None:
+        """Tell what changed since the last poll; `now`: whatever the time since it (the last poll of a run)."""
+        if not now and time.monotonic() - self.last < self.every:
             return
         self.last = time.monotonic()
-        for rid in list(self.open):
+        for rid, run in list(self.open.items()):
             try:
-                self.epochs[rid] = self.results.epochs_jsonl(rid).read_bytes().count(b"\n")
-                status = run_status(self.results, rid)
+                records = read_jsonl(self.results.epochs_jsonl(rid))
+                status, info, damage = run_state(self.results, rid)
             except (OSError, ValueError):  # mid-write on shared storage: next time
                 continue
+            for record in records[self.seen.get(rid, 0):]:
+                self.progress.epoch(run, record)
+            self.seen[rid] = len(records)
             if status in ("done", "failed", "damaged"):
                 del self.open[rid]
-                self.p.advance(self.overall)
-                if status in ("failed", "damaged"):
-                    self.p.console.print(f"[red]run {rid} {status}[/]")
-        self.p.update(self.current, completed=sum(self.epochs.values()))
-
-
-def run_with_progress(plan: Plan, runs: list[PlanRun], results: ResultsDir, executor: Executor,
-                      pack: int | str = 1) -> Report:
-    """Run with a live display; returns the executor's report (failed, unfinished and busy runs, worker errors)."""
-    console = Console(stderr=True)
-    todo = [r for r in runs if run_status(results, r.id) != "done"]
-    where = executor.device if executor.name == "local" else f"{executor.name} workers ({executor.device})"
-    console.print(f"{plan.spec}: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to train on {where}; "
-                  f"results in {results.root}")
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-    with Progress(*columns, console=console, transient=False) as progress:
-        if isinstance(executor, InProcess):
-            display, tick = _Display(progress, len(todo)), (lambda: None)
-        else:
-            display, poller = Quiet(), _Poller(progress, todo, results)
-            tick = poller.tick
-        report = execute(plan, todo, results, executor, pack, display, tick)
-        if not isinstance(executor, InProcess):
-            poller.last = 0.0
-            poller.tick()
-    console.print(f"manifest: {results.manifest_json(plan.spec)}")
-    return report
+                self.progress.end_run(run, Outcome(run=run, status=status, info=damage or info or {}))

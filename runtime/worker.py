@@ -8,10 +8,9 @@ for result files, flatness, checkpoints and progress. A run whose lock another w
 took over (its heartbeat was late) is stopped at the next epoch boundary: the worker
 asks the trainer to stop there, and reports it.
 
-`work` is the same for a worker process, a Ray task or a Slurm job: a job (run ids, the
-results folder, the device) in, a summary of what happened out. Every executor writes
-the same results layout (gstc.manifest), so status, report and diff do not care which
-one ran.
+`work` is the same for a worker process, a Ray task or a Slurm job: a `Job` in, a
+`JobResult` (each run's `Outcome`) out (gstc.runtime.jobs). Every executor writes the
+same results layout, so status, report and diff do not care which one ran.
 """
 
 from __future__ import annotations
@@ -20,19 +19,25 @@ import gc
 import os
 import socket
 import time
-from dataclasses import dataclass, field
-from typing import Iterable, Protocol
+from typing import Iterable
 
 import torch
 
-from gstc.manifest import DamagedFile, ResultsDir, read_json, read_jsonl, read_run, run_status, write_json
+from gstc.jsonio import DamagedFile, read_json, read_jsonl, write_json
+from gstc.paths import ResultsDir
+from gstc.runstate import read_run, run_status
 from gstc.packs import groups, make_packs
 from gstc.plan import Plan, PlanConfig, PlanRun
 from gstc import locks
+from gstc.claims import claim_runs, record_claim
+from gstc.plugins import import_path
 from gstc.runtime import stages
 from gstc.runtime.callbacks import Flatness, RunFiles
 from gstc.runtime.checkpoint import Checkpoints, epoch_of
-from gstc.runtime.data import Dataset, load, pack_input
+from gstc.runtime.batches import pack_input
+from gstc.runtime.data import Dataset, load
+from gstc.runtime.jobs import Job, JobResult, Outcome
+from gstc.runtime.progress import Progress, Quiet
 from gstc.runtime.tracking import Tracking
 from gstc.runtime.train import Callback, PackOutOfMemory, Trainer
 
@@ -56,36 +61,6 @@ def strict_fp32() -> None:
     10-bit mantissa) nor in matrix products; run.json's environment records the setting (`tf32`)."""
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
-
-
-@dataclass
-class Outcome:
-    """What became of one run of a pack: done, failed, stopped (its lock was taken over), damaged, busy, blocked
-    (a lottery level whose input is not done)."""
-
-    run: PlanRun
-    status: str
-    info: dict = field(default_factory=dict)  # run.json (done, failed); {"file", "reason"} (damaged); the holder
-
-
-class Progress(Protocol):
-    """What a worker reports as it goes (the CLI's display implements it); subclass for the no-op defaults."""
-
-    def start_pack(self, runs: list[PlanRun], done_epochs: int) -> None: ...
-
-    def epoch(self, run: PlanRun, record: dict) -> None: ...
-
-    def end_run(self, run: PlanRun, outcome: Outcome) -> None: ...
-
-    def busy(self, run: PlanRun, holder: dict) -> None:
-        """Another live worker holds the run's lock (holder: the lock's content): it is left to that worker."""
-
-    def damaged(self, run: PlanRun, damage: dict) -> None:
-        """One of the run's files cannot be read ({"file", "reason"}): the run is left as it is."""
-
-
-class Quiet(Progress):
-    """Reports nothing."""
 
 
 class _Epochs(Callback):
@@ -129,16 +104,8 @@ def inspect(results: ResultsDir, run_id: str, first: int = 1) -> tuple[int | Non
 
 def _mark_damaged(results: ResultsDir, run: PlanRun, damage: dict, progress: Progress, outcomes: list[Outcome]) -> None:
     write_json(results.damaged_json(run.id), {**damage, "time": time.time()})
-    progress.damaged(run, damage)
-    outcomes.append(Outcome(run, "damaged", damage))
-
-
-def search_paths(plan: Plan) -> None:
-    """Import paths of own architectures and datasets are looked up in the plan's folders first (the spec's)."""
-    if plan.paths:
-        from gstc.runtime import builders
-
-        builders.SEARCH_PATH[:] = plan.paths
+    outcomes.append(Outcome(run=run, status="damaged", info=damage))
+    progress.end_run(run, outcomes[-1])
 
 
 def run_pack(plan: Plan, runs: list[PlanRun], results: ResultsDir, device: torch.device,
@@ -146,10 +113,10 @@ def run_pack(plan: Plan, runs: list[PlanRun], results: ResultsDir, device: torch
              datasets: dict[str, Dataset] | None = None, track: list[str] | tuple[str, ...] = ()) -> list[Outcome]:
     """Train one pack (compatible runs, see gstc.packs) to completion; the unit of work of every executor.
 
-    Members already done are skipped. The others are claimed: a member another live
-    worker holds is left to it and reported to `progress.busy`; a stale lock (its worker
-    died) is taken over. A claimed member whose files cannot be read is reported to
-    `progress.damaged` and left as it is. The others resume from their own checkpoints;
+    The members are claimed: a member another live worker holds is left to it and
+    reported to `progress.busy`; a stale lock (its worker died) is taken over. A claimed
+    member found done (by a worker before this one) is released; one whose files cannot
+    be read is reported to `progress.end_run` as damaged and left as it is. The others resume from their own checkpoints;
     those at different epochs (a kill between two members' checkpoint writes) train as
     separate packs, each from its own epoch. Every claim is appended to the run's
     claims.jsonl. `datasets` caches loaded data between packs of one process; `track` names the trackers
@@ -157,24 +124,25 @@ def run_pack(plan: Plan, runs: list[PlanRun], results: ResultsDir, device: torch
     """
     progress = progress or Quiet()
     datasets = {} if datasets is None else datasets
-    search_paths(plan)
-    todo = [r for r in runs if run_status(results, r.id) != "done"]
     outcomes: list[Outcome] = []
-    with locks.claim_runs(results, [r.id for r in todo]) as claims:
-        for run in todo:
+    # import_path: own architectures and datasets (module:attribute) are looked up in the spec's folder first
+    with import_path(plan.paths), claim_runs(results, [r.id for r in runs]) as claims:
+        for run in runs:
             if run.id in claims.busy:
                 progress.busy(run, claims.busy[run.id])
-                outcomes.append(Outcome(run, "busy", claims.busy[run.id]))
+                outcomes.append(Outcome(run=run, status="busy", info=claims.busy[run.id]))
         by_start: dict[int | None, list[PlanRun]] = {}
-        for run in todo:
+        for run in runs:
             if run.id not in claims.held:
                 continue
-            if run_status(results, run.id) == "done":  # finished by its previous holder before we claimed it
+            # Done since the driver decided to train it (by a worker before this one, or a retried job's own
+            # earlier attempt): the claim makes this reading final.
+            if run_status(results, run.id) == "done":
                 claims.release(run.id)
                 continue
             waiting = stages.blocked(plan, results, run)
             if waiting is not None:  # a lottery level whose input is not done: it waits (the driver says why)
-                outcomes.append(Outcome(run, "blocked", {"reason": waiting}))
+                outcomes.append(Outcome(run=run, status="blocked", info={"reason": waiting}))
                 claims.release(run.id)
                 continue
             start, damage = inspect(results, run.id, first=run.stage.start + 1 if run.stage else 1)
@@ -185,13 +153,13 @@ def run_pack(plan: Plan, runs: list[PlanRun], results: ResultsDir, device: torch
             broken = stages.damaged_input(results, run) if start is None else None
             if broken is not None:  # a file of the run it starts from: that run's results stand, this one waits
                 source = broken["run"]
-                outcomes.append(Outcome(run, "blocked", {"reason": f"it starts from run {source}, whose {broken['file']} "
-                                                                   f"{broken['reason']} (`gstc run --restart {source}` "
-                                                                   "trains that run again)"}))
+                reason = (f"it starts from run {source}, whose {broken['file']} {broken['reason']} "
+                          f"(`gstc run --restart {source}` trains that run again)")
+                outcomes.append(Outcome(run=run, status="blocked", info={"reason": reason}))
                 claims.release(run.id)
                 continue
             results.damaged_json(run.id).unlink(missing_ok=True)  # readable now (a file was put back)
-            locks.record_claim(results, run.id, claims.locks[run.id].owner, start or 0)
+            record_claim(results, run.id, claims.locks[run.id].owner, start or 0)
             by_start.setdefault(start, []).append(run)
         queue = list(by_start.values())
         while queue:
@@ -231,10 +199,11 @@ def run_pack(plan: Plan, runs: list[PlanRun], results: ResultsDir, device: torch
             for m in trainer.members:
                 claims.release(m.run.id)
                 if trainer.finished(m) or m.failure is not None:
-                    outcome = Outcome(m.run, "done" if m.failure is None else "failed", read_run(results, m.run.id))
+                    outcome = Outcome(run=m.run, status="done" if m.failure is None else "failed",
+                                      info=read_run(results, m.run.id) or {})
                 else:  # its lock was taken over: the new holder resumes it from the last checkpoint
                     holder = locks.describe(locks.read_lock(results.lock(m.run.id)))
-                    outcome = Outcome(m.run, "stopped", {"epoch": trainer.epoch, "holder": holder})
+                    outcome = Outcome(run=m.run, status="stopped", info={"epoch": trainer.epoch, "holder": holder})
                 progress.end_run(m.run, outcome)
                 outcomes.append(outcome)
             del trainer
@@ -278,29 +247,21 @@ def _index(device: torch.device) -> int:
     return device.index if device.index is not None else torch.cuda.current_device()
 
 
-def local_packs(plan: Plan, runs: Iterable[PlanRun], results: ResultsDir, device: torch.device,
-                pack: int | str = 1, datasets: dict[str, Dataset] | None = None, share: float = 1.0) -> list[list[PlanRun]]:
-    """The runs not done yet, in packs: of `pack` runs, or with 'auto', sized by this device's memory."""
+def local_packs(plan: Plan, runs: Iterable[PlanRun], device: torch.device, pack: int | str = 1,
+                datasets: dict[str, Dataset] | None = None, share: float = 1.0) -> list[list[PlanRun]]:
+    """The runs in packs: of `pack` runs, or with 'auto', sized by this device's memory."""
     by_id = {r.id: r for r in plan.runs}
-    todo = [r for r in runs if run_status(results, r.id) != "done"]
+    todo = list(runs)
     datasets = {} if datasets is None else datasets
-    search_paths(plan)
     packs = []
-    for group in groups(plan, todo):
-        size = pack
-        if pack == "auto":
-            data = _dataset(plan.config(group[0].config), device, datasets)
-            size = auto_pack_size(plan, group, device, data, share)
-        packs += make_packs(plan, group, int(size))
+    with import_path(plan.paths):  # own architectures and datasets: the spec's folder first
+        for group in groups(plan, todo):
+            size = pack
+            if pack == "auto":
+                data = _dataset(plan.config(group[0].config), device, datasets)
+                size = auto_pack_size(plan, group, device, data, share)
+            packs += make_packs(plan, group, int(size))
     return [[by_id[i] for i in p.runs] for p in packs]
-
-
-def summary(outcomes: list[Outcome]) -> dict:
-    """What a worker tells the driver that the run folders do not: the runs whose lock another worker took over,
-    and the lottery levels that wait on an input not done (damaged runs and runs held elsewhere the driver reads
-    from the folders and the locks)."""
-    return {"lost": {o.run.id: o.info for o in outcomes if o.status == "stopped"},
-            "blocked": {o.run.id: o.info["reason"] for o in outcomes if o.status == "blocked"}}
 
 
 # Failures that would fail again: bad input (a dataset that is not there, a model that does not match its
@@ -317,22 +278,19 @@ def permanent(exc: BaseException) -> bool:
     return isinstance(exc, PERMANENT + (DataError,))
 
 
-def work(plan_json: str, job: dict) -> dict:
-    """Carry out one job in a worker: {"runs": [ids], "results": folder, "device": name, "pack": K | "auto",
-    "dtype": "float32", "threads": N or None, "track": [tracker names]}. Returns {"host", "pid", "device", "lost"} (see `summary`); raises on failure (the
-    executor reports it, Ray retries it)."""
+def work(plan_json: str, job: Job) -> JobResult:
+    """Carry out one job in a worker; raises on failure (the executor reports it, Ray retries it)."""
     plan = Plan.model_validate_json(plan_json)
-    results = ResultsDir(job["results"])
-    if job.get("threads"):
+    results = ResultsDir(job.results)
+    if job.threads:
         # The executor decides, from the CPUs the task or job was given: Ray sets OMP_NUM_THREADS=1 in its
         # workers and Slurm may bind fewer CPUs than the node has; the count is recorded in each run.json.
-        torch.set_num_threads(int(job["threads"]))
-    device = resolve_device(job["device"])
-    dtype = getattr(torch, job.get("dtype", "float32"))
+        torch.set_num_threads(job.threads)
+    device = resolve_device(job.device)
+    dtype = getattr(torch, job.dtype)
     by_id = {r.id: r for r in plan.runs}
-    runs = [by_id[i] for i in job["runs"]]
     datasets: dict = {}
     outcomes: list[Outcome] = []
-    for members in local_packs(plan, runs, results, device, job["pack"], datasets, job.get("gpu_share", 1.0)):
-        outcomes += run_pack(plan, members, results, device, None, dtype, datasets, job.get("track", ()))
-    return {"host": socket.gethostname(), "pid": os.getpid(), "device": str(device), **summary(outcomes)}
+    for members in local_packs(plan, [by_id[i] for i in job.runs], device, job.pack, datasets, job.gpu_share):
+        outcomes += run_pack(plan, members, results, device, None, dtype, datasets, job.track)
+    return JobResult(host=socket.gethostname(), pid=os.getpid(), device=str(device), outcomes=tuple(outcomes))

@@ -75,7 +75,7 @@ class Correction(str, Enum):
 
 def _metrics(names: Optional[List[str]], also: Optional[str] = None) -> tuple[str, ...]:
     """The metrics to test: --metric values (default: the outcomes), plus --fail-if-worse's."""
-    from gstc.manifest import OUTCOMES, SUMMARY_FIELDS
+    from gstc.summary import OUTCOMES, SUMMARY_FIELDS
 
     chosen = list(names or OUTCOMES)
     for name in chosen:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from enum import Enum
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import typer
 
@@ -63,18 +64,6 @@ def _gpu_list(text: str) -> list[int]:
     return ids
 
 
-def _check_executor_options(executor: ExecutorKind, given: dict[str, Any]) -> None:
-    """Options that only one executor reads are errors with the others (they would be silently ignored)."""
-    ray, slurm = (ExecutorKind.ray,), (ExecutorKind.slurm,)
-    owners = {"--gpus": (ExecutorKind.local,), "--address": ray, "--gpus-per-task": ray,
-              "--cpus-per-task": (ExecutorKind.ray, ExecutorKind.slurm)}
-    owners |= {f"--slurm-{o}": slurm for o in ("partition", "time", "gpus", "cluster", "mem", "account", "qos", "option")}
-    for option, value in given.items():
-        if value is not None and value != [] and executor not in owners[option]:
-            with_ = " or ".join(f"--executor {o.value}" for o in owners[option])
-            _option_fail(option, f"{option} goes with {with_}, not --executor {executor.value}")
-
-
 @app.command()
 def run(
     spec: Path = typer.Argument(..., help="Spec file.", show_default=False),
@@ -121,37 +110,44 @@ def run(
         _option_fail("--pack", str(exc))
     if not DEVICE.fullmatch(device):
         _option_fail("--device", f"expected auto, cpu, cuda or cuda:N, found {device!r}")
-    from gstc.manifest import ResultsDir, read_run
+    from gstc.paths import ResultsDir
+    from gstc.runstate import read_run
 
     results = ResultsDir(out)
     if results.root.exists() and not results.root.is_dir():
         _option_fail("--out", f"{results.root} is a file; the results go in a folder")
-    _check_executor_options(executor, {"--gpus": gpus, "--address": address, "--gpus-per-task": gpus_per_task,
-                                       "--slurm-partition": slurm_partition, "--slurm-time": slurm_time,
-                                       "--slurm-gpus": slurm_gpus, "--slurm-cluster": slurm_cluster,
-                                       "--cpus-per-task": cpus_per_task, "--slurm-mem": slurm_mem,
-                                       "--slurm-account": slurm_account, "--slurm-qos": slurm_qos,
-                                       "--slurm-option": slurm_option})
-    gpu_ids = _gpu_list(gpus) if gpus is not None else None
+    from gstc import executor_options
+
+    given = {"--gpus": gpus, "--address": address, "--gpus-per-task": gpus_per_task,
+             "--slurm-partition": slurm_partition, "--slurm-time": slurm_time, "--slurm-gpus": slurm_gpus,
+             "--slurm-cluster": slurm_cluster, "--cpus-per-task": cpus_per_task, "--slurm-mem": slurm_mem,
+             "--slurm-account": slurm_account, "--slurm-qos": slurm_qos, "--slurm-option": slurm_option}
+    try:
+        options = executor_options.build(executor.value, given, device=device)
+    except executor_options.OptionError as exc:
+        _option_fail(exc.option, str(exc))
+    if gpus is not None:
+        options = dataclasses.replace(options, gpus=tuple(_gpu_list(gpus)))
     import importlib.util
 
     if importlib.util.find_spec("torch") is None:
         _fail([SpecError(str(spec), 1, 1, "", "gstc run needs PyTorch, which is not installed: pip install torch torchvision")])
     from gstc.runtime.data import DataError
-    from gstc.runtime.driver import ExecutorError, Interrupted, make_executor
-    from gstc.runtime.progress import run_with_progress
+    from gstc.runtime.display import Display
+    from gstc.runtime.driver import build, execute
+    from gstc.runtime.executors import ExecutorError, Interrupted
     from gstc.runtime.tracking import ENV
 
     trackers = track or [t.strip() for t in os.environ.get(ENV, "").split(",") if t.strip()]
+    options = dataclasses.replace(options, track=tuple(trackers))
     _check_restart(spec, runs, restart or [])
     try:
-        ex = make_executor(executor.value, device, gpu_ids, address, gpus_per_task, slurm_partition, slurm_time,
-                           slurm_gpus, slurm_cluster, cpus=cpus_per_task,
-                           slurm={"mem": slurm_mem, "account": slurm_account, "qos": slurm_qos,
-                                  "options": slurm_option or []}, track=trackers)
+        ex = build(options)
         if restart:
             _restart(results, restart, ex)
-        report = run_with_progress(plan_, runs, results, ex, pack_size)
+        with Display(results) as display:
+            report = execute(plan_, runs, results, ex, pack_size, display)
+        _console(stderr=True).print(f"manifest: {results.manifest_json(plan_.spec)}", markup=False)
     except ExecutorError as exc:  # each message names the option or the cluster it is about
         _console(stderr=True).print(f"error: {exc}", markup=False)
         raise typer.Exit(1)
@@ -209,12 +205,13 @@ def _restart(results, ids: list[str], executor) -> None:
     import time
 
     from gstc import locks
+    from gstc.claims import claim_runs
 
     err = _console(stderr=True)
     for rid in ids:
         if not results.run_dir(rid).exists():
             continue  # nothing to set aside: it trains from scratch anyway
-        with locks.claim_runs(results, [rid], wait=False) as claims:
+        with claim_runs(results, [rid], wait=False) as claims:
             if rid in claims.busy:
                 executor.close()
                 _option_fail("--restart", f"run {rid} is being trained by "
@@ -234,7 +231,7 @@ def export_model(
     """Write a run's model physically pruned (channels removed, not masked) as RUN/export/model.pt2, with its
     parameters, MACs and CPU latency against the unpruned model."""
     _need_torch("gstc export-model")
-    from gstc.manifest import ResultsDir
+    from gstc.paths import ResultsDir
     from gstc.runtime.export_run import export_run, summary
 
     try:
@@ -260,7 +257,9 @@ def status(
         Lock,
         read_lock,
     )
-    from gstc.manifest import DamagedFile, ResultsDir, read_jsonl, run_state
+    from gstc.jsonio import DamagedFile, read_jsonl
+    from gstc.paths import ResultsDir
+    from gstc.runstate import run_state
 
     plan_ = _compile(spec, sets)
     results = ResultsDir(out)

@@ -289,7 +289,8 @@ def _spec_layers(spec: Path, write: bool, json_out: bool) -> None:
     """`gstc layers SPEC [--write]`: build the spec's non-built-in models on its data; print or write their tables."""
     from gstc import archs
     from gstc.atomic import write_text
-    from gstc.compile import CollectModels, check
+    from gstc.compile import check
+    from gstc.layer_tables import CollectModels
     from gstc.load import load_file
 
     try:

@@ -1,4 +1,4 @@
-"""Executors: where a plan's packs train. One module each; `gstc.runtime.driver` is the one driver.
+"""Executors: where a plan's jobs train. One module each; `gstc.runtime.driver` is the one driver.
 
 - `in_process.InProcess`: `--executor local` on one device, in this process (the default).
 - `worker_pool.WorkerPool`: `--executor local --gpus 0,1`: one worker process per device.
@@ -6,14 +6,14 @@
 - `slurm.SlurmExecutor`: a Slurm job array through submitit (`cluster="local"`: submitit's
   local mode, the same code path without Slurm).
 
-An executor (`Executor`) says up front what cannot work (`check`), turns the runs not
-done into jobs (`jobs`; a job's "after" lists the jobs whose runs its runs start from: a
-lottery's levels, which each executor starts in that order), carries them out (`run`, which returns a `Report` of what the
-run folders do not say: failed jobs, runs left to other workers, damaged runs, lost
-locks) and cleans up (`close`). Every job ends in `gstc.runtime.worker.work` or
-`run_pack`, so locks, skipping, damage checks and resuming are the same whichever
-executor ran it. Ray and submitit are optional and imported only by their modules, only
-when chosen.
+Each is built from its options object (gstc.executor_options) by `gstc.runtime.driver.build`. An executor
+(`Executor`) says up front what cannot work (`check`), turns the runs the driver decided
+to train into `Job`s (`jobs`; a job's `after` lists the jobs whose runs its runs start
+from: a lottery's levels, which each executor starts in that order), carries them out
+(`run`, feeding the one progress sink and returning a `Report` of what the run folders do
+not say) and cleans up (`close`). Every job ends in `gstc.runtime.worker.work` or
+`run_pack`, so locks, damage checks and resuming are the same whichever executor ran it.
+Ray and submitit are optional and imported only by their modules, only when chosen.
 """
 
 from __future__ import annotations
@@ -21,17 +21,20 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 
-from gstc.manifest import ResultsDir, run_status
+from gstc.executor_options import Options
+from gstc.paths import ResultsDir
 from gstc.packs import groups, make_packs
 from gstc.plan import Plan, PlanRun
-from gstc.runtime.worker import AUTO_MAX_PACK, Progress
+from gstc.runtime.jobs import Job, JobResult, Outcome
+from gstc.runtime.progress import Progress
+from gstc.runtime.worker import AUTO_MAX_PACK
 
 RETRIES = 3  # a job that fails (an exception, or its worker died) is run again this many times (Ray, worker pool)
-POLL_SECONDS = 1.0  # how often the driver looks at remote work (and refreshes the progress display)
+POLL_SECONDS = 1.0  # how often the driver looks at remote work (and the watch at the run folders, at most every 5 s)
 
 
 class ExecutorError(Exception):
@@ -45,24 +48,28 @@ class Interrupted(KeyboardInterrupt):
 
 @dataclass
 class Report:
-    """What became of the runs: `lost` and `errors` come from the workers, the rest `gstc.runtime.driver.execute`
-    reads from the run folders and the locks once every job has ended."""
+    """What became of the runs: `outcomes`, `errors` and `stopped` come from the executor and its workers, the rest
+    `gstc.runtime.driver.execute` reads from the run folders and the locks once every job has ended."""
 
+    outcomes: dict[str, Outcome] = field(default_factory=dict)  # run id -> its last outcome, as its worker said
     errors: list[str] = field(default_factory=list)  # jobs whose worker failed
     busy: dict[str, str] = field(default_factory=dict)  # run id -> the live worker holding it
     damaged: dict[str, dict] = field(default_factory=dict)  # run id -> {"file", "reason"}
-    lost: dict[str, dict] = field(default_factory=dict)  # run id -> {"epoch", "holder"}: stopped, its lock taken over
     failed: list[PlanRun] = field(default_factory=list)  # run.json says failed
     unfinished: list[PlanRun] = field(default_factory=list)  # neither done nor failed nor damaged nor held elsewhere
     stopped: dict[str, str] = field(default_factory=dict)  # run id -> the error that a rerun would meet again
 
-    def merge(self, result: dict) -> None:
-        """A worker's summary (gstc.runtime.worker.summary)."""
-        self.lost.update(result.get("lost", {}))
-        self.stopped.update(result.get("blocked", {}))
+    def merge(self, result: JobResult) -> None:
+        """A worker's result: each run's outcome; a lottery level that waited on an input not done is stopped."""
+        for outcome in result.outcomes:
+            self.outcomes[outcome.run.id] = outcome
+            if outcome.status == "blocked":
+                self.stopped[outcome.run.id] = outcome.info["reason"]
 
-
-Tick = Callable[[], None]  # called every POLL_SECONDS while remote jobs run (the display follows the run folders)
+    @property
+    def lost(self) -> dict[str, dict]:
+        """Run id -> {"epoch", "holder"}: runs a worker stopped because another worker took over their lock."""
+        return {rid: o.info for rid, o in self.outcomes.items() if o.status == "stopped"}
 
 
 class Executor(Protocol):
@@ -72,11 +79,11 @@ class Executor(Protocol):
     def check(self) -> None:
         """Raise ExecutorError for what cannot work, before any run starts."""
 
-    def jobs(self, plan: Plan, runs: list[PlanRun], results: ResultsDir, pack: int | str) -> list[dict]:
-        """The runs not done yet, as jobs."""
+    def jobs(self, plan: Plan, runs: list[PlanRun], results: ResultsDir, pack: int | str) -> list[Job]:
+        """The runs the driver decided to train (none done), as jobs."""
 
-    def run(self, plan: Plan, jobs: list[dict], results: ResultsDir, progress: Progress, tick: Tick) -> Report:
-        """Carry out the jobs; the report of what the run folders do not say."""
+    def run(self, plan: Plan, jobs: list[Job], results: ResultsDir, progress: Progress) -> Report:
+        """Carry out the jobs, telling `progress` as the runs go; the report of what the run folders do not say."""
 
     def environment(self) -> dict:
         """The manifest's environment: where the driver ran the plan."""
@@ -96,24 +103,22 @@ class Remote:
     device = "cpu"
     threads: int | None = None  # torch threads per worker: the CPUs a task or job is given (None: torch's default)
     gpu_share = 1.0  # of a GPU each task is given (Ray's --gpus-per-task): what --pack auto may plan to fill
-    track: list[str] = []  # trackers that follow the runs (gstc.runtime.tracking), set by make_executor
+    options: Options  # what the command line asked for
 
     def check(self) -> None:
         pass
 
-    def jobs(self, plan: Plan, runs: list[PlanRun], results: ResultsDir, pack: int | str) -> list[dict]:
+    def jobs(self, plan: Plan, runs: list[PlanRun], results: ResultsDir, pack: int | str) -> list[Job]:
         """Packs of `pack` runs; with 'auto', each group of compatible runs in chunks of at most AUTO_MAX_PACK,
         which the worker packs by its own device's memory."""
-        todo = [r for r in runs if run_status(results, r.id) != "done"]
         if pack == "auto":
-            chunks = [g[i:i + AUTO_MAX_PACK] for g in groups(plan, todo) for i in range(0, len(g), AUTO_MAX_PACK)]
+            chunks = [g[i:i + AUTO_MAX_PACK] for g in groups(plan, runs) for i in range(0, len(g), AUTO_MAX_PACK)]
             ids = [[r.id for r in c] for c in chunks]
         else:
-            ids = [p.runs for p in make_packs(plan, todo, int(pack))]
-        return ordered(plan, [{"index": i, "runs": r, "results": str(results.root), "device": self.device,
-                               "pack": pack, "dtype": "float32", "threads": self.threads, "track": self.track,
-                               "gpu_share": self.gpu_share}
-                              for i, r in enumerate(ids)])
+            ids = [p.runs for p in make_packs(plan, runs, int(pack))]
+        common = {"results": str(results.root), "device": self.device, "pack": pack, "dtype": self.options.dtype,
+                  "threads": self.threads, "track": self.options.track, "gpu_share": self.gpu_share}
+        return [Job(index=i, runs=tuple(r), after=after, **common) for i, (r, after) in enumerate(ordered(plan, ids))]
 
     def environment(self) -> dict:
         """The driver's; each run.json has its worker's."""
@@ -131,14 +136,13 @@ class Remote:
                 "epoch lost) on the next `gstc run`")
 
 
-def ordered(plan: Plan, jobs: list[dict]) -> list[dict]:
-    """Each job with "after": the indices of the jobs that train the runs its runs start from (a lottery level
-    waits on the levels before it). Jobs come in plan order, so every such job is an earlier one."""
-    where = {rid: job["index"] for job in jobs for rid in job["runs"]}
+def ordered(plan: Plan, packs: list[list[str]]) -> list[tuple[list[str], tuple[int, ...]]]:
+    """Each pack with the indices of the packs that train the runs its runs start from (a lottery level waits on
+    the levels before it). Packs come in plan order, so every such pack is an earlier one."""
+    where = {rid: i for i, runs in enumerate(packs) for rid in runs}
     by_id = {r.id: r for r in plan.runs}
-    for job in jobs:
-        job["after"] = sorted({where[need] for rid in job["runs"] for need in by_id[rid].needs if need in where})
-    return jobs
+    return [(runs, tuple(sorted({where[need] for rid in runs for need in by_id[rid].needs if need in where})))
+            for runs in packs]
 
 
 def plan_for_workers(plan: Plan, base: Path | None = None) -> str:
@@ -154,11 +158,6 @@ def plan_for_workers(plan: Plan, base: Path | None = None) -> str:
             c = c.model_copy(update={"resolved": c.resolved.model_copy(update={"data": data})})
         configs.append(c)
     return plan.model_copy(update={"configs": configs}).model_dump_json()
-
-
-def job_text(job: dict) -> str:
-    n = len(job["runs"])
-    return f"pack {job['index']} ({n} run{'s' * (n != 1)}: {', '.join(job['runs'][:4])}{', ...' if n > 4 else ''})"
 
 
 def last_line(exc: BaseException) -> str:

@@ -6,12 +6,14 @@ RETRIES times; a retry claims its runs again and resumes them from their checkpo
 
 from __future__ import annotations
 
-from gstc.manifest import ResultsDir
-from gstc.plan import Plan
-from gstc.runtime.executors import (ExecutorError, POLL_SECONDS, RETRIES, Remote, Report, Tick, job_text,
-                                      last_line, plan_for_workers)
+from gstc.executor_options import RayOptions
 from gstc.locks import JOB_ENV
-from gstc.runtime.worker import Progress, permanent, work
+from gstc.paths import ResultsDir
+from gstc.plan import Plan
+from gstc.runtime.executors import ExecutorError, POLL_SECONDS, RETRIES, Remote, Report, last_line, plan_for_workers
+from gstc.runtime.jobs import Job, JobResult
+from gstc.runtime.progress import FolderWatch, Progress
+from gstc.runtime.worker import permanent, work
 
 
 ADDRESS_TIMEOUT = 10.0  # seconds to reach a Ray head given by --address before giving up
@@ -21,7 +23,7 @@ class Retryable(Exception):
     """A task's failure that another attempt may not meet (I/O, a lost device): the only kind Ray retries."""
 
 
-def ray_work(plan_json: str, job: dict, *after: dict) -> dict:
+def ray_work(plan_json: str, job: Job, *after: JobResult) -> JobResult:
     """The task: `work`, with its failures sorted into those worth a retry and those that would fail again.
     `after`: the results of the tasks it waits on (a lottery level's inputs, passed so that Ray orders them)."""
     import os
@@ -67,8 +69,9 @@ class RayExecutor(Remote):
 
     name = "ray"
 
-    def __init__(self, device: str = "auto", address: str | None = None, gpus_per_task: float | None = None,
-                 retries: int = RETRIES, init: dict | None = None, cpus: int | None = None) -> None:
+    def __init__(self, options: RayOptions, retries: int = RETRIES, init: dict | None = None) -> None:
+        self.options = options
+        device, address, gpus_per_task, cpus = options.device, options.address, options.gpus_per_task, options.cpus
         self.ray = _import_ray()
         self.requested, self.address, self.gpus_per_task = device, address, gpus_per_task
         self.cpus = 1 if cpus is None else cpus
@@ -118,7 +121,7 @@ class RayExecutor(Remote):
         self.num_gpus = (self.gpus_per_task or 1.0) if wants_gpu else 0
         self.gpu_share = self.gpus_per_task or 1.0  # other tasks may share the GPU: --pack auto sizes to this share
 
-    def run(self, plan: Plan, jobs: list[dict], results: ResultsDir, progress: Progress, tick: Tick) -> Report:
+    def run(self, plan: Plan, jobs: list[Job], results: ResultsDir, progress: Progress) -> Report:
         ray = self.ray
         report = Report()
         task = ray.remote(ray_work)
@@ -128,35 +131,38 @@ class RayExecutor(Remote):
         plan_ref = ray.put(plan_for_workers(plan))
         refs: list = []  # by job index; a job's "after" are earlier jobs: Ray starts it when their tasks succeeded
         for job in jobs:
-            refs.append(task.options(name=f"gstc {plan.spec} pack {job['index']}", **options).remote(
-                plan_ref, job, *[refs[i] for i in job["after"]]))
+            refs.append(task.options(name=f"gstc {plan.spec} pack {job.index}", **options).remote(
+                plan_ref, job, *[refs[i] for i in job.after]))
         pending = dict(zip(refs, jobs))
+        by_id = {r.id: r for r in plan.runs}
+        watch = FolderWatch(results, [by_id[i] for job in jobs for i in job.runs], progress)
         failed: set[int] = set()
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_SECONDS)
-            tick()
+            watch.poll()
             for ref in sorted(ready, key=lambda r: pending[r]["index"]):  # a job's inputs before it
                 job = pending.pop(ref)
-                waited = [i for i in job["after"] if i in failed]
+                waited = [i for i in job.after if i in failed]
                 try:
                     report.merge(ray.get(ref))
                 except ray.exceptions.RayError as exc:
-                    failed.add(job["index"])
+                    failed.add(job.index)
                     if waited:  # Ray did not start it: a task it waits on failed
                         report.stopped.update({rid: f"it starts from the runs of pack {waited[0]}, whose task failed "
-                                                    "(above)" for rid in job["runs"]})
+                                                    "(above)" for rid in job.runs})
                         continue
                     cause = getattr(exc, "cause", None) or exc
                     if isinstance(cause, Retryable) or not isinstance(exc, ray.exceptions.RayTaskError):
                         # Retryable's text names the original exception; a dead worker's is Ray's own error
                         last = last_line(cause) if isinstance(cause, Retryable) else f"{type(cause).__name__}: {last_line(cause)}"
-                        report.errors.append(f"{job_text(job)}: its Ray task failed {self.retries + 1} times; last: "
+                        report.errors.append(f"{job.text()}: its Ray task failed {self.retries + 1} times; last: "
                                              f"{last}" + (f"; Ray's worker logs: {self.logs}" if self.logs else ""))
                     else:
                         why = f"{type(cause).__name__}: {last_line(cause)}"
-                        report.errors.append(f"{job_text(job)}: its Ray task failed with {why} (not retried: another "
+                        report.errors.append(f"{job.text()}: its Ray task failed with {why} (not retried: another "
                                              "attempt would fail the same way)")
-                        report.stopped.update({rid: f"pack {job['index']} failed (above)" for rid in job["runs"]})
+                        report.stopped.update({rid: f"pack {job.index} failed (above)" for rid in job.runs})
+        watch.poll(now=True)
         return report
 
     def close(self) -> None:

@@ -17,12 +17,14 @@ from typing import Any
 
 import torch
 
-from gstc.manifest import ResultsDir
+from gstc.executor_options import SlurmOptions
+from gstc.paths import ResultsDir
 from gstc.plan import Plan
-from gstc.runtime.executors import (ExecutorError, POLL_SECONDS, Remote, Report, Tick, job_text, last_line,
-                                      plan_for_workers)
+from gstc.runtime.executors import ExecutorError, POLL_SECONDS, Remote, Report, last_line, plan_for_workers
+from gstc.runtime.jobs import Job, JobResult
+from gstc.runtime.progress import FolderWatch, Progress
+from gstc.runtime.worker import work
 from gstc.slurm_queue import end_state, live_runs, queue_states, record_submitted
-from gstc.runtime.worker import Progress, work
 
 try:
     from submitit.core.utils import UncompletedJobError
@@ -69,11 +71,11 @@ def parse_slurm_time(text: str) -> int:
 MAX_REQUEUES = 10_000
 
 
-def epochs_done(job: dict) -> int:
+def epochs_done(job: Job) -> int:
     """Epochs recorded by the job's runs, summed: what a job attempt adds to it is its progress."""
-    results = ResultsDir(job["results"])
+    results = ResultsDir(job.results)
     total = 0
-    for rid in job["runs"]:
+    for rid in job.runs:
         path = results.epochs_jsonl(rid)
         if path.exists():
             with open(path, "rb") as f:
@@ -93,11 +95,11 @@ class PackJob(Checkpointable):
 
     start: int | None = None
 
-    def __call__(self, plan_json: str, job: dict) -> dict:
+    def __call__(self, plan_json: str, job: Job) -> JobResult:
         self.start = epochs_done(job)
         return work(plan_json, job)
 
-    def checkpoint(self, plan_json: str, job: dict):  # -> DelayedSubmission | None
+    def checkpoint(self, plan_json: str, job: Job):  # -> DelayedSubmission | None
         if self.start is not None and epochs_done(job) <= self.start:
             return None  # no epoch since the job started: requeuing would not help
         return super().checkpoint(plan_json, job)
@@ -106,9 +108,10 @@ class PackJob(Checkpointable):
 class SlurmExecutor(Remote):
     name = "slurm"
 
-    def __init__(self, device: str = "auto", partition: str | None = None, time: str | None = None,
-                 gpus: int | None = None, cluster: str | None = None, cpus: int | None = None, mem: str | None = None,
-                 account: str | None = None, qos: str | None = None, options: list[str] | None = None) -> None:
+    def __init__(self, options: SlurmOptions) -> None:
+        self.options = o = options
+        device, partition, time, gpus, cluster, cpus = o.device, o.partition, o.time, o.gpus, o.cluster, o.cpus
+        mem, account, qos = o.mem, o.account, o.qos
         self.submitit = _import_submitit()
         if cluster not in (None, "slurm", "local"):
             raise ExecutorError(f"--slurm-cluster: expected 'local' (submitit's local mode) or 'slurm', found {cluster!r}")
@@ -128,7 +131,7 @@ class SlurmExecutor(Remote):
             raise ExecutorError(f"--cpus-per-task: expected 1 or more, found {self.cpus}")
         self.threads = self.cpus  # a job computes with the CPUs Slurm gives it, whatever OMP_NUM_THREADS says
         self.mem, self.account, self.qos = mem, account, qos
-        self.extra = _sbatch_options(options or [])
+        self.extra = _sbatch_options(list(o.options))
         if gpus is None:  # one GPU per job, unless the runs are meant for the CPU or the partition has none
             if device == "cpu" or (self.cluster == "local" and not torch.cuda.is_available()):
                 gpus = 0
@@ -150,7 +153,7 @@ class SlurmExecutor(Remote):
         self.held: dict[str, tuple[str, str]] = {}  # run id -> (job id, state) of a live job from an earlier call
         self.arrays: list[str] = []  # the job arrays this call submitted
 
-    def jobs(self, plan: Plan, runs: list, results: ResultsDir, pack: int | str) -> list[dict]:
+    def jobs(self, plan: Plan, runs: list, results: ResultsDir, pack: int | str) -> list[Job]:
         """As Remote.jobs, without the runs that live jobs of an earlier `gstc run` hold, queued or running:
         they are left to those jobs (and reported), not submitted twice."""
         self.held = live_runs(results.slurm_submitted(plan.spec)) if self.cluster == "slurm" else {}
@@ -163,7 +166,7 @@ class SlurmExecutor(Remote):
         return (f"the Slurm jobs go on (job array {ids}: `squeue -j {ids}`; `scancel {ids}` stops them); `gstc run` "
                 "again leaves their runs to them and trains the rest")
 
-    def run(self, plan: Plan, jobs: list[dict], results: ResultsDir, progress: Progress, tick: Tick) -> Report:
+    def run(self, plan: Plan, jobs: list[Job], results: ResultsDir, progress: Progress) -> Report:
         report = Report()
         report.busy.update({rid: f"Slurm job {job} ({state.lower()}), submitted by an earlier gstc run"
                             for rid, (job, state) in self.held.items()})
@@ -183,12 +186,12 @@ class SlurmExecutor(Remote):
                           slurm_qos=self.qos, slurm_additional_parameters=self.extra or None)
         executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
         plan_json = plan_for_workers(plan)
-        chained = any(job["after"] for job in jobs)
+        chained = any(job.after for job in jobs)
         # Jobs that wait on others (a lottery's levels): on Slurm each is submitted at once with
         # --dependency=afterok on the jobs it waits on (and --kill-on-invalid-dep, so that one whose input failed
         # leaves the queue instead of waiting forever); submitit's local mode has no dependencies, so the driver
         # submits such a job when those it waits on have succeeded.
-        waiting = [job for job in jobs if job["after"]] if chained and self.cluster == "local" else []
+        waiting = [job for job in jobs if job.after] if chained and self.cluster == "local" else []
         ids: dict[int, str] = {}  # job index -> Slurm job id
         ended: dict[int, bool] = {}  # job index -> whether it succeeded
         try:
@@ -196,9 +199,9 @@ class SlurmExecutor(Remote):
                 submitted = executor.map_array(PackJob(), [plan_json] * len(jobs), jobs)
             else:
                 submitted = [self._submit(executor, params, plan_json, job, ids) for job in jobs if job not in waiting]
-            ids.update({job["index"]: sj.job_id for sj, job in zip(submitted, (j for j in jobs if j not in waiting))})
+            ids.update({job.index: sj.job_id for sj, job in zip(submitted, (j for j in jobs if j not in waiting))})
             if self.cluster == "slurm":
-                record_submitted(results.slurm_submitted(plan.spec), {ids[job["index"]]: job["runs"] for job in jobs})
+                record_submitted(results.slurm_submitted(plan.spec), {ids[job.index]: list(job.runs) for job in jobs})
                 self.arrays = sorted({sj.job_id.split("_")[0] for sj in submitted})
         except Exception as exc:  # sbatch refused (a partition that does not exist, a time over its limit)
             why = last_line(exc)
@@ -211,36 +214,38 @@ class SlurmExecutor(Remote):
             # result file is there; squeue tells the rest).
             type(submitted[0]).watcher._make_command = lambda: None
         pending = dict(zip(submitted, (j for j in jobs if j not in waiting)))
+        by_id = {r.id: r for r in plan.runs}
+        watch = FolderWatch(results, [by_id[i] for job in jobs for i in job.runs], progress)
         gone: dict[Any, float] = {}  # job -> when it was first seen out of the queue without a result
         polls = 0
 
-        def end(job: dict, sj: Any, why: str) -> None:
+        def end(job: Job, sj: Any, why: str) -> None:
             """A job that ended without a result: failed, or (a job it waits on did not succeed) never started."""
-            ended[job["index"]] = False
-            inputs = [i for i in job["after"] if ended.get(i) is False]
+            ended[job.index] = False
+            inputs = [i for i in job.after if ended.get(i) is False]
             if inputs:
                 report.stopped.update({rid: f"it starts from the runs of Slurm job {ids[inputs[0]]}, which did not "
-                                            "succeed" for rid in job["runs"]})
+                                            "succeed" for rid in job.runs})
             else:
-                report.errors.append(f"{job_text(job)}: Slurm job {sj.job_id} {why}; log: {sj.paths.stderr}")
+                report.errors.append(f"{job.text()}: Slurm job {sj.job_id} {why}; log: {sj.paths.stderr}")
 
         while pending or waiting:
             for job in [j for j in waiting if all(i in ended for i in j["after"])]:
                 waiting.remove(job)
-                if all(ended[i] for i in job["after"]):
+                if all(ended[i] for i in job.after):
                     sj = self._submit(executor, params, plan_json, job, ids)
                     pending[sj] = job
                 else:
                     end(job, None, "")
             time.sleep(POLL_SECONDS)
-            tick()
+            watch.poll()
             polls += 1
             for sj in [j for j in pending if j.done()]:
                 job = pending.pop(sj)
                 gone.pop(sj, None)
                 try:
                     report.merge(sj.result())
-                    ended[job["index"]] = True
+                    ended[job.index] = True
                 except Exception as exc:  # FailedJobError, UncompletedJobError (killed, out of time, ...)
                     end(job, sj, _slurm_reason(sj, exc))
             if self.cluster == "slurm" and pending and polls % QUEUE_POLLS == 0:
@@ -254,21 +259,22 @@ class SlurmExecutor(Remote):
                     elif now - gone.setdefault(sj, now) >= GONE_SECONDS:
                         end(pending.pop(sj), sj, f"left the queue without a result (state {end_state(sj.job_id)}: "
                                                  "cancelled, out of time or out of memory?)")
+        watch.poll(now=True)
         stray = folder / "%j"  # submitit's local mode makes this empty folder
         if self.cluster == "local" and stray.is_dir() and not any(stray.iterdir()):
             stray.rmdir()
         return report
 
 
-    def _submit(self, executor: Any, params: dict, plan_json: str, job: dict, ids: dict[int, str]) -> Any:
+    def _submit(self, executor: Any, params: dict, plan_json: str, job: Job, ids: dict[int, str]) -> Any:
         """One job, with --dependency=afterok on the Slurm jobs of those it waits on (already submitted)."""
         extra = dict(self.extra)
-        if job["after"] and self.cluster == "slurm":
-            extra.update(dependency="afterok:" + ":".join(ids[i] for i in job["after"]), kill_on_invalid_dep="yes")
+        if job.after and self.cluster == "slurm":
+            extra.update(dependency="afterok:" + ":".join(ids[i] for i in job.after), kill_on_invalid_dep="yes")
         if self.cluster == "slurm":
             executor.update_parameters(slurm_additional_parameters=extra)
         sj = executor.submit(PackJob(), plan_json, job)
-        ids[job["index"]] = sj.job_id
+        ids[job.index] = sj.job_id
         return sj
 
 

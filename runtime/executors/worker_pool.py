@@ -10,11 +10,13 @@ from typing import Any
 
 import torch
 
-from gstc.manifest import ResultsDir
+from gstc.executor_options import LocalOptions
+from gstc.paths import ResultsDir
 from gstc.plan import Plan
-from gstc.runtime.executors import (ExecutorError, POLL_SECONDS, RETRIES, Remote, Report, Tick, job_text,
-                                      last_line, plan_for_workers)
-from gstc.runtime.worker import Progress, work
+from gstc.runtime.executors import ExecutorError, POLL_SECONDS, RETRIES, Remote, Report, last_line, plan_for_workers
+from gstc.runtime.jobs import Job
+from gstc.runtime.progress import FolderWatch, Progress
+from gstc.runtime.worker import work
 
 
 def _pool_worker(device: str, plan_json: str, inbox: Any, outbox: Any) -> None:
@@ -22,11 +24,11 @@ def _pool_worker(device: str, plan_json: str, inbox: Any, outbox: Any) -> None:
     me = os.getpid()
     while (job := inbox.get()) is not None:
         try:
-            outcome = work(plan_json, {**job, "device": device})
+            result = work(plan_json, job.model_copy(update={"device": device}))
         except Exception as exc:
-            outbox.put(("error", me, job["index"], f"{type(exc).__name__}: {last_line(exc)}"))
+            outbox.put(("error", me, job.index, f"{type(exc).__name__}: {last_line(exc)}"))
         else:
-            outbox.put(("done", me, job["index"], outcome))
+            outbox.put(("done", me, job.index, result))
 
 
 class WorkerPool(Remote):
@@ -36,7 +38,8 @@ class WorkerPool(Remote):
 
     name = "local"  # --executor local, with --gpus
 
-    def __init__(self, devices: list[str], retries: int = RETRIES) -> None:
+    def __init__(self, devices: list[str], retries: int = RETRIES, options: LocalOptions | None = None) -> None:
+        self.options = options or LocalOptions()
         if not devices:
             raise ExecutorError("--gpus: no device given")
         self.devices, self.retries = devices, retries
@@ -52,18 +55,20 @@ class WorkerPool(Remote):
             raise ExecutorError(f"--gpus: this machine has {have}, not {', '.join(missing)}; "
                                 f"leave out --gpus to train here on one device")
 
-    def run(self, plan: Plan, jobs: list[dict], results: ResultsDir, progress: Progress, tick: Tick) -> Report:
+    def run(self, plan: Plan, jobs: list[Job], results: ResultsDir, progress: Progress) -> Report:
         report = Report()
         if not jobs:
             return report
+        by_id = {r.id: r for r in plan.runs}
+        watch = FolderWatch(results, [by_id[i] for job in jobs for i in job.runs], progress)
         ctx = multiprocessing.get_context("spawn")
         outbox = ctx.Queue()
         plan_json = plan_for_workers(plan)
         workers: dict[int, tuple[str, Any, Any]] = {}  # pid -> (device, process, inbox)
         idle: list[int] = []
         assigned: dict[int, int] = {}  # worker pid -> index of the job it carries out
-        pending = deque(job["index"] for job in jobs)
-        failures = {job["index"]: 0 for job in jobs}
+        pending = deque(job.index for job in jobs)
+        failures = {job.index: 0 for job in jobs}
         resolved: set[int] = set()
 
         def start(device: str) -> None:
@@ -79,7 +84,7 @@ class WorkerPool(Remote):
             failures[index] += 1
             if failures[index] > self.retries:
                 resolved.add(index)
-                report.errors.append(f"{job_text(jobs[index])}: failed {failures[index]} times; last: {why}")
+                report.errors.append(f"{jobs[index].text()}: failed {failures[index]} times; last: {why}")
             else:
                 pending.append(index)
 
@@ -88,7 +93,7 @@ class WorkerPool(Remote):
         try:
             while len(resolved) < len(jobs):
                 # A job whose "after" jobs are not all ended waits (a lottery level, for the level it starts from).
-                while idle and (index := next((i for i in pending if set(jobs[i]["after"]) <= resolved), None)) is not None:
+                while idle and (index := next((i for i in pending if set(jobs[i].after) <= resolved), None)) is not None:
                     pending.remove(index)
                     if index not in resolved:
                         pid = idle.pop()
@@ -107,7 +112,7 @@ class WorkerPool(Remote):
                         report.merge(payload)
                     elif kind == "error":
                         retry(index, payload)
-                tick()
+                watch.poll()
                 for pid, (device, proc, _) in list(workers.items()):
                     if proc.is_alive():
                         continue
@@ -119,6 +124,7 @@ class WorkerPool(Remote):
                         retry(index, f"its worker process on {device} died (exit code {proc.exitcode})")
                     if len(resolved) < len(jobs):
                         start(device)  # a replacement: the pool keeps one worker per device
+            watch.poll(now=True)
         finally:
             for _, proc, inbox in workers.values():
                 inbox.put(None)

@@ -45,10 +45,11 @@ def trained(tmp_path_factory):
     spec = folder / "frames.yaml"
     spec.write_text(SPEC)
     from gstc.runtime.driver import execute
+    from gstc.executor_options import LocalOptions
     from gstc.runtime.executors.in_process import InProcess
 
     plan = compile_file(str(spec))
-    report = execute(plan, plan.runs, ResultsDir(folder / "results"), InProcess("cpu"))  # what `gstc run` runs
+    report = execute(plan, plan.runs, ResultsDir(folder / "results"), InProcess(LocalOptions(device="cpu")))  # what `gstc run` runs
     assert not report.unfinished and not report.failed
     return spec, folder / "results"
 

@@ -24,6 +24,7 @@ torch = pytest.importorskip("torch")
 from gstc.runtime.driver import execute  # noqa: E402
 from gstc.runtime.executors import Report  # noqa: E402
 from gstc.runtime.executors.in_process import InProcess  # noqa: E402
+from gstc.executor_options import LocalOptions  # noqa: E402
 
 
 def compile_text(text: str) -> Plan:
@@ -37,7 +38,7 @@ def run_plan(plan: Plan, results: ResultsDir, device: str = "cpu", dtype=torch.f
     """What `gstc run --device DEVICE --pack PACK` does with these runs (all by default): the driver's report,
     and each run's run.json afterwards."""
     runs = plan.runs if runs is None else runs
-    report = execute(plan, runs, results, InProcess(device, dtype), pack, progress)
+    report = execute(plan, runs, results, InProcess(LocalOptions(device=device, dtype=str(dtype).removeprefix("torch."))), pack, progress)
     return report, [read_run(results, r.id) for r in runs]
 
 

@@ -30,7 +30,8 @@ from tests.conftest import REPO
 
 torch = pytest.importorskip("torch")
 
-from gstc.runtime.driver import execute, make_executor  # noqa: E402
+from gstc.executor_options import RayOptions, SlurmOptions  # noqa: E402
+from gstc.runtime.driver import build, execute  # noqa: E402
 from gstc.runtime.executors import ExecutorError  # noqa: E402
 from gstc.runtime.executors.slurm import parse_slurm_time  # noqa: E402
 from gstc.runtime.executors.worker_pool import WorkerPool  # noqa: E402
@@ -123,7 +124,7 @@ def single_threaded(monkeypatch):
 @pytest.mark.slow
 def test_ray_gives_the_local_numbers(ray_session, plan, reference, tmp_path):
     results = ResultsDir(tmp_path / "ray")
-    executor = make_executor("ray", "cpu")
+    executor = build(RayOptions(device="cpu"))
     assert executor.num_gpus == 0 and executor.device == "cpu"
     report = execute(plan, plan.runs, results, executor)
     assert report.errors == [] and report.failed == report.unfinished == [] and report.busy == {}
@@ -139,7 +140,7 @@ def test_a_ray_task_that_fails_once_is_retried_and_resumes(ray_session, plan, re
     ray, marker = ray_session
     marker.touch()  # the first training of epoch 2, in whichever worker, raises OSError
     results = ResultsDir(tmp_path / "ray")
-    report = execute(plan, plan.runs, results, make_executor("ray", "cpu"))
+    report = execute(plan, plan.runs, results, build(RayOptions(device="cpu")))
     assert not marker.exists(), "the failure was not injected"
     assert report.errors == [] and report.failed == report.unfinished == []
     assert_same_numbers(plan, results, reference)
@@ -154,7 +155,7 @@ def test_a_ray_task_that_fails_once_is_retried_and_resumes(ray_session, plan, re
 @pytest.mark.slow
 def test_killing_a_ray_worker_mid_run_loses_at_most_the_current_epoch(ray_session, plan, reference, tmp_path):
     # the Ray worker training the last run is killed; Ray retries its task
-    execute_killing_one_worker(plan, ResultsDir(tmp_path / "ray"), make_executor("ray", "cpu"), reference,
+    execute_killing_one_worker(plan, ResultsDir(tmp_path / "ray"), build(RayOptions(device="cpu")), reference,
                                timeout=180)
 
 
@@ -164,8 +165,8 @@ def test_packs_on_ray_workers(ray_session, plan, tmp_path, pack, tasks, size):
     # --pack K: the driver's packs, one task each. --pack auto: one task per chunk of compatible runs,
     # which the worker packs by its own device (a CPU: one run at a time).
     results = ResultsDir(tmp_path / "ray")
-    executor = make_executor("ray", "cpu")
-    assert [len(j["runs"]) for j in executor.jobs(plan, plan.runs, results, pack)] == [len(plan.runs) // tasks] * tasks
+    executor = build(RayOptions(device="cpu"))
+    assert [len(j.runs) for j in executor.jobs(plan, plan.runs, results, pack)] == [len(plan.runs) // tasks] * tasks
     report = execute(plan, plan.runs, results, executor, pack)
     assert report.errors == [] and report.unfinished == []
     for run in plan.runs:
@@ -177,11 +178,11 @@ def test_packs_on_ray_workers(ray_session, plan, tmp_path, pack, tasks, size):
 @pytest.mark.slow
 def test_ray_refuses_gpu_tasks_on_a_cluster_without_gpus(ray_session):
     with pytest.raises(ExecutorError, match="has no GPUs.*would wait forever"):
-        make_executor("ray", "cuda")
+        build(RayOptions(device="cuda"))
     with pytest.raises(ExecutorError, match="--gpus-per-task"):
-        make_executor("ray", "cpu", gpus_per_task=0.5)
+        build(RayOptions(device="cpu", gpus_per_task=0.5))
     with pytest.raises(ExecutorError, match="Ray assigns each task its GPU"):
-        make_executor("ray", "cuda:1")
+        build(RayOptions(device="cuda:1"))
 
 
 # --- Slurm through submitit's local mode ---------------------------------------------------------
@@ -193,7 +194,7 @@ def test_submitit_local_gives_the_local_numbers_and_reports_a_failed_job(single_
     results = ResultsDir(tmp_path / "slurm")
     broken = plan.runs[1]
     results.epochs_jsonl(broken.id).mkdir(parents=True)  # its job fails: epochs.jsonl is a folder
-    executor = make_executor("slurm", "cpu", slurm_cluster="local")
+    executor = build(SlurmOptions(device="cpu", cluster="local"))
     assert executor.gpus == 0
     report = execute(plan, plan.runs, results, executor)
     assert report.unfinished == [broken] and len(report.errors) == 1
@@ -203,7 +204,7 @@ def test_submitit_local_gives_the_local_numbers_and_reports_a_failed_job(single_
     assert "IsADirectoryError" in log.read_text()
     assert all(read_json(results.run_json(r.id))["status"] == "done" for r in plan.runs if r is not broken)
     results.epochs_jsonl(broken.id).rmdir()
-    report = execute(plan, plan.runs, results, make_executor("slurm", "cpu", slurm_cluster="local"))
+    report = execute(plan, plan.runs, results, build(SlurmOptions(device="cpu", cluster="local")))
     assert report.errors == [] and report.unfinished == []
     assert_same_numbers(plan, results, reference)
     # The second call trained only what was not done: the broken run, from scratch. (The failed job stopped
@@ -407,9 +408,10 @@ def test_a_job_at_its_time_limit_is_requeued_only_when_it_progressed(tmp_path):
     pytest.importorskip("submitit")
     from gstc.jsonio import append_jsonl
     from gstc.runtime.executors.slurm import PackJob
+    from gstc.runtime.jobs import Job
 
     results = ResultsDir(tmp_path / "r")
-    job = {"runs": ["aaaaaaaaaaaa"], "results": str(results.root)}
+    job = Job(index=0, runs=("aaaaaaaaaaaa",), results=str(results.root), device="cpu", pack=1)
     pack = PackJob()
     pack.start = 0
     assert pack.checkpoint("{}", job) is None  # no epoch since the start: not requeued, its runs unfinished

@@ -16,8 +16,9 @@ RUNTIME = Path(__file__).resolve().parents[2] / "runtime"
 ALLOWED = {"gstc.plan", "gstc.packs", "gstc.paths", "gstc.jsonio", "gstc.runstate", "gstc.summary", "gstc.manifest",
            "gstc.atomic", "gstc.provenance", "gstc.archs", "gstc.errors",
            "gstc.costs", "gstc.datasets", "gstc.plugins", "gstc.scorings", "gstc.methods", "gstc.modes",
-           "gstc.locks", "gstc.claims", "gstc.slurm_queue"}  # the lock files' protocol, claims of runs and Slurm's queue:
+           "gstc.locks", "gstc.claims", "gstc.slurm_queue",  # the lock files' protocol, claims of runs and Slurm's queue:
            # torch-free, gstc status reads them
+           "gstc.executor_options"}  # what `gstc run` tells its executor, checked on the command line before torch
 
 
 def test_runtime_imports_only_the_plan_and_manifest_from_gstc():

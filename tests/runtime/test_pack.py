@@ -22,6 +22,7 @@ from tests.runtime.conftest import CUDA, DEVICES, compile_text, run_plan
 torch = pytest.importorskip("torch")
 
 from gstc.runtime import worker  # noqa: E402
+from gstc.runtime.progress import Progress  # noqa: E402
 from gstc.runtime.models import build_model, member_state, pack_states  # noqa: E402
 
 RTOL = 1e-9
@@ -185,7 +186,7 @@ def test_member_checkpoints_resume_alone_with_the_same_numbers(device, tmp_path)
     class Stop(Exception):
         pass
 
-    class StopAfter2(worker.Progress):
+    class StopAfter2(Progress):
         def epoch(self, run, record):
             if record["epoch"] == 2 and run.id == runs[-1].id:
                 raise Stop

@@ -14,7 +14,8 @@ from tests.runtime.test_stages import small
 
 torch = pytest.importorskip("torch")
 
-from gstc.runtime.driver import execute, make_executor  # noqa: E402
+from gstc.executor_options import RayOptions, SlurmOptions  # noqa: E402
+from gstc.runtime.driver import build, execute  # noqa: E402
 from gstc.runtime.executors.worker_pool import WorkerPool  # noqa: E402
 
 pytestmark = pytest.mark.slow  # worker processes, a local Ray and submitit jobs: 20-60 s each
@@ -75,13 +76,13 @@ def test_ray_passes_levels_as_task_dependencies_and_a_failed_level_stops_only_it
         ray_session, chain, reference, tmp_path):
     results = ResultsDir(tmp_path / "ray")
     level1, level2 = break_level_1(chain, results)
-    report = execute(chain, chain.runs, results, make_executor("ray", "cpu"))
+    report = execute(chain, chain.runs, results, build(RayOptions(device="cpu")))
     assert [r.id for r in report.unfinished] == [level1.id, level2.id]
     assert "IsADirectoryError" in report.errors[0] and len(report.errors) == 1
     assert "whose task failed" in report.stopped[level2.id]
     assert not results.run_dir(level2.id).exists()  # never started
     results.epochs_jsonl(level1.id).rmdir()
-    report = execute(chain, chain.runs, results, make_executor("ray", "cpu"))
+    report = execute(chain, chain.runs, results, build(RayOptions(device="cpu")))
     assert report.errors == [] and report.unfinished == []
     in_order_with_the_local_numbers(chain, results, reference)
 
@@ -90,11 +91,11 @@ def test_submitit_local_submits_a_level_when_its_input_succeeded(single_threaded
     pytest.importorskip("submitit")
     results = ResultsDir(tmp_path / "slurm")
     level1, level2 = break_level_1(chain, results)
-    report = execute(chain, chain.runs, results, make_executor("slurm", "cpu", slurm_cluster="local"))
+    report = execute(chain, chain.runs, results, build(SlurmOptions(device="cpu", cluster="local")))
     assert [r.id for r in report.unfinished] == [level1.id, level2.id] and len(report.errors) == 1
     assert "did not succeed" in report.stopped[level2.id]
     assert not results.run_dir(level2.id).exists()
     results.epochs_jsonl(level1.id).rmdir()
-    report = execute(chain, chain.runs, results, make_executor("slurm", "cpu", slurm_cluster="local"))
+    report = execute(chain, chain.runs, results, build(SlurmOptions(device="cpu", cluster="local")))
     assert report.errors == [] and report.unfinished == []
     in_order_with_the_local_numbers(chain, results, reference)

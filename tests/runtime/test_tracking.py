@@ -30,6 +30,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from gstc.runtime import tracking, wandb_tracker  # noqa: E402
 from gstc.runtime.driver import execute  # noqa: E402
 from gstc.runtime.executors.in_process import InProcess  # noqa: E402
+from gstc.executor_options import LocalOptions  # noqa: E402
 from gstc.runtime.train import Trainer  # noqa: E402
 
 SPEC = """
@@ -45,9 +46,7 @@ prune: {scoring: l1, schedule: {epochs: [2]}, layers: [{select: conv8, amount: 0
 
 def tracked(plan, results: ResultsDir, names: tuple[str, ...] = ("tensorboard",)):
     """What `gstc run --track NAME...` runs, here."""
-    executor = InProcess("cpu")
-    executor.track = list(names)
-    return execute(plan, plan.runs, results, executor)
+    return execute(plan, plan.runs, results, InProcess(LocalOptions(device="cpu", track=names)))
 
 
 def scalars(results: ResultsDir, config: str, run_id: str) -> dict[str, list[tuple[int, float]]]:

@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch")
 
 from gstc import locks  # noqa: E402
 from gstc.runtime import worker  # noqa: E402
+from gstc.runtime.progress import Progress  # noqa: E402
 
 
 def numbers(results: ResultsDir, run_id: str):
@@ -30,7 +31,7 @@ def test_a_run_whose_lock_is_taken_over_stops_at_the_next_epoch_boundary(tmp_pat
     (run,) = plan.runs
     results = ResultsDir(tmp_path)
 
-    class Thief(worker.Progress):
+    class Thief(Progress):
         """After epoch 1, another live worker (this test's parent process) takes the lock over."""
 
         def epoch(self, r, record):
@@ -62,7 +63,7 @@ def test_a_checkpoint_of_gstc_0_1_0_resumes_with_the_same_numbers(tmp_path):
     class Stop(Exception):
         pass
 
-    class StopAfter1(worker.Progress):
+    class StopAfter1(Progress):
         def epoch(self, r, record):
             if record["epoch"] == 1:
                 raise Stop
