@@ -43,7 +43,6 @@ from gstc.runtime.rng import AUGMENT, NOISE, ORDER, epoch_generator
 EVAL_BATCH = 1000  # test images per evaluation batch (BN in eval mode: the size changes no number)
 
 
-
 def make_optimizer(params: Any, spec: AdamSpec | SGDSpec, fused: bool = False) -> torch.optim.Optimizer:
     """Adam or SGD; `fused`: one kernel for all parameters (CUDA and CPU). Both act element by element."""
     fast = {"fused": True} if fused else {}

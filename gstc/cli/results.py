@@ -9,17 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from gstc.cli.common import (
-    Correction,
-    _compile,
-    _console,
-    _fail,
-    _metrics,
-    _option_fail,
-    _print_tables,
-    _wide,
-    app,
-)
+from gstc.cli.common import Correction, _compile, _console, _fail, _metrics, _option_fail, _print_tables, _wide, app
 from gstc.errors import SpecError, SpecErrors
 
 

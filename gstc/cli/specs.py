@@ -9,17 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from gstc.cli.common import (
-    Format,
-    _compile,
-    _console,
-    _fail,
-    _need_torch,
-    _option_fail,
-    _pack_size,
-    _table,
-    app,
-)
+from gstc.cli.common import Format, _compile, _console, _fail, _need_torch, _option_fail, _pack_size, _table, app
 from gstc.errors import SpecError, SpecErrors
 
 

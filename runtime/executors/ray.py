@@ -140,7 +140,7 @@ class RayExecutor(Remote):
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_SECONDS)
             watch.poll()
-            for ref in sorted(ready, key=lambda r: pending[r]["index"]):  # a job's inputs before it
+            for ref in sorted(ready, key=lambda r: pending[r].index):  # a job's inputs before it
                 job = pending.pop(ref)
                 waited = [i for i in job.after if i in failed]
                 try:
