@@ -230,7 +230,7 @@ class SlurmExecutor(Remote):
                 report.errors.append(f"{job.text()}: Slurm job {sj.job_id} {why}; log: {sj.paths.stderr}")
 
         while pending or waiting:
-            for job in [j for j in waiting if all(i in ended for i in j["after"])]:
+            for job in [j for j in waiting if all(i in ended for i in j.after)]:
                 waiting.remove(job)
                 if all(ended[i] for i in job.after):
                     sj = self._submit(executor, params, plan_json, job, ids)
