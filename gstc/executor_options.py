@@ -95,5 +95,4 @@ def build(kind: str, given: dict[str, Any], **common: Any) -> Options:
     cls = EXECUTORS[kind]
     values = {f.name: given[f.metadata["option"]] for f in dataclasses.fields(cls)
               if f.metadata.get("option") in given and given[f.metadata["option"]] is not None}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return cls(**values, **{k: tuple(v) if isinstance(v, list) else v for k, v in common.items()})
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in {**values, **common}.items()})

@@ -30,7 +30,7 @@ from gstc.paths import ResultsDir
 from gstc.packs import groups, make_packs
 from gstc.plan import Plan, PlanRun
 from gstc.runtime.jobs import Job, JobResult, Outcome
-from gstc.runtime.progress import Progress
+from gstc.runtime.progress import FolderWatch, Progress
 from gstc.runtime.worker import AUTO_MAX_PACK
 
 RETRIES = 3  # a job that fails (an exception, or its worker died) is run again this many times (Ray, worker pool)
@@ -119,6 +119,11 @@ class Remote:
         common = {"results": str(results.root), "device": self.device, "pack": pack, "dtype": self.options.dtype,
                   "threads": self.threads, "track": self.options.track, "gpu_share": self.gpu_share}
         return [Job(index=i, runs=tuple(r), after=after, **common) for i, (r, after) in enumerate(ordered(plan, ids))]
+
+    def watch(self, plan: Plan, jobs: list[Job], results: ResultsDir, progress: Progress) -> FolderWatch:
+        """What tells `progress` of the jobs' runs: their folders, which the workers write."""
+        by_id = {r.id: r for r in plan.runs}
+        return FolderWatch(results, [by_id[i] for job in jobs for i in job.runs], progress)
 
     def environment(self) -> dict:
         """The driver's; each run.json has its worker's."""

@@ -12,7 +12,7 @@ from gstc.paths import ResultsDir
 from gstc.plan import Plan
 from gstc.runtime.executors import ExecutorError, POLL_SECONDS, RETRIES, Remote, Report, last_line, plan_for_workers
 from gstc.runtime.jobs import Job, JobResult
-from gstc.runtime.progress import FolderWatch, Progress
+from gstc.runtime.progress import Progress
 from gstc.runtime.worker import permanent, work
 
 
@@ -134,8 +134,7 @@ class RayExecutor(Remote):
             refs.append(task.options(name=f"gstc {plan.spec} pack {job.index}", **options).remote(
                 plan_ref, job, *[refs[i] for i in job.after]))
         pending = dict(zip(refs, jobs))
-        by_id = {r.id: r for r in plan.runs}
-        watch = FolderWatch(results, [by_id[i] for job in jobs for i in job.runs], progress)
+        watch = self.watch(plan, jobs, results, progress)
         failed: set[int] = set()
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_SECONDS)

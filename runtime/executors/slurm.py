@@ -22,7 +22,7 @@ from gstc.paths import ResultsDir
 from gstc.plan import Plan
 from gstc.runtime.executors import ExecutorError, POLL_SECONDS, Remote, Report, last_line, plan_for_workers
 from gstc.runtime.jobs import Job, JobResult
-from gstc.runtime.progress import FolderWatch, Progress
+from gstc.runtime.progress import Progress
 from gstc.runtime.worker import work
 from gstc.slurm_queue import end_state, live_runs, queue_states, record_submitted
 
@@ -214,8 +214,7 @@ class SlurmExecutor(Remote):
             # result file is there; squeue tells the rest).
             type(submitted[0]).watcher._make_command = lambda: None
         pending = dict(zip(submitted, (j for j in jobs if j not in waiting)))
-        by_id = {r.id: r for r in plan.runs}
-        watch = FolderWatch(results, [by_id[i] for job in jobs for i in job.runs], progress)
+        watch = self.watch(plan, jobs, results, progress)
         gone: dict[Any, float] = {}  # job -> when it was first seen out of the queue without a result
         polls = 0
 

@@ -15,7 +15,7 @@ from gstc.paths import ResultsDir
 from gstc.plan import Plan
 from gstc.runtime.executors import ExecutorError, POLL_SECONDS, RETRIES, Remote, Report, last_line, plan_for_workers
 from gstc.runtime.jobs import Job
-from gstc.runtime.progress import FolderWatch, Progress
+from gstc.runtime.progress import Progress
 from gstc.runtime.worker import work
 
 
@@ -59,8 +59,7 @@ class WorkerPool(Remote):
         report = Report()
         if not jobs:
             return report
-        by_id = {r.id: r for r in plan.runs}
-        watch = FolderWatch(results, [by_id[i] for job in jobs for i in job.runs], progress)
+        watch = self.watch(plan, jobs, results, progress)
         ctx = multiprocessing.get_context("spawn")
         outbox = ctx.Queue()
         plan_json = plan_for_workers(plan)
